@@ -1,0 +1,53 @@
+# Conn — every entry point a newcomer or CI needs. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) -m conn_localstack.cli
+
+.PHONY: help setup up down status test test-unit lint fmt schemas demo bench chaos clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## Create .venv, install pinned deps, fetch Kafka (Maven), ensure PostgreSQL 15 (idempotent)
+	@bash deploy/local/setup.sh
+
+up: ## Start local Kafka (KRaft), PostgreSQL, topics and the simulator
+	@$(STACK) up
+
+down: ## Stop exactly what `make up` started
+	@$(STACK) down
+
+status: ## Show the local stack's processes and health
+	@$(STACK) status
+
+lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict schemas/conn_schemas core/conn_core
+
+fmt: ## Format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+schemas: ## Regenerate schemas/json from the pydantic models
+	$(PY) -m conn_schemas.generate
+
+test: lint ## Lint, then every test (unit, property, integration against real services)
+	$(VENV)/bin/pytest
+
+test-unit: ## Pure unit and property tests only (no I/O)
+	$(VENV)/bin/pytest tests/unit
+
+demo: setup ## The guided-remediation demo on the local stack
+	$(PY) -m conn_demo
+
+bench: ## Benchmarks with raw-aiokafka baselines; writes bench/results/*.json
+	$(PY) -m bench
+
+chaos: ## Full fault suite
+	$(VENV)/bin/pytest tests/chaos -m slow
+
+clean: down ## Stop the stack and delete local data
+	rm -rf .local

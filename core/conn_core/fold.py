@@ -1,0 +1,327 @@
+"""The fold: `evolve(state, event)` applied over an incident's events in log order.
+
+Replaying `conn.events` from offset 0 through `evolve` rebuilds every
+incident's bridge state exactly; nothing else is a source of truth. Holds are
+*derived* here (from verdicts, conflicts and failures), so every service sees
+the same hold at the same ledger position with no message in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import singledispatch
+
+from conn_core.rules import check_control
+from conn_core.state import (
+    ControlState,
+    DirectiveRecord,
+    DirectiveStatus,
+    Hold,
+    IncidentState,
+    PacketRef,
+)
+from conn_schemas.events import (
+    AuthorityDeclared,
+    DirectiveAccepted,
+    DirectiveIssued,
+    DirectiveRefused,
+    Envelope,
+    HoldDeclared,
+    IncidentClosed,
+    IncidentOpened,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    ResumeDirected,
+    StateGathered,
+    StepFailed,
+    StepOutcomeUnknown,
+    StepStarted,
+    StepSucceeded,
+    TakeoverAccepted,
+    TakeoverPacketPublished,
+    TakeoverRequested,
+    VerificationSnapshot,
+)
+from conn_schemas.observations import Observation
+from conn_schemas.values import (
+    CONSEQUENTIAL_ACTIONS,
+    ConnHolder,
+    DrainWorkerPool,
+    HoldReason,
+    RefusalReason,
+    RestartDependencyTier,
+    Verdict,
+)
+
+HOLDING_REFUSALS = frozenset({RefusalReason.EXPECTATION_CONFLICT, RefusalReason.PARTIAL_STATE})
+"""Refusals that mean "what we see is not what was expected": derive a hold."""
+
+
+def evolve(state: IncidentState, event: Envelope) -> IncidentState:
+    """Apply one event of `state.incident_id` (in log order) and return the state."""
+    state.sequence += 1
+    state.last_event_at = event.occurred_at
+    _apply(event, state)
+    return state
+
+
+def fold(events: Iterable[Envelope], incident_id: str) -> IncidentState:
+    """Build an incident's state from its events (others are skipped)."""
+    state = IncidentState(incident_id=incident_id)
+    for event in events:
+        if event.incident_id == incident_id:
+            evolve(state, event)
+    return state
+
+
+def fold_all(events: Iterable[Envelope]) -> dict[str, IncidentState]:
+    """Build every incident's state from an interleaved stream."""
+    states: dict[str, IncidentState] = {}
+    for event in events:
+        state = states.get(event.incident_id)
+        if state is None:
+            state = states[event.incident_id] = IncidentState(incident_id=event.incident_id)
+        evolve(state, event)
+    return states
+
+
+def evolve_control(control: ControlState, event: Envelope) -> ControlState:
+    """Apply one `conn.control` event (kill switch)."""
+    if isinstance(event, KillSwitchEngaged):
+        control.kill_switch = True
+        control.reason = event.payload.reason
+    elif isinstance(event, KillSwitchReleased):
+        control.kill_switch = False
+        control.reason = event.payload.reason
+    else:
+        return control
+    control.changed_at = event.occurred_at
+    control.changed_by = event.actor.id
+    return control
+
+
+def _state_changed(state: IncidentState) -> None:
+    state.state_changed_at = state.sequence
+
+
+def _hold(state: IncidentState, reason: HoldReason, detail: str, correlation: str | None) -> None:
+    state.hold = Hold(reason, detail, state.sequence, correlation)
+    state.holds_declared += 1
+
+
+def _remember_readings(state: IncidentState, observation: Observation) -> None:
+    for reading in observation.metrics:
+        known = state.last_readings.get(reading.region)
+        if known is None or reading.observed_at >= known.observed_at:
+            state.last_readings[reading.region] = reading
+
+
+@singledispatch
+def _apply(event: Envelope, state: IncidentState) -> None:
+    """Events with no effect on the bridge state (alerts, record updates...)."""
+
+
+@_apply.register
+def _(event: IncidentOpened, state: IncidentState) -> None:
+    if state.opened:
+        return
+    state.opened = True
+    state.title = event.payload.title
+    state.service = event.payload.service
+    state.opened_at = event.occurred_at
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: AuthorityDeclared, state: IncidentState) -> None:
+    authority = event.payload.authority
+    state.authority = authority
+    state.authority_sha256 = event.payload.content_sha256
+    state.holder = authority.holder
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: DirectiveIssued, state: IncidentState) -> None:
+    cid = event.correlation_id
+    if cid is None or cid in state.directives:
+        return  # a replayed or duplicate directive changes nothing
+    consequential = event.payload.action.action in CONSEQUENTIAL_ACTIONS
+    state.directives[cid] = DirectiveRecord(
+        correlation_id=cid,
+        action=event.payload.action,
+        actor_id=event.actor.id,
+        issued_sequence=state.sequence,
+        based_on_sequence=event.payload.based_on_sequence,
+        consequential=consequential,
+        expectation=event.payload.expectation,
+    )
+    if consequential and state.open_step is None:
+        state.open_step = cid
+
+
+def _directive(state: IncidentState, event: Envelope) -> DirectiveRecord | None:
+    if event.correlation_id is None:
+        return None
+    return state.directives.get(event.correlation_id)
+
+
+@_apply.register
+def _(event: DirectiveAccepted, state: IncidentState) -> None:
+    record = _directive(state, event)
+    if record is None or record.status is not DirectiveStatus.ISSUED:
+        return
+    record.status = DirectiveStatus.ACCEPTED
+    if record.consequential:
+        state.last_step = record.correlation_id
+        state.open_step = record.correlation_id
+
+
+@_apply.register
+def _(event: DirectiveRefused, state: IncidentState) -> None:
+    reason = event.payload.reason
+    state.refusals[reason] = state.refusals.get(reason, 0) + 1
+    record = _directive(state, event)
+    if record is not None and record.status is DirectiveStatus.ISSUED:
+        record.status = DirectiveStatus.REFUSED
+        record.refusal = reason
+        record.refusal_detail = event.payload.detail
+        if state.open_step == record.correlation_id:
+            state.open_step = None
+    if reason in HOLDING_REFUSALS:
+        hold_reason = (
+            HoldReason.EXPECTATION_CONFLICT
+            if reason is RefusalReason.EXPECTATION_CONFLICT
+            else HoldReason.PARTIAL_STATE
+        )
+        _hold(state, hold_reason, event.payload.detail, event.correlation_id)
+        _state_changed(state)
+
+
+@_apply.register
+def _(event: StateGathered, state: IncidentState) -> None:
+    _remember_readings(state, event.payload.observation)
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: StepStarted, state: IncidentState) -> None:
+    record = _directive(state, event)
+    if record is None or record.status is not DirectiveStatus.ACCEPTED:
+        return
+    record.status = DirectiveStatus.STARTED
+    record.started_at = event.occurred_at
+    action = record.action
+    if record.consequential:
+        state.consequential_steps += 1
+    if isinstance(action, DrainWorkerPool):
+        state.drained_pools.setdefault(action.region, set()).add(action.pool)
+    elif isinstance(action, RestartDependencyTier):
+        key = (action.tier, action.region)
+        state.restarts[key] = state.restarts.get(key, 0) + 1
+    _state_changed(state)
+
+
+def _finish(
+    state: IncidentState, event: Envelope, status: DirectiveStatus
+) -> DirectiveRecord | None:
+    record = _directive(state, event)
+    if record is None or record.status not in (DirectiveStatus.STARTED, DirectiveStatus.ACCEPTED):
+        return None
+    record.status = status
+    record.finished_at = event.occurred_at
+    _state_changed(state)
+    return record
+
+
+@_apply.register
+def _(event: StepSucceeded, state: IncidentState) -> None:
+    _finish(state, event, DirectiveStatus.SUCCEEDED)
+
+
+@_apply.register
+def _(event: StepFailed, state: IncidentState) -> None:
+    record = _finish(state, event, DirectiveStatus.FAILED)
+    if record is not None and record.consequential:
+        _hold(state, HoldReason.STEP_FAILED, event.payload.error, record.correlation_id)
+
+
+@_apply.register
+def _(event: StepOutcomeUnknown, state: IncidentState) -> None:
+    _finish(state, event, DirectiveStatus.OUTCOME_UNKNOWN)
+    _remember_readings(state, event.payload.observation)
+
+
+@_apply.register
+def _(event: VerificationSnapshot, state: IncidentState) -> None:
+    payload = event.payload
+    for region in payload.regions:
+        _remember_readings(state, Observation(metrics=region.readings))
+    state.last_verdict = payload.verdict
+    step = state.directives.get(payload.step_correlation_id or "")
+    if step is not None:
+        step.verdict = payload.verdict
+    if payload.verdict is Verdict.RECOVERED:
+        # Verification passed: the one-step gate opens. A hold stays until resumed.
+        if step is not None and state.open_step == step.correlation_id:
+            state.open_step = None
+    else:
+        _hold(
+            state,
+            HoldReason.VERIFICATION,
+            f"{payload.verdict.value}: {payload.detail}",
+            payload.step_correlation_id or event.correlation_id,
+        )
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: HoldDeclared, state: IncidentState) -> None:
+    if check_control(state, event) is not None:
+        state.ignored_controls += 1
+        return
+    _hold(state, event.payload.reason, event.payload.detail, event.correlation_id)
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: ResumeDirected, state: IncidentState) -> None:
+    if check_control(state, event) is not None:
+        state.ignored_controls += 1
+        return
+    state.hold = None
+    state.open_step = None
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: TakeoverRequested, state: IncidentState) -> None:
+    if check_control(state, event) is not None:
+        state.ignored_controls += 1
+        return
+    state.takeover_requested_to = event.payload.to_team
+
+
+@_apply.register
+def _(event: TakeoverPacketPublished, state: IncidentState) -> None:
+    p = event.payload
+    state.last_packet = PacketRef(p.packet_sha256, p.to_team, p.trigger, state.sequence)
+
+
+@_apply.register
+def _(event: TakeoverAccepted, state: IncidentState) -> None:
+    if check_control(state, event) is not None:
+        state.ignored_controls += 1
+        return
+    state.holder = ConnHolder(identity=event.actor.id, team=event.payload.team)
+    state.hold = None
+    state.open_step = None
+    state.takeover_requested_to = None
+    state.takeovers_accepted += 1
+    _state_changed(state)
+
+
+@_apply.register
+def _(event: IncidentClosed, state: IncidentState) -> None:
+    state.closed = True
+    _state_changed(state)

@@ -1,0 +1,85 @@
+"""Ports: what Conn needs from the target systems, as Protocols.
+
+Every port has a simulator adapter (the embedded default) and a real adapter
+(Unleash, Kubernetes, Prometheus, webhooks) in `conn_adapters`. Each call is
+bounded by the adapter's timeout and returns a typed result that records what
+was observed before and after. Mutating calls take an idempotency key (the
+directive's correlation ID): repeating a call with the same key changes nothing.
+
+Errors: adapters raise `PortError` (with `retriable`) and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from conn_schemas.observations import (
+    ActionResult,
+    FlagRuleState,
+    MetricsReading,
+    RecordNoteResult,
+    TierState,
+    WorkerPoolState,
+)
+
+
+class PortError(Exception):
+    """A target system call failed. Callers ask `retriable`, not the type."""
+
+    def __init__(self, message: str, *, retriable: bool = False, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.timeout = timeout
+
+
+# Observed-state types live in the contract package because they are carried in events.
+__all__ = [
+    "ActionResult",
+    "FeatureFlags",
+    "FlagRuleState",
+    "IncidentRecord",
+    "Metrics",
+    "MetricsReading",
+    "Orchestrator",
+    "PortError",
+    "RecordNoteResult",
+    "TierState",
+    "WorkerPoolState",
+]
+
+
+# --- ports -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class FeatureFlags(Protocol):
+    async def get_rule(self, flag: str, rule: str, region: str) -> FlagRuleState: ...
+
+    async def disable_rule(
+        self, flag: str, rule: str, region: str, *, idempotency_key: str
+    ) -> ActionResult: ...
+
+
+@runtime_checkable
+class Orchestrator(Protocol):
+    async def get_pool(self, pool: str, region: str) -> WorkerPoolState: ...
+
+    async def drain_pool(self, pool: str, region: str, *, idempotency_key: str) -> ActionResult: ...
+
+    async def get_tier(self, tier: str, region: str) -> TierState: ...
+
+    async def restart_tier(
+        self, tier: str, region: str, *, idempotency_key: str
+    ) -> ActionResult: ...
+
+
+@runtime_checkable
+class Metrics(Protocol):
+    async def read_region(self, region: str) -> MetricsReading: ...
+
+
+@runtime_checkable
+class IncidentRecord(Protocol):
+    async def append_note(
+        self, incident_id: str, note: str, *, idempotency_key: str
+    ) -> RecordNoteResult: ...

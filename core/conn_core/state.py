@@ -1,0 +1,139 @@
+"""The bridge state of one incident, and the global control state.
+
+These are what the fold (`conn_core.fold`) derives from the log. Every service
+builds the same state from the same prefix of `conn.events`, which is what lets
+the executor re-check a directive "against the log prefix at execution time".
+The state is a plain dataclass owned by the fold that builds it; nothing else
+mutates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from conn_schemas.observations import MetricsReading
+from conn_schemas.values import (
+    Action,
+    AuthorityBoundary,
+    ConnHolder,
+    Expectation,
+    HoldReason,
+    RefusalReason,
+    Verdict,
+)
+
+
+class DirectiveStatus(StrEnum):
+    ISSUED = "issued"  # in the log, not yet decided by the executor
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    STARTED = "started"  # side effect may be under way
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+@dataclass
+class DirectiveRecord:
+    correlation_id: str
+    action: Action
+    actor_id: str
+    issued_sequence: int
+    based_on_sequence: int
+    consequential: bool
+    expectation: Expectation | None = None
+    status: DirectiveStatus = DirectiveStatus.ISSUED
+    refusal: RefusalReason | None = None
+    refusal_detail: str = ""
+    verdict: Verdict | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict is Verdict.RECOVERED
+
+
+@dataclass
+class Hold:
+    reason: HoldReason
+    detail: str
+    since_sequence: int
+    correlation_id: str | None = None
+
+
+@dataclass
+class PacketRef:
+    sha256: str
+    to_team: str | None
+    trigger: str
+    sequence: int
+
+
+@dataclass
+class IncidentState:
+    incident_id: str
+    sequence: int = 0
+    """Number of this incident's events folded so far (the ledger position)."""
+    opened: bool = False
+    closed: bool = False
+    title: str = ""
+    service: str = ""
+    opened_at: datetime | None = None
+    authority: AuthorityBoundary | None = None
+    authority_sha256: str | None = None
+    holder: ConnHolder | None = None
+    directives: dict[str, DirectiveRecord] = field(default_factory=dict)
+    open_step: str | None = None
+    """correlation_id of the consequential step issued and not yet verified/released."""
+    last_step: str | None = None
+    """correlation_id of the last consequential directive accepted."""
+    state_changed_at: int = 0
+    """Sequence of the last event that changes what a commander would base a directive on."""
+    hold: Hold | None = None
+    last_verdict: Verdict | None = None
+    last_readings: dict[str, MetricsReading] = field(default_factory=dict)
+    drained_pools: dict[str, set[str]] = field(default_factory=dict)
+    restarts: dict[tuple[str, str], int] = field(default_factory=dict)
+    consequential_steps: int = 0
+    takeover_requested_to: str | None = None
+    last_packet: PacketRef | None = None
+    takeovers_accepted: int = 0
+    holds_declared: int = 0
+    refusals: dict[RefusalReason, int] = field(default_factory=dict)
+    ignored_controls: int = 0
+    """Control events in the log that the rules did not honour (e.g. injected)."""
+    last_event_at: datetime | None = None
+
+    @property
+    def on_hold(self) -> bool:
+        return self.hold is not None
+
+    def pending_directives(self) -> list[DirectiveRecord]:
+        return [d for d in self.directives.values() if d.status is DirectiveStatus.ISSUED]
+
+    def blocked_directives(self) -> list[DirectiveRecord]:
+        return [d for d in self.directives.values() if d.status is DirectiveStatus.REFUSED]
+
+    def unverified_changes(self) -> list[DirectiveRecord]:
+        """Consequential steps started but not verified recovered (exact targets)."""
+        return [
+            d
+            for d in self.directives.values()
+            if d.consequential
+            and d.status
+            in (DirectiveStatus.STARTED, DirectiveStatus.SUCCEEDED, DirectiveStatus.OUTCOME_UNKNOWN)
+            and not d.verified
+        ]
+
+
+@dataclass
+class ControlState:
+    """Global control: the kill switch (folded from `conn.control`)."""
+
+    kill_switch: bool = False
+    reason: str = ""
+    changed_at: datetime | None = None
+    changed_by: str | None = None

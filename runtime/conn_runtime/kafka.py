@@ -1,0 +1,394 @@
+"""Kafka plumbing written once: the typed event producer and the consumer loop.
+
+- `EventProducer` appends events to `conn.events` (idempotent, acks=all, key =
+  incident_id) and publishes derived records (takeover, dead letters, control).
+- `EventLoop` consumes one or more topics in a consumer group, decodes every
+  record with the contract codec, dead-letters what it cannot read (with the
+  reason and the source topic/partition/offset in headers) and carries on, runs
+  the handler per incident in log order (incidents in parallel, bounded), and
+  commits offsets only after the whole batch has been handled.
+- With `catch_up=True`, every newly assigned partition is re-read from offset 0
+  and records below the group's committed offset are handed to the handler
+  with `replaying=True`: services rebuild their fold of each incident's prefix
+  without repeating side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from conn_runtime import metrics
+from conn_runtime.settings import KafkaSettings
+from conn_schemas.codec import UnreadableRecord, decode, encode
+from conn_schemas.events import Envelope, Event
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection options shared by producers, consumers and admin clients."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        opts["sasl_plain_password"] = settings.kafka_sasl_password
+    return opts
+
+
+def event_headers(event: Envelope) -> Headers:
+    return [
+        ("event_type", event.event_type.encode()),
+        ("schema_version", str(event.schema_version).encode()),
+    ]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a record sits in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class EventProducer:
+    """Appends events. `append` returns only after the broker acknowledged
+    (acks=all), so "recorded in the log before execution" can be relied upon."""
+
+    def __init__(self, settings: KafkaSettings, *, producer_name: str, linger_ms: int = 0) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.name = producer_name
+        self._producer = AIOKafkaProducer(
+            **client_options(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            client_id=producer_name,
+            max_request_size=2_000_000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> EventProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def append(self, event: Envelope, *, topic: str | None = None) -> Position:
+        """Append one event to `conn.events` (or `topic`), keyed by incident."""
+        target = topic or self.topics.events
+        md = await self._producer.send_and_wait(
+            target,
+            encode(event),
+            key=event.incident_id.encode(),
+            headers=event_headers(event),
+        )
+        metrics.RECORDS_PRODUCED.labels(topic=target, event_type=event.event_type).inc()
+        return _position(md)
+
+    async def append_many(self, events: Iterable[Envelope]) -> list[Position]:
+        """Append several events; all are acknowledged when this returns, in order."""
+        futures = []
+        for event in events:
+            futures.append(
+                await self._producer.send(
+                    self.topics.events,
+                    encode(event),
+                    key=event.incident_id.encode(),
+                    headers=event_headers(event),
+                )
+            )
+        out = []
+        for fut, md in zip(futures, await asyncio.gather(*futures), strict=True):
+            del fut
+            out.append(_position(md))
+        return out
+
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+    ) -> Position:
+        md = await self._producer.send_and_wait(topic, value, key=key, headers=headers or [])
+        metrics.RECORDS_PRODUCED.labels(topic=topic, event_type="raw").inc()
+        return _position(md)
+
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, detail: str, consumer: str
+    ) -> None:
+        headers: Headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.detail", detail[:2000].encode()),
+            ("dlq.source.topic", record.topic.encode()),
+            ("dlq.source.partition", str(record.partition).encode()),
+            ("dlq.source.offset", str(record.offset).encode()),
+            ("dlq.consumer", consumer.encode()),
+        ]
+        await self.publish(self.topics.deadletter, record.key, record.value, headers)
+        metrics.RECORDS_DEAD_LETTERED.labels(topic=record.topic, reason=reason).inc()
+        log.warning(
+            "dead-lettered record",
+            extra={
+                "reason": reason,
+                "detail": detail[:300],
+                "source": f"{record.topic}/{record.partition}@{record.offset}",
+            },
+        )
+
+
+def _position(md: RecordMetadata) -> Position:
+    return Position(md.topic, md.partition, md.offset)
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A decoded record handed to a handler."""
+
+    event: Event
+    position: Position
+    replaying: bool
+    """True while re-reading history below the group's committed offset."""
+
+
+Handler = Callable[[Consumed], Awaitable[None]]
+PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loop._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.loop._assigned(set(assigned))
+
+
+class EventLoop:
+    """Consume -> decode -> handle (per incident, in order) -> commit."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str | None,
+        topics: list[str],
+        handler: Handler,
+        producer: EventProducer,
+        name: str,
+        catch_up: bool = False,
+        max_batch: int = 500,
+        max_in_flight: int = 64,
+        on_assigned: PartitionsCallback | None = None,
+        on_revoked: PartitionsCallback | None = None,
+        on_caught_up: PartitionsCallback | None = None,
+        auto_offset_reset: str = "earliest",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = topics
+        self.handler = handler
+        self.producer = producer
+        self.name = name
+        self.catch_up = catch_up
+        self.max_batch = max_batch
+        self._limit = asyncio.Semaphore(max_in_flight)
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._on_caught_up = on_caught_up
+        self._replay_until: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self.consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            client_id=name,
+            isolation_level="read_committed",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_records=max_batch,
+        )
+        self.ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        if self.group_id is None:
+            partitions = [
+                TopicPartition(t, p)
+                for t in self.topics
+                for p in sorted(self.consumer.partitions_for_topic(t) or ())
+            ]
+            self.consumer.assign(partitions)
+            await self._assigned(set(partitions))
+        else:
+            self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+
+    def stop_soon(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.consumer.stop()
+
+    def generation(self) -> int:
+        """The consumer group generation (fencing token), or -1 outside a group."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return int(getattr(coordinator, "generation", -1) or -1)
+
+    async def run(self) -> None:
+        """Run until `stop_soon()`; the caller owns start/stop."""
+        self.ready = True
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                except KafkaError as exc:
+                    log.warning("fetch failed, retrying", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.5)
+                    continue
+                if batch:
+                    await self._process(batch)
+                await self._report_lag()
+        finally:
+            self.ready = False
+
+    # -- rebalance ---------------------------------------------------------------------
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.catch_up and assigned:
+            for tp in assigned:
+                committed = await self.consumer.committed(tp) if self.group_id else None
+                if committed is None:
+                    committed = 0 if self.group_id else (await self.consumer.end_offsets([tp]))[tp]
+                self._replay_until[tp] = committed
+            self.consumer.seek_to_beginning(*assigned)
+            await self._finish_catch_up_if_empty(assigned)
+        if self._on_assigned is not None:
+            await self._on_assigned(assigned)
+
+    async def _finish_catch_up_if_empty(self, assigned: set[TopicPartition]) -> None:
+        starts = await self.consumer.beginning_offsets(list(assigned))
+        done = {tp for tp in assigned if self._replay_until.get(tp, 0) <= starts[tp]}
+        for tp in done:
+            self._replay_until.pop(tp, None)
+        if done and self._on_caught_up is not None:
+            await self._on_caught_up(done)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._replay_until.pop(tp, None)
+        if self._on_revoked is not None:
+            await self._on_revoked(revoked)
+
+    # -- processing --------------------------------------------------------------------
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]] = defaultdict(list)
+        commit: dict[TopicPartition, int] = {}
+        caught_up: set[TopicPartition] = set()
+        for tp, records in batch.items():
+            for record in records:
+                metrics.RECORDS_CONSUMED.labels(topic=record.topic, consumer=self.name).inc()
+                commit[tp] = record.offset + 1
+                until = self._replay_until.get(tp)
+                replaying = until is not None and record.offset < until
+                if until is not None and record.offset + 1 >= until:
+                    self._replay_until.pop(tp, None)
+                    caught_up.add(tp)
+                try:
+                    event = decode(record.value)
+                except UnreadableRecord as exc:
+                    if not replaying:
+                        await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
+                    continue
+                position = Position(record.topic, record.partition, record.offset)
+                groups[(tp, record.key)].append(Consumed(event, position, replaying))
+
+        failed = await self._handle_groups(groups)
+        if failed:
+            # Do not commit past a failure: rewind those partitions and try again.
+            for tp, offset in failed.items():
+                commit.pop(tp, None)
+                self.consumer.seek(tp, offset)
+            await asyncio.sleep(0.5)
+        if self.group_id is not None and commit:
+            try:
+                await self.consumer.commit(commit)
+            except KafkaError as exc:  # rebalance in progress: records are redelivered
+                log.warning("commit failed", extra={"error": repr(exc)})
+        if caught_up and self._on_caught_up is not None:
+            await self._on_caught_up(caught_up)
+
+    async def _handle_groups(
+        self, groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]]
+    ) -> dict[TopicPartition, int]:
+        failed: dict[TopicPartition, int] = {}
+
+        async def run_group(tp: TopicPartition, items: list[Consumed]) -> None:
+            async with self._limit:
+                for item in items:
+                    if tp in failed:
+                        return
+                    started = time.perf_counter()
+                    try:
+                        await self.handler(item)
+                    except Exception:
+                        log.exception(
+                            "handler failed; will retry",
+                            extra={
+                                "event_type": item.event.event_type,
+                                "offset": item.position.offset,
+                            },
+                        )
+                        failed[tp] = min(failed.get(tp, item.position.offset), item.position.offset)
+                        return
+                    finally:
+                        metrics.HANDLE_SECONDS.labels(consumer=self.name).observe(
+                            time.perf_counter() - started
+                        )
+
+        await asyncio.gather(*(run_group(tp, items) for (tp, _), items in groups.items()))
+        return failed
+
+    async def _report_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except KafkaError:
+                continue
+            metrics.CONSUMER_LAG.labels(
+                consumer=self.name, topic=tp.topic, partition=str(tp.partition)
+            ).set(max(0, high - position))

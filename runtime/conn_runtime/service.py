@@ -1,0 +1,158 @@
+"""The shell every consuming service shares: config -> consume -> fold -> decide/act -> append.
+
+A service subclasses `ConsumerService` and implements `handle(consumed, before)`
+where `before` is the incident's state folded from the log prefix *before* this
+record. The base class owns the producer, the group consumer (with catch-up
+from offset 0 on assignment), a second consumer that reads `conn.control` in
+full outside the group (so the kill switch reaches every instance), the
+in-memory folds, the ops server and graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import TopicPartition
+
+from conn_core.state import IncidentState
+from conn_runtime.folds import IncidentFolds
+from conn_runtime.kafka import Consumed, EventLoop, EventProducer
+from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerService:
+    name = "service"
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        group_id: str,
+        ops_host: str = "127.0.0.1",
+        ops_port: int = 0,
+        max_in_flight: int = 64,
+        follow_control: bool = True,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = kafka.topics
+        self.folds = IncidentFolds()
+        self.producer = EventProducer(kafka, producer_name=self.name)
+        self.loop = EventLoop(
+            kafka,
+            group_id=group_id,
+            topics=[self.topics.events],
+            handler=self._on_event,
+            producer=self.producer,
+            name=self.name,
+            catch_up=True,
+            max_in_flight=max_in_flight,
+            on_assigned=self.on_assigned,
+            on_revoked=self._on_revoked,
+            on_caught_up=self.on_caught_up,
+        )
+        self.control_loop: EventLoop | None = None
+        if follow_control:
+            self.control_loop = EventLoop(
+                kafka,
+                group_id=None,
+                topics=[self.topics.control],
+                handler=self._on_control,
+                producer=self.producer,
+                name=f"{self.name}-control",
+                catch_up=True,
+            )
+        self.ops = OpsServer(ops_host, ops_port) if ops_port else None
+        if self.ops is not None:
+            self.ops.add_check("kafka", lambda: kafka_ready(kafka.kafka_bootstrap_servers))
+            self.ops.add_check("consumer", self._consumer_running)
+
+    async def _consumer_running(self) -> bool:
+        return self.loop.ready
+
+    # -- hooks for subclasses ------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Open service-specific resources (database pools, adapters)."""
+
+    async def teardown(self) -> None:
+        """Close what `setup` opened."""
+
+    async def handle(self, consumed: Consumed, before: IncidentState) -> None:
+        """React to one record. `before` is the incident's state before it."""
+
+    async def on_control(self, consumed: Consumed) -> None:
+        """React to a `conn.control` record (already folded into `folds.control`)."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Partitions assigned; their history is being re-read from offset 0."""
+
+    async def on_caught_up(self, partitions: set[TopicPartition]) -> None:
+        """These partitions' history has been re-read: folds are current."""
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _on_event(self, consumed: Consumed) -> None:
+        if not self.folds.is_new(consumed.position, consumed.event.incident_id):
+            return  # redelivered: already folded and handled
+        before = self.folds.state(consumed.event.incident_id)
+        if not consumed.replaying:
+            # `before` is the live fold, read-only for the handler; it is
+            # advanced past this record only after the handler returned.
+            await self.handle(consumed, before)
+        self.folds.apply(consumed)
+
+    async def _on_control(self, consumed: Consumed) -> None:
+        if self.folds.apply(consumed) and not consumed.replaying:
+            await self.on_control(consumed)
+
+    async def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self.folds.forget(partitions)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.setup()
+        if self.control_loop is not None:
+            await self.control_loop.start()
+        await self.loop.start()
+        if self.ops is not None:
+            await self.ops.start()
+
+    async def stop(self) -> None:
+        self.loop.stop_soon()
+        if self.control_loop is not None:
+            self.control_loop.stop_soon()
+        for closer in (
+            self.loop.stop,
+            *((self.control_loop.stop,) if self.control_loop else ()),
+            self.teardown,
+            self.producer.stop,
+            *((self.ops.stop,) if self.ops else ()),
+        ):
+            with contextlib.suppress(Exception):
+                await closer()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, consume until `stop` is set, then stop cleanly."""
+        await self.start()
+        log.info("started", extra={"group": self.loop.group_id, "topic": self.topics.events})
+        tasks = [asyncio.create_task(self.loop.run(), name=f"{self.name}-events")]
+        if self.control_loop is not None:
+            tasks.append(asyncio.create_task(self.control_loop.run(), name=f"{self.name}-control"))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.loop.stop_soon()
+            if self.control_loop is not None:
+                self.control_loop.stop_soon()
+            stopper.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stop()

@@ -1,0 +1,61 @@
+"""Settings shared by every Conn process, read from environment variables.
+
+Each service composes these with its own `Settings` (pydantic-settings). The
+names of the environment variables are the contract with `make up`, the test
+fixtures, the Helm chart and an operator's own deployment.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA = "127.0.0.1:19092"
+DEFAULT_DATABASE_URL = "postgresql://conn:conn@127.0.0.1:15432/conn"
+
+
+class Topics(BaseModel):
+    """Names of the four Conn topics. Tests use a unique prefix per test."""
+
+    model_config = {"frozen": True}
+
+    events: str = "conn.events"
+    takeover: str = "conn.takeover"
+    control: str = "conn.control"
+    deadletter: str = "conn.deadletter"
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        """`with_prefix("t1234.")` -> t1234.conn.events, ... (for isolated tests)."""
+        return cls(
+            events=f"{prefix}conn.events",
+            takeover=f"{prefix}conn.takeover",
+            control=f"{prefix}conn.control",
+            deadletter=f"{prefix}conn.deadletter",
+        )
+
+
+class KafkaSettings(BaseSettings):
+    """Env: KAFKA_BOOTSTRAP_SERVERS, CONN_TOPIC_PREFIX, KAFKA_SECURITY_PROTOCOL, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA
+    conn_topic_prefix: str = ""
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.conn_topic_prefix)
+
+
+class DatabaseSettings(BaseSettings):
+    """Env: DATABASE_URL (a libpq/asyncpg DSN)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL

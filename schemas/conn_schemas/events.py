@@ -1,0 +1,446 @@
+"""The event contract: one envelope, one frozen model per event type.
+
+Every record on `conn.events` (and `conn.control`) is one of these. The wire
+name is `event_type` (an explicit string, never the class path) and each type
+carries its `schema_version`; older versions are upcast on read
+(`conn_schemas.upcasting`). JSON Schema files in `schemas/json/` are generated
+from these models (`make schemas`) and a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AwareDatetime, Field
+
+from conn_schemas.observations import (
+    ActionResult,
+    MetricsReading,
+    Observation,
+)
+from conn_schemas.values import (
+    Action,
+    Actor,
+    AuthorityBoundary,
+    Expectation,
+    Frozen,
+    HoldReason,
+    Name,
+    RefusalReason,
+    Verdict,
+    VerificationCriteria,
+)
+
+GLOBAL_INCIDENT = "_global"
+"""`incident_id` of global control events (kill switch) on `conn.control`."""
+
+IncidentId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+
+
+class Envelope(Frozen):
+    """Fields every event carries. Subclasses fix `event_type` and `schema_version`
+    and add a typed `payload`."""
+
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int
+    incident_id: IncidentId
+    correlation_id: str | None = Field(default=None, description="The directive this serves")
+    causation_id: str | None = Field(default=None, description="event_id of the cause")
+    actor: Actor
+    occurred_at: AwareDatetime
+    producer: str
+    payload: Frozen
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+# --- payloads -----------------------------------------------------------------------
+
+
+class AlertReceivedPayload(Frozen):
+    source: Literal["alertmanager", "pagerduty", "manual"]
+    fingerprint: str = Field(min_length=1, max_length=256)
+    service: Name
+    status: Literal["firing", "resolved"] = "firing"
+    severity: str = "unknown"
+    summary: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    starts_at: AwareDatetime | None = None
+    duplicates_folded: int = Field(default=0, ge=0)
+
+
+class IncidentOpenedPayload(Frozen):
+    title: str = Field(min_length=1, max_length=300)
+    service: Name
+    severity: Literal["sev1", "sev2", "sev3", "sev4", "sev5"] = "sev2"
+    opened_from_alert: str | None = Field(default=None, description="Alert fingerprint, if any")
+
+
+class AuthorityDeclaredPayload(Frozen):
+    authority: AuthorityBoundary
+    source_file: str
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DirectiveIssuedPayload(Frozen):
+    action: Action
+    expectation: Expectation | None = None
+    based_on_sequence: int = Field(
+        ge=0, description="The incident's ledger sequence the commander based this on"
+    )
+    rationale: str = Field(default="", max_length=2000, description="For humans; never parsed")
+
+
+class DirectiveAcceptedPayload(Frozen):
+    action: Action
+    consequential: bool
+    checked_at_sequence: int = Field(ge=0)
+
+
+class DirectiveRefusedPayload(Frozen):
+    action: Action | None = None
+    reason: RefusalReason
+    detail: str
+    refused_by: Literal["directive-api", "executor"]
+    checked_at_sequence: int = Field(ge=0)
+
+
+class StateGatheredPayload(Frozen):
+    purpose: Literal["directed", "pre_step", "recovery"]
+    observation: Observation
+    conflicts: tuple[str, ...] = ()
+
+
+class StepStartedPayload(Frozen):
+    action: Action
+    idempotency_key: str
+    executor_id: str
+    fencing_token: int = Field(ge=0, description="Consumer generation at claim time")
+
+
+class StepSucceededPayload(Frozen):
+    action: Action
+    result: ActionResult
+    summary: str = Field(description="Redacted, for the incident record")
+    duration_ms: float = Field(ge=0)
+
+
+class StepFailedPayload(Frozen):
+    action: Action
+    error: str
+    retriable: bool = False
+    timed_out: bool = False
+    summary: str
+    duration_ms: float = Field(ge=0)
+
+
+class StepOutcomeUnknownPayload(Frozen):
+    action: Action
+    reason: str
+    observation: Observation
+
+
+class RegionReadings(Frozen):
+    region: str
+    readings: tuple[MetricsReading, ...]
+    ages_seconds: tuple[float, ...] = Field(description="Age of each reading at snapshot time")
+    healthy: bool
+    fresh: bool
+
+
+class ControlPlaneCheck(Frozen):
+    subject: str = Field(description="e.g. 'flag checkout-pricing/canary-10pct in eu-west'")
+    expected: str
+    observed: str
+    matches: bool
+
+
+class VerificationSnapshotPayload(Frozen):
+    trigger: Literal["step", "directive"]
+    step_correlation_id: str | None = Field(
+        default=None, description="The consequential step this verifies, if any"
+    )
+    regions: tuple[RegionReadings, ...]
+    control_plane: tuple[ControlPlaneCheck, ...] = ()
+    criteria: VerificationCriteria
+    verdict: Verdict
+    detail: str
+    window_started_at: AwareDatetime
+    window_ended_at: AwareDatetime
+
+
+class HoldDeclaredPayload(Frozen):
+    reason: HoldReason = HoldReason.MANUAL
+    detail: str = ""
+
+
+class ResumeDirectedPayload(Frozen):
+    detail: str = ""
+
+
+class TakeoverRequestedPayload(Frozen):
+    to_team: Name
+    detail: str = ""
+
+
+class TakeoverPacketPublishedPayload(Frozen):
+    packet_id: str
+    packet_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    to_team: Name | None
+    trigger: Literal["hold", "handoff"]
+    ledger_sequence: int = Field(ge=0)
+    ledger_hash: str
+
+
+class TakeoverAcceptedPayload(Frozen):
+    team: Name
+    packet_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    detail: str = ""
+
+
+class IncidentRecordUpdatedPayload(Frozen):
+    destination: str
+    summary: str = Field(description="Redacted note as delivered")
+    delivered: bool
+    idempotency_key: str
+
+
+class KillSwitchEngagedPayload(Frozen):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class KillSwitchReleasedPayload(Frozen):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class IncidentClosedPayload(Frozen):
+    resolution: str = Field(min_length=1, max_length=2000)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class AlertReceived(Envelope):
+    event_type: Literal["AlertReceived"] = "AlertReceived"
+    schema_version: Literal[1] = 1
+    payload: AlertReceivedPayload
+
+
+class IncidentOpened(Envelope):
+    """v2: `severity` is a 'sevN' string (v1 had an integer `sev`)."""
+
+    event_type: Literal["IncidentOpened"] = "IncidentOpened"
+    schema_version: Literal[2] = 2
+    payload: IncidentOpenedPayload
+
+
+class AuthorityDeclared(Envelope):
+    event_type: Literal["AuthorityDeclared"] = "AuthorityDeclared"
+    schema_version: Literal[1] = 1
+    payload: AuthorityDeclaredPayload
+
+
+class DirectiveIssued(Envelope):
+    event_type: Literal["DirectiveIssued"] = "DirectiveIssued"
+    schema_version: Literal[1] = 1
+    payload: DirectiveIssuedPayload
+
+
+class DirectiveAccepted(Envelope):
+    event_type: Literal["DirectiveAccepted"] = "DirectiveAccepted"
+    schema_version: Literal[1] = 1
+    payload: DirectiveAcceptedPayload
+
+
+class DirectiveRefused(Envelope):
+    event_type: Literal["DirectiveRefused"] = "DirectiveRefused"
+    schema_version: Literal[1] = 1
+    payload: DirectiveRefusedPayload
+
+
+class StateGathered(Envelope):
+    event_type: Literal["StateGathered"] = "StateGathered"
+    schema_version: Literal[1] = 1
+    payload: StateGatheredPayload
+
+
+class StepStarted(Envelope):
+    event_type: Literal["StepStarted"] = "StepStarted"
+    schema_version: Literal[1] = 1
+    payload: StepStartedPayload
+
+
+class StepSucceeded(Envelope):
+    event_type: Literal["StepSucceeded"] = "StepSucceeded"
+    schema_version: Literal[1] = 1
+    payload: StepSucceededPayload
+
+
+class StepFailed(Envelope):
+    event_type: Literal["StepFailed"] = "StepFailed"
+    schema_version: Literal[1] = 1
+    payload: StepFailedPayload
+
+
+class StepOutcomeUnknown(Envelope):
+    event_type: Literal["StepOutcomeUnknown"] = "StepOutcomeUnknown"
+    schema_version: Literal[1] = 1
+    payload: StepOutcomeUnknownPayload
+
+
+class VerificationSnapshot(Envelope):
+    event_type: Literal["VerificationSnapshot"] = "VerificationSnapshot"
+    schema_version: Literal[1] = 1
+    payload: VerificationSnapshotPayload
+
+
+class HoldDeclared(Envelope):
+    event_type: Literal["HoldDeclared"] = "HoldDeclared"
+    schema_version: Literal[1] = 1
+    payload: HoldDeclaredPayload
+
+
+class ResumeDirected(Envelope):
+    event_type: Literal["ResumeDirected"] = "ResumeDirected"
+    schema_version: Literal[1] = 1
+    payload: ResumeDirectedPayload
+
+
+class TakeoverRequested(Envelope):
+    event_type: Literal["TakeoverRequested"] = "TakeoverRequested"
+    schema_version: Literal[1] = 1
+    payload: TakeoverRequestedPayload
+
+
+class TakeoverPacketPublished(Envelope):
+    event_type: Literal["TakeoverPacketPublished"] = "TakeoverPacketPublished"
+    schema_version: Literal[1] = 1
+    payload: TakeoverPacketPublishedPayload
+
+
+class TakeoverAccepted(Envelope):
+    event_type: Literal["TakeoverAccepted"] = "TakeoverAccepted"
+    schema_version: Literal[1] = 1
+    payload: TakeoverAcceptedPayload
+
+
+class IncidentRecordUpdated(Envelope):
+    event_type: Literal["IncidentRecordUpdated"] = "IncidentRecordUpdated"
+    schema_version: Literal[1] = 1
+    payload: IncidentRecordUpdatedPayload
+
+
+class KillSwitchEngaged(Envelope):
+    event_type: Literal["KillSwitchEngaged"] = "KillSwitchEngaged"
+    schema_version: Literal[1] = 1
+    payload: KillSwitchEngagedPayload
+
+
+class KillSwitchReleased(Envelope):
+    event_type: Literal["KillSwitchReleased"] = "KillSwitchReleased"
+    schema_version: Literal[1] = 1
+    payload: KillSwitchReleasedPayload
+
+
+class IncidentClosed(Envelope):
+    event_type: Literal["IncidentClosed"] = "IncidentClosed"
+    schema_version: Literal[1] = 1
+    payload: IncidentClosedPayload
+
+
+Event = Annotated[
+    AlertReceived
+    | IncidentOpened
+    | AuthorityDeclared
+    | DirectiveIssued
+    | DirectiveAccepted
+    | DirectiveRefused
+    | StateGathered
+    | StepStarted
+    | StepSucceeded
+    | StepFailed
+    | StepOutcomeUnknown
+    | VerificationSnapshot
+    | HoldDeclared
+    | ResumeDirected
+    | TakeoverRequested
+    | TakeoverPacketPublished
+    | TakeoverAccepted
+    | IncidentRecordUpdated
+    | KillSwitchEngaged
+    | KillSwitchReleased
+    | IncidentClosed,
+    Field(discriminator="event_type"),
+]
+"""Any Conn event, discriminated by `event_type`."""
+
+EVENT_TYPES: dict[str, type[Envelope]] = {
+    cls.model_fields["event_type"].default: cls
+    for cls in (
+        AlertReceived,
+        IncidentOpened,
+        AuthorityDeclared,
+        DirectiveIssued,
+        DirectiveAccepted,
+        DirectiveRefused,
+        StateGathered,
+        StepStarted,
+        StepSucceeded,
+        StepFailed,
+        StepOutcomeUnknown,
+        VerificationSnapshot,
+        HoldDeclared,
+        ResumeDirected,
+        TakeoverRequested,
+        TakeoverPacketPublished,
+        TakeoverAccepted,
+        IncidentRecordUpdated,
+        KillSwitchEngaged,
+        KillSwitchReleased,
+        IncidentClosed,
+    )
+}
+"""Wire name -> model class."""
+
+CURRENT_VERSIONS: dict[str, int] = {
+    name: cls.model_fields["schema_version"].default for name, cls in EVENT_TYPES.items()
+}
+
+E = TypeVar("E", bound=Envelope)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event(
+    cls: type[E],
+    *,
+    incident_id: str,
+    payload: Frozen,
+    actor: Actor,
+    producer: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    event_id: uuid.UUID | None = None,
+) -> E:
+    """Build an event with a fresh id and timestamp (validated like any other)."""
+    data: dict[str, Any] = {
+        "event_id": event_id or uuid.uuid4(),
+        "incident_id": incident_id,
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "actor": actor,
+        "occurred_at": clock(),
+        "producer": producer,
+        "payload": payload,
+    }
+    return cls.model_validate(data)

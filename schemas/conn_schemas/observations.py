@@ -1,0 +1,82 @@
+"""What Conn observed in a target system. Returned by the ports and carried in
+events (StateGathered, StepOutcomeUnknown, VerificationSnapshot)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, Field
+
+from conn_schemas.values import Frozen
+
+
+class FlagRuleState(Frozen):
+    flag: str
+    rule: str
+    region: str
+    enabled: bool
+    observed_at: AwareDatetime
+
+
+class WorkerPoolState(Frozen):
+    pool: str
+    region: str
+    desired_replicas: int
+    ready_replicas: int
+    observed_at: AwareDatetime
+
+    @property
+    def drained(self) -> bool:
+        return self.desired_replicas == 0 and self.ready_replicas == 0
+
+
+class TierState(Frozen):
+    tier: str
+    region: str
+    healthy: bool
+    generation: int = Field(description="Increments on every completed rollout restart")
+    restarting: bool = False
+    observed_at: AwareDatetime
+
+
+class MetricsReading(Frozen):
+    """One sample of a region's health. `observed_at` is when the source last
+    computed the values (not when we asked): a frozen source shows its age."""
+
+    region: str
+    error_rate: float = Field(ge=0.0, description="errors / requests, 0..1")
+    queue_depth: float = Field(ge=0.0)
+    request_rate: float = Field(ge=0.0)
+    observed_at: AwareDatetime
+    extra: dict[str, float] = Field(default_factory=dict)
+
+    def age_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.observed_at).total_seconds())
+
+
+class ActionResult(Frozen):
+    """Outcome of one mutating call."""
+
+    idempotency_key: str
+    changed: bool = Field(description="False when the key had been seen already, or no-op")
+    before: dict[str, Any]
+    after: dict[str, Any]
+    output: dict[str, Any] = Field(default_factory=dict, description="Raw tool output (audit)")
+
+
+class RecordNoteResult(Frozen):
+    idempotency_key: str
+    delivered: bool
+    duplicate: bool = False
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+class Observation(Frozen):
+    """A gathered picture of the platform at one moment (any part may be empty)."""
+
+    flags: tuple[FlagRuleState, ...] = ()
+    pools: tuple[WorkerPoolState, ...] = ()
+    tiers: tuple[TierState, ...] = ()
+    metrics: tuple[MetricsReading, ...] = ()
+    errors: tuple[str, ...] = Field(default=(), description="Reads that failed, and why")
