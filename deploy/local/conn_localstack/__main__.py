@@ -1,0 +1,5 @@
+import sys
+
+from conn_localstack.cli import main
+
+sys.exit(main())

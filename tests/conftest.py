@@ -1,0 +1,178 @@
+"""Session fixtures that find real Kafka and PostgreSQL, lazily (only when a test asks).
+
+Resolution order, per service:
+  (a) env KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL;
+  (b) testcontainers, if a Docker daemon answers a ping;
+  (c) the local stack (deploy/local): reused if already running (`make up`) and left running,
+      otherwise started for the session and stopped at its end.
+
+Fixtures: kafka_bootstrap (str), database_url (str), fresh_database (str DSN, per test),
+conn_topics (Topics with prefix, per test), local_stack_dir (Path), service_sources (dict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE_TOPICS_EVENTS_PARTITIONS = 3
+
+
+class _Services:
+    """What this session is using, and what it must stop at the end."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}  # "kafka"/"postgres" -> "env" | "docker" | "local"
+        self.started_local: list[str] = []
+        self.containers: list[Any] = []
+        self._docker: bool | None = None
+
+    def docker_available(self) -> bool:
+        if self._docker is None:
+            self._docker = False
+            if os.environ.get("CONN_TEST_NO_DOCKER"):
+                return False
+            try:
+                import docker
+
+                client = docker.from_env(timeout=2)
+                try:
+                    self._docker = bool(client.ping())
+                finally:
+                    client.close()
+            except Exception:  # noqa: BLE001 - no daemon, no SDK config, timeout...
+                self._docker = False
+        return self._docker
+
+    async def local(self, names: list[str]) -> None:
+        from conn_localstack import stack_up
+
+        res = await stack_up(names)
+        self.started_local += [n for n in res.started if n not in self.started_local]
+
+    def close(self) -> None:
+        for c in reversed(self.containers):
+            with contextlib.suppress(Exception):
+                c.stop()
+        if self.started_local:
+            from conn_localstack import stack_down
+
+            stack_down(self.started_local)
+
+
+@pytest.fixture(scope="session")
+def _services() -> Iterator[_Services]:
+    s = _Services()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def service_sources(_services: _Services) -> dict[str, str]:
+    """Where each requested service came from: "env", "docker" or "local"."""
+    return _services.sources
+
+
+@pytest.fixture(scope="session")
+def local_stack_dir() -> Path:
+    from conn_localstack import paths
+
+    return paths().root
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kafka_bootstrap(_services: _Services) -> str:
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        _services.sources["kafka"] = "env"
+        return env
+    if _services.docker_available():
+        from testcontainers.community.kafka import KafkaContainer
+
+        c = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+        c.start()
+        _services.containers.append(c)
+        _services.sources["kafka"] = "docker"
+        return str(c.get_bootstrap_server())
+    from conn_localstack import kafka_bootstrap as local_bootstrap
+
+    await _services.local(["kafka", "topics"])
+    _services.sources["kafka"] = "local"
+    return local_bootstrap()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(_services: _Services) -> str:
+    env = os.environ.get("DATABASE_URL")
+    if env:
+        _services.sources["postgres"] = "env"
+        return env
+    if _services.docker_available():
+        from testcontainers.community.postgres import PostgresContainer
+
+        c = PostgresContainer(
+            "postgres:15", username="conn", password="conn", dbname="conn", driver=None
+        )
+        c.start()
+        _services.containers.append(c)
+        _services.sources["postgres"] = "docker"
+        return str(c.get_connection_url())
+    from conn_localstack import database_url as local_url
+
+    await _services.local(["postgres"])
+    _services.sources["postgres"] = "local"
+    return local_url()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the same server; dropped after the test."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield _with_database(database_url, name)
+    finally:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def conn_topics(kafka_bootstrap: str) -> AsyncIterator[Any]:
+    """`Topics.with_prefix("t<uuid8>.")` with all four topics created (events: 3 partitions)."""
+    from conn_runtime.settings import Topics
+    from conn_runtime.topics import delete_topics, ensure_topics, topic_specs
+
+    topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:8]}.")
+    specs = topic_specs(topics, events_partitions=CORE_TOPICS_EVENTS_PARTITIONS)
+    await ensure_topics(kafka_bootstrap, specs)
+    try:
+        yield topics
+    finally:
+        with contextlib.suppress(Exception):
+            await delete_topics(kafka_bootstrap, [s.name for s in specs])
