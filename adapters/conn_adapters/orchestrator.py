@@ -1,0 +1,375 @@
+"""Orchestrator over the Kubernetes apps/v1 Deployment API.
+
+Region -> namespace, pool/tier -> Deployment (both mappings configurable).
+Drain = scale the Deployment to 0 through the `scale` subresource; restart =
+rollout restart (patch `spec.template.metadata.annotations
+["kubectl.kubernetes.io/restartedAt"]`, as `kubectl rollout restart` does).
+Every write carries `metadata.resourceVersion`; a 409 Conflict is retried with a
+fresh read. Idempotency: the key is recorded in the Deployment annotation
+`conn.dev/idempotency-key` (the most recent keys, space-separated) and a call
+whose key is already there does nothing.
+
+Tier `generation` = completed rollouts = `deployment.kubernetes.io/revision` - 1,
+minus one while a rollout is still in progress.
+
+`SimulatorOrchestrator` speaks the same API with httpx (the simulator's
+Kubernetes-shaped API); `KubernetesOrchestrator` uses lightkube against a real
+API server.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import httpx2
+from lightkube import ApiError as KubeApiError
+from lightkube import AsyncClient
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.config.models import Cluster, User
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
+
+from conn_adapters._common import bounded, now_utc, raise_for_status
+from conn_core.ports import ActionResult, PortError, TierState, WorkerPoolState
+
+IDEMPOTENCY_ANNOTATION = "conn.dev/idempotency-key"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+REVISION = "deployment.kubernetes.io/revision"
+KEEP_KEYS = 16
+
+
+class Conflict(Exception):
+    """A write lost an optimistic-concurrency race (HTTP 409)."""
+
+
+class DeploymentOrchestrator(ABC):
+    """The port logic; subclasses provide the three HTTP calls."""
+
+    def __init__(
+        self,
+        *,
+        namespaces: Mapping[str, str] | None = None,
+        deployments: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+        conflict_retries: int = 5,
+    ) -> None:
+        self.namespaces = dict(namespaces or {})
+        self.deployments = dict(deployments or {})
+        self.timeout = timeout
+        self.conflict_retries = conflict_retries
+
+    # transport ------------------------------------------------------------
+
+    @abstractmethod
+    async def _get(self, ns: str, name: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """Merge-patch the Deployment; raise Conflict on 409."""
+
+    @abstractmethod
+    async def _patch_scale(
+        self, ns: str, name: str, body: dict[str, Any], key: str
+    ) -> dict[str, Any]:
+        """Merge-patch the Deployment's scale subresource; raise Conflict on 409."""
+
+    async def aclose(self) -> None:
+        return None
+
+    # helpers --------------------------------------------------------------
+
+    def _where(self, name: str, region: str) -> tuple[str, str]:
+        return self.namespaces.get(region, region), self.deployments.get(name, name)
+
+    @staticmethod
+    def _keys(d: dict[str, Any]) -> list[str]:
+        ann = (d.get("metadata") or {}).get("annotations") or {}
+        return str(ann.get(IDEMPOTENCY_ANNOTATION, "")).split()
+
+    @staticmethod
+    def _rv(d: dict[str, Any]) -> str:
+        return str(d["metadata"]["resourceVersion"])
+
+    def _with_key(self, d: dict[str, Any], key: str) -> str:
+        return " ".join([*self._keys(d), key][-KEEP_KEYS:])
+
+    @staticmethod
+    def _pool_state(pool: str, region: str, d: dict[str, Any]) -> WorkerPoolState:
+        status = d.get("status") or {}
+        return WorkerPoolState(
+            pool=pool,
+            region=region,
+            desired_replicas=int((d.get("spec") or {}).get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            observed_at=now_utc(),
+        )
+
+    @staticmethod
+    def _tier_state(tier: str, region: str, d: dict[str, Any]) -> TierState:
+        meta, spec, status = d["metadata"], d.get("spec") or {}, d.get("status") or {}
+        replicas = int(spec.get("replicas") or 0)
+        restarting = int(status.get("updatedReplicas") or 0) < replicas or int(
+            status.get("observedGeneration") or 0
+        ) < int(meta.get("generation") or 0)
+        available = any(
+            c.get("type") == "Available" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        ready = int(status.get("readyReplicas") or 0)
+        revision = int((meta.get("annotations") or {}).get(REVISION, "1"))
+        return TierState(
+            tier=tier,
+            region=region,
+            healthy=available and ready >= replicas and not restarting,
+            generation=max(0, revision - 1 - int(restarting)),
+            restarting=restarting,
+            observed_at=now_utc(),
+        )
+
+    async def _annotate_key(self, ns: str, name: str, d: dict[str, Any], key: str) -> None:
+        for _ in range(self.conflict_retries):
+            if key in self._keys(d):
+                return
+            body = {
+                "metadata": {
+                    "resourceVersion": self._rv(d),
+                    "annotations": {IDEMPOTENCY_ANNOTATION: self._with_key(d, key)},
+                }
+            }
+            try:
+                await self._patch(ns, name, body, key)
+                return
+            except Conflict:
+                d = await self._get(ns, name)
+        raise PortError(f"{ns}/{name}: too many conflicts recording the key", retriable=True)
+
+    # port -----------------------------------------------------------------
+
+    @bounded
+    async def get_pool(self, pool: str, region: str) -> WorkerPoolState:
+        return self._pool_state(pool, region, await self._get(*self._where(pool, region)))
+
+    @bounded
+    async def get_tier(self, tier: str, region: str) -> TierState:
+        return self._tier_state(tier, region, await self._get(*self._where(tier, region)))
+
+    @bounded
+    async def drain_pool(self, pool: str, region: str, *, idempotency_key: str) -> ActionResult:
+        ns, name = self._where(pool, region)
+        d = await self._get(ns, name)
+        before = self._pool_state(pool, region, d).model_dump(mode="json")
+        if idempotency_key in self._keys(d):
+            return ActionResult(
+                idempotency_key=idempotency_key, changed=False, before=before, after=before
+            )
+        changed = False
+        # Scale first, then record the key: scaling to 0 is itself idempotent, so a
+        # crash in between is repaired by repeating the call.
+        for _ in range(self.conflict_retries):
+            if int((d.get("spec") or {}).get("replicas") or 0) == 0:
+                break
+            body = {"metadata": {"resourceVersion": self._rv(d)}, "spec": {"replicas": 0}}
+            try:
+                await self._patch_scale(ns, name, body, idempotency_key)
+                changed = True
+                break
+            except Conflict:
+                d = await self._get(ns, name)
+        else:
+            raise PortError(f"{ns}/{name}: too many conflicts scaling to 0", retriable=True)
+        d = await self._get(ns, name)
+        await self._annotate_key(ns, name, d, idempotency_key)
+        after = await self._get(ns, name)
+        return ActionResult(
+            idempotency_key=idempotency_key,
+            changed=changed,
+            before=before,
+            after=self._pool_state(pool, region, after).model_dump(mode="json"),
+            output={"namespace": ns, "deployment": name, "scaled_to": 0},
+        )
+
+    @bounded
+    async def restart_tier(self, tier: str, region: str, *, idempotency_key: str) -> ActionResult:
+        ns, name = self._where(tier, region)
+        d = await self._get(ns, name)
+        before = self._tier_state(tier, region, d).model_dump(mode="json")
+        restarted_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        changed = False
+        for _ in range(self.conflict_retries):
+            if idempotency_key in self._keys(d):
+                break
+            # One atomic write: the restart and the key it was made under.
+            body = {
+                "metadata": {
+                    "resourceVersion": self._rv(d),
+                    "annotations": {IDEMPOTENCY_ANNOTATION: self._with_key(d, idempotency_key)},
+                },
+                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}},
+            }
+            try:
+                d = await self._patch(ns, name, body, idempotency_key)
+                changed = True
+                break
+            except Conflict:
+                d = await self._get(ns, name)
+        else:
+            raise PortError(f"{ns}/{name}: too many conflicts restarting", retriable=True)
+        after = await self._get(ns, name)
+        return ActionResult(
+            idempotency_key=idempotency_key,
+            changed=changed,
+            before=before,
+            after=self._tier_state(tier, region, after).model_dump(mode="json"),
+            output={"namespace": ns, "deployment": name, "restartedAt": restarted_at}
+            if changed
+            else {"namespace": ns, "deployment": name},
+        )
+
+
+class SimulatorOrchestrator(DeploymentOrchestrator):
+    """The simulator's Kubernetes-shaped API over plain httpx."""
+
+    def __init__(
+        self, base_url: str, token: str = "sim-admin-token", *, timeout: float = 5.0, **kw: Any
+    ) -> None:
+        super().__init__(timeout=timeout, **kw)
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _url(self, ns: str, name: str) -> str:
+        return f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+
+    async def _get(self, ns: str, name: str) -> dict[str, Any]:
+        response = await self._client.get(self._url(ns, name))
+        if response.status_code == 404:
+            raise PortError(f"deployment {ns}/{name} not found")
+        return dict(raise_for_status(response))
+
+    async def _send(self, url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        response = await self._client.patch(
+            url,
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json", "Idempotency-Key": key},
+        )
+        if response.status_code == 409:
+            raise Conflict(response.text)
+        return dict(raise_for_status(response))
+
+    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        return await self._send(self._url(ns, name), body, key)
+
+    async def _patch_scale(
+        self, ns: str, name: str, body: dict[str, Any], key: str
+    ) -> dict[str, Any]:
+        return await self._send(self._url(ns, name) + "/scale", body, key)
+
+
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "conn_idempotency_key", default=None
+)
+
+
+class _KeyHeaderTransport(httpx2.AsyncBaseTransport):
+    """Adds `Idempotency-Key` to lightkube's requests (ignored by real API servers;
+    lets the simulator attribute side effects)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        key = _current_key.get()
+        if key:
+            request.headers["Idempotency-Key"] = key
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class KubernetesOrchestrator(DeploymentOrchestrator):
+    """A real Kubernetes API server through lightkube's AsyncClient.
+
+    With `api_url` unset, lightkube's own discovery is used (in-cluster service
+    account, or $KUBECONFIG / ~/.kube/config)."""
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        *,
+        ca_file: str | None = None,
+        insecure: bool = False,
+        timeout: float = 5.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(timeout=timeout, **kw)
+        if api_url:
+            config = KubeConfig.from_one(
+                cluster=Cluster(server=api_url, certificate_auth=ca_file, insecure=insecure),
+                user=User(token=token),
+            ).get()
+        else:
+            config = KubeConfig.from_env().get()
+        if config is None:
+            raise PortError("no Kubernetes configuration (set CONN_KUBERNETES_API_URL)")
+        # lightkube's own TLS setup (CA, client certs), under a transport that adds
+        # the Idempotency-Key header.
+        verify = verify_cluster(config.cluster, config.user or User(), config.abs_file)
+        transport = _KeyHeaderTransport(httpx2.AsyncHTTPTransport(verify=verify))
+        self._client = AsyncClient(
+            config, timeout=httpx2.Timeout(timeout), transport=transport, field_manager="conn"
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _get(self, ns: str, name: str) -> dict[str, Any]:
+        try:
+            obj = await self._client.get(Deployment, name, namespace=ns)
+        except KubeApiError as e:
+            if e.status.code == 404:
+                raise PortError(f"deployment {ns}/{name} not found") from e
+            raise
+        return dict(obj.to_dict())
+
+    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+        token = _current_key.set(key)
+        try:
+            obj = await self._client.patch(
+                Deployment, name, body, namespace=ns, patch_type=PatchType.MERGE
+            )
+        except KubeApiError as e:
+            if e.status.code == 409:
+                raise Conflict(e.status.message) from e
+            raise
+        finally:
+            _current_key.reset(token)
+        return dict(obj.to_dict())
+
+    async def _patch_scale(
+        self, ns: str, name: str, body: dict[str, Any], key: str
+    ) -> dict[str, Any]:
+        token = _current_key.set(key)
+        try:
+            obj = await self._client.patch(
+                Deployment.Scale, name, body, namespace=ns, patch_type=PatchType.MERGE
+            )
+        except KubeApiError as e:
+            if e.status.code == 409:
+                raise Conflict(e.status.message) from e
+            raise
+        finally:
+            _current_key.reset(token)
+        return dict(obj.to_dict())

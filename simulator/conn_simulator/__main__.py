@@ -1,0 +1,3 @@
+from conn_simulator.main import run
+
+run()
