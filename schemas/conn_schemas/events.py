@@ -38,7 +38,8 @@ GLOBAL_INCIDENT = "_global"
 """`incident_id` of global control events (kill switch) on `conn.control`."""
 
 IncidentId = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^(_global|[A-Za-z0-9][A-Za-z0-9._-]*)$"),
 ]
 
 
