@@ -229,6 +229,10 @@ class VerificationCriteria(Frozen):
     max_error_rate: float = Field(default=0.02, ge=0, le=1)
     max_queue_depth: float = Field(default=100.0, ge=0)
     max_reading_age_seconds: float = Field(default=30.0, gt=0)
+    scope: Literal["all_regions", "step_regions"] = Field(
+        default="all_regions",
+        description="Judge every declared region, or only the regions the step touched",
+    )
     extra_max: dict[str, float] = Field(
         default_factory=dict, description="Extra signal name -> maximum allowed value"
     )
@@ -291,6 +295,8 @@ class RefusalReason(StrEnum):
     EXPECTATION_CONFLICT = "expectation_conflict"
     PARTIAL_STATE = "target_partially_changed"
     DUPLICATE = "duplicate_directive"
+    INVALID_DIRECTIVE = "invalid_directive"
+    """The directive does not match the schema (no bounded action could be read)."""
 
 
 class HoldReason(StrEnum):
