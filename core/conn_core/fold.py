@@ -236,7 +236,9 @@ def _finish(
 
 @_apply.register
 def _(event: StepSucceeded, state: IncidentState) -> None:
-    _finish(state, event, DirectiveStatus.SUCCEEDED)
+    record = _finish(state, event, DirectiveStatus.SUCCEEDED)
+    if record is not None:
+        record.result = event.payload.result
 
 
 @_apply.register
@@ -255,8 +257,13 @@ def _(event: StepOutcomeUnknown, state: IncidentState) -> None:
 @_apply.register
 def _(event: VerificationSnapshot, state: IncidentState) -> None:
     payload = event.payload
+    if event.correlation_id is not None:
+        state.snapshot_correlations.add(event.correlation_id)
     for region in payload.regions:
         _remember_readings(state, Observation(metrics=region.readings))
+        state.last_verification[region.region] = region
+        state.last_verification_at[region.region] = event.occurred_at
+    state.last_control_plane = payload.control_plane
     state.last_verdict = payload.verdict
     step = state.directives.get(payload.step_correlation_id or "")
     if step is not None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from conn_schemas.observations import MetricsReading
+from conn_schemas.events import ControlPlaneCheck, RegionReadings
+from conn_schemas.observations import ActionResult, MetricsReading
 from conn_schemas.values import (
     Action,
     AuthorityBoundary,
@@ -50,6 +51,8 @@ class DirectiveRecord:
     verdict: Verdict | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: ActionResult | None = None
+    """The StepSucceeded result (before/after of the target), for verification."""
 
     @property
     def verified(self) -> bool:
@@ -94,6 +97,8 @@ class IncidentState:
     """Sequence of the last event that changes what a commander would base a directive on."""
     hold: Hold | None = None
     last_verdict: Verdict | None = None
+    snapshot_correlations: set[str] = field(default_factory=set)
+    """correlation_ids that already have a VerificationSnapshot (verify each once)."""
     last_readings: dict[str, MetricsReading] = field(default_factory=dict)
     drained_pools: dict[str, set[str]] = field(default_factory=dict)
     restarts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -106,6 +111,12 @@ class IncidentState:
     ignored_controls: int = 0
     """Control events in the log that the rules did not honour (e.g. injected)."""
     last_event_at: datetime | None = None
+    last_verification: dict[str, RegionReadings] = field(default_factory=dict)
+    """Region -> its part of the latest VerificationSnapshot that covered it."""
+    last_verification_at: dict[str, datetime] = field(default_factory=dict)
+    """Region -> occurred_at of that snapshot."""
+    last_control_plane: tuple[ControlPlaneCheck, ...] = ()
+    """Control-plane checks of the latest VerificationSnapshot."""
 
     @property
     def on_hold(self) -> bool:

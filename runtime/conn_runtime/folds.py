@@ -49,6 +49,11 @@ class IncidentFolds:
         evolve(self.state(event.incident_id), event)
         return True
 
+    def incidents(self, partitions: set[TopicPartition]) -> list[str]:
+        """Incidents folded from these partitions (e.g. to rescan after catch-up)."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        return [incident for incident, where in self._partition_of.items() if where in keys]
+
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop everything folded from these partitions (after a revoke)."""
         keys = {(tp.topic, tp.partition) for tp in partitions}

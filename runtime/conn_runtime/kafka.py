@@ -210,6 +210,7 @@ class EventLoop:
         auto_offset_reset: str = "earliest",
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
+        dead_letter: bool = True,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
@@ -218,6 +219,9 @@ class EventLoop:
         self.producer = producer
         self.name = name
         self.catch_up = catch_up
+        self.dead_letter = dead_letter
+        """False for read-only views (e.g. the API's fold): leave dead-lettering to the
+        consumer groups that own processing, so one bad record is reported once."""
         self.max_batch = max_batch
         self._limit = asyncio.Semaphore(max_in_flight)
         self._on_assigned = on_assigned
@@ -243,6 +247,9 @@ class EventLoop:
     async def start(self) -> None:
         await self.consumer.start()
         if self.group_id is None:
+            # Outside a group nothing is subscribed, so the client has no metadata for
+            # our topics yet: fetch it, or partitions_for_topic() answers None.
+            await self.consumer._client.set_topics(self.topics)
             partitions = [
                 TopicPartition(t, p)
                 for t in self.topics
@@ -291,7 +298,7 @@ class EventLoop:
                 if committed is None:
                     committed = 0 if self.group_id else (await self.consumer.end_offsets([tp]))[tp]
                 self._replay_until[tp] = committed
-            self.consumer.seek_to_beginning(*assigned)
+            await self.consumer.seek_to_beginning(*assigned)
             await self._finish_catch_up_if_empty(assigned)
         if self._on_assigned is not None:
             await self._on_assigned(assigned)
@@ -328,7 +335,7 @@ class EventLoop:
                 try:
                     event = decode(record.value)
                 except UnreadableRecord as exc:
-                    if not replaying:
+                    if not replaying and self.dead_letter:
                         await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
                     continue
                 position = Position(record.topic, record.partition, record.offset)

@@ -94,6 +94,9 @@ class ConsumerService:
     async def on_caught_up(self, partitions: set[TopicPartition]) -> None:
         """These partitions' history has been re-read: folds are current."""
 
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions revoked; their folds are dropped right after this returns."""
+
     # -- plumbing ------------------------------------------------------------------------
 
     async def _on_event(self, consumed: Consumed) -> None:
@@ -111,6 +114,7 @@ class ConsumerService:
             await self.on_control(consumed)
 
     async def _on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.on_revoked(partitions)
         self.folds.forget(partitions)
 
     async def start(self) -> None:

@@ -161,3 +161,124 @@ async def delete_topics(bootstrap: str, names: Sequence[str], **client_kwargs: A
         await admin.delete_topics(list(names))
     finally:
         await admin.close()
+
+
+# --- `python -m conn_runtime.topics` (the Helm pre-install/pre-upgrade job) -----------------
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Create (or verify) the Conn topics. Connection and prefix come from the environment
+    (KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CAFILE,
+    CONN_TOPIC_PREFIX). Exit 0 on success, 1 on a Kafka/mismatch error, 2 on bad arguments.
+
+        python -m conn_runtime.topics --replication-factor 3 --events-partitions 12
+        python -m conn_runtime.topics --dry-run      # print the specs as JSON, no Kafka
+    """
+    import argparse
+    import json
+    import sys
+
+    from conn_runtime.kafka import client_options
+    from conn_runtime.settings import KafkaSettings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m conn_runtime.topics",
+        description="Create the Conn topics idempotently and verify their partition counts.",
+    )
+    parser.add_argument(
+        "--replication-factor",
+        type=_positive_int,
+        default=1,
+        help="replication factor (production: 3, which also sets min.insync.replicas=2)",
+    )
+    parser.add_argument(
+        "--events-partitions",
+        "--partitions",
+        dest="events_partitions",
+        type=_positive_int,
+        default=None,
+        help="partitions of conn.events (default: $CONN_EVENTS_PARTITIONS or 6); "
+        "the executor/verifier replicas must not exceed it",
+    )
+    parser.add_argument(
+        "--other-partitions",
+        type=_positive_int,
+        default=DEFAULT_PARTITIONS,
+        help="partitions of conn.takeover and conn.deadletter (conn.control always has 1)",
+    )
+    parser.add_argument("--ready-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the topic specs as JSON and exit"
+    )
+    args = parser.parse_args(argv)
+    from conn_runtime import logs
+
+    logs.configure("topics")  # library warnings (aiokafka) as structured lines on stderr
+
+    try:
+        settings = KafkaSettings()
+        events_partitions = (
+            args.events_partitions
+            if args.events_partitions is not None
+            else events_partitions_from_env()
+        )
+    except ValueError as e:  # pydantic ValidationError or a bad CONN_EVENTS_PARTITIONS
+        print(f"topics: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    specs = topic_specs(
+        settings.topics,
+        events_partitions=events_partitions,
+        partitions=args.other_partitions,
+        replication_factor=args.replication_factor,
+    )
+    if args.dry_run:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "partitions": s.partitions,
+                        "replication_factor": s.replication_factor,
+                        "configs": dict(s.configs),
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
+        return 0
+
+    opts = client_options(settings)
+    bootstrap = opts.pop("bootstrap_servers")
+    try:
+        created = asyncio.run(
+            ensure_topics(bootstrap, specs, ready_timeout=args.ready_timeout, **opts)
+        )
+    except Exception as e:  # noqa: BLE001 - one clear line for the job log, never a traceback
+        print(f"topics: failed against {bootstrap}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    for s in specs:
+        state = "created" if s.name in created else "exists"
+        print(
+            f"topics: {s.name}: {state} (partitions={s.partitions}, "
+            f"replication_factor={s.replication_factor}, "
+            + ", ".join(f"{k}={v}" for k, v in sorted(s.configs.items()))
+            + ")"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
