@@ -1,0 +1,3 @@
+from conn_verifier.main import run
+
+run()
