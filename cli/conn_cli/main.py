@@ -1,0 +1,584 @@
+"""`conn`: the commander's CLI for the directive API.
+
+Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token).
+Exit codes: 0 ok, 1 refused/conflict (4xx from the API), 2 usage/auth error,
+3 API unreachable or failing (5xx).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Conn: direct incident remediation one bounded step at a time.", no_args_is_help=True
+)
+incident_app = typer.Typer(help="Open, show and list incidents.", no_args_is_help=True)
+authority_app = typer.Typer(help="Declare the authority boundary.", no_args_is_help=True)
+direct_app = typer.Typer(help="Direct one bounded action.", no_args_is_help=True)
+kill_app = typer.Typer(help="Global kill switch (admin).", no_args_is_help=True)
+alerts_app = typer.Typer(help="Post alerts (integrations).", no_args_is_help=True)
+app.add_typer(incident_app, name="incident")
+app.add_typer(authority_app, name="authority")
+app.add_typer(direct_app, name="direct")
+app.add_typer(kill_app, name="kill-switch")
+app.add_typer(alerts_app, name="alerts")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
+
+
+class Client:
+    def __init__(self) -> None:
+        self.url = os.environ.get("CONN_API_URL", "http://127.0.0.1:18000").rstrip("/")
+        self.token = os.environ.get("CONN_TOKEN", "")
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        headers = kw.pop("headers", {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            r = httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach the Conn API at {self.url}: {exc}", 3)
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"error": {"code": "bad_response", "message": r.text[:300], "detail": None}}
+        if r.status_code >= 400:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            code = error.get("code", str(r.status_code))
+            message = error.get("message", r.text[:300])
+            detail = error.get("detail")
+            if r.status_code == 401:
+                fail(f"unauthorized: {message} (set CONN_TOKEN)", 2)
+            extra = ""
+            if isinstance(detail, dict) and detail.get("correlation_id"):
+                extra = f"\n  recorded as refusal {detail['correlation_id']}"
+            fail(f"{r.status_code} {code}: {message}{extra}", 3 if r.status_code >= 500 else 1)
+        return body
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def show(body: Any, as_json: bool, title: str | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps(body))
+        return
+    if isinstance(body, dict):
+        table = Table(title=title, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for k, v in body.items():
+            if isinstance(v, dict | list):
+                v = json.dumps(v) if len(json.dumps(v)) < 120 else f"({len(v)} items)"
+            table.add_row(str(k), "" if v is None else str(v))
+        out.print(table)
+    else:
+        out.print(body)
+
+
+def _post(path: str, body: dict[str, Any], as_json: bool, title: str, **kw: Any) -> None:
+    show(Client().request("POST", path, json=body, **kw), as_json, title)
+
+
+# --- incidents ------------------------------------------------------------------------
+
+
+@incident_app.command("open")
+def incident_open(
+    title: Annotated[str, typer.Option(help="Incident title")],
+    service: Annotated[str, typer.Option(help="Affected service")],
+    severity: Annotated[str, typer.Option(help="sev1..sev5")] = "sev2",
+    incident_id: Annotated[str | None, typer.Option("--id", help="Explicit incident id")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    body: dict[str, Any] = {"title": title, "service": service, "severity": severity}
+    if incident_id:
+        body["incident_id"] = incident_id
+    _post("/v1/incidents", body, as_json, "incident opened")
+
+
+@incident_app.command("show")
+def incident_show(incident: str, as_json: JsonOpt = False) -> None:
+    s = Client().request("GET", f"/v1/incidents/{incident}")
+    if as_json:
+        show(s, True)
+        return
+    t = Table(title=f"{s['incident_id']}: {s['title']}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    holder = s.get("holder") or {}
+    hold = s.get("hold")
+    rows = [
+        ("status", s["status"]),
+        ("service", s["service"]),
+        ("ledger position", str(s["sequence"])),
+        ("holder", f"{holder.get('identity', '-')} ({holder.get('team') or '-'})"),
+        (
+            "authority",
+            f"{s['authority']['name']}@{s['authority']['version']}" if s.get("authority") else "-",
+        ),
+        ("hold", f"{hold['reason']}: {hold['detail']}" if hold else "-"),
+        ("kill switch", "ENGAGED" if s["kill_switch"]["engaged"] else "off"),
+        ("open step", s.get("open_step") or "-"),
+        ("last verdict", s.get("last_verdict") or "-"),
+        ("takeover requested to", s.get("takeover_requested_to") or "-"),
+    ]
+    for region, h in (s.get("health") or {}).items():
+        rows.append(
+            (
+                f"health {region}",
+                f"err {h['error_rate']:.3f} queue {h['queue_depth']:.0f} (age {h['age_seconds']:.0f}s)",
+            )
+        )
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    if s.get("directives"):
+        d = Table(title="directives")
+        for col in ("correlation", "action", "actor", "status", "verdict"):
+            d.add_column(col)
+        for x in s["directives"]:
+            d.add_row(
+                x["correlation_id"][:8], x["summary"], x["actor"], x["status"], x["verdict"] or ""
+            )
+        out.print(d)
+
+
+@incident_app.command("list")
+def incident_list(
+    status: Annotated[str | None, typer.Option(help="open|on_hold|closed")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    body = Client().request("GET", "/v1/incidents", params={"status": status} if status else {})
+    if as_json:
+        show(body, True)
+        return
+    t = Table(title="incidents")
+    for col in ("incident", "status", "service", "holder", "position", "title"):
+        t.add_column(col)
+    for i in body["items"]:
+        t.add_row(
+            i["incident_id"],
+            i["status"],
+            i["service"],
+            i["holder"] or "-",
+            str(i["sequence"]),
+            i["title"],
+        )
+    out.print(t)
+
+
+@authority_app.command("declare")
+def authority_declare(
+    incident: str,
+    runbook: Annotated[
+        str | None, typer.Option(help="Runbook name in the API's runbooks dir")
+    ] = None,
+    file: Annotated[typer.FileText | None, typer.Option(help="Local authority YAML file")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    if (runbook is None) == (file is None):
+        fail("give exactly one of --runbook or --file", 2)
+    body: dict[str, Any] = {"runbook": runbook} if runbook else {}
+    if file is not None:
+        body = {"content": file.read(), "source_file": getattr(file, "name", "file")}
+    _post(f"/v1/incidents/{incident}/authority", body, as_json, "authority declared")
+
+
+# --- directives -----------------------------------------------------------------------
+
+BasedOn = Annotated[
+    int | None, typer.Option("--based-on", help="Ledger position (default: the current one)")
+]
+Rationale = Annotated[str, typer.Option(help="For humans; never parsed")]
+IdemKey = Annotated[str | None, typer.Option("--idempotency-key", help="Default: a fresh key")]
+
+
+def _direct(
+    incident: str,
+    action: dict[str, Any],
+    based_on: int | None,
+    rationale: str,
+    expectation: dict[str, Any] | None,
+    idem: str | None,
+    as_json: bool,
+) -> None:
+    client = Client()
+    if based_on is None:
+        based_on = int(client.request("GET", f"/v1/incidents/{incident}")["sequence"])
+    body: dict[str, Any] = {"action": action, "based_on_sequence": based_on, "rationale": rationale}
+    if expectation is not None:
+        body["expectation"] = expectation
+    r = client.request(
+        "POST",
+        f"/v1/incidents/{incident}/directives",
+        json=body,
+        headers={"Idempotency-Key": idem or str(uuid.uuid4())},
+    )
+    show(r, as_json, "directive issued")
+
+
+@direct_app.command("gather-state")
+def direct_gather(
+    incident: str,
+    region: Annotated[list[str] | None, typer.Option(help="Region (repeatable)")] = None,
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _direct(
+        incident,
+        {"action": "gather_state", "regions": region or []},
+        based_on,
+        rationale,
+        None,
+        idempotency_key,
+        as_json,
+    )
+
+
+@direct_app.command("verify")
+def direct_verify(
+    incident: str,
+    region: Annotated[list[str] | None, typer.Option(help="Region (repeatable)")] = None,
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _direct(
+        incident,
+        {"action": "verify", "regions": region or []},
+        based_on,
+        rationale,
+        None,
+        idempotency_key,
+        as_json,
+    )
+
+
+@direct_app.command("disable-flag-rule")
+def direct_disable_flag_rule(
+    incident: str,
+    flag: Annotated[str, typer.Option()],
+    rule: Annotated[str, typer.Option()],
+    region: Annotated[str, typer.Option()],
+    expect_enabled: Annotated[
+        bool | None,
+        typer.Option("--expect-enabled/--expect-disabled", help="What you expect to observe first"),
+    ] = None,
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    exp = None
+    if expect_enabled is not None:
+        exp = {
+            "kind": "flag_rule",
+            "flag": flag,
+            "rule": rule,
+            "region": region,
+            "enabled": expect_enabled,
+        }
+    action = {"action": "disable_flag_rule", "flag": flag, "rule": rule, "region": region}
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+
+
+@direct_app.command("drain-worker-pool")
+def direct_drain(
+    incident: str,
+    pool: Annotated[str, typer.Option()],
+    region: Annotated[str, typer.Option()],
+    expect_serving: Annotated[
+        bool | None, typer.Option("--expect-serving/--expect-drained", help="Expected first")
+    ] = None,
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    exp = None
+    if expect_serving is not None:
+        exp = {"kind": "worker_pool", "pool": pool, "region": region, "drained": not expect_serving}
+    action = {"action": "drain_worker_pool", "pool": pool, "region": region}
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+
+
+@direct_app.command("restart-dependency-tier")
+def direct_restart(
+    incident: str,
+    tier: Annotated[str, typer.Option()],
+    region: Annotated[str, typer.Option()],
+    expect_healthy: Annotated[
+        bool | None, typer.Option("--expect-healthy/--expect-unhealthy", help="Expected first")
+    ] = None,
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    exp = None
+    if expect_healthy is not None:
+        exp = {"kind": "tier", "tier": tier, "region": region, "healthy": expect_healthy}
+    action = {"action": "restart_dependency_tier", "tier": tier, "region": region}
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+
+
+@direct_app.command("update-incident-record")
+def direct_note(
+    incident: str,
+    note: Annotated[str, typer.Option(help="The note to post (redacted on delivery)")],
+    based_on: BasedOn = None,
+    rationale: Rationale = "",
+    idempotency_key: IdemKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _direct(
+        incident,
+        {"action": "update_incident_record", "note": note},
+        based_on,
+        rationale,
+        None,
+        idempotency_key,
+        as_json,
+    )
+
+
+# --- control verbs --------------------------------------------------------------------
+
+
+@app.command()
+def hold(
+    incident: str, detail: Annotated[str, typer.Option()] = "", as_json: JsonOpt = False
+) -> None:
+    """Stop new side effects for INCIDENT now."""
+    _post(f"/v1/incidents/{incident}/hold", {"detail": detail}, as_json, "hold declared")
+
+
+@app.command()
+def resume(
+    incident: str, detail: Annotated[str, typer.Option()] = "", as_json: JsonOpt = False
+) -> None:
+    """Lift the hold (holder of the conn only)."""
+    _post(f"/v1/incidents/{incident}/resume", {"detail": detail}, as_json, "resumed")
+
+
+@app.command()
+def handoff(
+    incident: str,
+    to_team: Annotated[str, typer.Option("--to", help="Team to hand over to")],
+    detail: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a takeover by a named team."""
+    _post(
+        f"/v1/incidents/{incident}/handoff",
+        {"to_team": to_team, "detail": detail},
+        as_json,
+        "takeover requested",
+    )
+
+
+@app.command()
+def accept(
+    incident: str,
+    packet: Annotated[
+        str | None, typer.Option(help="Packet sha256 you read (default: latest)")
+    ] = None,
+    team: Annotated[str | None, typer.Option(help="Default: your team")] = None,
+    detail: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Accept the takeover packet explicitly: the conn moves to you."""
+    body: dict[str, Any] = {"detail": detail}
+    if packet:
+        body["packet_sha256"] = packet
+    if team:
+        body["team"] = team
+    _post(f"/v1/incidents/{incident}/takeover", body, as_json, "takeover accepted")
+
+
+@app.command()
+def close(
+    incident: str, resolution: Annotated[str, typer.Option()], as_json: JsonOpt = False
+) -> None:
+    """Close the incident."""
+    _post(f"/v1/incidents/{incident}/close", {"resolution": resolution}, as_json, "closed")
+
+
+@kill_app.command("on")
+def kill_on(reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Engage the global kill switch."""
+    _post("/v1/kill-switch/engage", {"reason": reason}, as_json, "kill switch ENGAGED")
+
+
+@kill_app.command("off")
+def kill_off(reason: Annotated[str, typer.Option()], as_json: JsonOpt = False) -> None:
+    """Release the global kill switch."""
+    _post("/v1/kill-switch/release", {"reason": reason}, as_json, "kill switch released")
+
+
+@kill_app.command("status")
+def kill_status(as_json: JsonOpt = False) -> None:
+    show(Client().request("GET", "/v1/control"), as_json, "kill switch")
+
+
+# --- reads ----------------------------------------------------------------------------
+
+
+def _ledger_table(items: list[dict[str, Any]]) -> Table:
+    t = Table(title="ledger")
+    for col in ("seq", "time", "event", "actor", "correlation", "summary"):
+        t.add_column(col)
+    for i in items:
+        e = i["event"]
+        p = e.get("payload", {})
+        summary = p.get("reason") or p.get("verdict") or ""
+        if isinstance(p.get("action"), dict):
+            summary = " ".join(str(v) for v in p["action"].values()) + (
+                f" [{summary}]" if summary else ""
+            )
+        t.add_row(
+            str(i["sequence"]),
+            e["occurred_at"][11:19],
+            e["event_type"],
+            e["actor"]["id"],
+            (e.get("correlation_id") or "")[:8],
+            str(summary)[:60],
+        )
+    return t
+
+
+@app.command()
+def ledger(
+    incident: str,
+    after: Annotated[int, typer.Option(help="Entries after this position")] = 0,
+    limit: Annotated[int, typer.Option()] = 100,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--type", help="Filter (repeatable)")
+    ] = None,
+    correlation: Annotated[str | None, typer.Option(help="Filter by correlation id")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the incident's ledger (paginated)."""
+    params: dict[str, Any] = {"after": after, "limit": limit}
+    if event_type:
+        params["event_type"] = event_type
+    if correlation:
+        params["correlation_id"] = correlation
+    body = Client().request("GET", f"/v1/incidents/{incident}/ledger", params=params)
+    if as_json:
+        show(body, True)
+        return
+    out.print(_ledger_table(body["items"]))
+    if body.get("next_after"):
+        out.print(f"more: --after {body['next_after']}")
+
+
+@app.command()
+def watch(
+    incident: str,
+    interval: Annotated[float, typer.Option(help="Poll interval, seconds")] = 1.0,
+    count: Annotated[int | None, typer.Option(help="Stop after this many polls")] = None,
+) -> None:
+    """Follow the ledger live (Ctrl-C to stop)."""
+    client = Client()
+    after = 0
+    polls = 0
+    try:
+        while count is None or polls < count:
+            body = client.request(
+                "GET", f"/v1/incidents/{incident}/ledger", params={"after": after, "limit": 500}
+            )
+            if body["items"]:
+                out.print(_ledger_table(body["items"]))
+                after = body["items"][-1]["sequence"]
+            polls += 1
+            if body.get("next_after"):
+                continue
+            if count is None or polls < count:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def packet(incident: str, as_json: JsonOpt = False) -> None:
+    """Show the latest takeover packet."""
+    show(Client().request("GET", f"/v1/incidents/{incident}/packet"), as_json, "takeover packet")
+
+
+@app.command("decision-packet")
+def decision_packet(incident: str, correlation_id: str, as_json: JsonOpt = False) -> None:
+    """Evidence, preconditions, risk, rollback hint and verification for a directive."""
+    body = Client().request(
+        "GET", f"/v1/incidents/{incident}/directives/{correlation_id}/decision-packet"
+    )
+    if as_json:
+        show(body, True)
+        return
+    out.print(f"[bold]{body['directive']['summary']}[/] ({body['status']})")
+    t = Table(title="preconditions")
+    t.add_column("condition")
+    t.add_column("status")
+    for p in body["preconditions"]:
+        t.add_row(p["condition"], p["status"])
+    out.print(t)
+    out.print(f"rollback: {body['rollback_hint']}")
+    show(body["risk"], False, "risk")
+    if body.get("verification_criteria"):
+        show(body["verification_criteria"], False, "verification criteria")
+
+
+@app.command()
+def whoami(as_json: JsonOpt = False) -> None:
+    """Show who your token authenticates as."""
+    show(Client().request("GET", "/v1/me"), as_json, "identity")
+
+
+@alerts_app.command("alertmanager")
+def alerts_alertmanager(
+    file: Annotated[
+        typer.FileText, typer.Argument(help="Alertmanager webhook JSON ('-' for stdin)")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Post an Alertmanager webhook payload (as an integration identity)."""
+    try:
+        body = json.loads(file.read())
+    except ValueError as exc:
+        fail(f"not JSON: {exc}", 2)
+    _post("/v1/alerts/alertmanager", body, as_json, "alerts")
+
+
+def _mount_replay() -> None:
+    try:
+        from conn_packager.replay import app as replay_app  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - optional: the packager may not be installed
+        return
+    if isinstance(replay_app, typer.Typer):
+        app.add_typer(replay_app, name="replay")
+
+
+_mount_replay()
+
+
+if __name__ == "__main__":
+    app()

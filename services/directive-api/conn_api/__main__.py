@@ -1,0 +1,3 @@
+from conn_api.main import run
+
+run()

@@ -1,0 +1,283 @@
+"""Alert intake: Alertmanager and PagerDuty v3 webhooks -> AlertReceived.
+
+An alert opens an incident (IncidentOpened) or attaches to the open incident of
+its service. Repeats of a fingerprint with the same status inside the dedup
+window are folded (counted in PostgreSQL, reported as `duplicates_folded` on the
+next AlertReceived) rather than re-appended. An alert never causes an action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Request
+from pydantic import ValidationError
+
+from conn_api import metrics
+from conn_api.deps import CurrentUser, RuntimeDep, require_role
+from conn_api.errors import ApiError
+from conn_api.models import AlertmanagerWebhook
+from conn_api.routes import ERRORS, new_incident_id
+from conn_api.runtime import PRODUCER, Runtime
+from conn_api.store import alert_appended, observe_alert
+from conn_schemas.events import (
+    AlertReceived,
+    AlertReceivedPayload,
+    IncidentOpened,
+    IncidentOpenedPayload,
+    new_event,
+)
+from conn_schemas.values import Actor, Role
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+_SEVERITY = {
+    "critical": "sev1",
+    "page": "sev1",
+    "high": "sev2",
+    "error": "sev2",
+    "major": "sev2",
+    "warning": "sev3",
+    "low": "sev4",
+    "info": "sev4",
+}
+
+
+def service_name(raw: str | None) -> str:
+    """A label value made into a valid Name (no spaces or free text)."""
+    name = re.sub(r"[^A-Za-z0-9._:/-]+", "-", (raw or "").strip()).strip("-._:/")
+    return name[:128] or "unknown"
+
+
+@dataclass(frozen=True)
+class NormalizedAlert:
+    source: Literal["alertmanager", "pagerduty"]
+    fingerprint: str
+    service: str
+    status: Literal["firing", "resolved"]
+    severity: str
+    summary: str
+    labels: dict[str, str]
+    starts_at: datetime | None
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if not raw or raw.startswith("0001-"):
+        return None
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def from_alertmanager(hook: AlertmanagerWebhook) -> list[NormalizedAlert]:
+    out = []
+    for a in hook.alerts:
+        labels = {**hook.commonLabels, **a.labels}
+        fingerprint = (
+            a.fingerprint
+            or hashlib.sha256(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        )
+        out.append(
+            NormalizedAlert(
+                source="alertmanager",
+                fingerprint=fingerprint[:256],
+                service=service_name(
+                    labels.get("service") or labels.get("job") or labels.get("alertname")
+                ),
+                status=a.status,
+                severity=labels.get("severity", "unknown")[:64],
+                summary=(
+                    a.annotations.get("summary")
+                    or a.annotations.get("description")
+                    or labels.get("alertname", "")
+                )[:500],
+                labels={k[:128]: v[:512] for k, v in list(labels.items())[:50]},
+                starts_at=_parse_time(a.startsAt),
+            )
+        )
+    return out
+
+
+def from_pagerduty(body: dict[str, Any]) -> NormalizedAlert | None:
+    """PagerDuty v3 webhook (event.event_type incident.*). Other events are ignored."""
+    event = body.get("event")
+    if not isinstance(event, dict):
+        raise ValueError("missing 'event' object")
+    event_type = str(event.get("event_type", ""))
+    data = event.get("data")
+    if not event_type.startswith("incident.") or not isinstance(data, dict):
+        return None
+    service = data.get("service") if isinstance(data.get("service"), dict) else {}
+    assert isinstance(service, dict)
+    fingerprint = str(data.get("incident_key") or data.get("id") or event.get("id") or "")
+    if not fingerprint:
+        raise ValueError("incident has no id")
+    status: Literal["firing", "resolved"] = (
+        "resolved"
+        if event_type == "incident.resolved" or data.get("status") == "resolved"
+        else "firing"
+    )
+    return NormalizedAlert(
+        source="pagerduty",
+        fingerprint=fingerprint[:256],
+        service=service_name(str(service.get("summary") or service.get("id") or "")),
+        status=status,
+        severity=str(data.get("urgency") or "unknown")[:64],
+        summary=str(data.get("title") or "")[:500],
+        labels={"pagerduty_event": event_type[:128], "pagerduty_id": str(data.get("id", ""))[:128]},
+        starts_at=_parse_time(str(data.get("created_at") or "")),
+    )
+
+
+def verify_pagerduty_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """X-PagerDuty-Signature: 'v1=<hex hmac-sha256>' (possibly several, comma-separated)."""
+    if not header:
+        return False
+    expected = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(sig.strip(), expected) for sig in header.split(","))
+
+
+def _open_incident_for(rt: Runtime, service: str) -> str | None:
+    candidates = [
+        s
+        for s in rt.view.folds.states.values()
+        if s.opened and not s.closed and s.service == service
+    ]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda s: s.opened_at or datetime.min.replace(tzinfo=UTC))
+    return candidates[-1].incident_id
+
+
+async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> dict[str, Any]:
+    appended = folded = ignored = 0
+    incidents: list[str] = []
+    async with rt.alert_lock:
+        for alert in alerts:
+            now = datetime.now(UTC)
+            seen = await observe_alert(
+                rt.db,
+                fingerprint=alert.fingerprint,
+                source=alert.source,
+                service=alert.service,
+                status=alert.status,
+                now=now,
+                window_seconds=rt.settings.api.conn_alert_dedup_window_seconds,
+            )
+            attached = seen.incident_id
+            if seen.duplicate and attached is not None:
+                state = rt.view.state(attached)
+                if state.opened and not state.closed:
+                    folded += 1
+                    metrics.ALERTS.labels(source=alert.source, outcome="folded").inc()
+                    incidents.append(attached)
+                    continue
+            incident_id = _open_incident_for(rt, alert.service)
+            if incident_id is None:
+                if alert.status == "resolved":
+                    ignored += 1
+                    metrics.ALERTS.labels(source=alert.source, outcome="ignored").inc()
+                    continue
+                incident_id = new_incident_id()
+                opened = new_event(
+                    IncidentOpened,
+                    incident_id=incident_id,
+                    payload=IncidentOpenedPayload(
+                        title=(alert.summary or f"{alert.service} alert")[:300],
+                        service=alert.service,
+                        severity=_SEVERITY.get(alert.severity.lower(), "sev2"),  # type: ignore[arg-type]
+                        opened_from_alert=alert.fingerprint,
+                    ),
+                    actor=actor,
+                    producer=PRODUCER,
+                )
+                await rt.append_and_fold(opened)
+                log.info(
+                    "incident opened from alert",
+                    extra={"incident_id": incident_id, "fingerprint": alert.fingerprint},
+                )
+            event = new_event(
+                AlertReceived,
+                incident_id=incident_id,
+                payload=AlertReceivedPayload(
+                    source=alert.source,
+                    fingerprint=alert.fingerprint,
+                    service=alert.service,
+                    status=alert.status,
+                    severity=alert.severity,
+                    summary=alert.summary,
+                    labels=alert.labels,
+                    starts_at=alert.starts_at,
+                    duplicates_folded=seen.folded_since,
+                ),
+                actor=actor,
+                producer=PRODUCER,
+            )
+            await rt.append_and_fold(event)
+            await alert_appended(
+                rt.db, fingerprint=alert.fingerprint, incident_id=incident_id, now=now
+            )
+            appended += 1
+            metrics.ALERTS.labels(source=alert.source, outcome="appended").inc()
+            incidents.append(incident_id)
+    return {
+        "received": len(alerts),
+        "appended": appended,
+        "folded": folded,
+        "ignored": ignored,
+        "incidents": sorted(set(incidents)),
+    }
+
+
+@router.post("/alertmanager", responses=ERRORS)
+async def alertmanager_webhook(
+    hook: AlertmanagerWebhook, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Alertmanager webhook receiver (bearer token of an integration identity)."""
+    require_role(me, Role.INTEGRATION, Role.ADMIN, doing="post alerts")
+    actor = Actor(kind="service", id=me.id, roles=me.roles, team=me.team)
+    return await intake(rt, from_alertmanager(hook), actor)
+
+
+@router.post(
+    "/pagerduty",
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def pagerduty_webhook(
+    request: Request,
+    rt: RuntimeDep,
+    signature: Annotated[str | None, Header(alias="X-PagerDuty-Signature", max_length=2000)] = None,
+) -> dict[str, Any]:
+    """PagerDuty v3 webhook, authenticated by its HMAC-SHA256 signature."""
+    raw = await request.body()
+    if not verify_pagerduty_signature(
+        rt.settings.api.conn_pagerduty_webhook_secret, raw, signature
+    ):
+        raise ApiError(401, "unauthorized", "missing or invalid X-PagerDuty-Signature")
+    try:
+        body = orjson.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object")
+        alert = from_pagerduty(body)
+    except (ValueError, ValidationError) as exc:
+        raise ApiError(422, "invalid_request", f"not a PagerDuty v3 webhook: {exc}") from exc
+    if alert is None:
+        return {"received": 0, "appended": 0, "folded": 0, "ignored": 1, "incidents": []}
+    return await intake(rt, [alert], Actor.service("pagerduty"))

@@ -1,0 +1,92 @@
+"""Settings of the directive API (env vars; one pydantic-settings model).
+
+Env: CONN_API_HOST, CONN_API_PORT (18000), CONN_ENV (development|production),
+CONN_API_TOKENS_FILE (YAML of sha256 token hashes), CONN_API_TOKENS (same, inline
+JSON), CONN_API_JWKS_FILE / CONN_API_JWKS_URL (+ CONN_API_JWT_ISSUER,
+CONN_API_JWT_AUDIENCE), CONN_RUNBOOKS_DIR, CONN_PAGERDUTY_WEBHOOK_SECRET,
+CONN_ALERT_DEDUP_WINDOW_SECONDS, plus the shared KAFKA_* and DATABASE_URL.
+Outside development, placeholder secrets and development-only token files are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conn_runtime.settings import DatabaseSettings, KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+DEV_TOKENS_FILE = ROOT / "deploy" / "local" / "tokens.yaml"
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "placeholder"})
+DEV_PAGERDUTY_SECRET = "conn-dev-pagerduty-secret"
+
+
+class ConfigError(ValueError):
+    """The service configuration is unusable; the message says why."""
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    conn_env: Literal["development", "production"] = "development"
+    conn_api_host: str = "127.0.0.1"
+    conn_api_port: int = 18000
+    conn_api_tokens_file: Path | None = None
+    conn_api_tokens: str | None = Field(
+        default=None, description="Inline token entries (JSON list), instead of a file"
+    )
+    conn_api_jwks_file: Path | None = None
+    conn_api_jwks_url: str | None = None
+    conn_api_jwt_issuer: str | None = None
+    conn_api_jwt_audience: str | None = None
+    conn_api_jwt_roles_claim: str = "roles"
+    conn_api_jwt_team_claim: str = "team"
+    conn_api_jwt_identity_claim: str = "sub"
+    conn_runbooks_dir: Path = ROOT / "runbooks"
+    conn_pagerduty_webhook_secret: str = DEV_PAGERDUTY_SECRET
+    conn_alert_dedup_window_seconds: float = 300.0
+    conn_api_read_your_writes_seconds: float = 5.0
+    conn_api_idempotency_wait_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _no_placeholders_outside_development(self) -> ApiSettings:
+        if self.conn_env == "development":
+            return self
+        secret = self.conn_pagerduty_webhook_secret
+        if secret.lower() in PLACEHOLDER_SECRETS or secret == DEV_PAGERDUTY_SECRET:
+            raise ConfigError(
+                "CONN_PAGERDUTY_WEBHOOK_SECRET is a placeholder; set a real secret outside "
+                "development"
+            )
+        no_tokens = self.conn_api_tokens_file is None and not self.conn_api_tokens
+        if no_tokens and not (self.conn_api_jwks_file or self.conn_api_jwks_url):
+            raise ConfigError(
+                "no credentials configured: set CONN_API_TOKENS_FILE, CONN_API_TOKENS or a JWKS"
+            )
+        return self
+
+    def tokens_path(self) -> Path | None:
+        """The tokens file; in development the shipped demo file is the default."""
+        if self.conn_api_tokens_file is not None:
+            return self.conn_api_tokens_file
+        if self.conn_env == "development" and not self.conn_api_tokens:
+            return DEV_TOKENS_FILE
+        return None
+
+
+class Settings:
+    """Everything the API reads from its environment, validated once at start-up."""
+
+    def __init__(
+        self,
+        api: ApiSettings | None = None,
+        kafka: KafkaSettings | None = None,
+        database: DatabaseSettings | None = None,
+    ) -> None:
+        self.api = api or ApiSettings()
+        self.kafka = kafka or KafkaSettings()
+        self.database = database or DatabaseSettings()

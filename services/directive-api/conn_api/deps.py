@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the runtime and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conn_api.auth import AuthError, Identity
+from conn_api.errors import ApiError
+from conn_api.runtime import Runtime
+from conn_schemas.values import Role
+
+bearer = HTTPBearer(auto_error=False, description="Conn API token or OIDC JWT")
+
+
+def get_runtime(request: Request) -> Runtime:
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        raise ApiError(503, "unavailable", "the service is starting")
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def current_identity(
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Identity:
+    if credentials is None:
+        raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+    return rt.auth.authenticate(f"{credentials.scheme} {credentials.credentials}")
+
+
+CurrentUser = Annotated[Identity, Depends(current_identity)]
+
+
+def require_role(identity: Identity, *roles: Role, doing: str) -> None:
+    if not identity.has(*roles):
+        allowed = ", ".join(r.value for r in roles)
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{identity.id} may not {doing} (needs one of: {allowed})",
+            {"roles": [r.value for r in identity.roles]},
+        )

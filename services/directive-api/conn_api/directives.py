@@ -1,0 +1,233 @@
+"""Issuing a directive: idempotency, pre-check with the core `decide`, append.
+
+Accepted  -> DirectiveIssued (correlation_id = the directive's id), 202.
+Refused   -> DirectiveRefused(refused_by="directive-api") with a fresh correlation
+             id, answered with the refusal's status and RefusalReason code.
+With an Idempotency-Key, the first request to claim (principal, key) in
+PostgreSQL decides; every retry gets the stored answer, and the same key with a
+different body is a 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from conn_api import metrics
+from conn_api.auth import Identity
+from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
+from conn_api.models import DirectiveRequest
+from conn_api.runtime import PRODUCER, Runtime
+from conn_api.store import claim_key, complete_key, get_key, release_key
+from conn_core.rules import Accepted, decide
+from conn_schemas.events import (
+    DirectiveIssued,
+    DirectiveIssuedPayload,
+    DirectiveRefused,
+    DirectiveRefusedPayload,
+    new_event,
+)
+from conn_schemas.values import RefusalReason, describe_action
+
+log = logging.getLogger(__name__)
+
+
+def request_hash(incident_id: str, body: Any) -> str:
+    doc = {"incident_id": incident_id, "body": body}
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()[:20]
+    ]
+    first = errors[0]
+    return f"{'.'.join(first['loc'])}: {first['msg']}", errors
+
+
+async def issue(
+    rt: Runtime, incident_id: str, body: Any, identity: Identity, idem_key: str | None
+) -> tuple[int, dict[str, Any]]:
+    """Returns (HTTP status, JSON body); refusals return the error body."""
+    if idem_key is None:
+        return await _decide_and_append(rt, incident_id, body, identity, str(uuid.uuid4()))
+    if not (1 <= len(idem_key) <= 200):
+        raise ApiError(422, "invalid_request", "Idempotency-Key must be 1..200 characters")
+    digest = request_hash(incident_id, body)
+    correlation_id = str(uuid.uuid4())
+    existing = await claim_key(
+        rt.db,
+        principal=identity.id,
+        key=idem_key,
+        incident_id=incident_id,
+        request_sha256=digest,
+        correlation_id=correlation_id,
+    )
+    if existing is not None:
+        if existing.request_sha256 != digest:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+                {"correlation_id": existing.correlation_id},
+            )
+        deadline = time.monotonic() + rt.settings.api.conn_api_idempotency_wait_seconds
+        record = existing
+        while not record.completed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            found = await get_key(rt.db, principal=identity.id, key=idem_key)
+            if found is None:  # the first request failed and released the key
+                return await issue(rt, incident_id, body, identity, idem_key)
+            record = found
+        if not record.completed or record.response is None or record.status_code is None:
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed; retry",
+                {"correlation_id": record.correlation_id},
+            )
+        metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
+        return record.status_code, {**record.response, "replayed": True}
+    try:
+        status, response = await _decide_and_append(rt, incident_id, body, identity, correlation_id)
+    except BaseException:
+        await asyncio.shield(release_key(rt.db, principal=identity.id, key=idem_key))
+        raise
+    await complete_key(
+        rt.db, principal=identity.id, key=idem_key, status_code=status, response=response
+    )
+    return status, response
+
+
+async def _decide_and_append(
+    rt: Runtime, incident_id: str, body: Any, identity: Identity, correlation_id: str
+) -> tuple[int, dict[str, Any]]:
+    async with rt.locks[incident_id]:
+        await rt.view.wait_current(incident_id, 1.0)
+        state = rt.view.state(incident_id)
+        if not state.opened:
+            metrics.DIRECTIVES.labels(
+                outcome="refused", reason=RefusalReason.INCIDENT_NOT_OPEN.value
+            ).inc()
+            raise ApiError.refused(
+                RefusalReason.INCIDENT_NOT_OPEN, f"incident {incident_id} is not open"
+            )
+        actor = identity.actor()
+        payload: DirectiveIssuedPayload | None = None
+        try:
+            request = DirectiveRequest.model_validate(body)
+            payload = DirectiveIssuedPayload(
+                action=request.action,
+                expectation=request.expectation,
+                based_on_sequence=request.based_on_sequence,
+                rationale=request.rationale,
+            )
+        except ValidationError as exc:
+            message, errors = _validation_detail(exc)
+            return await _refuse(
+                rt,
+                incident_id,
+                identity,
+                None,
+                RefusalReason.INVALID_DIRECTIVE,
+                f"not a valid directive: {message}",
+                state.sequence,
+                errors,
+            )
+        decision = decide(state, payload, actor, rt.view.folds.control)
+        if not isinstance(decision, Accepted):
+            return await _refuse(
+                rt,
+                incident_id,
+                identity,
+                payload,
+                decision.reason,
+                decision.detail,
+                state.sequence,
+                None,
+            )
+        event = new_event(
+            DirectiveIssued,
+            incident_id=incident_id,
+            payload=payload,
+            actor=actor,
+            producer=PRODUCER,
+            correlation_id=correlation_id,
+        )
+        written = await rt.append_and_fold(event)
+    metrics.DIRECTIVES.labels(outcome="issued", reason="").inc()
+    log.info(
+        "directive issued",
+        extra={
+            "incident_id": incident_id,
+            "correlation_id": correlation_id,
+            "actor": identity.id,
+            "action": describe_action(payload.action),
+            "offset": written["position"]["offset"],
+        },
+    )
+    return 202, {
+        "status": "issued",
+        "incident_id": incident_id,
+        "correlation_id": correlation_id,
+        "consequential": decision.consequential,
+        "action": payload.action.model_dump(mode="json"),
+        "summary": describe_action(payload.action),
+        **written,
+    }
+
+
+async def _refuse(
+    rt: Runtime,
+    incident_id: str,
+    identity: Identity,
+    payload: DirectiveIssuedPayload | None,
+    reason: RefusalReason,
+    detail: str,
+    sequence: int,
+    errors: list[dict[str, Any]] | None,
+) -> tuple[int, dict[str, Any]]:
+    refusal_id = str(uuid.uuid4())
+    event = new_event(
+        DirectiveRefused,
+        incident_id=incident_id,
+        payload=DirectiveRefusedPayload(
+            action=payload.action if payload else None,
+            reason=reason,
+            detail=detail[:2000],
+            refused_by="directive-api",
+            checked_at_sequence=sequence,
+        ),
+        actor=identity.actor(),
+        producer=PRODUCER,
+        correlation_id=refusal_id,
+    )
+    written = await rt.append_and_fold(event)
+    metrics.DIRECTIVES.labels(outcome="refused", reason=reason.value).inc()
+    log.info(
+        "directive refused",
+        extra={
+            "incident_id": incident_id,
+            "reason": reason.value,
+            "detail": detail[:300],
+            "actor": identity.id,
+            "correlation_id": refusal_id,
+        },
+    )
+    info: dict[str, Any] = {
+        "reason": reason.value,
+        "correlation_id": refusal_id,
+        "checked_at_sequence": sequence,
+        **written,
+    }
+    if errors is not None:
+        info["errors"] = errors
+    return REFUSAL_STATUS.get(reason, 409), error_body(reason.value, detail, info)

@@ -1,0 +1,139 @@
+"""The one place where exceptions become HTTP answers.
+
+Every error body has one shape:
+
+    {"error": {"code": "<machine-readable>", "message": "<for humans>", "detail": <any>}}
+
+`code` is a RefusalReason value for refused directives and control verbs, else one
+of: unauthorized, forbidden, not_found, invalid_request, idempotency_key_reused,
+idempotency_in_progress, conflict, unavailable, internal_error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conn_api.auth import AuthError
+from conn_schemas.values import RefusalReason
+
+log = logging.getLogger(__name__)
+
+REFUSAL_STATUS: dict[RefusalReason, int] = {
+    RefusalReason.INCIDENT_NOT_OPEN: 404,
+    RefusalReason.INCIDENT_CLOSED: 409,
+    RefusalReason.NOT_HUMAN: 403,
+    RefusalReason.ROLE_MAY_NOT_DIRECT: 403,
+    RefusalReason.NO_AUTHORITY: 409,
+    RefusalReason.NOT_CONN_HOLDER: 403,
+    RefusalReason.KILL_SWITCH: 409,
+    RefusalReason.ON_HOLD: 409,
+    RefusalReason.ACTION_NOT_ALLOWED: 403,
+    RefusalReason.TARGET_NOT_ALLOWED: 403,
+    RefusalReason.REGION_NOT_ALLOWED: 403,
+    RefusalReason.RESERVED_TO_TEAM: 403,
+    RefusalReason.BLAST_RADIUS: 403,
+    RefusalReason.STEP_UNVERIFIED: 409,
+    RefusalReason.STALE_BASE: 409,
+    RefusalReason.INVALID_BASE: 422,
+    RefusalReason.EXPECTATION_CONFLICT: 409,
+    RefusalReason.PARTIAL_STATE: 409,
+    RefusalReason.DUPLICATE: 409,
+    RefusalReason.INVALID_DIRECTIVE: 422,
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client as-is."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.headers = headers
+
+    @classmethod
+    def refused(cls, reason: RefusalReason, message: str, detail: Any = None) -> ApiError:
+        return cls(REFUSAL_STATUS.get(reason, 409), reason.value, message, detail)
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def error_response(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, detail), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "unavailable",
+}
+
+
+def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors[:20]:
+        out.append(
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+        )
+    return out
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        return error_response(
+            401, "unauthorized", str(exc), headers={"WWW-Authenticate": 'Bearer realm="conn"'}
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(list(exc.errors()))
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"])
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return error_response(500, "internal_error", "internal error; see the service log")

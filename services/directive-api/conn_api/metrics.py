@@ -1,0 +1,25 @@
+"""Prometheus metrics of the directive API (served at /metrics with the shared ones)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DIRECTIVES = Counter(
+    "conn_api_directives_total",
+    "Directives answered by the API, by outcome (issued/refused/replayed) and reason",
+    ["outcome", "reason"],
+)
+CONTROL = Counter(
+    "conn_api_control_total", "Control verbs answered, by verb and outcome", ["verb", "outcome"]
+)
+ALERTS = Counter(
+    "conn_api_alerts_total",
+    "Alerts received, by source and outcome (appended/folded/ignored)",
+    ["source", "outcome"],
+)
+REQUEST_SECONDS = Histogram(
+    "conn_api_request_seconds",
+    "HTTP request latency",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,103 @@
+"""Request bodies of the API (separate from the event models they become)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conn_schemas.events import IncidentId
+from conn_schemas.values import Action, Expectation, HoldReason, Name
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenIncident(Body):
+    title: str = Field(min_length=1, max_length=300)
+    service: Name
+    severity: Literal["sev1", "sev2", "sev3", "sev4", "sev5"] = "sev2"
+    incident_id: IncidentId | None = Field(
+        default=None, description="Optional id; generated (INC-YYYYMMDD-xxxxxx) if omitted"
+    )
+
+
+class DeclareAuthority(Body):
+    """Exactly one of `runbook` (a file in the configured runbooks dir) or `content`."""
+
+    runbook: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="e.g. 'checkout-authority' (runbooks/checkout-authority.yaml)",
+    )
+    content: str | None = Field(
+        default=None, max_length=200_000, description="The authority YAML itself"
+    )
+    source_file: str = Field(default="", max_length=300, description="Where `content` came from")
+
+
+class DirectiveRequest(Body):
+    """One bounded action with its exact target. Free text goes only in `rationale`
+    (for humans; never parsed)."""
+
+    action: Action
+    expectation: Expectation | None = None
+    based_on_sequence: int = Field(ge=0, le=2**62)
+    rationale: str = Field(default="", max_length=2000)
+
+
+class HoldRequest(Body):
+    detail: str = Field(default="", max_length=2000)
+    reason: Literal[HoldReason.MANUAL] = HoldReason.MANUAL
+
+
+class ResumeRequest(Body):
+    detail: str = Field(default="", max_length=2000)
+
+
+class HandoffRequest(Body):
+    to_team: Name
+    detail: str = Field(default="", max_length=2000)
+
+
+class AcceptTakeover(Body):
+    team: Name | None = Field(default=None, description="Defaults to the caller's team")
+    packet_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The packet you read; defaults to the latest published packet",
+    )
+    detail: str = Field(default="", max_length=2000)
+
+
+class KillSwitchRequest(Body):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class CloseIncident(Body):
+    resolution: str = Field(min_length=1, max_length=2000)
+
+
+class AlertmanagerAlert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["firing", "resolved"] = "firing"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str | None = None
+    endsAt: str | None = None
+    fingerprint: str | None = Field(default=None, max_length=256)
+
+
+class AlertmanagerWebhook(BaseModel):
+    """Alertmanager's webhook payload (version 4)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str = "4"
+    status: Literal["firing", "resolved"] = "firing"
+    receiver: str = ""
+    alerts: list[AlertmanagerAlert] = Field(default_factory=list, max_length=1000)
+    commonLabels: dict[str, str] = Field(default_factory=dict)

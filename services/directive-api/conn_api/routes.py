@@ -1,0 +1,578 @@
+"""HTTP routes: incidents, authority, directives, control verbs and reads."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from conn_api import directives, metrics
+from conn_api.deps import CurrentUser, RuntimeDep, require_role
+from conn_api.errors import ApiError
+from conn_api.models import (
+    AcceptTakeover,
+    CloseIncident,
+    DeclareAuthority,
+    HandoffRequest,
+    HoldRequest,
+    KillSwitchRequest,
+    OpenIncident,
+    ResumeRequest,
+)
+from conn_api.packets import packet_for
+from conn_api.present import decision_packet, directive_json, state_json, summary_json
+from conn_api.runtime import PRODUCER, Runtime
+from conn_core.authority import AuthorityFileError, parse_authority
+from conn_core.rules import ControlEvent, check_control
+from conn_core.state import IncidentState
+from conn_runtime.stops import GLOBAL_SCOPE, set_stop
+from conn_schemas.events import (
+    GLOBAL_INCIDENT,
+    AuthorityDeclared,
+    AuthorityDeclaredPayload,
+    HoldDeclared,
+    HoldDeclaredPayload,
+    IncidentClosed,
+    IncidentClosedPayload,
+    IncidentOpened,
+    IncidentOpenedPayload,
+    KillSwitchEngaged,
+    KillSwitchEngagedPayload,
+    KillSwitchReleased,
+    KillSwitchReleasedPayload,
+    ResumeDirected,
+    ResumeDirectedPayload,
+    TakeoverAccepted,
+    TakeoverAcceptedPayload,
+    TakeoverRequested,
+    TakeoverRequestedPayload,
+    new_event,
+)
+from conn_schemas.values import RefusalReason, Role
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+IncidentPath = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+CorrelationPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or invalid bearer token"},
+    403: {"description": "The caller's role or authority does not allow this"},
+    404: {"description": "Unknown incident or directive"},
+    409: {"description": "Conflicts with the incident's state (hold, kill switch, stale...)"},
+    422: {"description": "Invalid request"},
+}
+
+
+def new_incident_id() -> str:
+    return f"INC-{datetime.now(UTC):%Y%m%d}-{uuid.uuid4().hex[:6]}"
+
+
+def _open_state(rt: Runtime, incident_id: str) -> IncidentState:
+    state = rt.view.state(incident_id)
+    if not state.opened:
+        raise ApiError.refused(
+            RefusalReason.INCIDENT_NOT_OPEN, f"incident {incident_id} is not open"
+        )
+    return state
+
+
+def _head(rt: Runtime, incident_id: str) -> dict[str, Any] | None:
+    ledger = rt.view.ledger(incident_id)
+    return {"sequence": ledger[-1].sequence, "hash": ledger[-1].hash} if ledger else None
+
+
+# --- incidents -------------------------------------------------------------------------
+
+
+@router.post("/incidents", status_code=201, responses=ERRORS, tags=["incidents"])
+async def open_incident(body: OpenIncident, rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+    """Open an incident (IncidentOpened)."""
+    require_role(me, Role.COMMANDER, Role.ADMIN, doing="open incidents")
+    incident_id = body.incident_id or new_incident_id()
+    async with rt.locks[incident_id]:
+        if rt.view.state(incident_id).sequence > 0:
+            raise ApiError(409, "conflict", f"incident {incident_id} already exists")
+        event = new_event(
+            IncidentOpened,
+            incident_id=incident_id,
+            payload=IncidentOpenedPayload(
+                title=body.title, service=body.service, severity=body.severity
+            ),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        written = await rt.append_and_fold(event)
+    log.info("incident opened", extra={"incident_id": incident_id, "actor": me.id})
+    return {"incident_id": incident_id, **written}
+
+
+@router.get("/incidents", tags=["incidents"], responses=ERRORS)
+async def list_incidents(
+    rt: RuntimeDep,
+    me: CurrentUser,
+    status: Annotated[str | None, Query(pattern="^(open|on_hold|closed)$")] = None,
+    service: Annotated[str | None, Query(max_length=128)] = None,
+) -> dict[str, Any]:
+    items = [summary_json(s) for s in rt.view.folds.states.values() if s.opened]
+    if status:
+        items = [i for i in items if i["status"] == status]
+    if service:
+        items = [i for i in items if i["service"] == service]
+    items.sort(key=lambda i: i["opened_at"] or "", reverse=True)
+    return {"items": items}
+
+
+@router.get("/incidents/{incident_id}", tags=["incidents"], responses=ERRORS)
+async def get_incident(
+    incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """The bridge state, from this service's fold of the log."""
+    state = _open_state(rt, incident_id)
+    ledger = rt.view.ledger(incident_id)
+    return state_json(state, rt.view.folds.control, ledger[-1] if ledger else None)
+
+
+def _read_runbook(rt: Runtime, name: str) -> tuple[bytes, str]:
+    base = FsPath(rt.settings.api.conn_runbooks_dir).resolve()
+    for candidate in (name, f"{name}.yaml", f"{name}.yml"):
+        path = (base / candidate).resolve()
+        if path.parent == base and path.is_file():
+            return path.read_bytes(), f"runbooks/{path.name}"
+    raise ApiError(404, "not_found", f"no runbook named {name!r} in the runbooks directory")
+
+
+@router.post(
+    "/incidents/{incident_id}/authority", status_code=201, tags=["incidents"], responses=ERRORS
+)
+async def declare_authority(
+    incident_id: IncidentPath, body: DeclareAuthority, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Declare the authority boundary (AuthorityDeclared); the caller holds the conn."""
+    require_role(me, Role.COMMANDER, doing="declare authority")
+    if (body.runbook is None) == (body.content is None):
+        raise ApiError(422, "invalid_request", "give exactly one of 'runbook' or 'content'")
+    if body.runbook is not None:
+        content, source = _read_runbook(rt, body.runbook)
+    else:
+        assert body.content is not None
+        content, source = body.content.encode(), body.source_file or "request"
+    try:
+        authority, digest = parse_authority(content, holder=me.id)
+    except AuthorityFileError as exc:
+        raise ApiError(422, "invalid_authority", f"invalid authority file: {exc}") from exc
+    async with rt.locks[incident_id]:
+        state = _open_state(rt, incident_id)
+        if state.closed:
+            raise ApiError.refused(
+                RefusalReason.INCIDENT_CLOSED, f"incident {incident_id} is closed"
+            )
+        if state.holder is not None and state.holder.identity != me.id:
+            raise ApiError.refused(
+                RefusalReason.NOT_CONN_HOLDER,
+                f"{me.id} does not hold the conn ({state.holder.identity} does)",
+            )
+        event = new_event(
+            AuthorityDeclared,
+            incident_id=incident_id,
+            payload=AuthorityDeclaredPayload(
+                authority=authority, source_file=source, content_sha256=digest
+            ),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        written = await rt.append_and_fold(event)
+    return {
+        "incident_id": incident_id,
+        "authority": f"{authority.name}@{authority.version}",
+        "content_sha256": digest,
+        "holder": me.id,
+        **written,
+    }
+
+
+# --- directives ------------------------------------------------------------------------
+
+DIRECTIVE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DirectiveRequest"}}
+        },
+    }
+}
+
+
+@router.post(
+    "/incidents/{incident_id}/directives",
+    status_code=202,
+    tags=["directives"],
+    openapi_extra=DIRECTIVE_BODY,
+    responses={**ERRORS, 202: {"description": "Issued: appended as DirectiveIssued"}},
+)
+async def post_directive(
+    incident_id: IncidentPath,
+    request: Request,
+    rt: RuntimeDep,
+    me: CurrentUser,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> JSONResponse:
+    """Direct one bounded action (DirectiveRequest). Pre-checked with the core rules;
+    a refusal is answered with its RefusalReason code and appended as DirectiveRefused."""
+    raw = await request.body()
+    try:
+        body: Any = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        body = {"_unparseable": raw[:200].decode(errors="replace")}
+    status, response = await directives.issue(rt, incident_id, body, me, idempotency_key)
+    return JSONResponse(response, status_code=status)
+
+
+@router.get("/incidents/{incident_id}/directives", tags=["directives"], responses=ERRORS)
+async def list_directives(
+    incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    state = _open_state(rt, incident_id)
+    return {"items": [directive_json(d) for d in state.directives.values()]}
+
+
+@router.get(
+    "/incidents/{incident_id}/directives/{correlation_id}", tags=["directives"], responses=ERRORS
+)
+async def get_directive(
+    incident_id: IncidentPath, correlation_id: CorrelationPath, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    state = _open_state(rt, incident_id)
+    record = state.directives.get(correlation_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
+    return directive_json(record)
+
+
+@router.get(
+    "/incidents/{incident_id}/directives/{correlation_id}/decision-packet",
+    tags=["directives"],
+    responses=ERRORS,
+)
+async def get_decision_packet(
+    incident_id: IncidentPath, correlation_id: CorrelationPath, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Evidence, preconditions, risk and blast radius, rollback hint and verification
+    criteria for one directive."""
+    state = _open_state(rt, incident_id)
+    record = state.directives.get(correlation_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
+    return decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
+
+
+# --- control verbs ---------------------------------------------------------------------
+
+
+async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str) -> dict[str, Any]:
+    state = _open_state(rt, incident_id)
+    refusal = check_control(state, event)
+    if refusal is not None:
+        metrics.CONTROL.labels(verb=verb, outcome=refusal.reason.value).inc()
+        raise ApiError.refused(refusal.reason, refusal.detail)
+    if isinstance(event, HoldDeclared):
+        # The fast stop first: the executor checks it right before every side effect.
+        await set_stop(
+            rt.db,
+            incident_id,
+            engaged=True,
+            reason=event.payload.detail or "manual hold",
+            changed_by=event.actor.id,
+            changed_at=event.occurred_at,
+            event_id=str(event.event_id),
+        )
+        try:
+            written = await rt.append_and_fold(event)
+        except ApiError:
+            if not rt.view.state(incident_id).on_hold:
+                await set_stop(
+                    rt.db,
+                    incident_id,
+                    engaged=False,
+                    reason="hold not recorded",
+                    changed_by=PRODUCER,
+                    changed_at=datetime.now(UTC),
+                )
+            raise
+    else:
+        written = await rt.append_and_fold(event)
+        if isinstance(event, ResumeDirected | TakeoverAccepted):
+            await set_stop(
+                rt.db,
+                incident_id,
+                engaged=False,
+                reason=verb,
+                changed_by=event.actor.id,
+                changed_at=event.occurred_at,
+                event_id=str(event.event_id),
+            )
+    metrics.CONTROL.labels(verb=verb, outcome="accepted").inc()
+    log.info(
+        "control verb", extra={"verb": verb, "incident_id": incident_id, "actor": event.actor.id}
+    )
+    after = rt.view.state(incident_id)
+    return {
+        "incident_id": incident_id,
+        "verb": verb,
+        "holder": after.holder.identity if after.holder else None,
+        "on_hold": after.on_hold,
+        **written,
+    }
+
+
+@router.post("/incidents/{incident_id}/hold", tags=["control"], responses=ERRORS)
+async def hold(
+    incident_id: IncidentPath, body: HoldRequest, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Stop new side effects for this incident (HoldDeclared + the PostgreSQL stop)."""
+    async with rt.locks[incident_id]:
+        event = new_event(
+            HoldDeclared,
+            incident_id=incident_id,
+            payload=HoldDeclaredPayload(reason=body.reason, detail=body.detail),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        return await _control(rt, incident_id, event, "hold")
+
+
+@router.post("/incidents/{incident_id}/resume", tags=["control"], responses=ERRORS)
+async def resume(
+    incident_id: IncidentPath, body: ResumeRequest, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Lift the hold (holder only): ResumeDirected, and clear the stop."""
+    async with rt.locks[incident_id]:
+        event = new_event(
+            ResumeDirected,
+            incident_id=incident_id,
+            payload=ResumeDirectedPayload(detail=body.detail),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        return await _control(rt, incident_id, event, "resume")
+
+
+@router.post("/incidents/{incident_id}/handoff", tags=["control"], responses=ERRORS)
+async def handoff(
+    incident_id: IncidentPath, body: HandoffRequest, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Ask a named team to take over (TakeoverRequested); the packager publishes a packet."""
+    async with rt.locks[incident_id]:
+        event = new_event(
+            TakeoverRequested,
+            incident_id=incident_id,
+            payload=TakeoverRequestedPayload(to_team=body.to_team, detail=body.detail),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        return await _control(rt, incident_id, event, "handoff")
+
+
+@router.post("/incidents/{incident_id}/takeover", tags=["control"], responses=ERRORS)
+async def accept_takeover(
+    incident_id: IncidentPath, body: AcceptTakeover, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Accept the latest takeover packet explicitly (a specialist of the team): the conn moves."""
+    team = body.team or me.team
+    if team is None:
+        raise ApiError(422, "invalid_request", "no team given and the caller has no team")
+    async with rt.locks[incident_id]:
+        state = _open_state(rt, incident_id)
+        sha = body.packet_sha256 or (state.last_packet.sha256 if state.last_packet else None)
+        if sha is None:
+            raise ApiError.refused(
+                RefusalReason.INVALID_BASE, "no takeover packet has been published"
+            )
+        event = new_event(
+            TakeoverAccepted,
+            incident_id=incident_id,
+            payload=TakeoverAcceptedPayload(team=team, packet_sha256=sha, detail=body.detail),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        return await _control(rt, incident_id, event, "accept_takeover")
+
+
+@router.post("/incidents/{incident_id}/close", tags=["control"], responses=ERRORS)
+async def close_incident(
+    incident_id: IncidentPath, body: CloseIncident, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Close the incident (the holder of the conn, or an admin)."""
+    async with rt.locks[incident_id]:
+        state = _open_state(rt, incident_id)
+        if state.closed:
+            raise ApiError.refused(
+                RefusalReason.INCIDENT_CLOSED, f"incident {incident_id} is closed"
+            )
+        is_holder = state.holder is not None and state.holder.identity == me.id
+        no_holder_commander = state.holder is None and me.has(Role.COMMANDER)
+        if not (is_holder or no_holder_commander or me.has(Role.ADMIN)):
+            raise ApiError.refused(
+                RefusalReason.NOT_CONN_HOLDER,
+                f"{me.id} may not close {incident_id}: only the holder of the conn or an admin",
+            )
+        event = new_event(
+            IncidentClosed,
+            incident_id=incident_id,
+            payload=IncidentClosedPayload(resolution=body.resolution),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        written = await rt.append_and_fold(event)
+    metrics.CONTROL.labels(verb="close", outcome="accepted").inc()
+    return {"incident_id": incident_id, "verb": "close", **written}
+
+
+@router.get("/control", tags=["control"], responses=ERRORS)
+async def get_control(rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+    c = rt.view.folds.control
+    return {
+        "kill_switch": c.kill_switch,
+        "reason": c.reason,
+        "changed_at": c.changed_at.isoformat() if c.changed_at else None,
+        "changed_by": c.changed_by,
+    }
+
+
+async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) -> dict[str, Any]:
+    require_role(me, Role.ADMIN, doing="operate the kill switch")
+    verb = "kill_switch_on" if engage else "kill_switch_off"
+    async with rt.locks[GLOBAL_INCIDENT]:
+        control = rt.view.folds.control
+        if not engage and not control.kill_switch:
+            metrics.CONTROL.labels(verb=verb, outcome="not_engaged").inc()
+            raise ApiError(409, "conflict", "the kill switch is not engaged")
+        event = (
+            new_event(
+                KillSwitchEngaged,
+                incident_id=GLOBAL_INCIDENT,
+                payload=KillSwitchEngagedPayload(reason=reason),
+                actor=me.actor(),
+                producer=PRODUCER,
+            )
+            if engage
+            else new_event(
+                KillSwitchReleased,
+                incident_id=GLOBAL_INCIDENT,
+                payload=KillSwitchReleasedPayload(reason=reason),
+                actor=me.actor(),
+                producer=PRODUCER,
+            )
+        )
+        if engage:
+            await set_stop(
+                rt.db,
+                GLOBAL_SCOPE,
+                engaged=True,
+                reason=reason,
+                changed_by=me.id,
+                changed_at=event.occurred_at,
+                event_id=str(event.event_id),
+            )
+        written = await rt.append_and_fold(event, topic=rt.view.topics.control)
+        if not engage:
+            await set_stop(
+                rt.db,
+                GLOBAL_SCOPE,
+                engaged=False,
+                reason=reason,
+                changed_by=me.id,
+                changed_at=event.occurred_at,
+                event_id=str(event.event_id),
+            )
+    metrics.CONTROL.labels(verb=verb, outcome="accepted").inc()
+    log.warning("kill switch", extra={"engaged": engage, "actor": me.id, "reason": reason})
+    return {"kill_switch": engage, "reason": reason, **written}
+
+
+@router.post("/kill-switch/engage", tags=["control"], responses=ERRORS)
+async def kill_switch_on(
+    body: KillSwitchRequest, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Global kill switch on (admin): KillSwitchEngaged on conn.control + the global stop."""
+    return await _kill_switch(rt, me, True, body.reason)
+
+
+@router.post("/kill-switch/release", tags=["control"], responses=ERRORS)
+async def kill_switch_off(
+    body: KillSwitchRequest, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """Global kill switch off (admin)."""
+    return await _kill_switch(rt, me, False, body.reason)
+
+
+# --- ledger and packets ----------------------------------------------------------------
+
+
+@router.get("/incidents/{incident_id}/ledger", tags=["reads"], responses=ERRORS)
+async def get_ledger(
+    incident_id: IncidentPath,
+    rt: RuntimeDep,
+    me: CurrentUser,
+    after: Annotated[int, Query(ge=0, description="Return entries with sequence > after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    event_type: Annotated[list[str] | None, Query(max_length=50)] = None,
+    correlation_id: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+) -> dict[str, Any]:
+    """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence."""
+    _open_state(rt, incident_id)
+    ledger = rt.view.ledger(incident_id)
+    items = []
+    next_after: int | None = None
+    for entry in ledger:
+        if entry.sequence <= after:
+            continue
+        e = entry.event
+        if event_type and e.event_type not in event_type:
+            continue
+        if correlation_id and e.correlation_id != correlation_id:
+            continue
+        if actor and e.actor.id != actor:
+            continue
+        if len(items) == limit:
+            next_after = items[-1]["sequence"]
+            break
+        items.append(entry.to_json())
+    return {
+        "incident_id": incident_id,
+        "items": items,
+        "next_after": next_after,
+        "head": _head(rt, incident_id),
+    }
+
+
+@router.get("/incidents/{incident_id}/packet", tags=["reads"], responses=ERRORS)
+async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+    """The latest takeover packet (from the packager's read model when available)."""
+    state = _open_state(rt, incident_id)
+    packet = await packet_for(rt, state)
+    if packet is None:
+        raise ApiError(404, "not_found", f"no takeover packet published for {incident_id}")
+    return packet
+
+
+@router.get("/me", tags=["reads"], responses=ERRORS)
+async def whoami(me: CurrentUser) -> dict[str, Any]:
+    return {
+        "id": me.id,
+        "roles": [r.value for r in me.roles],
+        "team": me.team,
+        "kind": me.kind,
+        "via": me.via,
+    }

@@ -1,0 +1,206 @@
+"""PostgreSQL tables owned by the directive API: idempotency keys and alert
+de-duplication. (The stop table `conn_stops` belongs to conn_runtime.stops.)"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from conn_runtime.stops import STOPS_DDL
+
+SCHEMA_LOCK_KEY = 0x434F4E4E4150  # "CONNAP"
+
+DDL = (
+    STOPS_DDL
+    + """
+CREATE TABLE IF NOT EXISTS conn_api_idempotency (
+    principal       text NOT NULL,
+    idem_key        text NOT NULL,
+    incident_id     text NOT NULL,
+    request_sha256  text NOT NULL,
+    correlation_id  text NOT NULL,
+    status_code     integer,
+    response        jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    completed_at    timestamptz,
+    PRIMARY KEY (principal, idem_key)
+);
+CREATE TABLE IF NOT EXISTS conn_api_alerts (
+    fingerprint     text PRIMARY KEY,
+    source          text NOT NULL,
+    service         text NOT NULL,
+    status          text NOT NULL,
+    incident_id     text,
+    first_seen      timestamptz NOT NULL,
+    last_seen       timestamptz NOT NULL,
+    last_appended   timestamptz NOT NULL,
+    received        integer NOT NULL DEFAULT 1,
+    folded_since    integer NOT NULL DEFAULT 0
+);
+"""
+)
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    request_sha256: str
+    correlation_id: str
+    status_code: int | None
+    response: dict[str, Any] | None
+
+    @property
+    def completed(self) -> bool:
+        return self.status_code is not None
+
+
+async def claim_key(
+    pool: asyncpg.Pool,
+    *,
+    principal: str,
+    key: str,
+    incident_id: str,
+    request_sha256: str,
+    correlation_id: str,
+) -> IdempotencyRecord | None:
+    """Claim an idempotency key. None: we own it now. Otherwise the existing record
+    (the primary key makes exactly one concurrent claimer win)."""
+    won = await pool.fetchval(
+        """
+        INSERT INTO conn_api_idempotency
+            (principal, idem_key, incident_id, request_sha256, correlation_id)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (principal, idem_key) DO NOTHING
+        RETURNING 1
+        """,
+        principal,
+        key,
+        incident_id,
+        request_sha256,
+        correlation_id,
+    )
+    if won:
+        return None
+    found = await get_key(pool, principal=principal, key=key)
+    if found is None:  # released between our insert and select: try once more
+        return await claim_key(
+            pool,
+            principal=principal,
+            key=key,
+            incident_id=incident_id,
+            request_sha256=request_sha256,
+            correlation_id=correlation_id,
+        )
+    return found
+
+
+async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> IdempotencyRecord | None:
+    row = await pool.fetchrow(
+        "SELECT request_sha256, correlation_id, status_code, response FROM conn_api_idempotency"
+        " WHERE principal = $1 AND idem_key = $2",
+        principal,
+        key,
+    )
+    if row is None:
+        return None
+    response = json.loads(row["response"]) if row["response"] is not None else None
+    return IdempotencyRecord(
+        row["request_sha256"], row["correlation_id"], row["status_code"], response
+    )
+
+
+async def complete_key(
+    pool: asyncpg.Pool, *, principal: str, key: str, status_code: int, response: dict[str, Any]
+) -> None:
+    await pool.execute(
+        "UPDATE conn_api_idempotency SET status_code = $3, response = $4::jsonb,"
+        " completed_at = now() WHERE principal = $1 AND idem_key = $2",
+        principal,
+        key,
+        status_code,
+        json.dumps(response),
+    )
+
+
+async def release_key(pool: asyncpg.Pool, *, principal: str, key: str) -> None:
+    """Forget an unfinished claim (nothing was appended), so a retry can proceed."""
+    await pool.execute(
+        "DELETE FROM conn_api_idempotency WHERE principal = $1 AND idem_key = $2"
+        " AND status_code IS NULL",
+        principal,
+        key,
+    )
+
+
+@dataclass(frozen=True)
+class AlertSeen:
+    duplicate: bool
+    incident_id: str | None
+    folded_since: int
+    """Duplicates folded since the last AlertReceived appended for this fingerprint."""
+
+
+async def observe_alert(
+    pool: asyncpg.Pool,
+    *,
+    fingerprint: str,
+    source: str,
+    service: str,
+    status: str,
+    now: datetime,
+    window_seconds: float,
+) -> AlertSeen:
+    """Record a received alert. A repeat with the same status within the window is a
+    duplicate (counted, not re-appended)."""
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO conn_api_alerts (fingerprint, source, service, status, first_seen,
+                                         last_seen, last_appended)
+            VALUES ($1, $2, $3, $4, $5, $5, $5)
+            ON CONFLICT (fingerprint) DO NOTHING RETURNING 1
+            """,
+            fingerprint,
+            source,
+            service,
+            status,
+            now,
+        )
+        if inserted:
+            return AlertSeen(False, None, 0)
+        row = await conn.fetchrow(
+            "SELECT * FROM conn_api_alerts WHERE fingerprint = $1 FOR UPDATE", fingerprint
+        )
+        assert row is not None
+        age = (now - row["last_appended"]).total_seconds()
+        if row["status"] == status and age < window_seconds and row["incident_id"] is not None:
+            await conn.execute(
+                "UPDATE conn_api_alerts SET received = received + 1,"
+                " folded_since = folded_since + 1, last_seen = $2 WHERE fingerprint = $1",
+                fingerprint,
+                now,
+            )
+            return AlertSeen(True, row["incident_id"], row["folded_since"] + 1)
+        await conn.execute(
+            "UPDATE conn_api_alerts SET received = received + 1, status = $2, last_seen = $3"
+            " WHERE fingerprint = $1",
+            fingerprint,
+            status,
+            now,
+        )
+        return AlertSeen(False, row["incident_id"], row["folded_since"])
+
+
+async def alert_appended(
+    pool: asyncpg.Pool, *, fingerprint: str, incident_id: str, now: datetime
+) -> None:
+    await pool.execute(
+        "UPDATE conn_api_alerts SET incident_id = $2, last_appended = $3, folded_since = 0"
+        " WHERE fingerprint = $1",
+        fingerprint,
+        incident_id,
+        now,
+    )

@@ -1,0 +1,127 @@
+"""Helpers for directive API tests: run the app in-process on real Kafka + PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from aiokafka import AIOKafkaConsumer
+from fastapi import FastAPI
+
+from conn_api.app import create_app
+from conn_api.config import ApiSettings, Settings
+from conn_runtime.settings import DatabaseSettings, KafkaSettings, Topics
+from conn_schemas.codec import decode
+from conn_schemas.events import Envelope
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_TOKENS = yaml.safe_load((ROOT / "deploy" / "local" / "tokens.dev.yaml").read_text())
+TOKENS_FILE = ROOT / "deploy" / "local" / "tokens.yaml"
+
+
+def auth(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {DEV_TOKENS[who]}"}
+
+
+def settings_for(bootstrap: str, topics: Topics, dsn: str, **api: Any) -> Settings:
+    prefix = topics.events.removesuffix("conn.events")
+    return Settings(
+        api=ApiSettings(conn_api_tokens_file=TOKENS_FILE, **api),
+        kafka=KafkaSettings(kafka_bootstrap_servers=bootstrap, conn_topic_prefix=prefix),
+        database=DatabaseSettings(database_url=dsn),
+    )
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    app: FastAPI
+    settings: Settings
+
+    async def post(self, path: str, who: str, json: Any = None, **kw: Any) -> httpx.Response:
+        headers = {**auth(who), **kw.pop("headers", {})}
+        return await self.client.post(path, json=json, headers=headers, **kw)
+
+    async def get(self, path: str, who: str = "olive", **kw: Any) -> httpx.Response:
+        return await self.client.get(path, headers=auth(who), **kw)
+
+    async def open_incident(self, service: str = "checkout", runbook: bool = True) -> str:
+        r = await self.post(
+            "/v1/incidents", "alice", {"title": "checkout failing", "service": service}
+        )
+        assert r.status_code == 201, r.text
+        incident = str(r.json()["incident_id"])
+        if runbook:
+            r = await self.post(
+                f"/v1/incidents/{incident}/authority", "alice", {"runbook": "checkout-authority"}
+            )
+            assert r.status_code == 201, r.text
+        return incident
+
+    async def position(self, incident: str) -> int:
+        r = await self.get(f"/v1/incidents/{incident}")
+        assert r.status_code == 200, r.text
+        return int(r.json()["sequence"])
+
+    async def direct(
+        self,
+        incident: str,
+        who: str,
+        action: dict[str, Any],
+        based_on: int | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        if based_on is None:
+            based_on = await self.position(incident)
+        body = {"action": action, "based_on_sequence": based_on, **kw.pop("extra", {})}
+        return await self.post(f"/v1/incidents/{incident}/directives", who, body, **kw)
+
+
+@asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as c:
+            yield Api(c, app, settings)
+
+
+async def read_log(bootstrap: str, topic: str) -> list[Envelope]:
+    """Every event on `topic`, read straight from Kafka (independent of the API's fold)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not consumer.assignment():
+            assert loop.time() < deadline, "no partitions assigned"
+            await consumer.getmany(timeout_ms=100)
+        parts = list(consumer.assignment())
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        out: list[tuple[int, int, Envelope]] = []
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            assert loop.time() < deadline, "could not read the log"
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    out.append((tp.partition, r.offset, decode(r.value)))
+        return [e for _, _, e in sorted(out, key=lambda x: (x[0], x[1]))]
+    finally:
+        await consumer.stop()
+
+
+def of_incident(events: list[Envelope], incident: str, event_type: str | None = None) -> list[Any]:
+    return [
+        e
+        for e in events
+        if e.incident_id == incident and (event_type is None or e.event_type == event_type)
+    ]
