@@ -1,0 +1,3 @@
+from conn_executor.main import run
+
+run()

@@ -1,0 +1,44 @@
+"""Executor settings (pydantic-settings, env prefix CONN_EXECUTOR_), composed with
+the shared Kafka, database and adapter settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conn_executor.faults import Faults, parse_faults
+
+
+def default_executor_id() -> str:
+    return f"executor-{socket.gethostname()}-{os.getpid()}"
+
+
+class ExecutorSettings(BaseSettings):
+    """Env: CONN_EXECUTOR_ID, CONN_EXECUTOR_METRICS_PORT (18101), CONN_EXECUTOR_GROUP_ID,
+    CONN_EXECUTOR_STEP_TIMEOUT, CONN_EXECUTOR_GATHER_TIMEOUT, CONN_EXECUTOR_MAX_IN_FLIGHT,
+    CONN_EXECUTOR_FAULT (test only)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONN_EXECUTOR_", extra="ignore")
+
+    id: str = Field(default_factory=default_executor_id, min_length=1, max_length=200)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=18101, ge=0, le=65535)
+    group_id: str = Field(default="conn-executor", min_length=1)
+    step_timeout: float = Field(default=30.0, gt=0, description="Bound on one side effect")
+    gather_timeout: float = Field(default=10.0, gt=0, description="Bound on one state read")
+    record_timeout: float = Field(default=10.0, gt=0)
+    max_in_flight: int = Field(default=32, ge=1, le=1024)
+    fault: str = ""
+
+    @field_validator("fault")
+    @classmethod
+    def _valid_fault(cls, value: str) -> str:
+        parse_faults(value)  # raises a clear error at start-up
+        return value
+
+    @property
+    def faults(self) -> Faults:
+        return parse_faults(self.fault)

@@ -1,0 +1,276 @@
+"""Drives a real executor process over real Kafka, PostgreSQL and the simulator:
+events are written straight to Kafka with EventProducer (no directive API)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fixtures_services import Proc, free_port
+
+from conn_core.authority import parse_authority
+from conn_core.fold import fold
+from conn_core.state import IncidentState
+from conn_runtime.kafka import EventProducer
+from conn_runtime.settings import KafkaSettings, Topics
+from conn_schemas import events as ev
+from conn_schemas.codec import decode
+from conn_schemas.values import Action, Actor, Expectation, Role
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNBOOK = ROOT / "runbooks" / "checkout-authority.yaml"
+
+ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command")
+MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
+TEST = Actor.service("test-driver")
+
+Event = ev.Envelope
+
+
+def cid() -> str:
+    return f"d-{uuid.uuid4().hex[:10]}"
+
+
+class Harness:
+    def __init__(
+        self,
+        *,
+        kafka_bootstrap: str,
+        topics: Topics,
+        database_url: str,
+        simulator: Proc,
+        start_process: Callable[..., Proc],
+    ) -> None:
+        self.bootstrap = kafka_bootstrap
+        self.topics = topics
+        self.prefix = topics.events.removesuffix("conn.events")
+        self.dsn = database_url
+        self.sim = simulator
+        self._start_process = start_process
+        self.kafka = KafkaSettings(
+            kafka_bootstrap_servers=kafka_bootstrap, conn_topic_prefix=self.prefix
+        )
+        self.producer = EventProducer(self.kafka, producer_name="test-driver")
+        self.group = f"conn-executor-{self.prefix.rstrip('.')}"
+        self._reader: AIOKafkaConsumer[Any, Any] | None = None
+        self.log: list[Event] = []
+
+    async def start(self) -> None:
+        await self.producer.start()
+        reader: AIOKafkaConsumer[Any, Any] = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await reader.start()
+        await reader._client.set_topics([self.topics.events])  # load metadata
+        parts = reader.partitions_for_topic(self.topics.events) or set()
+        assert parts, f"topic {self.topics.events} has no partitions"
+        tps = [TopicPartition(self.topics.events, p) for p in sorted(parts)]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        self._reader = reader
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+        if self._reader is not None:
+            await self._reader.stop()
+
+    # -- processes ------------------------------------------------------------------
+
+    def start_executor(
+        self, name: str = "executor", *, fault: str = "", env: dict[str, str] | None = None
+    ) -> Proc:
+        port = free_port()
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "CONN_TOPIC_PREFIX": self.prefix,
+            "DATABASE_URL": self.dsn,
+            "CONN_SIMULATOR_URL": self.sim.url,
+            "CONN_EXECUTOR_ID": f"{name}-{uuid.uuid4().hex[:6]}",
+            "CONN_EXECUTOR_GROUP_ID": self.group,
+            "CONN_EXECUTOR_METRICS_PORT": str(port),
+            "CONN_EXECUTOR_FAULT": fault,
+            **(env or {}),
+        }
+        return self._start_process(
+            name, "conn_executor", env=env, port=port, health_path="/readyz", timeout=60
+        )
+
+    # -- writing --------------------------------------------------------------------
+
+    async def append(self, event: Event) -> None:
+        await self.producer.append(event)
+
+    async def open_incident(self, incident_id: str, holder: str = "alice") -> None:
+        authority, digest = parse_authority(RUNBOOK.read_bytes(), holder=holder)
+        await self.producer.append_many(
+            [
+                ev.new_event(
+                    ev.IncidentOpened,
+                    incident_id=incident_id,
+                    payload=ev.IncidentOpenedPayload(title="checkout failing", service="checkout"),
+                    actor=ALICE,
+                    producer="test-driver",
+                ),
+                ev.new_event(
+                    ev.AuthorityDeclared,
+                    incident_id=incident_id,
+                    payload=ev.AuthorityDeclaredPayload(
+                        authority=authority, source_file=RUNBOOK.name, content_sha256=digest
+                    ),
+                    actor=ALICE,
+                    producer="test-driver",
+                ),
+            ]
+        )
+
+    def directive(
+        self,
+        incident_id: str,
+        action: Action,
+        *,
+        correlation_id: str,
+        based_on: int,
+        actor: Actor = ALICE,
+        expectation: Expectation | None = None,
+    ) -> ev.DirectiveIssued:
+        return ev.new_event(
+            ev.DirectiveIssued,
+            incident_id=incident_id,
+            payload=ev.DirectiveIssuedPayload(
+                action=action, expectation=expectation, based_on_sequence=based_on
+            ),
+            actor=actor,
+            producer="test-driver",
+            correlation_id=correlation_id,
+        )
+
+    async def issue(
+        self,
+        incident_id: str,
+        action: Action,
+        *,
+        correlation_id: str | None = None,
+        actor: Actor = ALICE,
+        expectation: Expectation | None = None,
+        copies: int = 1,
+    ) -> str:
+        """Issue a directive based on the incident's current ledger position."""
+        key = correlation_id or cid()
+        based_on = (await self.state(incident_id)).sequence
+        event = self.directive(
+            incident_id,
+            action,
+            correlation_id=key,
+            based_on=based_on,
+            actor=actor,
+            expectation=expectation,
+        )
+        if copies == 1:
+            await self.producer.append(event)
+        else:
+            await self.producer.append_many([event] * copies)
+        return key
+
+    # -- reading --------------------------------------------------------------------
+
+    async def read(self) -> list[Event]:
+        """Everything on conn.events so far (accumulated, in partition order)."""
+        assert self._reader is not None
+        reader = self._reader
+        tps = list(reader.assignment())
+        ends = await reader.end_offsets(tps)
+        while True:
+            batch = await reader.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    self.log.append(decode(record.value))
+            positions = {tp: await reader.position(tp) for tp in tps}
+            if all(positions[tp] >= ends[tp] for tp in tps):
+                return self.log
+
+    async def events(self, incident_id: str, correlation_id: str | None = None) -> list[Event]:
+        return [
+            e
+            for e in await self.read()
+            if e.incident_id == incident_id
+            and (correlation_id is None or e.correlation_id == correlation_id)
+        ]
+
+    async def state(self, incident_id: str) -> IncidentState:
+        return fold(await self.read(), incident_id)
+
+    async def wait_for(
+        self,
+        incident_id: str,
+        predicate: Callable[[list[Event]], bool],
+        *,
+        what: str,
+        timeout: float = 60.0,
+        procs: tuple[Proc, ...] = (),
+    ) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = await self.events(incident_id)
+            if predicate(events):
+                return events
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- {p.name}\n{p.log_tail(30)}" for p in procs)
+                types = [(e.event_type, e.correlation_id) for e in events]
+                raise AssertionError(f"timed out waiting for {what}; events: {types}\n{tails}")
+            await asyncio.sleep(0.3)
+
+    # -- simulator and database -----------------------------------------------------------
+
+    async def side_effects(self) -> dict[str, int]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(self.sim.url + "/sim/side-effects")
+            r.raise_for_status()
+            return dict(r.json())
+
+    async def claim_status(self, correlation_id: str) -> str | None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            value = await conn.fetchval(
+                "SELECT status FROM executor_claims WHERE correlation_id = $1", correlation_id
+            )
+            return None if value is None else str(value)
+        finally:
+            await conn.close()
+
+
+def of_type(events: list[Event], event_type: str, correlation_id: str | None = None) -> list[Event]:
+    return [
+        e
+        for e in events
+        if e.event_type == event_type
+        and (correlation_id is None or e.correlation_id == correlation_id)
+    ]
+
+
+def has(event_type: str, correlation_id: str) -> Callable[[list[Event]], bool]:
+    return lambda events: bool(of_type(events, event_type, correlation_id))
+
+
+def decided(correlation_id: str) -> Callable[[list[Event]], bool]:
+    return lambda events: bool(
+        of_type(events, "DirectiveAccepted", correlation_id)
+        or of_type(events, "DirectiveRefused", correlation_id)
+    )
+
+
+def step_recorded(correlation_id: str) -> Callable[[list[Event]], bool]:
+    """The step's outcome and its incident-record update are both in the log."""
+    return lambda events: any(
+        e.event_type == "IncidentRecordUpdated" and e.correlation_id == correlation_id
+        for e in events
+    )
