@@ -1,0 +1,3 @@
+from conn_packager.main import run
+
+run()

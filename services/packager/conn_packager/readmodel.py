@@ -1,0 +1,101 @@
+"""Read-model queries for other services (e.g. the directive API).
+
+All take an asyncpg pool/connection created with `conn_packager.store.create_pool`
+(or any pool whose connections ran `store.init_connection`, so jsonb comes back
+as Python objects) and a keyword-only `schema` (default `conn_read`, env
+CONN_READ_SCHEMA). They return plain dicts (JSON-compatible apart from
+datetimes/UUIDs) or None when nothing is found.
+
+- get_incident(db, incident_id) -> incident row + `bridge` (holder, current step,
+  regions with reading ages, pending/blocked directives, partial changes, hold)
+- list_incidents(db, *, open_only=False, limit=100)
+- list_ledger(db, incident_id, *, after_sequence=0, limit=100, event_types=None)
+- latest_packet(db, incident_id) -> {packet, packet_sha256, markdown, ...} or None
+- timeline(db, incident_id) -> post-incident report (conn_packager.timeline)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from conn_packager.store import check_schema
+from conn_packager.timeline import build_timeline
+from conn_schemas.codec import decode_raw
+
+DEFAULT_SCHEMA = "conn_read"
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+async def get_incident(
+    db: Db, incident_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, Any] | None:
+    s = check_schema(schema)
+    row = await db.fetchrow(f"SELECT * FROM {s}.incidents WHERE incident_id = $1", incident_id)
+    return dict(row) if row else None
+
+
+async def list_incidents(
+    db: Db, *, open_only: bool = False, limit: int = 100, schema: str = DEFAULT_SCHEMA
+) -> list[dict[str, Any]]:
+    s = check_schema(schema)
+    where = "WHERE NOT closed" if open_only else ""
+    rows = await db.fetch(
+        f"""SELECT incident_id, title, service, opened, closed, opened_at, sequence, head_hash,
+            holder, on_hold, hold_reason, open_step, last_verdict, last_event_at
+        FROM {s}.incidents {where} ORDER BY last_event_at DESC NULLS LAST LIMIT $1""",
+        max(1, min(limit, 1000)),
+    )
+    return [dict(r) for r in rows]
+
+
+async def list_ledger(
+    db: Db,
+    incident_id: str,
+    *,
+    after_sequence: int = 0,
+    limit: int = 100,
+    event_types: Sequence[str] | None = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> list[dict[str, Any]]:
+    s = check_schema(schema)
+    rows = await db.fetch(
+        f"""SELECT incident_id, sequence, event_id, event_type, occurred_at, actor,
+            correlation_id, causation_id, prev_hash, hash, raw, kafka_partition, kafka_offset
+        FROM {s}.ledger_entries
+        WHERE incident_id = $1 AND sequence > $2
+          AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))
+        ORDER BY sequence LIMIT $4""",
+        incident_id,
+        after_sequence,
+        list(event_types) if event_types else None,
+        max(1, min(limit, 1000)),
+    )
+    return [dict(r) for r in rows]
+
+
+async def latest_packet(
+    db: Db, incident_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, Any] | None:
+    s = check_schema(schema)
+    row = await db.fetchrow(
+        f"""SELECT * FROM {s}.takeover_packets WHERE incident_id = $1
+        ORDER BY ledger_sequence DESC, packet_id DESC LIMIT 1""",
+        incident_id,
+    )
+    return dict(row) if row else None
+
+
+async def timeline(
+    db: Db, incident_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, Any] | None:
+    s = check_schema(schema)
+    rows = await db.fetch(
+        f"SELECT raw FROM {s}.ledger_entries WHERE incident_id = $1 ORDER BY sequence",
+        incident_id,
+    )
+    if not rows:
+        return None
+    return build_timeline([decode_raw(r["raw"]) for r in rows])

@@ -1,0 +1,517 @@
+"""`conn replay`: verify the ledger from `conn.events` and prove the read model.
+
+Reads `conn.events` from offset 0 (plain aiokafka + the pure projection, no
+faust), rebuilds the read model into a fresh PostgreSQL schema with the SAME
+projection code as the live packager, verifies the live ledger's hash chain and
+every published packet's hash, and compares the rebuilt schema with the live
+one row by row. Exits 1 naming the first differing record; 0 when equal.
+
+    python -m conn_packager.replay                       # verify + rebuild + compare
+    python -m conn_packager.replay --export-timeline INC --format md
+    python -m conn_packager.replay --since 2026-11-22T09:00:00Z   # verify the tail only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from conn_core.chain import GENESIS, link_raw
+from conn_packager.main import topic_partitions
+from conn_packager.projection import IncidentProjection, Where, project
+from conn_packager.store import (
+    TABLES,
+    apply_ddl,
+    check_schema,
+    create_pool,
+    load_projection,
+    set_offset,
+    write_rows,
+)
+from conn_packager.timeline import build_timeline, render_timeline_markdown
+from conn_runtime.kafka import client_options
+from conn_runtime.settings import DatabaseSettings, KafkaSettings
+from conn_schemas.codec import UnreadableRecord, decode
+from conn_schemas.events import Envelope, TakeoverPacketPublished
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: int
+
+
+@dataclass
+class ReplayResult:
+    records: int = 0
+    events: int = 0
+    unreadable: int = 0
+    problems: list[str] = field(default_factory=list)
+    rebuilt_schema: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_problem(self) -> str | None:
+        return self.problems[0] if self.problems else None
+
+
+# --- reading the topic -----------------------------------------------------------------
+
+
+async def read_topic(
+    kafka: KafkaSettings, *, since: datetime | None = None
+) -> tuple[dict[int, int], dict[int, int], AsyncIterator[Record]]:
+    """(start offsets, end offsets, records in per-partition offset order)."""
+    topic = kafka.topics.events
+    consumer = AIOKafkaConsumer(
+        **client_options(kafka), enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        parts = await topic_partitions(consumer, topic)
+        if not parts:
+            raise RuntimeError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = {tp: begins[tp] for tp in tps}
+        if since is not None:
+            found = await consumer.offsets_for_times(
+                {tp: int(since.timestamp() * 1000) for tp in tps}
+            )
+            for tp in tps:
+                starts[tp] = found[tp].offset if found.get(tp) is not None else ends[tp]
+    except BaseException:
+        await consumer.stop()
+        raise
+
+    async def records() -> AsyncIterator[Record]:
+        try:
+            for tp in tps:
+                if starts[tp] >= ends[tp]:
+                    continue
+                consumer.seek(tp, starts[tp])
+                consumer.pause(*[t for t in tps if t != tp])
+                consumer.resume(tp)
+                done = False
+                while not done:
+                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
+                    for rec in batch.get(tp, []):
+                        if rec.offset >= ends[tp]:
+                            done = True
+                            break
+                        yield Record(tp.partition, rec.offset, rec.value, rec.timestamp)
+                        if rec.offset + 1 >= ends[tp]:
+                            done = True
+                            break
+        finally:
+            await consumer.stop()
+
+    return (
+        {tp.partition: o for tp, o in starts.items()},
+        {tp.partition: o for tp, o in ends.items()},
+        records(),
+    )
+
+
+async def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
+    """Current end offset of every `conn.events` partition."""
+    topic = kafka.topics.events
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = await topic_partitions(consumer, topic)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+# --- rebuild ---------------------------------------------------------------------------
+
+
+async def rebuild(
+    kafka: KafkaSettings,
+    pool: asyncpg.Pool,
+    schema: str,
+    *,
+    progress: bool = False,
+    result: ReplayResult | None = None,
+) -> ReplayResult:
+    """Project the whole topic into `schema` (created fresh). Same code as the live path."""
+    result = result or ReplayResult()
+    topic = kafka.topics.events
+    async with pool.acquire() as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {check_schema(schema)} CASCADE")
+    await apply_ddl(pool, schema)
+    starts, ends, records = await read_topic(kafka)
+    total = sum(ends[p] - starts[p] for p in ends)
+    projections: dict[str, IncidentProjection] = {}
+    built: dict[tuple[str, int], str] = {}
+    """(incident, ledger sequence) -> sha256 of the packet the projection built there."""
+    bar = _progress(progress)
+    task = bar.add_task("replaying conn.events", total=total) if bar else None
+    if bar:
+        bar.start()
+    try:
+        conn = await pool.acquire()
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            pending = 0
+            last: dict[int, int] = {}
+            async for rec in records:
+                result.records += 1
+                last[rec.partition] = rec.offset + 1
+                try:
+                    event = decode(rec.value)
+                except UnreadableRecord:
+                    result.unreadable += 1
+                else:
+                    result.events += 1
+                    proj = projections.get(event.incident_id)
+                    if proj is None:
+                        proj = projections[event.incident_id] = IncidentProjection.new(
+                            event.incident_id
+                        )
+                    rows = project(proj, event, Where(topic, rec.partition, rec.offset))
+                    await write_rows(conn, schema, rows)
+                    if isinstance(event, TakeoverPacketPublished):
+                        _check_packet(built, event, result)
+                    if rows.packet is not None:
+                        built[(event.incident_id, proj.state.sequence)] = rows.packet.sha256
+                pending += 1
+                if pending >= BATCH:
+                    for part, off in last.items():
+                        await set_offset(conn, schema, topic, part, off)
+                    await tx.commit()
+                    tx = conn.transaction()
+                    await tx.start()
+                    pending = 0
+                if bar and task is not None:
+                    bar.advance(task)
+            for part, off in last.items():
+                await set_offset(conn, schema, topic, part, off)
+            await tx.commit()
+        finally:
+            await pool.release(conn)
+    finally:
+        if bar:
+            bar.stop()
+    result.rebuilt_schema = schema
+    return result
+
+
+def _check_packet(
+    built: dict[tuple[str, int], str], event: TakeoverPacketPublished, result: ReplayResult
+) -> None:
+    p = event.payload
+    sha = built.get((event.incident_id, p.ledger_sequence))
+    if sha is None:
+        result.problems.append(
+            f"TakeoverPacketPublished {event.event_id} ({event.incident_id}): no packet is due "
+            f"at ledger #{p.ledger_sequence}"
+        )
+    elif sha != p.packet_sha256:
+        result.problems.append(
+            f"TakeoverPacketPublished {event.event_id} ({event.incident_id}): packet sha256 "
+            f"{p.packet_sha256} != rebuilt {sha} at ledger #{p.ledger_sequence}"
+        )
+
+
+def _progress(enabled: bool) -> Progress | None:
+    if not enabled:
+        return None
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+# --- verification and comparison -----------------------------------------------------------
+
+
+async def verify_chain(pool: asyncpg.Pool, schema: str) -> list[str]:
+    """Each ledger row's hash covers its raw event and the previous row's hash."""
+    problems: list[str] = []
+    async with pool.acquire() as conn:
+        prev: dict[str, tuple[int, str]] = {}
+        async for rec in _iterate(
+            conn,
+            f"SELECT incident_id, sequence, prev_hash, hash, raw FROM {schema}.ledger_entries "
+            "ORDER BY incident_id, sequence",
+        ):
+            inc, seq = rec["incident_id"], rec["sequence"]
+            last_seq, last_hash = prev.get(inc, (0, GENESIS))
+            where = f"ledger_entries ({inc}, {seq})"
+            if seq != last_seq + 1:
+                problems.append(f"{where}: sequence gap after #{last_seq}")
+            elif rec["prev_hash"] != last_hash:
+                problems.append(f"{where}: prev_hash does not match entry #{last_seq}'s hash")
+            elif link_raw(rec["prev_hash"], rec["raw"]) != rec["hash"]:
+                problems.append(f"{where}: hash does not cover its event (record altered)")
+            prev[inc] = (seq, rec["hash"])
+            if problems:
+                break
+    return problems
+
+
+async def _iterate(conn: asyncpg.Connection, sql: str) -> AsyncIterator[asyncpg.Record]:
+    async with conn.transaction():
+        async for rec in conn.cursor(sql, prefetch=1000):
+            yield rec
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return value
+
+
+async def compare(pool: asyncpg.Pool, live: str, rebuilt: str) -> list[str]:
+    """Row by row, table by table (ordered by key): the first difference, named."""
+    for table, key in TABLES.items():
+        order = ", ".join(key)
+        sql = f"SELECT * FROM {{s}}.{table} ORDER BY {order}"
+        async with pool.acquire() as c1, pool.acquire() as c2:
+            a = _iterate(c1, sql.format(s=live)).__aiter__()
+            b = _iterate(c2, sql.format(s=rebuilt)).__aiter__()
+            ra = await anext(a, None)
+            rb = await anext(b, None)
+            while ra is not None or rb is not None:
+                ka = tuple(ra[k] for k in key) if ra is not None else None
+                kb = tuple(rb[k] for k in key) if rb is not None else None
+                if ra is None or (kb is not None and ka is not None and kb < ka):
+                    await _close(a, b)
+                    return [f"{table} {kb}: missing from the live read model ({live})"]
+                if rb is None or (ka is not None and kb is not None and ka < kb):
+                    await _close(a, b)
+                    return [f"{table} {ka}: in the live read model but missing from the rebuild"]
+                for col, raw_a in ra.items():
+                    va, vb = _norm(raw_a), _norm(rb[col])
+                    if va != vb:
+                        await _close(a, b)
+                        return [
+                            f"{table} {ka}: column {col} differs: live={str(va)[:200]!r} "
+                            f"rebuilt={str(vb)[:200]!r}"
+                        ]
+                ra = await anext(a, None)
+                rb = await anext(b, None)
+    return []
+
+
+async def _close(*gens: Any) -> None:
+    for g in gens:
+        await g.aclose()
+
+
+# --- since: verify the tail against the live ledger ------------------------------------------
+
+
+async def verify_since(
+    kafka: KafkaSettings, pool: asyncpg.Pool, live: str, since: datetime, result: ReplayResult
+) -> ReplayResult:
+    """Re-project records from `since` on, starting from each incident's live prefix,
+    and compare each ledger row with the live one."""
+    topic = kafka.topics.events
+    _, _, records = await read_topic(kafka, since=since)
+    projections: dict[str, IncidentProjection] = {}
+    async with pool.acquire() as conn:
+        async for rec in records:
+            result.records += 1
+            try:
+                event = decode(rec.value)
+            except UnreadableRecord:
+                result.unreadable += 1
+                continue
+            result.events += 1
+            proj = projections.get(event.incident_id)
+            if proj is None:
+                proj = await load_projection(
+                    conn, live, event.incident_id, before_offset=(rec.partition, rec.offset)
+                )
+                projections[event.incident_id] = proj
+            rows = project(proj, event, Where(topic, rec.partition, rec.offset))
+            key = (event.incident_id, rows.ledger["sequence"])
+            live_row = await conn.fetchrow(
+                f"SELECT * FROM {live}.ledger_entries WHERE incident_id=$1 AND sequence=$2", *key
+            )
+            if live_row is None:
+                result.problems.append(f"ledger_entries {key}: missing from the live read model")
+                break
+            for col, value in rows.ledger.items():
+                if _norm(live_row[col]) != _norm(value):
+                    result.problems.append(
+                        f"ledger_entries {key}: column {col} differs: "
+                        f"live={str(_norm(live_row[col]))[:200]!r} rebuilt={str(_norm(value))[:200]!r}"
+                    )
+                    break
+            if result.problems:
+                break
+    return result
+
+
+# --- orchestration -----------------------------------------------------------------------------
+
+
+async def run_replay(
+    kafka: KafkaSettings,
+    database_url: str,
+    *,
+    live_schema: str = "conn_read",
+    rebuild_schema: str | None = None,
+    keep: bool = False,
+    since: datetime | None = None,
+    progress: bool = False,
+) -> ReplayResult:
+    live_schema = check_schema(live_schema)
+    result = ReplayResult()
+    pool = await create_pool(database_url)
+    try:
+        exists = await pool.fetchval(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name=$1", live_schema
+        )
+        if not exists:
+            result.problems.append(f"live read model schema {live_schema!r} does not exist")
+            return result
+        result.problems += await verify_chain(pool, live_schema)
+        if since is not None:
+            await verify_since(kafka, pool, live_schema, since, result)
+            return result
+        target = check_schema(rebuild_schema or f"{live_schema}_replay_{int(time.time())}"[:63])
+        if target == live_schema:
+            raise ValueError("the rebuild schema must differ from the live schema")
+        try:
+            await rebuild(kafka, pool, target, progress=progress, result=result)
+            result.problems += await compare(pool, live_schema, target)
+        finally:
+            if not keep:
+                async with pool.acquire() as conn:
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {target} CASCADE")
+        return result
+    finally:
+        await pool.close()
+
+
+async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelope]:
+    _, _, records = await read_topic(kafka)
+    out: list[Envelope] = []
+    async for rec in records:
+        try:
+            event = decode(rec.value)
+        except UnreadableRecord:
+            continue
+        if event.incident_id == incident_id:
+            out.append(event)
+    return out
+
+
+async def export_timeline(kafka: KafkaSettings, incident_id: str, fmt: str) -> str:
+    events = await incident_events(kafka, incident_id)
+    if not events:
+        raise LookupError(f"no events for incident {incident_id!r} in {kafka.topics.events}")
+    report = build_timeline(events)
+    if fmt == "json":
+        return (
+            orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        )
+    return render_timeline_markdown(report)
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Verify conn.events, rebuild the read model from offset 0 and prove it equal.",
+    add_completion=False,
+    invoke_without_command=True,
+)
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since {value!r} is not an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.callback()
+def replay(
+    live_schema: str = typer.Option(None, help="Live read-model schema [env CONN_READ_SCHEMA]"),
+    rebuild_schema: str = typer.Option(None, help="Schema to rebuild into (default: fresh)"),
+    keep: bool = typer.Option(False, help="Keep the rebuilt schema"),
+    since: str = typer.Option(None, help="Only verify records since this ISO time"),
+    export_timeline_for: str = typer.Option(
+        None, "--export-timeline", help="Print the post-incident timeline of this incident"
+    ),
+    fmt: str = typer.Option("md", "--format", help="Timeline format: md or json"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+) -> None:
+    import os
+
+    err = Console(stderr=True)
+    kafka = KafkaSettings()
+    database_url = DatabaseSettings().database_url
+    try:
+        if export_timeline_for:
+            if fmt not in ("md", "json"):
+                raise typer.BadParameter("--format must be md or json")
+            sys.stdout.write(asyncio.run(export_timeline(kafka, export_timeline_for, fmt)))
+            return
+        result = asyncio.run(
+            run_replay(
+                kafka,
+                database_url,
+                live_schema=live_schema or os.environ.get("CONN_READ_SCHEMA", "conn_read"),
+                rebuild_schema=rebuild_schema,
+                keep=keep,
+                since=_parse_since(since),
+                progress=not quiet and sys.stderr.isatty(),
+            )
+        )
+    except typer.BadParameter:
+        raise
+    except (LookupError, ValueError, RuntimeError, OSError, asyncpg.PostgresError) as exc:
+        err.print(f"[red]replay failed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    summary = f"{result.records} records, {result.events} events, {result.unreadable} unreadable"
+    if result.ok:
+        err.print(f"[green]OK[/green]: {summary}; chain verified; read model equal")
+        return
+    err.print(f"[red]MISMATCH[/red]: {summary}")
+    err.print(f"first differing record: {result.first_problem}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

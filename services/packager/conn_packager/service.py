@@ -1,0 +1,269 @@
+"""The packager's record handler, independent of the stream framework driving it.
+
+`Packager.handle(topic, partition, offset, value)` projects one `conn.events`
+record into PostgreSQL (rows + `projection_offsets` in one transaction; records
+below `next_offset` are skipped), then publishes a takeover packet if the
+projection made one due. After a restart, packets committed to the read model
+but never published (crash between the commit and the publish) are published
+once the partition has been re-read up to where it ended at start-up, and only
+if still the incident's latest packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from conn_packager import metrics
+from conn_packager.packet import render_markdown
+from conn_packager.projection import IncidentProjection, PacketDue, Where, project
+from conn_packager.store import (
+    apply_ddl,
+    create_pool,
+    load_projection,
+    next_offset,
+    set_offset,
+    unpublished_packets,
+    write_rows,
+)
+from conn_runtime.kafka import EventProducer
+from conn_runtime.settings import KafkaSettings
+from conn_schemas.codec import UnreadableRecord, decode
+from conn_schemas.events import (
+    TakeoverPacketPublished,
+    TakeoverPacketPublishedPayload,
+    new_event,
+)
+from conn_schemas.packet import TakeoverPacket
+from conn_schemas.values import Actor
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "packager"
+
+
+@dataclass(frozen=True)
+class Handled:
+    incident_id: str
+    sequence: int
+    head: str
+    bridge: dict[str, Any]
+
+
+class Packager:
+    def __init__(self, kafka: KafkaSettings, database_url: str, schema: str) -> None:
+        self.kafka = kafka
+        self.topics = kafka.topics
+        self.database_url = database_url
+        self.schema = schema
+        self.pool: asyncpg.Pool | None = None
+        self._producer: EventProducer | None = None
+        self.projections: dict[str, IncidentProjection] = {}
+        self.partition_of: dict[str, int] = {}
+        self.next: dict[int, int] = {}
+        self.startup_end: dict[int, int] = {}
+        self.published: set[str] = set()
+        self.lock = asyncio.Lock()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            self.pool = await create_pool(self.database_url)
+            await apply_ddl(self.pool, self.schema)
+            self._producer = EventProducer(self.kafka, producer_name=PRODUCER)
+            await self._producer.start()
+            self._started = True
+            log.info("packager started", extra={"schema": self.schema})
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.producer.stop()
+            if self.pool is not None:
+                await self.pool.close()
+            self._started = False
+
+    @property
+    def producer(self) -> EventProducer:
+        assert self._producer is not None, "Packager.start() first"
+        return self._producer
+
+    async def ready(self) -> bool:
+        if self.pool is None:
+            return False
+        async with self.pool.acquire(timeout=1.5) as conn:
+            return bool(await conn.fetchval("SELECT 1"))
+
+    def set_startup_end(self, ends: dict[int, int]) -> None:
+        self.startup_end = dict(ends)
+
+    # -- projection ----------------------------------------------------------------------
+
+    def _forget_partition(self, partition: int) -> None:
+        for incident, p in list(self.partition_of.items()):
+            if p == partition:
+                self.projections.pop(incident, None)
+                del self.partition_of[incident]
+        self.next.pop(partition, None)
+
+    async def handle(
+        self, topic: str, partition: int, offset: int, value: bytes | None
+    ) -> Handled | None:
+        """Project one record. Returns the incident's new head, or None if skipped."""
+        await self.start()
+        assert self.pool is not None
+        async with self.lock:
+            try:
+                event = decode(value)
+            except UnreadableRecord as exc:
+                event = None
+                log.warning(
+                    "unreadable record skipped",
+                    extra={"reason": exc.reason, "where": f"{topic}/{partition}@{offset}"},
+                )
+            due: PacketDue | None = None
+            handled: Handled | None = None
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
+                    if offset < nxt:
+                        metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
+                        self.next[partition] = nxt
+                        return None
+                    if offset > nxt:
+                        metrics.OFFSET_GAPS.inc()
+                        log.warning(
+                            "offset gap: records between were never projected",
+                            extra={"partition": partition, "expected": nxt, "got": offset},
+                        )
+                    if self.next.get(partition) != nxt:
+                        # First sight of the partition, or someone else advanced it.
+                        self._forget_partition(partition)
+                    if event is not None:
+                        incident = event.incident_id
+                        proj = self.projections.get(incident)
+                        if proj is None:
+                            proj = await load_projection(conn, self.schema, incident)
+                            self.projections[incident] = proj
+                            self.partition_of[incident] = partition
+                        rows = project(proj, event, Where(topic, partition, offset))
+                        await write_rows(conn, self.schema, rows)
+                        due = rows.packet
+                        handled = Handled(
+                            incident, proj.state.sequence, proj.head, rows.incident["bridge"]
+                        )
+                    else:
+                        metrics.RECORDS_SKIPPED.labels(reason="unreadable").inc()
+                    await set_offset(conn, self.schema, topic, partition, offset + 1)
+            except BaseException:
+                # The in-memory fold may be ahead of what was committed: rebuild it.
+                self._forget_partition(partition)
+                raise
+            self.next[partition] = offset + 1
+            if event is not None:
+                metrics.EVENTS_PROJECTED.labels(event_type=event.event_type).inc()
+            if due is not None:
+                await self._publish(due, path="live")
+            return handled
+
+    # -- packets -------------------------------------------------------------------------
+
+    async def _publish(self, due: PacketDue, *, path: str) -> None:
+        packet = due.packet
+        if packet.packet_id in self.published:
+            return
+        self.published.add(packet.packet_id)
+        body = {
+            "packet_sha256": due.sha256,
+            "packet": packet.model_dump(mode="json"),
+            "markdown": due.markdown,
+        }
+        await self.producer.publish(
+            self.topics.takeover,
+            packet.incident_id.encode(),
+            orjson.dumps(body),
+            [("packet_sha256", due.sha256.encode()), ("trigger", packet.trigger.encode())],
+        )
+        event = new_event(
+            TakeoverPacketPublished,
+            incident_id=packet.incident_id,
+            payload=TakeoverPacketPublishedPayload(
+                packet_id=packet.packet_id,
+                packet_sha256=due.sha256,
+                to_team=packet.to_team,
+                trigger=packet.trigger,
+                ledger_sequence=packet.ledger_head.sequence,
+                ledger_hash=packet.ledger_head.hash,
+            ),
+            actor=Actor.service(PRODUCER),
+            producer=PRODUCER,
+            correlation_id=packet.hold.correlation_id if packet.hold else None,
+        )
+        await self.producer.append(event)
+        metrics.PACKETS_PUBLISHED.labels(trigger=packet.trigger, path=path).inc()
+        log.info(
+            "takeover packet published",
+            extra={
+                "incident_id": packet.incident_id,
+                "packet_id": packet.packet_id,
+                "trigger": packet.trigger,
+                "to_team": packet.to_team,
+                "sha256": due.sha256,
+                "ledger_sequence": packet.ledger_head.sequence,
+            },
+        )
+
+    def caught_up(self, partition: int) -> bool:
+        end = self.startup_end.get(partition)
+        return end is not None and self.next.get(partition, -1) >= end
+
+    async def publish_pending(self, assigned: set[int]) -> int:
+        """Publish packets committed to the read model but never published (a crash
+        between commit and publish), once their partition has been re-read up to
+        its end at start-up (so a TakeoverPacketPublished of a previous run would
+        have been seen). Only an incident's latest packet is published."""
+        await self.start()
+        assert self.pool is not None
+        count = 0
+        async with self.lock:
+            rows = await unpublished_packets(self.pool, self.schema)
+            if not rows:
+                return 0
+            latest: dict[str, int] = {}
+            async with self.pool.acquire() as conn:
+                for rec in await conn.fetch(
+                    f"SELECT incident_id, max(ledger_sequence) AS s FROM {self.schema}.takeover_packets GROUP BY incident_id"
+                ):
+                    latest[rec["incident_id"]] = rec["s"]
+                for rec in rows:
+                    if rec["packet_id"] in self.published:
+                        continue
+                    if rec["ledger_sequence"] != latest.get(rec["incident_id"]):
+                        continue  # superseded by a newer packet
+                    part = await conn.fetchval(
+                        f"SELECT kafka_partition FROM {self.schema}.ledger_entries WHERE incident_id=$1 AND sequence=$2",
+                        rec["incident_id"],
+                        rec["ledger_sequence"],
+                    )
+                    if part is None or part not in assigned or not self.caught_up(part):
+                        continue
+                    packet = TakeoverPacket.model_validate(rec["packet"])
+                    sha = rec["packet_sha256"]
+                    due = PacketDue(packet, sha, render_markdown(packet, sha))
+                    await self._publish(due, path="recovered")
+                    count += 1
+        return count
+
+
+def new_instance_id() -> str:
+    return uuid.uuid4().hex[:8]

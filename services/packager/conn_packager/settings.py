@@ -1,0 +1,39 @@
+"""Packager settings (env): KafkaSettings + DatabaseSettings +
+CONN_PACKAGER_METRICS_PORT (default 18103), CONN_READ_SCHEMA (default conn_read),
+CONN_PACKAGER_HOST (ops server bind, default 127.0.0.1),
+CONN_PACKAGER_REPLICATION (faust changelog replication factor, default 1)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conn_packager.store import check_schema
+from conn_runtime.settings import DatabaseSettings, KafkaSettings
+
+
+class PackagerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    conn_packager_metrics_port: int = Field(default=18103, ge=0, le=65535)
+    conn_packager_host: str = "127.0.0.1"
+    conn_read_schema: str = "conn_read"
+    conn_packager_replication: int = Field(default=1, ge=1)
+
+    @field_validator("conn_read_schema")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return check_schema(value)
+
+
+class Settings:
+    """Everything the packager reads from the environment."""
+
+    def __init__(self) -> None:
+        self.kafka = KafkaSettings()
+        self.database = DatabaseSettings()
+        self.packager = PackagerSettings()
+
+    @property
+    def schema(self) -> str:
+        return self.packager.conn_read_schema
