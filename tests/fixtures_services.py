@@ -1,5 +1,6 @@
 """Fixtures that start Conn's own processes for integration tests: the simulated
-checkout platform and the services, as real OS processes on loopback.
+checkout platform, single services, or the whole pipeline, as real OS processes
+on loopback (see `conn_localstack.ephemeral`).
 
 Loaded for every test run through `-p fixtures_services` (pyproject addopts).
 Processes are started only by tests that ask for these fixtures.
@@ -7,100 +8,22 @@ Processes are started only by tests that ask for these fixtures.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-LOGS = ROOT / ".local" / "logs" / "tests"
+from conn_localstack.ephemeral import LOGS, Pipeline, Proc, free_port, python_proc
+from conn_runtime.settings import Topics
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    """A process started for a test. `kill()` is SIGKILL (crash tests)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    port: int | None = None
-    health_path: str | None = None
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> Proc:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        if self.health_path is not None:
-            self.wait_healthy(timeout)
-        return self
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen is not None and self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + str(self.health_path), timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, as a crash would."""
-        if self.popen is not None and self.alive:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.popen is None or not self.alive:
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
+__all__ = ["Proc", "free_port"]
 
 ProcFactory = Callable[..., Proc]
+
+
+def _log_dir(request: pytest.FixtureRequest) -> Path:
+    return LOGS / request.node.name.replace("/", "_")[:80]
 
 
 @pytest.fixture
@@ -108,7 +31,7 @@ def start_process(request: pytest.FixtureRequest) -> Iterator[ProcFactory]:
     """`start_process(name, module, *args, env={}, port=None, health_path=None)` runs
     `python -m module args` in its own process group; all are stopped after the test."""
     started: list[Proc] = []
-    test = request.node.name.replace("/", "_")[:80]
+    log_dir = _log_dir(request)
 
     def start(
         name: str,
@@ -119,13 +42,8 @@ def start_process(request: pytest.FixtureRequest) -> Iterator[ProcFactory]:
         health_path: str | None = None,
         timeout: float = 30.0,
     ) -> Proc:
-        proc = Proc(
-            name=name,
-            argv=[sys.executable, "-m", module, *args],
-            env=env or {},
-            log_path=LOGS / f"{test}.{name}.log",
-            port=port,
-            health_path=health_path,
+        proc = python_proc(
+            name, module, *args, env=env, port=port, health_path=health_path, log_dir=log_dir
         )
         started.append(proc)
         return proc.start(timeout)
@@ -158,3 +76,44 @@ def simulator(start_process: ProcFactory) -> Callable[..., Proc]:
         )
 
     return start
+
+
+@pytest.fixture
+def pipeline(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, fresh_database: str, conn_topics: Topics
+) -> Iterator[Callable[..., Pipeline]]:
+    """`pipeline(scenario="seed_outage", executors=1, **env)` starts the simulator,
+    packager, verifier, executor(s) and directive API on this test's own topics
+    and database; everything is stopped after the test."""
+    started: list[Pipeline] = []
+    prefix = conn_topics.events.removesuffix("conn.events")
+
+    def start(
+        scenario: str = "seed_outage",
+        *,
+        executors: int = 1,
+        speed: float = 60.0,
+        seed: int = 7,
+        env: dict[str, str] | None = None,
+    ) -> Pipeline:
+        p = Pipeline(
+            kafka_bootstrap=kafka_bootstrap,
+            database_url=fresh_database,
+            topic_prefix=prefix,
+            scenario=scenario,
+            seed=seed,
+            speed=speed,
+            executors=executors,
+            log_dir=_log_dir(request),
+            extra_env=env or {},
+        )
+        started.append(p)
+        return p.start()
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def unique_id(prefix: str = "inc") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
