@@ -182,7 +182,23 @@ def _(event: DirectiveRefused, state: IncidentState) -> None:
     reason = event.payload.reason
     state.refusals[reason] = state.refusals.get(reason, 0) + 1
     record = _directive(state, event)
-    if record is not None and record.status is DirectiveStatus.ISSUED:
+    cid = event.correlation_id
+    if record is None and cid is not None and event.payload.action is not None:
+        # Refused at the API, before it ever became a DirectiveIssued: still a
+        # blocked directive a specialist taking over should see.
+        action = event.payload.action
+        state.directives[cid] = DirectiveRecord(
+            correlation_id=cid,
+            action=action,
+            actor_id=event.actor.id,
+            issued_sequence=state.sequence,
+            based_on_sequence=event.payload.checked_at_sequence,
+            consequential=action.action in CONSEQUENTIAL_ACTIONS,
+            status=DirectiveStatus.REFUSED,
+            refusal=reason,
+            refusal_detail=event.payload.detail,
+        )
+    elif record is not None and record.status is DirectiveStatus.ISSUED:
         record.status = DirectiveStatus.REFUSED
         record.refusal = reason
         record.refusal_detail = event.payload.detail

@@ -26,8 +26,6 @@ from typing import Any
 import httpx
 import yaml
 from rich.console import Console
-from rich.markdown import Markdown
-from rich.panel import Panel
 from rich.rule import Rule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +42,6 @@ class SessionResult:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     refusals: list[dict[str, Any]] = field(default_factory=list)
     packet: dict[str, Any] | None = None
-    packet_markdown: str = ""
-    timeline_markdown: str = ""
 
     def events(self) -> list[dict[str, Any]]:
         return [entry["event"] for entry in self.ledger]
@@ -83,7 +79,7 @@ class Bridge:
             **os.environ,
             "CONN_API_URL": self.api_url,
             "CONN_TOKEN": self.tokens[who],
-            "COLUMNS": "110",
+            "COLUMNS": str(max(110, self.console.width)),
             "NO_COLOR": "1",
         }
         proc = subprocess.run(
@@ -96,7 +92,7 @@ class Bridge:
         )
         out = (proc.stdout + proc.stderr).rstrip()
         if out:
-            self.console.print(out, markup=False, highlight=False)
+            self.console.print(out, markup=False, highlight=False, soft_wrap=True)
         if expect_ok and proc.returncode != 0:
             raise DemoError(f"`{shown}` failed with exit code {proc.returncode}")
         if not expect_ok and proc.returncode == 0:
@@ -293,6 +289,7 @@ def run_session(
         "eu-west",
         expect_ok=False,
     )
+    bridge.follow(incident, _is("DirectiveRefused"), "the refusal to be recorded")
 
     step("7. ...and what is based on a stale picture")
     console.print(f"[dim]based on ledger position {stale_base}, before the last verification[/dim]")
@@ -309,6 +306,7 @@ def run_session(
         str(stale_base),
         expect_ok=False,
     )
+    bridge.follow(incident, _is("DirectiveRefused"), "the refusal to be recorded")
 
     step("8. Restart the pricing-cache tier in us-east")
     bridge.conn(
@@ -346,14 +344,11 @@ def run_session(
         "the handoff packet",
     )
 
-    step("10. dana (database-platform) reads the packet and accepts the conn")
+    step("10. dana (database-platform) reads the packet and accepts the conn explicitly")
     packet = bridge.packet(incident)
     result.packet = packet
-    result.packet_markdown = str(packet.get("markdown", ""))
-    console.print(
-        Panel(Markdown(result.packet_markdown or "(no markdown)"), title="takeover packet")
-    )
-    sha = str(packet.get("sha256") or packet.get("packet_sha256"))
+    sha = str(packet["packet_sha256"])
+    console.print(f"[dim]accepting packet {sha} ({packet.get('trigger')} packet)[/dim]")
     bridge.conn("dana", "accept", incident, "--packet", sha)
     bridge.follow(incident, _is("TakeoverAccepted"), "the acceptance")
 
@@ -363,8 +358,6 @@ def run_session(
     result.refusals = [
         e["payload"] for e in result.events() if e["event_type"] == "DirectiveRefused"
     ]
-    timeline = bridge.conn("alice", "timeline", incident, expect_ok=False) if False else None
-    del timeline
     return result
 
 

@@ -571,3 +571,13 @@ def test_folding_is_deterministic_and_replayable(commands: list[str]) -> None:
     replayed = fold([codec.decode(codec.encode(e)) for e in h.events], h.incident_id)
     assert live == replayed
     assert live.sequence == len(h.events)
+
+
+def test_a_refusal_at_the_api_is_kept_as_a_blocked_directive() -> None:
+    h = ready()
+    h.refuse("api-1", RESTART_DB, RefusalReason.RESERVED_TO_TEAM, "reserved")
+    state = fold(h.events, h.incident_id)
+    (blocked,) = state.blocked_directives()
+    assert blocked.correlation_id == "api-1" and blocked.refusal is RefusalReason.RESERVED_TO_TEAM
+    assert state.open_step is None
+    assert decide_next(h, DRAIN) == Accepted(consequential=True)

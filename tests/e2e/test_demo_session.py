@@ -1,0 +1,107 @@
+"""The demo's guided session, headless, against the whole pipeline of real
+processes: the ledger must be exactly what the scenario demands."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from rich.console import Console
+
+from conn_demo.session import run_session
+from conn_packager import readmodel, store
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_TYPES = [
+    "IncidentOpened",
+    "AuthorityDeclared",
+    # gather state
+    "DirectiveIssued", "DirectiveAccepted", "StateGathered",
+    # disable the canary rule in eu-west
+    "DirectiveIssued", "StateGathered", "DirectiveAccepted", "StepStarted", "StepSucceeded",
+    "IncidentRecordUpdated", "VerificationSnapshot",
+    # explicit verify
+    "DirectiveIssued", "DirectiveAccepted", "VerificationSnapshot",
+    # drain cache-invalidation in us-east
+    "DirectiveIssued", "StateGathered", "DirectiveAccepted", "StepStarted", "StepSucceeded",
+    "IncidentRecordUpdated", "VerificationSnapshot",
+    # orders-db restart (reserved) and a stale directive, both refused at the API
+    "DirectiveRefused", "DirectiveRefused",
+    # restart pricing-cache in us-east -> mixed -> hold -> packet
+    "DirectiveIssued", "StateGathered", "DirectiveAccepted", "StepStarted", "StepSucceeded",
+    "IncidentRecordUpdated", "VerificationSnapshot", "TakeoverPacketPublished",
+    # handoff to database-platform, its packet, dana accepts
+    "TakeoverRequested", "TakeoverPacketPublished", "TakeoverAccepted",
+]  # fmt: skip
+
+
+def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_database) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline("seed_outage")
+    out = io.StringIO()
+    result = run_session(p.api.url, console=Console(file=out, width=140), timeout=120)
+    events = result.events()
+
+    assert result.types() == EXPECTED_TYPES, out.getvalue()[-3000:]
+
+    refusals = [(r["reason"], r["refused_by"]) for r in result.refusals]
+    assert refusals == [
+        ("reserved_to_team", "directive-api"),
+        ("stale_base_position", "directive-api"),
+    ]
+
+    snapshots = [e["payload"] for e in events if e["event_type"] == "VerificationSnapshot"]
+    assert [s["verdict"] for s in snapshots] == ["recovered", "recovered", "recovered", "mixed"]
+    mixed = snapshots[-1]
+    by_region = {r["region"]: r for r in mixed["regions"]}
+    assert by_region["us-east"]["healthy"] and not by_region["eu-west"]["healthy"]
+    assert all(r["fresh"] for r in mixed["regions"])
+
+    # Exactly one side effect per consequential step at the simulator.
+    steps = [e["correlation_id"] for e in events if e["event_type"] == "StepStarted"]
+    effects = p.side_effects()
+    assert [effects.get(cid) for cid in steps] == [1, 1, 1]
+
+    # The takeover packet dana accepted, as the packager's read model holds it.
+    accepted = events[-1]
+    assert accepted["actor"]["id"] == "dana"
+    packet_row = asyncio.run(
+        _latest_packet(fresh_database, p.base_env()["CONN_READ_SCHEMA"], result.incident_id)
+    )
+    assert packet_row is not None
+    assert packet_row["packet_sha256"] == accepted["payload"]["packet_sha256"]
+    packet = packet_row["packet"]
+    assert packet["trigger"] == "handoff" and packet["to_team"] == "database-platform"
+    assert packet["hold"]["reason"] == "verification"
+    last = packet["last_step"]
+    assert last["action"] == {
+        "action": "restart_dependency_tier", "tier": "pricing-cache", "region": "us-east",
+    }  # fmt: skip
+    assert last["status"] == "succeeded" and last["verdict"] == "mixed"
+    regions = {r["region"]: r for r in packet["regions"]}
+    assert regions["us-east"]["healthy"] is True and regions["eu-west"]["healthy"] is False
+    assert all(r["age_seconds"] is not None for r in regions.values())
+    assert [d["refusal"] for d in packet["blocked_directives"]] == [
+        "reserved_to_team", "stale_base_position",
+    ]  # fmt: skip
+    assert packet["pending_directives"] == []
+    assert [d["correlation_id"] for d in packet["partial_changes"]] == [steps[-1]]
+    assert packet["authority"]["name"] == "checkout-outage"
+    assert packet["authority"]["holder"] == "alice"
+    request_seq = next(
+        entry["sequence"]
+        for entry in result.ledger
+        if entry["event"]["event_type"] == "TakeoverRequested"
+    )
+    assert packet["ledger_head"]["sequence"] == request_seq
+    head_entry = next(e for e in result.ledger if e["sequence"] == request_seq)
+    assert packet["ledger_head"]["hash"] == head_entry["hash"]
+
+
+async def _latest_packet(dsn: str, schema: str, incident: str):  # type: ignore[no-untyped-def]
+    pool = await store.create_pool(dsn)
+    try:
+        return await readmodel.latest_packet(pool, incident, schema=schema)
+    finally:
+        await pool.close()
