@@ -257,7 +257,8 @@ def render_timeline_markdown(report: dict[str, Any]) -> str:
         for a in e["actions"]:
             lines.append(f"- → #{a['sequence']} {a['event_type']}: {a['summary']}")
         for v in e["verifications"]:
-            lines.append(f"- ✔ #{v['sequence']} {v['event_type']}: {v['summary']}")
+            mark = "✔" if v["summary"].startswith("verdict recovered") else "✖"
+            lines.append(f"- {mark} #{v['sequence']} {v['event_type']}: {v['summary']}")
         if not e["actions"] and not e["verifications"]:
             lines.append("- (no tool action)")
     return "\n".join(lines) + "\n"
