@@ -65,6 +65,6 @@ def test_markdown_marks_only_recovered_verdicts_as_passing() -> None:
     md = render_timeline_markdown(build_timeline(mixed_state().events))
     mixed_lines = [line for line in md.splitlines() if "verdict mixed" in line]
     assert mixed_lines and all(line.startswith("- ✖") for line in mixed_lines)
-    md_ok = render_timeline_markdown(build_timeline(recovered().events))
+    md_ok = render_timeline_markdown(build_timeline(recovered("inc-ok").events))
     ok_lines = [line for line in md_ok.splitlines() if "verdict recovered" in line]
     assert ok_lines and all(line.startswith("- ✔") for line in ok_lines)
