@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 app = typer.Typer(
@@ -521,8 +522,17 @@ def watch(
 
 @app.command()
 def packet(incident: str, as_json: JsonOpt = False) -> None:
-    """Show the latest takeover packet."""
-    show(Client().request("GET", f"/v1/incidents/{incident}/packet"), as_json, "takeover packet")
+    """Show the latest takeover packet (its content too, when the packager has it)."""
+    body = Client().request("GET", f"/v1/incidents/{incident}/packet")
+    if as_json or not isinstance(body, dict):
+        show(body, as_json, "takeover packet")
+        return
+    skip = {"packet", "markdown", "published_event"}
+    show({k: v for k, v in body.items() if k not in skip}, False, "takeover packet")
+    if body.get("markdown"):
+        out.print(Markdown(str(body["markdown"])))
+    elif body.get("packet") is None:
+        out.print("(packet content not available from the packager's read model yet)")
 
 
 @app.command("decision-packet")

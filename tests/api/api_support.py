@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,19 @@ def of_incident(events: list[Envelope], incident: str, event_type: str | None = 
         for e in events
         if e.incident_id == incident and (event_type is None or e.event_type == event_type)
     ]
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+AlertmanagerFactory = Callable[..., Alertmanager]

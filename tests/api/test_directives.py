@@ -193,6 +193,13 @@ async def test_idempotency_key_contract(api: Api, kafka_bootstrap: str) -> None:
     r1 = await api.post(path, "alice", stale, headers={"Idempotency-Key": "stale"})
     r2 = await api.post(path, "alice", stale, headers={"Idempotency-Key": "stale"})
     assert r1.status_code == r2.status_code == 409
+    # the replayed refusal keeps the one error shape; the replay is marked in `detail`
+    assert set(r2.json()) == {"error"}, r2.text
+    assert r2.json()["error"]["detail"]["replayed"] is True
+    assert (
+        r2.json()["error"]["detail"]["correlation_id"]
+        == r1.json()["error"]["detail"]["correlation_id"]
+    )
     events = of_incident(await read_log(kafka_bootstrap, api.settings.kafka.topics.events), inc)
     issued = [e for e in events if e.event_type == "DirectiveIssued"]
     assert len(issued) == 2, [e.payload.action for e in issued]

@@ -84,6 +84,8 @@ def test_cli_drives_an_incident(
     assert conn("alice", "hold", inc, "--detail", "checking").exit_code == 0
     r = conn("alice", "incident", "show", inc)
     assert r.exit_code == 0 and "manual: checking" in r.output
+    r = conn("alice", "packet", inc)  # no packager running: nothing published
+    assert r.exit_code == 1 and "no takeover packet" in r.output
     r = conn("alice", "ledger", inc)
     assert r.exit_code == 0 and "DirectiveIssued" in r.output and "HoldDeclared" in r.output
     r = conn("alice", "decision-packet", inc, cid)
@@ -106,3 +108,66 @@ def test_cli_drives_an_incident(
     )
     assert r.exit_code == 3 and "cannot reach" in r.output
     assert conn("alice", "close", inc, "--resolution", "fixed").exit_code == 0
+
+
+def test_cli_packet_and_takeover_with_the_packager(
+    start_process: Any, kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+) -> None:
+    """`conn handoff` -> the real packager publishes a packet -> `conn packet` shows it
+    (from the read model) -> `conn accept` by the receiving team moves the conn."""
+    import time
+
+    from fixtures_services import free_port
+
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CONN_TOPIC_PREFIX": conn_topics.events.removesuffix("conn.events"),
+        "DATABASE_URL": fresh_database,
+    }
+    port, pport = free_port(), free_port()
+    api = start_process(
+        "directive-api",
+        "conn_api",
+        env={**env, "CONN_API_PORT": str(port)},
+        port=port,
+        health_path="/readyz",
+        timeout=60,
+    )
+    start_process(
+        "packager",
+        "conn_packager",
+        env={**env, "CONN_PACKAGER_METRICS_PORT": str(pport)},
+        port=pport,
+        health_path="/healthz",
+        timeout=90,
+    )
+    runner = CliRunner()
+
+    def conn(who: str, *args: str) -> Any:
+        return runner.invoke(
+            app, list(args), env={"CONN_API_URL": api.url, "CONN_TOKEN": TOKENS[who]}
+        )
+
+    r = conn("alice", "incident", "open", "--title", "t", "--service", "checkout", "--json")
+    assert r.exit_code == 0, r.output
+    inc = re.search(r'"incident_id": "([^"]+)"', r.output).group(1)  # type: ignore[union-attr]
+    assert (
+        conn("alice", "authority", "declare", inc, "--runbook", "checkout-authority").exit_code == 0
+    )
+    r = conn("alice", "handoff", inc, "--to", "database-platform")
+    assert r.exit_code == 0, r.output
+    deadline = time.monotonic() + 60
+    while True:
+        r = conn("dana", "packet", inc, "--json")
+        if r.exit_code == 0 and '"source": "packager"' in r.output:
+            break
+        assert time.monotonic() < deadline, r.output
+        time.sleep(0.3)
+    r = conn("dana", "packet", inc)
+    assert r.exit_code == 0 and "database-platform" in r.output, r.output
+    assert "Traceback" not in r.output
+    r = conn("dana", "accept", inc, "--json")
+    assert r.exit_code == 0 and '"holder": "dana"' in r.output, r.output
+    # the former commander's directives are refused now
+    r = conn("alice", "direct", "gather-state", inc)
+    assert r.exit_code == 1 and "not_conn_holder" in r.output, r.output

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from conn_api import alerts, metrics, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
-from conn_api.errors import error_body, install_handlers
+from conn_api.errors import ErrorResponse, error_body, install_handlers
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
 from conn_runtime.db import database_ready
@@ -79,7 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"model": ErrorResponse, "description": "Not ready"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         rt: Runtime | None = getattr(request.app.state, "runtime", None)
         checks: dict[str, bool] = {"kafka": False, "postgres": False, "fold": False}

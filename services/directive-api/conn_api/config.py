@@ -4,16 +4,19 @@ Env: CONN_API_HOST, CONN_API_PORT (18000), CONN_ENV (development|production),
 CONN_API_TOKENS_FILE (YAML of sha256 token hashes), CONN_API_TOKENS (same, inline
 JSON), CONN_API_JWKS_FILE / CONN_API_JWKS_URL (+ CONN_API_JWT_ISSUER,
 CONN_API_JWT_AUDIENCE), CONN_RUNBOOKS_DIR, CONN_PAGERDUTY_WEBHOOK_SECRET,
-CONN_ALERT_DEDUP_WINDOW_SECONDS, plus the shared KAFKA_* and DATABASE_URL.
+CONN_ALERT_DEDUP_WINDOW_SECONDS, CONN_READ_SCHEMA (the packager's read model, default
+conn_read), CONN_API_READ_MODEL (true: ledger/packet reads from it when caught up),
+CONN_API_READ_MODEL_WAIT_SECONDS, plus the shared KAFKA_* and DATABASE_URL.
 Outside development, placeholder secrets and development-only token files are refused.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
@@ -51,6 +54,16 @@ class ApiSettings(BaseSettings):
     conn_alert_dedup_window_seconds: float = 300.0
     conn_api_read_your_writes_seconds: float = 5.0
     conn_api_idempotency_wait_seconds: float = 10.0
+    conn_read_schema: str = "conn_read"
+    conn_api_read_model: bool = True
+    conn_api_read_model_wait_seconds: float = Field(default=1.0, ge=0, le=30)
+
+    @field_validator("conn_read_schema")
+    @classmethod
+    def _schema_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("CONN_READ_SCHEMA must be a lower-case SQL identifier")
+        return value
 
     @model_validator(mode="after")
     def _no_placeholders_outside_development(self) -> ApiSettings:

@@ -95,7 +95,7 @@ async def issue(
                 {"correlation_id": record.correlation_id},
             )
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
-        return record.status_code, {**record.response, "replayed": True}
+        return record.status_code, _mark_replayed(record.status_code, record.response)
     try:
         status, response = await _decide_and_append(rt, incident_id, body, identity, correlation_id)
     except BaseException:
@@ -105,6 +105,16 @@ async def issue(
         rt.db, principal=identity.id, key=idem_key, status_code=status, response=response
     )
     return status, response
+
+
+def _mark_replayed(status: int, response: dict[str, Any]) -> dict[str, Any]:
+    """A stored answer, marked as a replay without breaking the error shape."""
+    error = response.get("error")
+    if status >= 400 and isinstance(error, dict):
+        detail = error.get("detail")
+        detail = {**detail, "replayed": True} if isinstance(detail, dict) else {"replayed": True}
+        return {"error": {**error, "detail": detail}}
+    return {**response, "replayed": True}
 
 
 async def _decide_and_append(

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conn_api.auth import AuthError
@@ -46,6 +47,18 @@ REFUSAL_STATUS: dict[RefusalReason, int] = {
     RefusalReason.DUPLICATE: 409,
     RefusalReason.INVALID_DIRECTIVE: 422,
 }
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Machine-readable: a RefusalReason value or a generic code")
+    message: str = Field(description="For humans")
+    detail: Any = Field(default=None, description="Structured context (may be null)")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer (documented in the OpenAPI document)."""
+
+    error: ErrorInfo
 
 
 class ApiError(Exception):

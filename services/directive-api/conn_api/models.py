@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conn_schemas.events import IncidentId
-from conn_schemas.values import Action, Expectation, HoldReason, Name
+from conn_schemas.values import Action, Expectation, Name
 
 
 class Body(BaseModel):
@@ -50,7 +50,9 @@ class DirectiveRequest(Body):
 
 class HoldRequest(Body):
     detail: str = Field(default="", max_length=2000)
-    reason: Literal[HoldReason.MANUAL] = HoldReason.MANUAL
+    reason: Literal["manual"] = Field(
+        default="manual", description="Only a manual hold can be declared by a person"
+    )
 
 
 class ResumeRequest(Body):

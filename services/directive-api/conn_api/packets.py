@@ -1,16 +1,14 @@
 """Takeover packet reads.
 
-The packet content lives with the packager (services/packager): when its read
-model exposes `conn_packager.readmodel.latest_packet(pool, incident_id)` the API
-returns the full packet from there; otherwise it answers from the log with the
-TakeoverPacketPublished reference (sha256, ledger head) the receiving team
-needs to accept the takeover.
+The log (this service's fold) says which packet is the latest published one
+(TakeoverPacketPublished: sha256, ledger head) — that is what a receiving team
+accepts. Its full content lives with the packager: when its read model
+(`conn_packager.readmodel`) has the packet with that sha256, it is returned as
+`packet` (`source: "packager"`); otherwise `packet` is null (`source: "ledger"`).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from typing import Any
 
@@ -22,27 +20,16 @@ from conn_schemas.events import TakeoverPacketPublished
 log = logging.getLogger(__name__)
 
 
-def _readmodel_reader() -> Any:
-    try:
-        mod = importlib.import_module("conn_packager.readmodel")
-    except ImportError:
-        return None
-    return getattr(mod, "latest_packet", None)
-
-
 async def packet_for(rt: Runtime, state: IncidentState) -> dict[str, Any] | None:
-    published = next(
-        (
-            e
-            for e in reversed(rt.view.ledger(state.incident_id))
-            if isinstance(e.event, TakeoverPacketPublished)
-        ),
-        None,
-    )
-    if published is None:
+    published = None
+    event: TakeoverPacketPublished | None = None
+    for entry in reversed(rt.view.ledger(state.incident_id)):
+        if isinstance(entry.event, TakeoverPacketPublished):
+            published, event = entry, entry.event
+            break
+    if published is None or event is None:
         return None
-    assert isinstance(published.event, TakeoverPacketPublished)
-    p = published.event.payload
+    p = event.payload
     out: dict[str, Any] = {
         "incident_id": state.incident_id,
         "packet_id": p.packet_id,
@@ -52,24 +39,14 @@ async def packet_for(rt: Runtime, state: IncidentState) -> dict[str, Any] | None
         "ledger_sequence": p.ledger_sequence,
         "ledger_hash": p.ledger_hash,
         "published_at_sequence": published.sequence,
-        "published_event": to_raw(published.event),
+        "published_event": to_raw(event),
         "packet": None,
+        "markdown": None,
         "source": "ledger",
     }
-    reader = _readmodel_reader()
-    if reader is not None:
-        try:
-            result = reader(rt.db, state.incident_id)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception:
-            log.warning("packager read model unavailable", exc_info=True)
-        else:
-            if result is not None:
-                out["packet"] = (
-                    result
-                    if isinstance(result, dict)
-                    else getattr(result, "model_dump", lambda **_: result)(mode="json")
-                )
-                out["source"] = "packager"
+    if rt.read_model is not None:
+        found = await rt.read_model.packet(state.incident_id, p.packet_sha256)
+        if found is not None:
+            out.update(found)
+            out["source"] = "packager"
     return out

@@ -151,9 +151,8 @@ def _preconditions(
     out: list[dict[str, Any]] = []
 
     def add(text: str, met: bool | None) -> None:
-        out.append(
-            {"condition": text, "status": {True: "met", False: "not_met"}.get(met, "unknown")}
-        )  # type: ignore[arg-type]
+        status = "unknown" if met is None else ("met" if met else "not_met")
+        out.append({"condition": text, "status": status})
 
     if record.expectation is not None:
         out.append(

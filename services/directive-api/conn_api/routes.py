@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from conn_api import directives, metrics
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
-from conn_api.errors import ApiError
+from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import (
     AcceptTakeover,
     CloseIncident,
@@ -54,7 +54,7 @@ from conn_schemas.events import (
     TakeoverRequestedPayload,
     new_event,
 )
-from conn_schemas.values import RefusalReason, Role
+from conn_schemas.values import HoldReason, RefusalReason, Role
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,18 @@ IncidentPath = Annotated[
 CorrelationPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No or invalid bearer token"},
-    403: {"description": "The caller's role or authority does not allow this"},
-    404: {"description": "Unknown incident or directive"},
-    409: {"description": "Conflicts with the incident's state (hold, kill switch, stale...)"},
-    422: {"description": "Invalid request"},
+    400: {"model": ErrorResponse, "description": "Unparseable request body"},
+    401: {"model": ErrorResponse, "description": "No or invalid bearer token"},
+    403: {
+        "model": ErrorResponse,
+        "description": "The caller's role or authority does not allow this",
+    },
+    404: {"model": ErrorResponse, "description": "Unknown incident or directive"},
+    409: {
+        "model": ErrorResponse,
+        "description": "Conflicts with the incident's state (hold, kill switch, stale...)",
+    },
+    422: {"model": ErrorResponse, "description": "Invalid request"},
 }
 
 
@@ -344,7 +351,7 @@ async def hold(
         event = new_event(
             HoldDeclared,
             incident_id=incident_id,
-            payload=HoldDeclaredPayload(reason=body.reason, detail=body.detail),
+            payload=HoldDeclaredPayload(reason=HoldReason(body.reason), detail=body.detail),
             actor=me.actor(),
             producer=PRODUCER,
         )
@@ -530,11 +537,38 @@ async def get_ledger(
     correlation_id: Annotated[str | None, Query(max_length=200)] = None,
     actor: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
-    """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence."""
+    """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence.
+
+    Served from the packager's read model when it has caught up with this service's
+    fold for the incident (`source: "read_model"`), else from the fold (`"fold"`)."""
     _open_state(rt, incident_id)
     ledger = rt.view.ledger(incident_id)
-    items = []
-    next_after: int | None = None
+    head = _head(rt, incident_id)
+    rm = rt.read_model
+    if (
+        rm is not None
+        and head is not None
+        and await rm.caught_up(incident_id, head["sequence"], head["hash"])
+    ):
+        page = await rm.ledger(
+            incident_id,
+            after=after,
+            limit=limit,
+            event_types=event_type,
+            correlation_id=correlation_id,
+            actor=actor,
+        )
+        if page is not None:
+            items, next_after = page
+            return {
+                "incident_id": incident_id,
+                "items": items,
+                "next_after": next_after,
+                "head": head,
+                "source": "read_model",
+            }
+    fold_items: list[dict[str, Any]] = []
+    fold_next: int | None = None
     for entry in ledger:
         if entry.sequence <= after:
             continue
@@ -545,21 +579,23 @@ async def get_ledger(
             continue
         if actor and e.actor.id != actor:
             continue
-        if len(items) == limit:
-            next_after = items[-1]["sequence"]
+        if len(fold_items) == limit:
+            fold_next = fold_items[-1]["sequence"]
             break
-        items.append(entry.to_json())
+        fold_items.append(entry.to_json())
     return {
         "incident_id": incident_id,
-        "items": items,
-        "next_after": next_after,
-        "head": _head(rt, incident_id),
+        "items": fold_items,
+        "next_after": fold_next,
+        "head": head,
+        "source": "fold",
     }
 
 
 @router.get("/incidents/{incident_id}/packet", tags=["reads"], responses=ERRORS)
 async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
-    """The latest takeover packet (from the packager's read model when available)."""
+    """The latest published takeover packet: its reference from the log, and its full
+    content from the packager's read model (`source: "packager"`) when available."""
     state = _open_state(rt, incident_id)
     packet = await packet_for(rt, state)
     if packet is None:

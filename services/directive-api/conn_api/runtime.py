@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ApiError
+from conn_api.readmodel import ReadModel
 from conn_api.store import DDL, SCHEMA_LOCK_KEY
 from conn_api.view import LogView
 from conn_runtime import db
@@ -32,6 +33,7 @@ class Runtime:
         self.producer = EventProducer(settings.kafka, producer_name=PRODUCER)
         self.view = LogView(settings.kafka, self.producer)
         self.pool: asyncpg.Pool | None = None
+        self.read_model: ReadModel | None = None
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.alert_lock = asyncio.Lock()
 
@@ -43,6 +45,14 @@ class Runtime:
     async def start(self, catch_up_timeout: float = 60.0) -> None:
         self.pool = await db.create_pool(self.settings.database.database_url, max_size=10)
         await db.apply_schema(self.pool, DDL, lock_key=SCHEMA_LOCK_KEY)
+        api = self.settings.api
+        if api.conn_api_read_model:
+            self.read_model = ReadModel(
+                self.pool,
+                schema=api.conn_read_schema,
+                events_topic=self.settings.kafka.topics.events,
+                wait_seconds=api.conn_api_read_model_wait_seconds,
+            )
         await self.producer.start()
         await self.view.start()
         try:
