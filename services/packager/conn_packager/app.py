@@ -47,6 +47,7 @@ def build_app(
         app_id(settings),
         broker=broker_urls(settings.kafka.kafka_bootstrap_servers),
         store="memory://",
+        datadir=str(settings.packager.conn_packager_datadir / app_id(settings)),
         topic_partitions=partitions,
         topic_replication_factor=settings.packager.conn_packager_replication,
         web_enabled=False,

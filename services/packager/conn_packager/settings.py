@@ -1,9 +1,13 @@
 """Packager settings (env): KafkaSettings + DatabaseSettings +
 CONN_PACKAGER_METRICS_PORT (default 18103), CONN_READ_SCHEMA (default conn_read),
 CONN_PACKAGER_HOST (ops server bind, default 127.0.0.1),
-CONN_PACKAGER_REPLICATION (faust changelog replication factor, default 1)."""
+CONN_PACKAGER_REPLICATION (faust changelog replication factor, default 1),
+CONN_PACKAGER_DATADIR (faust local data, default <tmp>/conn-faust)."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +23,10 @@ class PackagerSettings(BaseSettings):
     conn_packager_host: str = "127.0.0.1"
     conn_read_schema: str = "conn_read"
     conn_packager_replication: int = Field(default=1, ge=1)
+    conn_packager_datadir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "conn-faust",
+        description="Where faust keeps its local data (one folder per app id)",
+    )
 
     @field_validator("conn_read_schema")
     @classmethod
