@@ -13,9 +13,14 @@ changelog `<prefix>conn-packager-ledger-changelog`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
 import faust
 from aiokafka import TopicPartition
 
@@ -25,6 +30,7 @@ from conn_packager.settings import Settings
 from conn_runtime.ops import OpsServer, kafka_ready
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -39,10 +45,35 @@ def changelog_topic(settings: Settings) -> str:
     return f"{app_id(settings)}-ledger-changelog"
 
 
+TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+RETRY_SECONDS = 300.0
+
+
+async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """Retry a record through PostgreSQL/Kafka outages instead of letting the agent
+    crash: on a crash faust acks (skips) the record in hand and the worker exits."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning(
+                "transient failure projecting a record; retrying", extra={"error": repr(exc)}
+            )
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
 def build_app(
     settings: Settings, packager: Packager, *, partitions: int, ends: dict[int, int]
 ) -> faust.App:
     topics = settings.kafka.topics
+    # faust creates only the last level of its datadir: a fresh (or cleaned) <tmp>
+    # would make every start fail with FileNotFoundError.
+    settings.packager.conn_packager_datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id(settings),
         broker=broker_urls(settings.kafka.kafka_bootstrap_servers),
@@ -81,7 +112,9 @@ def build_app(
     async def project_events(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            handled = await packager.handle(msg.topic, msg.partition, msg.offset, msg.value)
+            handled = await _retrying(
+                functools.partial(packager.handle, msg.topic, msg.partition, msg.offset, msg.value)
+            )
             if handled is not None:
                 ledger[handled.incident_id] = {
                     "sequence": handled.sequence,
@@ -105,6 +138,8 @@ def build_app(
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}
         if assigned:
             await packager.publish_pending(assigned)
+            ends = {p: app.consumer.highwater(TopicPartition(topics.events, p)) for p in assigned}
+            await packager.catch_up(topics.events, ends)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:

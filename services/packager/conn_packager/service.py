@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conn_packager import metrics
 from conn_packager.packet import render_markdown
@@ -32,7 +34,7 @@ from conn_packager.store import (
     unpublished_packets,
     write_rows,
 )
-from conn_runtime.kafka import EventProducer
+from conn_runtime.kafka import EventProducer, client_options
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.codec import UnreadableRecord, decode
 from conn_schemas.events import (
@@ -72,6 +74,8 @@ class Packager:
         self.lock = asyncio.Lock()
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._stalled: dict[int, int] = {}
+        """partition -> next_offset seen behind the end at the previous catch_up()."""
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -119,20 +123,17 @@ class Packager:
     async def handle(
         self, topic: str, partition: int, offset: int, value: bytes | None
     ) -> Handled | None:
-        """Project one record. Returns the incident's new head, or None if skipped."""
+        """Project one record. Returns the incident's new head, or None if skipped.
+
+        Records between the read model's `next_offset` and `offset` (the stream's
+        committed offset ran ahead of what was projected, e.g. after a SIGKILL) are
+        read back from Kafka and projected first, in order: never skipped."""
         await self.start()
         assert self.pool is not None
         async with self.lock:
-            try:
-                event = decode(value)
-            except UnreadableRecord as exc:
-                event = None
-                log.warning(
-                    "unreadable record skipped",
-                    extra={"reason": exc.reason, "where": f"{topic}/{partition}@{offset}"},
-                )
-            due: PacketDue | None = None
+            dues: list[PacketDue] = []
             handled: Handled | None = None
+            projected: list[str] = []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
@@ -140,41 +141,152 @@ class Packager:
                         metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
                         self.next[partition] = nxt
                         return None
-                    if offset > nxt:
-                        metrics.OFFSET_GAPS.inc()
-                        log.warning(
-                            "offset gap: records between were never projected",
-                            extra={"partition": partition, "expected": nxt, "got": offset},
-                        )
                     if self.next.get(partition) != nxt:
                         # First sight of the partition, or someone else advanced it.
                         self._forget_partition(partition)
-                    if event is not None:
-                        incident = event.incident_id
-                        proj = self.projections.get(incident)
-                        if proj is None:
-                            proj = await load_projection(conn, self.schema, incident)
-                            self.projections[incident] = proj
-                            self.partition_of[incident] = partition
-                        rows = project(proj, event, Where(topic, partition, offset))
-                        await write_rows(conn, self.schema, rows)
-                        due = rows.packet
-                        handled = Handled(
-                            incident, proj.state.sequence, proj.head, rows.incident["bridge"]
+                    records: list[tuple[int, bytes | None]] = []
+                    if offset > nxt:
+                        metrics.OFFSET_GAPS.inc()
+                        records = await self._read_range(topic, partition, nxt, offset)
+                        log.warning(
+                            "offset gap: projecting the records the stream skipped",
+                            extra={
+                                "partition": partition,
+                                "expected": nxt,
+                                "got": offset,
+                                "read_back": len(records),
+                            },
                         )
-                    else:
-                        metrics.RECORDS_SKIPPED.labels(reason="unreadable").inc()
+                    records.append((offset, value))
+                    for off, raw in records:
+                        due, result, event_type = await self._project(
+                            conn, topic, partition, off, raw
+                        )
+                        if due is not None:
+                            dues.append(due)
+                        if event_type is not None:
+                            projected.append(event_type)
+                        handled = result if off == offset else handled
                     await set_offset(conn, self.schema, topic, partition, offset + 1)
             except BaseException:
                 # The in-memory fold may be ahead of what was committed: rebuild it.
                 self._forget_partition(partition)
                 raise
             self.next[partition] = offset + 1
-            if event is not None:
-                metrics.EVENTS_PROJECTED.labels(event_type=event.event_type).inc()
-            if due is not None:
+            for event_type in projected:
+                metrics.EVENTS_PROJECTED.labels(event_type=event_type).inc()
+            for due in dues:
                 await self._publish(due, path="live")
             return handled
+
+    async def catch_up(self, topic: str, ends: dict[int, int | None]) -> int:
+        """Project records the stream never delivered: for each partition whose read
+        model stayed behind its end offset since the previous call (no progress),
+        read [next_offset, end) back from Kafka and project it. Safe alongside the
+        stream: both take `self.lock` and the row lock, and skip applied offsets."""
+        await self.start()
+        assert self.pool is not None
+        done = 0
+        for partition, end in ends.items():
+            if end is None:
+                continue
+            async with self.pool.acquire() as conn:
+                nxt = await next_offset(conn, self.schema, topic, partition)
+            if nxt >= end:
+                self._stalled.pop(partition, None)
+                continue
+            if self._stalled.get(partition) != nxt:
+                self._stalled[partition] = nxt  # behind; act only if still here next time
+                continue
+            done += await self._catch_up_partition(topic, partition, end)
+            self._stalled.pop(partition, None)
+        return done
+
+    async def _catch_up_partition(self, topic: str, partition: int, end: int) -> int:
+        assert self.pool is not None
+        async with self.lock:
+            dues: list[PacketDue] = []
+            count = 0
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
+                    if nxt >= end:
+                        return 0
+                    if self.next.get(partition) != nxt:
+                        self._forget_partition(partition)
+                    records = await self._read_range(topic, partition, nxt, end)
+                    for off, raw in records:
+                        due, _, _ = await self._project(conn, topic, partition, off, raw)
+                        if due is not None:
+                            dues.append(due)
+                    count = len(records)
+                    await set_offset(conn, self.schema, topic, partition, end)
+            except BaseException:
+                self._forget_partition(partition)
+                raise
+            self.next[partition] = end
+            metrics.OFFSET_GAPS.inc()
+            log.warning(
+                "stream stalled behind the log: projected the records it never delivered",
+                extra={"partition": partition, "from": nxt, "to": end, "records": count},
+            )
+            for due in dues:
+                await self._publish(due, path="live")
+            return count
+
+    async def _project(
+        self,
+        conn: asyncpg.Connection,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+    ) -> tuple[PacketDue | None, Handled | None, str | None]:
+        """Rows of one record, inside the caller's transaction."""
+        try:
+            event = decode(value)
+        except UnreadableRecord as exc:
+            log.warning(
+                "unreadable record skipped",
+                extra={"reason": exc.reason, "where": f"{topic}/{partition}@{offset}"},
+            )
+            metrics.RECORDS_SKIPPED.labels(reason="unreadable").inc()
+            return None, None, None
+        incident = event.incident_id
+        proj = self.projections.get(incident)
+        if proj is None:
+            proj = await load_projection(conn, self.schema, incident)
+            self.projections[incident] = proj
+            self.partition_of[incident] = partition
+        rows = project(proj, event, Where(topic, partition, offset))
+        await write_rows(conn, self.schema, rows)
+        handled = Handled(incident, proj.state.sequence, proj.head, rows.incident["bridge"])
+        return rows.packet, handled, event.event_type
+
+    async def _read_range(
+        self, topic: str, partition: int, start: int, end: int
+    ) -> list[tuple[int, bytes | None]]:
+        """Records [start, end) of one partition, read directly (outside the group)."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            **client_options(self.kafka),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        out: list[tuple[int, bytes | None]] = []
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + 30.0
+            while await consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not read back {topic}/{partition} [{start}, {end})")
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
+                out.extend((r.offset, r.value) for r in batch.get(tp, []) if r.offset < end)
+        finally:
+            await consumer.stop()
+        return out
 
     # -- packets -------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""Malformed and hostile records for `conn.events`: each must be dead-lettered with
+its reason by the consuming services, and disturb nothing else.
+
+`hostile_records(rng, incident_ids)` returns (label, expected reason, key, value)
+tuples; values are built so that `conn_schemas.codec.decode` rejects every one.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from conn_schemas.codec import MAX_RECORD_BYTES
+
+
+@dataclass(frozen=True)
+class Hostile:
+    label: str
+    reason: str
+    """The `dlq.reason` the codec gives it (UnreadableRecord.reason)."""
+    key: bytes | None
+    value: bytes | None
+
+
+def _envelope(event_type: str, incident_id: str, **over: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "incident_id": incident_id,
+        "correlation_id": str(uuid.uuid4()),
+        "causation_id": None,
+        "actor": {"id": "mallory", "kind": "human", "roles": ["commander"], "team": None},
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "producer": "chaos-hostile",
+        "payload": {},
+    }
+    doc.update(over)
+    return doc
+
+
+def hostile_records(rng: random.Random, incident_ids: list[str]) -> list[Hostile]:
+    """One of each kind, keyed on live incidents (so they sit in busy partitions)."""
+
+    def key() -> bytes:
+        return rng.choice(incident_ids).encode() if incident_ids else b"chaos-hostile"
+
+    inc = rng.choice(incident_ids) if incident_ids else "chaos-hostile"
+    directive = _envelope(
+        "DirectiveIssued",
+        inc,
+        payload={
+            "action": {
+                "action": "restart_dependency_tier",
+                "tier": "orders-db",
+                "region": "eu-west",
+            },
+            "expectation": None,
+            "based_on_sequence": 0,
+            "rationale": "hostile",
+        },
+    )
+    wrong_types = dict(directive, payload={"action": 42, "based_on_sequence": "zero"}, actor=7)
+    newer = dict(directive, schema_version=99)
+    string_version = dict(directive, schema_version="1")
+    near_limit = _envelope("StepStarted", inc, payload={"pad": "x" * (MAX_RECORD_BYTES - 2_000)})
+    over_limit = _envelope("StepStarted", inc, payload={"pad": "y" * (MAX_RECORD_BYTES + 500)})
+    return [
+        Hostile("binary garbage", "not_json", key(), rng.randbytes(512)),
+        Hostile("truncated JSON", "not_json", key(), orjson.dumps(directive)[:-7]),
+        Hostile("JSON array", "not_an_object", key(), b"[1, 2, 3]"),
+        Hostile("JSON string", "not_an_object", key(), b'"DirectiveIssued"'),
+        Hostile(
+            "unknown event type",
+            "unknown_event_type",
+            key(),
+            orjson.dumps(_envelope("FormatDisk", inc)),
+        ),
+        Hostile("no event type", "unknown_event_type", key(), b'{"payload": {}}'),
+        Hostile("unknown (newer) version", "unsupported_version", key(), orjson.dumps(newer)),
+        Hostile("version as a string", "unsupported_version", key(), orjson.dumps(string_version)),
+        Hostile("wrong field types", "invalid", key(), orjson.dumps(wrong_types)),
+        Hostile("empty value (tombstone)", "empty", key(), None),
+        Hostile("huge payload just under 1 MB", "invalid", key(), orjson.dumps(near_limit)),
+        Hostile("huge payload over 1 MB", "too_large", key(), orjson.dumps(over_limit)),
+    ]
