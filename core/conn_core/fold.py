@@ -58,9 +58,18 @@ HOLDING_REFUSALS = frozenset({RefusalReason.EXPECTATION_CONFLICT, RefusalReason.
 
 
 def evolve(state: IncidentState, event: Envelope) -> IncidentState:
-    """Apply one event of `state.incident_id` (in log order) and return the state."""
+    """Apply one event of `state.incident_id` (in log order) and return the state.
+
+    Every record takes a ledger position, but a record whose `event_id` was seen
+    before (re-published by hand, or by a producer retry outside idempotence)
+    changes nothing else: a replayed failing snapshot does not hold again, a
+    replayed outcome does not finish a step twice."""
     state.sequence += 1
     state.last_event_at = event.occurred_at
+    if event.event_id in state.seen_event_ids:
+        state.duplicate_events += 1
+        return state
+    state.seen_event_ids.add(event.event_id)
     _apply(event, state)
     return state
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from uuid import UUID
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
 from conn_schemas.observations import ActionResult, MetricsReading
@@ -111,6 +112,9 @@ class IncidentState:
     ignored_controls: int = 0
     """Control events in the log that the rules did not honour (e.g. injected)."""
     last_event_at: datetime | None = None
+    seen_event_ids: set[UUID] = field(default_factory=set, repr=False)
+    duplicate_events: int = 0
+    """Records whose event_id had been folded before (ignored beyond their position)."""
     last_verification: dict[str, RegionReadings] = field(default_factory=dict)
     """Region -> its part of the latest VerificationSnapshot that covered it."""
     last_verification_at: dict[str, datetime] = field(default_factory=dict)

@@ -581,3 +581,26 @@ def test_a_refusal_at_the_api_is_kept_as_a_blocked_directive() -> None:
     assert blocked.correlation_id == "api-1" and blocked.refusal is RefusalReason.RESERVED_TO_TEAM
     assert state.open_step is None
     assert decide_next(h, DRAIN) == Accepted(consequential=True)
+
+
+def test_a_record_replayed_by_hand_takes_a_position_but_changes_nothing() -> None:
+    h = ready()
+    cid = step(h, DISABLE, verdict=Verdict.RECOVERED)
+    h.resume()  # not on hold: ignored as a control, but a real record
+    failing = ev.new_event(
+        ev.VerificationSnapshot,
+        incident_id=h.incident_id,
+        payload=h.events[-2].payload.model_copy(update={"verdict": Verdict.MIXED}),  # type: ignore[attr-defined]
+        actor=Actor.service("verifier"),
+        producer="test",
+        correlation_id=cid,
+    )
+    h.events.append(failing)
+    held = fold(h.events, h.incident_id)
+    assert held.hold is not None
+    h.resume()
+    h.events.append(failing)  # the same record, re-published by hand
+    state = fold(h.events, h.incident_id)
+    assert state.hold is None, "a replayed failing snapshot must not hold again"
+    assert state.duplicate_events == 1
+    assert state.sequence == len(h.events)
