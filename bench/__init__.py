@@ -1,0 +1,1 @@
+"""Conn benchmarks: `make bench` / `python -m bench [names...]`."""

@@ -1,0 +1,226 @@
+"""One phase of the replay benchmark, in its own process so its peak memory (maxrss) is
+its own: `python -m bench.replay_worker PHASE --bootstrap B --topic T [--dsn D --schema S]`.
+Prints one JSON line: {"phase", "events", "seconds", "maxrss_mb", ...}.
+
+Phases:
+  raw      raw aiokafka consumption of the topic (count only, no decode) - the baseline
+  ledger   the benchmark's bulk loader: ledger rows (raw JSON + hash chain, no fold)
+           inserted with executemany into SCHEMA.ledger_entries (what `chain` verifies)
+  project  conn replay's reader + codec + the packager's projection, no database
+  chain    conn_packager.replay.verify_chain over SCHEMA (what `conn replay` runs first)
+  rebuild  conn_packager.replay.rebuild: the full read-model rebuild into SCHEMA
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from conn_core.chain import GENESIS, link_raw
+from conn_packager.main import topic_partitions
+from conn_packager.projection import IncidentProjection, Where, project
+from conn_packager.replay import read_topic, rebuild, verify_chain
+from conn_packager.store import apply_ddl, check_schema, create_pool
+from conn_runtime.settings import KafkaSettings, Topics
+from conn_schemas.codec import UnreadableRecord, decode
+
+LEDGER_COLUMNS = (
+    "incident_id",
+    "sequence",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "actor",
+    "correlation_id",
+    "causation_id",
+    "prev_hash",
+    "hash",
+    "raw",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def kafka_settings(bootstrap: str, topic: str) -> KafkaSettings:
+    prefix = topic.removesuffix("conn.events")
+    return KafkaSettings(kafka_bootstrap_servers=bootstrap, conn_topic_prefix=prefix)
+
+
+async def raw(bootstrap: str, topic: str) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = await topic_partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, begins[tp])
+        total = sum(ends[tp] - begins[tp] for tp in tps)
+        count = 0
+        started = time.perf_counter()
+        while count < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            for records in batch.values():
+                count += len(records)
+        seconds = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    return {"events": count, "seconds": seconds}
+
+
+async def ledger(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str, Any]:
+    """The benchmark's bulk loader for the million-entry ledger that `chain` verifies:
+    the same rows the projection writes to ledger_entries (raw = the record's JSON, which
+    is what the codec encodes; hash = conn_core.chain.link_raw(prev, raw)), computed
+    without the fold and inserted with executemany."""
+    kafka = kafka_settings(bootstrap, topic)
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {check_schema(schema)} CASCADE")
+        await apply_ddl(pool, schema)
+        sql = (
+            f"INSERT INTO {schema}.ledger_entries ({', '.join(LEDGER_COLUMNS)}) VALUES "
+            f"({', '.join(f'${i + 1}' for i in range(len(LEDGER_COLUMNS)))})"
+        )
+        started = time.perf_counter()
+        _, _, records = await read_topic(kafka)
+        heads: dict[str, tuple[int, str]] = {}
+        batch: list[tuple[Any, ...]] = []
+        events = 0
+        async with pool.acquire() as conn:
+            async for rec in records:
+                raw = orjson.loads(rec.value or b"{}")
+                inc = raw["incident_id"]
+                seq, prev = heads.get(inc, (0, GENESIS))
+                digest = link_raw(prev, raw)
+                heads[inc] = (seq + 1, digest)
+                batch.append(
+                    (
+                        inc,
+                        seq + 1,
+                        uuid.UUID(raw["event_id"]),
+                        raw["event_type"],
+                        datetime.fromisoformat(raw["occurred_at"]),
+                        raw["actor"]["id"],
+                        raw.get("correlation_id"),
+                        raw.get("causation_id"),
+                        prev,
+                        digest,
+                        raw,
+                        topic,
+                        rec.partition,
+                        rec.offset,
+                    )
+                )
+                events += 1
+                if len(batch) >= 5000:
+                    await conn.executemany(sql, batch)
+                    batch.clear()
+            if batch:
+                await conn.executemany(sql, batch)
+        seconds = time.perf_counter() - started
+    finally:
+        await pool.close()
+    return {"events": events, "seconds": seconds}
+
+
+async def project_only(bootstrap: str, topic: str) -> dict[str, Any]:
+    """conn replay's reader + codec + the packager's projection (fold, hash chain,
+    takeover packets), no database: where the rebuild's CPU time goes."""
+    kafka = kafka_settings(bootstrap, topic)
+    started = time.perf_counter()
+    _, _, records = await read_topic(kafka)
+    projections: dict[str, IncidentProjection] = {}
+    events = unreadable = 0
+    async for rec in records:
+        try:
+            event = decode(rec.value)
+        except UnreadableRecord:
+            unreadable += 1
+            continue
+        proj = projections.get(event.incident_id)
+        if proj is None:
+            proj = projections[event.incident_id] = IncidentProjection.new(event.incident_id)
+        project(proj, event, Where(topic, rec.partition, rec.offset))
+        events += 1
+    return {"events": events, "seconds": time.perf_counter() - started, "unreadable": unreadable}
+
+
+async def chain(dsn: str, schema: str) -> dict[str, Any]:
+    pool = await create_pool(dsn)
+    try:
+        rows = await pool.fetchval(f"SELECT count(*) FROM {check_schema(schema)}.ledger_entries")
+        started = time.perf_counter()
+        problems = await verify_chain(pool, schema)
+        seconds = time.perf_counter() - started
+    finally:
+        await pool.close()
+    return {"events": int(rows), "seconds": seconds, "problems": problems[:3]}
+
+
+async def rebuild_phase(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str, Any]:
+    kafka = kafka_settings(bootstrap, topic)
+    pool = await create_pool(dsn)
+    try:
+        started = time.perf_counter()
+        result = await rebuild(kafka, pool, schema)
+        seconds = time.perf_counter() - started
+    finally:
+        await pool.close()
+    return {
+        "events": result.events,
+        "seconds": seconds,
+        "unreadable": result.unreadable,
+        "problems": result.problems[:3],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.phase == "raw":
+        return await raw(args.bootstrap, args.topic)
+    if args.phase == "ledger":
+        return await ledger(args.bootstrap, args.topic, args.dsn, args.schema)
+    if args.phase == "project":
+        return await project_only(args.bootstrap, args.topic)
+    if args.phase == "chain":
+        return await chain(args.dsn, args.schema)
+    return await rebuild_phase(args.bootstrap, args.topic, args.dsn, args.schema)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay_worker")
+    parser.add_argument("phase", choices=["raw", "ledger", "project", "chain", "rebuild"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", default=Topics().events)
+    parser.add_argument("--dsn", default="")
+    parser.add_argument("--schema", default="bench_replay")
+    args = parser.parse_args()
+    doc = asyncio.run(run(args))
+    doc.update(phase=args.phase, maxrss_mb=maxrss_mb())
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
