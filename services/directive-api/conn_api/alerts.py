@@ -27,6 +27,7 @@ from conn_api.models import AlertmanagerWebhook
 from conn_api.routes import ERRORS, new_incident_id
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.store import alert_appended, observe_alert
+from conn_core.chain import sha256_json
 from conn_schemas.events import (
     AlertReceived,
     AlertReceivedPayload,
@@ -84,10 +85,7 @@ def from_alertmanager(hook: AlertmanagerWebhook) -> list[NormalizedAlert]:
     out = []
     for a in hook.alerts:
         labels = {**hook.commonLabels, **a.labels}
-        fingerprint = (
-            a.fingerprint
-            or hashlib.sha256(orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-        )
+        fingerprint = a.fingerprint or sha256_json(labels)[:16]
         out.append(
             NormalizedAlert(
                 source="alertmanager",

@@ -11,13 +11,11 @@ different body is a 422.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from conn_api import metrics
@@ -26,6 +24,7 @@ from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.store import claim_key, complete_key, get_key, release_key
+from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
 from conn_schemas.events import (
     DirectiveIssued,
@@ -41,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def request_hash(incident_id: str, body: Any) -> str:
     doc = {"incident_id": incident_id, "body": body}
-    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return sha256_json(doc)
 
 
 def _validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
