@@ -64,6 +64,16 @@ logger.request.level = WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url. Like Kafka's own
+    Uuid.randomUuid, never one starting with '-', which a command line would
+    read as an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def _java() -> str:
     java = shutil.which("java")
     if not java:
@@ -90,9 +100,8 @@ def prepare() -> None:
     if (p.kafka_data / "meta.properties").exists():
         return
     cid_file = p.kafka / "cluster.id"
-    if not cid_file.exists():
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        cid_file.write_text(cid + "\n")
+    if not cid_file.exists() or cid_file.read_text().strip().startswith("-"):
+        cid_file.write_text(new_cluster_id() + "\n")
     cid = cid_file.read_text().strip()
     cmd = [
         _java(),
@@ -102,8 +111,7 @@ def prepare() -> None:
         "kafka.tools.StorageTool",
         "format",
         "--standalone",
-        "-t",
-        cid,
+        f"--cluster-id={cid}",
         "-c",
         str(props),
     ]
