@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -63,6 +64,19 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     effects = p.side_effects()
     assert [effects.get(cid) for cid in steps] == [1, 1, 1]
 
+    # Minimal disclosure: the incident record got each step's redacted summary,
+    # while the full tool output stays in the ledger's audit payload only.
+    notes = httpx.get(p.simulator.url + "/sim/incident-record", timeout=5).json()
+    succeeded = [e["payload"] for e in events if e["event_type"] == "StepSucceeded"]
+    assert [n["text"].split("] ", 1)[1] for n in notes] == [s["summary"] for s in succeeded]
+    for note, step in zip(notes, succeeded, strict=True):
+        raw_output = step["result"]["output"]
+        assert raw_output, "the audit payload keeps the tool's full output"
+        named = {str(v) for v in step["action"].values()} | {"checkout-pricing/canary-10pct"}
+        for leaf in _leaves(raw_output):
+            if isinstance(leaf, str) and len(leaf) >= 8 and leaf not in named:
+                assert leaf not in note["text"], f"raw tool output leaked: {leaf}"
+
     # The takeover packet dana accepted, as the packager's read model holds it.
     accepted = events[-1]
     assert accepted["actor"]["id"] == "dana"
@@ -97,6 +111,14 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     assert packet["ledger_head"]["sequence"] == request_seq
     head_entry = next(e for e in result.ledger if e["sequence"] == request_seq)
     assert packet["ledger_head"]["hash"] == head_entry["hash"]
+
+
+def _leaves(doc: object) -> list[object]:
+    if isinstance(doc, dict):
+        return [leaf for v in doc.values() for leaf in _leaves(v)]
+    if isinstance(doc, list):
+        return [leaf for v in doc for leaf in _leaves(v)]
+    return [doc]
 
 
 async def _latest_packet(dsn: str, schema: str, incident: str):  # type: ignore[no-untyped-def]
