@@ -40,6 +40,10 @@ from conn_core.ports import ActionResult, PortError, TierState, WorkerPoolState
 
 IDEMPOTENCY_ANNOTATION = "conn.dev/idempotency-key"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+RESTART_KEY = "conn.dev/restart-key"
+"""Pod-template annotation carrying the directive's key: every directed restart
+changes the template (so Kubernetes really rolls the pods), even two within the
+same second, where `restartedAt` alone would be identical and restart nothing."""
 REVISION = "deployment.kubernetes.io/revision"
 KEEP_KEYS = 16
 
@@ -199,7 +203,7 @@ class DeploymentOrchestrator(ABC):
         ns, name = self._where(tier, region)
         d = await self._get(ns, name)
         before = self._tier_state(tier, region, d).model_dump(mode="json")
-        restarted_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        restarted_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         changed = False
         for _ in range(self.conflict_retries):
             if idempotency_key in self._keys(d):
@@ -210,7 +214,16 @@ class DeploymentOrchestrator(ABC):
                     "resourceVersion": self._rv(d),
                     "annotations": {IDEMPOTENCY_ANNOTATION: self._with_key(d, idempotency_key)},
                 },
-                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}},
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {
+                                RESTARTED_AT: restarted_at,
+                                RESTART_KEY: idempotency_key,
+                            }
+                        }
+                    }
+                },
             }
             try:
                 d = await self._patch(ns, name, body, idempotency_key)

@@ -43,6 +43,20 @@ class OrchestratorContract:
         tier = await orch.get_tier(TIER, REGION)
         assert (tier.healthy, tier.generation, tier.restarting) == (True, 1, False)
 
+    async def test_two_directed_restarts_within_one_second_both_restart(
+        self, orch: Orchestrator, sim: Sim
+    ) -> None:
+        # `restartedAt` has one-second resolution (as with kubectl): without the
+        # directive's key in the pod template, the second patch would change
+        # nothing and yet be reported as a restart.
+        first = await orch.restart_tier(TIER, REGION, idempotency_key="k-r1")
+        sim.advance(60)
+        second = await orch.restart_tier(TIER, REGION, idempotency_key="k-r2")
+        sim.advance(60)
+        assert first.changed and second.changed
+        assert sim.side_effects() == {"k-r1": 1, "k-r2": 1}
+        assert (await orch.get_tier(TIER, REGION)).generation == 2
+
     async def test_same_key_twice_changes_nothing(self, orch: Orchestrator, sim: Sim) -> None:
         first = await orch.drain_pool(POOL, REGION, idempotency_key="k-d")
         mid = sim.state()
