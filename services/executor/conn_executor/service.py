@@ -383,6 +383,15 @@ class ExecutorService(ConsumerService):
         if stop is not None:
             await self._fail_unstarted(step, f"stopped before side effect: {stop.reason}")
             return
+        conflict = await self._gather_before_step(step)
+        if conflict is not None:
+            await self._fail_unstarted(step, f"not executed: {conflict.detail}")
+            return
+        await self._execute_step(step)
+
+    async def _gather_before_step(self, step: Step) -> Refused | None:
+        """Read the live state of the step's target, record it (StateGathered,
+        pre_step) and say whether it conflicts with what was directed/expected."""
         observation = await self.gatherer.observe(plan_for_step(step.action, step.expectation))
         conflict = check_observation(step.payload, observation)
         await self._append(
@@ -394,10 +403,7 @@ class ExecutorService(ConsumerService):
                 conflicts=(conflict.detail,) if conflict else (),
             ),
         )
-        if conflict is not None:
-            await self._fail_unstarted(step, f"not executed: {conflict.detail}")
-            return
-        await self._execute_step(step)
+        return conflict
 
     async def _decide_and_run(self, step: Step, before: IncidentState) -> None:
         assert step.issuer is not None
@@ -417,17 +423,7 @@ class ExecutorService(ConsumerService):
         if not step.consequential:
             await self._run_non_consequential(step, before, accepted=False)
             return
-        observation = await self.gatherer.observe(plan_for_step(step.action, step.expectation))
-        conflict = check_observation(step.payload, observation)
-        await self._append(
-            StateGathered,
-            step,
-            StateGatheredPayload(
-                purpose="pre_step",
-                observation=observation,
-                conflicts=(conflict.detail,) if conflict else (),
-            ),
-        )
+        conflict = await self._gather_before_step(step)
         if conflict is not None:
             await self._refuse(step, before.sequence, conflict)
             return
