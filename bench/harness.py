@@ -19,9 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import orjson
 import yaml
@@ -31,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.common import console, fresh_topics
 from conn_localstack.ephemeral import LOGS, Pipeline
 from conn_packager.main import topic_partitions
+from conn_runtime.db import temporary_database
 from conn_runtime.settings import Topics
 
 BENCH = Path(__file__).resolve().parent
@@ -59,28 +58,11 @@ async def ensure_stack() -> tuple[str, str]:
     return env_kafka or kafka_bootstrap(), env_db or database_url()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @contextlib.asynccontextmanager
 async def fresh_database(dsn: str) -> AsyncIterator[str]:
     """A new empty database on the same server, dropped on exit."""
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield _with_database(dsn, name)
-    finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    async with temporary_database(dsn, prefix="bench") as url:
+        yield url
 
 
 async def delete_prefixed_topics(bootstrap: str, prefix: str) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from conn_runtime.db import temporary_database
+
 ROOT = Path(__file__).resolve().parents[1]
 CORE_TOPICS_EVENTS_PARTITIONS = 3
 
@@ -134,32 +136,11 @@ async def database_url(_services: _Services) -> str:
     return local_url()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def fresh_database(database_url: str) -> AsyncIterator[str]:
     """A new, empty database on the same server; dropped after the test."""
-    import asyncpg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield _with_database(database_url, name)
-    finally:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    async with temporary_database(database_url, prefix="t") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
 import asyncpg
 
 
@@ -22,3 +27,29 @@ async def apply_schema(pool: asyncpg.Pool, ddl: str, *, lock_key: int) -> None:
 async def database_ready(pool: asyncpg.Pool) -> bool:
     async with pool.acquire(timeout=1.5) as conn:
         return bool(await conn.fetchval("SELECT 1"))
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same DSN pointing at database `name`."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(dsn: str, *, prefix: str) -> AsyncIterator[str]:
+    """A new empty database on the server of `dsn` (named `<prefix>_<random>`);
+    yields its DSN and drops it (forcing connections off) on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(dsn, name)
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
