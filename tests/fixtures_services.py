@@ -8,7 +8,6 @@ Processes are started only by tests that ask for these fixtures.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,7 +112,3 @@ def pipeline(
     yield start
     for p in started:
         p.stop()
-
-
-def unique_id(prefix: str = "inc") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
