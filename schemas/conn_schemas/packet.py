@@ -9,7 +9,6 @@ ledger head, so `conn replay` can rebuild it and prove the hash.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, Field
@@ -119,8 +118,3 @@ class TakeoverPacket(Frozen):
     )
     authority: AuthorityInForce | None = None
     ledger_head: LedgerHead
-
-
-def packet_age_note(generated_at: datetime, now: datetime) -> float:
-    """Seconds since the packet was generated (for displays)."""
-    return max(0.0, (now - generated_at).total_seconds())
