@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) -m conn_localstack.cli
 
+KUBE := $(PY) -m conn_localstack.kube
+
+.PHONY: kube-up kube-down kube-status
 .PHONY: help setup up down status test test-unit lint fmt schemas demo bench chaos clean
 
 help:
@@ -13,11 +16,22 @@ help:
 setup: ## Create .venv, install pinned deps, fetch Kafka (Maven), ensure PostgreSQL 15 (idempotent)
 	@bash deploy/local/setup.sh
 
-up: ## Start local Kafka (KRaft), PostgreSQL, topics and the simulator
+up: ## Start local Kafka (KRaft), PostgreSQL, topics and the simulator (CONN_KUBE=1: also Kubernetes)
 	@$(STACK) up
+	@if [ -n "$$CONN_KUBE" ]; then $(KUBE) up; fi
 
 down: ## Stop exactly what `make up` started
+	@$(KUBE) down
 	@$(STACK) down
+
+kube-up: ## Start the local Kubernetes control plane (etcd, API server, controllers, KWOK node)
+	@$(KUBE) up
+
+kube-down: ## Stop the local Kubernetes control plane
+	@$(KUBE) down
+
+kube-status: ## Show the local Kubernetes control plane
+	@$(KUBE) status
 
 status: ## Show the local stack's processes and health
 	@$(STACK) status

@@ -43,6 +43,7 @@ class AdapterSettings(BaseSettings):
     kubernetes_token: str | None = None
     kubernetes_ca_file: str | None = None
     kubernetes_insecure: bool = False
+    kubernetes_kubeconfig: str | None = None  # a kubeconfig file (used when the URL is unset)
     kubernetes_namespaces: dict[str, str] = {}  # region -> namespace
     kubernetes_deployments: dict[str, str] = {}  # pool/tier -> Deployment name
 
@@ -97,6 +98,7 @@ def build_adapters(settings: AdapterSettings | None = None) -> Adapters:
             s.kubernetes_token,
             ca_file=s.kubernetes_ca_file,
             insecure=s.kubernetes_insecure,
+            kubeconfig=s.kubernetes_kubeconfig,
             namespaces=s.kubernetes_namespaces,
             deployments=s.kubernetes_deployments,
             timeout=s.timeout_for("orchestrator"),

@@ -10,7 +10,15 @@ fresh read. Idempotency: the key is recorded in the Deployment annotation
 whose key is already there does nothing.
 
 Tier `generation` = completed rollouts = `deployment.kubernetes.io/revision` - 1,
-minus one while a rollout is still in progress.
+minus one while a rollout of the current revision is still in progress. `restarting` and
+`healthy` follow `kubectl rollout status`: a rollout is done once the controller has observed
+the latest spec, every replica is updated, no old replica is left and all are available; a
+Deployment past its progress deadline is never healthy.
+
+Safety at the edge: region -> namespace and pool/tier -> Deployment names must be DNS-1123
+labels, checked before any request, so a name can never change the URL it is used in
+(`a/b`, `..`, `%2F`...). A paused Deployment refuses a restart (the template would change but
+nothing would roll), and an RBAC denial is a clear, non-retriable PortError.
 
 `SimulatorOrchestrator` speaks the same API with httpx (the simulator's
 Kubernetes-shaped API); `KubernetesOrchestrator` uses lightkube against a real
@@ -20,6 +28,7 @@ API server.
 from __future__ import annotations
 
 import contextvars
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -46,6 +55,21 @@ changes the template (so Kubernetes really rolls the pods), even two within the
 same second, where `restartedAt` alone would be identical and restart nothing."""
 REVISION = "deployment.kubernetes.io/revision"
 KEEP_KEYS = 16
+RBAC_HINT = "the executor needs get and patch on deployments and deployments/scale (apps)"
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def check_dns1123_label(value: str, what: str) -> str:
+    """`value` if it is a DNS-1123 label (what Kubernetes requires of namespaces and what Conn
+    requires of Deployment names); otherwise a non-retriable PortError, before any I/O."""
+    if not isinstance(value, str) or _DNS1123_LABEL.fullmatch(value) is None:
+        raise PortError(
+            f"{what} {value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters); refused "
+            "before any request"
+        )
+    return value
 
 
 class Conflict(Exception):
@@ -63,8 +87,14 @@ class DeploymentOrchestrator(ABC):
         timeout: float = 5.0,
         conflict_retries: int = 5,
     ) -> None:
-        self.namespaces = dict(namespaces or {})
-        self.deployments = dict(deployments or {})
+        self.namespaces = {
+            region: check_dns1123_label(ns, f"namespace for region {region!r}")
+            for region, ns in (namespaces or {}).items()
+        }
+        self.deployments = {
+            target: check_dns1123_label(name, f"Deployment name for {target!r}")
+            for target, name in (deployments or {}).items()
+        }
         self.timeout = timeout
         self.conflict_retries = conflict_retries
 
@@ -89,7 +119,9 @@ class DeploymentOrchestrator(ABC):
     # helpers --------------------------------------------------------------
 
     def _where(self, name: str, region: str) -> tuple[str, str]:
-        return self.namespaces.get(region, region), self.deployments.get(name, name)
+        """(namespace, Deployment), both checked: nothing else ever reaches a URL."""
+        ns = check_dns1123_label(self.namespaces.get(region, region), "namespace")
+        return ns, check_dns1123_label(self.deployments.get(name, name), "Deployment name")
 
     @staticmethod
     def _keys(d: dict[str, Any]) -> list[str]:
@@ -117,21 +149,34 @@ class DeploymentOrchestrator(ABC):
     @staticmethod
     def _tier_state(tier: str, region: str, d: dict[str, Any]) -> TierState:
         meta, spec, status = d["metadata"], d.get("spec") or {}, d.get("status") or {}
-        replicas = int(spec.get("replicas") or 0)
-        restarting = int(status.get("updatedReplicas") or 0) < replicas or int(
-            status.get("observedGeneration") or 0
-        ) < int(meta.get("generation") or 0)
+        # An unset spec.replicas means 1 (the API server's default).
+        replicas = int(spec.get("replicas", 1) or 0)
+        conditions = status.get("conditions") or []
+        observed = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        updated = int(status.get("updatedReplicas") or 0)
+        total = int(status.get("replicas") or 0)
+        # As `kubectl rollout status`: not all replicas updated yet, or old ones still there.
+        rolling = observed and (updated < replicas or total > updated)
+        restarting = not observed or rolling
         available = any(
-            c.get("type") == "Available" and c.get("status") == "True"
-            for c in status.get("conditions") or []
+            c.get("type") == "Available" and c.get("status") == "True" for c in conditions
+        )
+        stuck = any(
+            c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            for c in conditions
         )
         ready = int(status.get("readyReplicas") or 0)
+        available_replicas = int(status.get("availableReplicas", ready) or 0)
         revision = int((meta.get("annotations") or {}).get(REVISION, "1"))
         return TierState(
             tier=tier,
             region=region,
-            healthy=available and ready >= replicas and not restarting,
-            generation=max(0, revision - 1 - int(restarting)),
+            healthy=available
+            and ready >= replicas
+            and available_replicas >= replicas
+            and not restarting
+            and not stuck,
+            generation=max(0, revision - 1 - int(rolling)),
             restarting=restarting,
             observed_at=now_utc(),
         )
@@ -208,6 +253,13 @@ class DeploymentOrchestrator(ABC):
         for _ in range(self.conflict_retries):
             if idempotency_key in self._keys(d):
                 break
+            if (d.get("spec") or {}).get("paused"):
+                # The template would change, but a paused Deployment rolls nothing: reporting
+                # that as a restart would be a lie the verifier has to catch later.
+                raise PortError(
+                    f"deployment {ns}/{name} is paused (spec.paused=true): a rollout restart "
+                    "would roll nothing; resume it first (kubectl rollout resume) or hand over"
+                )
             # One atomic write: the restart and the key it was made under.
             body = {
                 "metadata": {
@@ -311,11 +363,27 @@ class _KeyHeaderTransport(httpx2.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+def _denied(e: KubeApiError, verb: str, ns: str, name: str) -> PortError | None:
+    """A clear, non-retriable PortError for 401/403 (retrying cannot grant a permission)."""
+    code = e.status.code or 0
+    if code == 403:
+        return PortError(
+            f"not authorized to {verb} deployment {ns}/{name} (Kubernetes RBAC: "
+            f"{e.status.message}); {RBAC_HINT} in namespace {ns}"
+        )
+    if code == 401:
+        return PortError(
+            f"Kubernetes rejected the credentials while trying to {verb} deployment "
+            f"{ns}/{name} (HTTP 401): check CONN_KUBERNETES_TOKEN / the ServiceAccount token"
+        )
+    return None
+
+
 class KubernetesOrchestrator(DeploymentOrchestrator):
     """A real Kubernetes API server through lightkube's AsyncClient.
 
-    With `api_url` unset, lightkube's own discovery is used (in-cluster service
-    account, or $KUBECONFIG / ~/.kube/config)."""
+    `api_url` (+ `token`, `ca_file`), else `kubeconfig` (a file), else lightkube's own
+    discovery (in-cluster service account, or $KUBECONFIG / ~/.kube/config)."""
 
     def __init__(
         self,
@@ -324,6 +392,7 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         *,
         ca_file: str | None = None,
         insecure: bool = False,
+        kubeconfig: str | None = None,
         timeout: float = 5.0,
         **kw: Any,
     ) -> None:
@@ -333,6 +402,8 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
                 cluster=Cluster(server=api_url, certificate_auth=ca_file, insecure=insecure),
                 user=User(token=token),
             ).get()
+        elif kubeconfig:
+            config = KubeConfig.from_file(kubeconfig).get()
         else:
             config = KubeConfig.from_env().get()
         if config is None:
@@ -341,6 +412,7 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         # the Idempotency-Key header.
         verify = verify_cluster(config.cluster, config.user or User(), config.abs_file)
         transport = _KeyHeaderTransport(httpx2.AsyncHTTPTransport(verify=verify))
+        self._transport = transport
         self._client = AsyncClient(
             config, timeout=httpx2.Timeout(timeout), transport=transport, field_manager="conn"
         )
@@ -354,7 +426,7 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         except KubeApiError as e:
             if e.status.code == 404:
                 raise PortError(f"deployment {ns}/{name} not found") from e
-            raise
+            raise _denied(e, "get", ns, name) or e from e
         return dict(obj.to_dict())
 
     async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -366,7 +438,7 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         except KubeApiError as e:
             if e.status.code == 409:
                 raise Conflict(e.status.message) from e
-            raise
+            raise _denied(e, "patch", ns, name) or e from e
         finally:
             _current_key.reset(token)
         return dict(obj.to_dict())
@@ -382,7 +454,7 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         except KubeApiError as e:
             if e.status.code == 409:
                 raise Conflict(e.status.message) from e
-            raise
+            raise _denied(e, "scale", ns, name) or e from e
         finally:
             _current_key.reset(token)
         return dict(obj.to_dict())

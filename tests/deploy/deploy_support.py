@@ -28,6 +28,12 @@ MINIMAL = {
     "secrets.pagerdutyWebhookSecret": "a-real-secret",
     "secrets.apiTokens": "tokens: []",
     "adapters.kubernetes.namespaces.us-east": "checkout-us-east",
+    "signing.keyring": "keys: []",
+    **{
+        f"services.{svc}.signing.{k}": v
+        for svc in ("directive-api", "executor", "verifier", "packager")
+        for k, v in (("existingSecret", f"conn-{svc}-signing-vault"), ("keyId", f"{svc}-1"))
+    },
 }
 
 

@@ -164,20 +164,28 @@ def _non_secret_text(m: Manifests) -> str:
     return yaml.safe_dump_all([d for d in m.docs if d["kind"] != "Secret"])
 
 
-def test_database_url_and_credentials_live_in_the_secret_not_the_configmap() -> None:
+def _sasl(password: str = SASL_PASSWORD) -> dict[str, str]:
+    out = {
+        "kafka.securityProtocol": "SASL_SSL",
+        "kafka.sasl.mechanism": "SCRAM-SHA-512",
+        "kafka.topics.job.kafkaSasl.username": "conn-topics",
+        "kafka.topics.job.kafkaSasl.password": f"{password}-topics",
+    }
+    for svc in SERVICES:
+        out[f"services.{svc}.kafkaSasl.username"] = f"conn-{svc}"
+        out[f"services.{svc}.kafkaSasl.password"] = f"{password}-{svc}"
+    return out
+
+
+def test_database_url_and_credentials_live_in_the_secrets_not_the_configmap() -> None:
     url = f"postgresql://conn:{DB_PASSWORD}@pg.internal:5432/conn"
-    m = render(
-        {
-            "postgresql.url": url,
-            "kafka.securityProtocol": "SASL_SSL",
-            "kafka.sasl.mechanism": "SCRAM-SHA-512",
-            "kafka.sasl.username": "conn",
-            "kafka.sasl.password": SASL_PASSWORD,
-        }
-    )
-    secret = m.get("Secret", "conn")["stringData"]
-    assert secret["DATABASE_URL"] == url
-    assert secret["KAFKA_SASL_PASSWORD"] == SASL_PASSWORD
+    m = render({"postgresql.url": url, **_sasl()})
+    for svc in SERVICES:
+        secret = m.get("Secret", f"conn-{svc}")["stringData"]
+        assert secret["KAFKA_SASL_USERNAME"] == f"conn-{svc}"
+        assert secret["KAFKA_SASL_PASSWORD"] == f"{SASL_PASSWORD}-{svc}"
+        if svc != "verifier":
+            assert secret["DATABASE_URL"] == url
     cm = m.get("ConfigMap", "conn")["data"]
     assert "DATABASE_URL" not in cm
     assert "KAFKA_SASL_PASSWORD" not in cm
@@ -186,25 +194,153 @@ def test_database_url_and_credentials_live_in_the_secret_not_the_configmap() -> 
     assert SASL_PASSWORD not in text
     for service in SERVICES:
         env = env_of(container(m.deployment(service)))
-        assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "conn", "key": "DATABASE_URL"}}
+        if service == "verifier":
+            assert "DATABASE_URL" not in env  # it never touches the database
+        else:
+            assert env["DATABASE_URL"] == {
+                "secretKeyRef": {"name": f"conn-{service}", "key": "DATABASE_URL"}
+            }
 
 
-def test_existing_secret_replaces_the_chart_secret() -> None:
+# Credentials of the target systems, by the only service allowed to see each.
+TARGET_SECRETS = {
+    "secrets.unleashToken": ("unleash-write-s3cret", "executor"),
+    "secrets.kubernetesToken": ("kube-token-s3cret", "executor"),
+    "secrets.recordWebhookHeaders": ("record-s3cret-header-json", "executor"),
+    "secrets.prometheusToken": ("prom-read-s3cret", "verifier"),
+    "secrets.verifierUnleashToken": ("unleash-read-s3cret", "verifier"),
+    "secrets.pagerdutyWebhookSecret": ("pd-webhook-s3cret", "directive-api"),
+}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_receives_only_its_own_credentials(service: str) -> None:
+    """Least privilege: a service's pod can resolve exactly the credentials it needs - the API
+    never gets Kubernetes, Unleash or incident-record credentials, only the executor gets the
+    target systems' write credentials, the verifier only read-only ones."""
+    m = render(
+        {
+            **{k: v for k, (v, _) in TARGET_SECRETS.items()},
+            "secrets.simulatorToken": "sim-s3cret",
+            **_sasl(),
+        }
+    )
+    dep = m.deployment(service)
+    pod = dep["spec"]["template"]["spec"]
+    env = pod_env(m, container(dep))
+    secret_names = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container(dep)["env"]
+        if "secretKeyRef" in (e.get("valueFrom") or {})
+    } | {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    # Only its own Secret and its own signing key (by name), nobody else's.
+    assert secret_names <= {f"conn-{service}-signing-vault", f"conn-{service}", "kafka-cluster-ca"}
+    assert f"conn-{service}" in secret_names
+    visible = set(env.values())
+    for key, (value, owner) in TARGET_SECRETS.items():
+        assert (value in visible) == (service == owner), (service, key)
+    assert ("sim-s3cret" in visible) == (service in ("executor", "verifier"))
+    # Its own Kafka principal, no other service's.
+    assert env["KAFKA_SASL_USERNAME"] == f"conn-{service}"
+    assert f"{SASL_PASSWORD}-topics" not in visible
+    if service == "directive-api":
+        for name in ("CONN_KUBERNETES_TOKEN", "CONN_UNLEASH_TOKEN", "CONN_RECORD_WEBHOOK_HEADERS"):
+            assert name not in env
+
+
+def test_the_verifier_gets_read_only_tokens_under_the_names_its_adapters_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conn_adapters.config import AdapterSettings
+
+    m = render({k: v for k, (v, _) in TARGET_SECRETS.items()})
+    for key, value in pod_env(m, container(m.deployment("verifier"))).items():
+        monkeypatch.setenv(key, value)
+    assert AdapterSettings().unleash_token == "unleash-read-s3cret"
+
+
+def test_existing_secrets_replace_the_chart_secrets() -> None:
     values = {k: v for k, v in MINIMAL.items() if k != "postgresql.url"}
-    values["secrets.existingSecret"] = "conn-vault"
+    for svc in SERVICES:
+        values[f"services.{svc}.existingSecret"] = f"vault-{svc}"
     m = render(values)
-    assert m.of_kind("Secret") == []
+    assert m.of_kind("Secret") == []  # signing keys come from existing secrets in MINIMAL
     for service in SERVICES:
         env = env_of(container(m.deployment(service)))
-        assert env["DATABASE_URL"]["secretKeyRef"]["name"] == "conn-vault"
         assert env["KAFKA_SASL_PASSWORD"]["secretKeyRef"] == {
-            "name": "conn-vault",
+            "name": f"vault-{service}",
             "key": "KAFKA_SASL_PASSWORD",
             "optional": True,
         }
+        if service != "verifier":
+            assert env["DATABASE_URL"]["secretKeyRef"]["name"] == f"vault-{service}"
     vols = m.deployment("directive-api")["spec"]["template"]["spec"]["volumes"]
     tokens = next(v for v in vols if v["name"] == "api-tokens")
-    assert tokens["secret"]["secretName"] == "conn-vault"
+    assert tokens["secret"]["secretName"] == "vault-directive-api"
+
+
+def test_the_shared_secret_values_of_older_charts_are_refused() -> None:
+    for old in ("kafka.sasl.username", "secrets.existingSecret"):
+        res = template({**MINIMAL, old: "conn"})
+        assert res.returncode != 0
+        assert "every service has its own Kafka principal" in res.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_sasl_needs_each_services_own_credentials(service: str) -> None:
+    values = {**MINIMAL, **_sasl()}
+    del values[f"services.{service}.kafkaSasl.password"]
+    res = template(values)
+    assert res.returncode != 0
+    assert f"services.{service}.kafkaSasl.username and .password are required" in res.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_mounts_its_own_signing_key_and_the_shared_keyring(service: str) -> None:
+    res = template(
+        {
+            **{k: v for k, v in MINIMAL.items() if ".signing.existingSecret" not in k},
+            **{f"services.{svc}.signing.privateKey": f"PEM-OF-{svc}" for svc in SERVICES},
+        }
+    )
+    assert res.returncode == 0, res.stderr
+    m = Manifests(res.stdout)
+    signing = m.get("Secret", f"conn-{service}-signing")["stringData"]
+    assert signing == {"signing.key": f"PEM-OF-{service}"}
+    dep = m.deployment(service)
+    c = container(dep)
+    env = pod_env(m, c)
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    mounts = {mt["name"]: mt["mountPath"] for mt in c["volumeMounts"]}
+    assert vols["signing-key"]["secret"]["secretName"] == f"conn-{service}-signing"
+    assert env["CONN_SIGNING_KEY_FILE"] == f"{mounts['signing-key']}/signing.key"
+    assert env["CONN_SIGNING_KEY_ID"] == f"{service}-1"
+    assert vols["keyring"]["configMap"]["name"] == "conn-keyring"
+    assert env["CONN_KEYRING_FILE"] == f"{mounts['keyring']}/keyring.yaml"
+    assert m.get("ConfigMap", "conn-keyring")["data"]["keyring.yaml"] == "keys: []"
+    # No other service's private key reaches this pod.
+    text = yaml.safe_dump(dep)
+    assert all(f"conn-{o}-signing" not in text for o in SERVICES if o != service)
+
+
+def test_env_var_names_follow_values() -> None:
+    m = render(
+        {"envNames.signingKeyId": "CONN_EVENT_KEY_ID", "envNames.kafkaSaslUsername": "X_USER"}
+    )
+    env = env_of(container(m.deployment("packager")))
+    assert "CONN_EVENT_KEY_ID" in env and "CONN_SIGNING_KEY_ID" not in env
+    assert env["X_USER"]["secretKeyRef"]["key"] == "KAFKA_SASL_USERNAME"
+
+
+def test_signing_without_keys_fails_render() -> None:
+    res = template(
+        {k: v for k, v in MINIMAL.items() if not k.startswith("services.executor.signing")}
+    )
+    assert res.returncode != 0
+    assert "services.executor.signing.privateKey and .keyId are required" in res.stderr
+    res = template({k: v for k, v in MINIMAL.items() if k != "signing.keyring"})
+    assert res.returncode != 0
+    assert "signing.keyring is required" in res.stderr
 
 
 def test_example_api_tokens_file_is_valid_for_the_directive_api(prod: Manifests) -> None:
@@ -214,7 +350,7 @@ def test_example_api_tokens_file_is_valid_for_the_directive_api(prod: Manifests)
     env = env_of(container(dep))
     key = env["CONN_API_TOKENS_FILE"].rsplit("/", 1)[1]
     parsed = TokensFile.model_validate(
-        yaml.safe_load(prod.get("Secret", "conn")["stringData"][key])
+        yaml.safe_load(prod.get("Secret", "conn-directive-api")["stringData"][key])
     )
     assert parsed.tokens and not parsed.development_only
 
@@ -236,8 +372,9 @@ def test_external_kafka_sasl_tls_values_render_into_env(
     assert cm["KAFKA_BOOTSTRAP_SERVERS"] == values["kafka"]["bootstrapServers"]
     assert cm["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert cm["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
-    secret = prod.get("Secret", "conn")["stringData"]
-    assert secret["KAFKA_SASL_USERNAME"] == values["kafka"]["sasl"]["username"]
+    for svc in SERVICES:
+        secret = prod.get("Secret", f"conn-{svc}")["stringData"]
+        assert secret["KAFKA_SASL_USERNAME"] == values["services"][svc]["kafkaSasl"]["username"]
 
     for service in SERVICES:
         dep = prod.deployment(service)
@@ -261,8 +398,8 @@ def test_external_kafka_sasl_tls_values_render_into_env(
     ks = KafkaSettings()
     assert ks.kafka_security_protocol == "SASL_SSL"
     assert ks.kafka_sasl_mechanism == "SCRAM-SHA-512"
-    assert ks.kafka_sasl_username == "conn"
-    assert ks.kafka_sasl_password == values["kafka"]["sasl"]["password"]
+    assert ks.kafka_sasl_username == "conn-executor"
+    assert ks.kafka_sasl_password == values["services"]["executor"]["kafkaSasl"]["password"]
     assert ks.kafka_ssl_cafile == "/etc/conn/kafka-ca/ca.crt"
 
 
@@ -429,29 +566,39 @@ def test_network_policy_without_api_namespaces_admits_nobody_to_the_api(
 # --- RBAC -----------------------------------------------------------------------------------
 
 
-def test_executor_rbac_is_get_patch_on_deployments_in_target_namespaces(prod: Manifests) -> None:
-    roles = prod.of_kind("Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == [
-        "checkout-eu-west",
-        "checkout-us-east",
+def test_rbac_is_exactly_what_the_adapters_use_in_the_target_namespaces(prod: Manifests) -> None:
+    roles = {(r["metadata"]["name"], r["metadata"]["namespace"]): r for r in prod.of_kind("Role")}
+    assert sorted(roles) == [
+        ("conn-executor", "checkout-eu-west"),
+        ("conn-executor", "checkout-us-east"),
+        ("conn-verifier", "checkout-eu-west"),
+        ("conn-verifier", "checkout-us-east"),
     ]
-    for role in roles:
+    for (name, _ns), role in roles.items():
         rules = {
             (tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]
         }
-        assert rules == {
-            (("apps",), ("deployments",)): {"get", "patch"},
-            (("apps",), ("deployments/scale",)): {"get", "patch"},
-        }
-    sa = prod.get("ServiceAccount", "conn-executor")
+        if name == "conn-executor":
+            assert rules == {
+                (("apps",), ("deployments",)): {"get", "patch"},
+                (("apps",), ("deployments/scale",)): {"get", "patch"},
+            }
+        else:  # the verifier only reads rollout status
+            assert rules == {(("apps",), ("deployments",)): {"get"}}
     for binding in prod.of_kind("RoleBinding"):
+        who = binding["metadata"]["name"]  # conn-executor / conn-verifier
+        assert binding["roleRef"]["name"] == who
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "incident"}
+            {"kind": "ServiceAccount", "name": who, "namespace": "incident"}
         ]
-    executor = prod.deployment("executor")["spec"]["template"]["spec"]
-    assert executor["serviceAccountName"] == "conn-executor"
-    assert executor["automountServiceAccountToken"] is True
-    for service in ("directive-api", "verifier", "packager"):
+    for service in ("executor", "verifier"):
+        spec = prod.deployment(service)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == f"conn-{service}"
+        assert spec["automountServiceAccountToken"] is True
+        assert (
+            prod.get("ServiceAccount", f"conn-{service}")["automountServiceAccountToken"] is False
+        )
+    for service in ("directive-api", "packager"):
         spec = prod.deployment(service)["spec"]["template"]["spec"]
         assert spec["automountServiceAccountToken"] is False
         assert "serviceAccountName" not in spec
@@ -474,10 +621,9 @@ def test_simulator_backends_render_no_rbac() -> None:
         }
     )
     assert m.of_kind("Role") == []
-    assert (
-        m.deployment("executor")["spec"]["template"]["spec"]["automountServiceAccountToken"]
-        is False
-    )
+    for service in SERVICES:
+        spec = m.deployment(service)["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is False
     assert m.get("ConfigMap", "conn")["data"]["CONN_FLAGS_BACKEND"] == "simulator"
 
 

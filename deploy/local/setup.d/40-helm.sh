@@ -6,7 +6,7 @@
 # and build caches make a rebuild after a version bump much faster.
 set -euo pipefail
 
-HELM_VERSION="${CONN_HELM_VERSION:-v3.22.0}"
+HELM_VERSION="${CONN_HELM_VERSION:-v3.21.4}"
 root="${CONN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}"
 local_dir="${CONN_LOCAL_DIR:-$root/.local}"
 bin="$local_dir/bin"
