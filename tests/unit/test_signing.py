@@ -421,9 +421,7 @@ def test_a_record_signed_with_openssl_verifies(tmp_path: Path) -> None:
     )
     event = restamp(EVENTS["AlertReceived"], "status-bot", SignerRole.INTEGRATION)
     # Serialised by "another language": indented, keys in a different order.
-    value = (
-        __import__("json").dumps(encode_dict(event), indent=2, sort_keys=True).encode() + b"\n"
-    )
+    value = __import__("json").dumps(encode_dict(event), indent=2, sort_keys=True).encode() + b"\n"
     (tmp_path / "value.json").write_bytes(value)
     signature = subprocess.run(
         ["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", "key.pem", "-in", "value.json"],
