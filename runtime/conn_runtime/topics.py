@@ -47,11 +47,14 @@ def topic_specs(
     if replication_factor >= 3:
         common["min.insync.replicas"] = "2"
     forever = {"retention.ms": "-1", "retention.bytes": "-1"}
+    # The broker stamps the append time (producers cannot choose it): a retired signing
+    # key keeps verifying what was appended before its retirement (conn_schemas.signing).
+    broker_time = {"message.timestamp.type": "LogAppendTime"}
     return [
         TopicSpec(
             t.events,
             ev,
-            {**common, **forever, "cleanup.policy": "delete"},
+            {**common, **forever, **broker_time, "cleanup.policy": "delete"},
             replication_factor,
         ),
         TopicSpec(
@@ -60,7 +63,7 @@ def topic_specs(
         TopicSpec(
             t.control,
             1,
-            {**common, "cleanup.policy": "delete", "retention.ms": "-1"},
+            {**common, **broker_time, "cleanup.policy": "delete", "retention.ms": "-1"},
             replication_factor,
         ),
         TopicSpec(

@@ -300,9 +300,8 @@ class Keyring:
             ) from exc
 
     def to_mapping(self) -> dict[str, Any]:
-        return self.source.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
-            "version": self.source.version
-        }
+        body = self.source.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        return {"version": self.source.version, **body}
 
     def key_for(self, public: Ed25519PublicKey) -> PublicKey | None:
         """The keyring entry of this public key (a signer finds its own id this way)."""
