@@ -56,7 +56,7 @@ PRINCIPAL_OF_ROLE = {
     SignerRole.EXECUTOR: "executor",
     SignerRole.VERIFIER: "verifier",
     SignerRole.PACKAGER: "packager",
-    SignerRole.INTEGRATION: "status-bot",
+    SignerRole.INTEGRATION: "example-integration",
 }
 
 

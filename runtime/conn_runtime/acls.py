@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka.protocol.admin import (
     CreateAclsRequest_v1,
     DeleteAclsRequest_v1,
+    DescribeAclsRequest_v1,
 )
 from aiokafka.protocol.api import Request
 
@@ -199,31 +200,87 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
         )
 
 
+ANY = 1
+
+
+class _DescribeAllAcls(Request[DescribeAclsRequest_v1]):
+    API_KEY = 29
+
+    def build(self, request_struct_class: type[DescribeAclsRequest_v1]) -> DescribeAclsRequest_v1:
+        return request_struct_class(ANY, None, ANY, None, None, ANY, ANY)
+
+
 class AclError(RuntimeError):
     pass
 
 
-async def ensure_acls(bootstrap: str, bindings: Sequence[AclBinding], **client_kwargs: Any) -> int:
-    """Create the bindings (creating an existing ACL is a no-op). Returns how many were
-    sent. `client_kwargs` go to AIOKafkaAdminClient: an admin principal's SASL/SSL."""
+async def describe_acls(admin: Any) -> set[AclBinding]:
+    """Every ALLOW binding the broker's authorizer holds now."""
+    response = await admin._send_request(_DescribeAllAcls())
+    if response.error_code != 0:
+        raise AclError(f"describing ACLs failed: {response.error_message or response.error_code}")
+    out: set[AclBinding] = set()
+    for rtype, name, pattern, acls in response.resources:
+        for principal, _host, operation, permission in acls:
+            if permission != ALLOW:
+                continue
+            try:
+                out.add(
+                    AclBinding(
+                        ResourceType(rtype),
+                        name,
+                        PatternType(pattern),
+                        principal,
+                        Operation(operation),
+                    )
+                )
+            except ValueError:
+                continue  # a kind of binding Conn does not use
+    return out
+
+
+async def ensure_acls(
+    bootstrap: str,
+    bindings: Sequence[AclBinding],
+    *,
+    ready_timeout: float = 30.0,
+    **client_kwargs: Any,
+) -> int:
+    """Create the bindings (creating an existing ACL is a no-op) and wait until the
+    broker's authorizer enforces them (ACLs reach it through the metadata log, a moment
+    after the controller committed them). Returns how many were sent. `client_kwargs` go
+    to AIOKafkaAdminClient: an admin principal's SASL/SSL."""
     if not bindings:
         return 0
+    import asyncio
+
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
     await admin.start()
     try:
         response = await admin._send_to_controller(_CreateAcls(list(bindings)))
+        errors = [
+            f"{b.describe()}: {msg or code}"
+            for b, (code, msg) in zip(bindings, response.creation_responses, strict=True)
+            if code != 0
+        ]
+        if errors:
+            raise AclError("creating ACLs failed: " + "; ".join(errors[:5]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        while True:
+            missing = set(bindings) - await describe_acls(admin)
+            if not missing:
+                return len(bindings)
+            if loop.time() > deadline:
+                raise AclError(
+                    f"{len(missing)} ACLs not in force after {ready_timeout}s, e.g. "
+                    + next(iter(missing)).describe()
+                )
+            await asyncio.sleep(0.05)
     finally:
         await admin.close()
-    errors = [
-        f"{b.describe()}: {msg or code}"
-        for b, (code, msg) in zip(bindings, response.creation_responses, strict=True)
-        if code != 0
-    ]
-    if errors:
-        raise AclError("creating ACLs failed: " + "; ".join(errors[:5]))
-    return len(bindings)
 
 
 async def delete_acls(bootstrap: str, bindings: Sequence[AclBinding], **client_kwargs: Any) -> None:

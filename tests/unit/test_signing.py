@@ -246,8 +246,8 @@ def test_only_the_api_signs_a_human_and_never_as_a_conn_service() -> None:
     hold = stamped("HoldDeclared")
     assert hold.actor.kind == "human"
     assert open_as(hold, "directive-api") == "directive-api"
-    as_integration = hold.model_copy(update={"producer": "status-bot"})
-    assert reason_of(lambda: open_as(as_integration, "status-bot")) == "actor_not_allowed"
+    as_integration = hold.model_copy(update={"producer": "example-integration"})
+    assert reason_of(lambda: open_as(as_integration, "example-integration")) == "actor_not_allowed"
     alert = stamped("AlertReceived")
     for service in ("executor", "verifier", "packager"):
         forged = alert.model_copy(update={"actor": Actor.service(service)})
@@ -270,8 +270,8 @@ def test_a_refusal_names_the_role_that_signed_it() -> None:
 
 
 def test_an_integration_may_request_a_hold_as_itself() -> None:
-    hold = restamp(EVENTS["HoldDeclared"], "status-bot", SignerRole.INTEGRATION)
-    assert open_as(hold, "status-bot") == "status-bot"
+    hold = restamp(EVENTS["HoldDeclared"], "example-integration", SignerRole.INTEGRATION)
+    assert open_as(hold, "example-integration") == "example-integration"
 
 
 def test_kill_switch_events_belong_on_conn_control_only() -> None:
@@ -415,11 +415,11 @@ def test_a_record_signed_with_openssl_verifies(tmp_path: Path) -> None:
     keys = Keys.fresh()
     principals = keys.doc["principals"]
     assert isinstance(principals, dict)
-    kid = new_key_id("status-bot", key.public_key())
-    principals["status-bot"]["keys"].append(
+    kid = new_key_id("example-integration", key.public_key())
+    principals["example-integration"]["keys"].append(
         {"id": kid, "public_key": public_key_b64(key.public_key())}
     )
-    event = restamp(EVENTS["AlertReceived"], "status-bot", SignerRole.INTEGRATION)
+    event = restamp(EVENTS["AlertReceived"], "example-integration", SignerRole.INTEGRATION)
     # Serialised by "another language": indented, keys in a different order.
     value = __import__("json").dumps(encode_dict(event), indent=2, sort_keys=True).encode() + b"\n"
     (tmp_path / "value.json").write_bytes(value)
@@ -437,7 +437,7 @@ def test_a_record_signed_with_openssl_verifies(tmp_path: Path) -> None:
         headers=headers,
         on_control=False,
     )
-    assert trusted.principal == "status-bot"
+    assert trusted.principal == "example-integration"
     assert trusted.event == event
 
 
