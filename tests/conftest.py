@@ -152,10 +152,12 @@ def trust(
     """The session's test keyring (fresh Ed25519 keys for directive-api, executor,
     verifier, packager and example-integration) and the broker logins of the local
     stack's SCRAM principals. See tests/kafka_support.py."""
-    from kafka_support import Identities
+    from kafka_support import Identities, set_current
 
     sasl = _services.sources.get("kafka") != "docker"
-    return Identities.create(tmp_path_factory.mktemp("trust"), sasl=sasl)
+    identities = Identities.create(tmp_path_factory.mktemp("trust"), sasl=sasl)
+    set_current(identities)
+    return identities
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -192,3 +192,19 @@ class LedgerWriter:
 
 def api_principal() -> str:
     return PRINCIPAL_OF_ROLE[SignerRole.API]
+
+
+_current: Identities | None = None
+
+
+def set_current(identities: Identities) -> None:
+    global _current
+    _current = identities
+
+
+def current() -> Identities:
+    """The session's identities (set by the `trust` fixture), for helpers that read the
+    log deep inside test support code."""
+    if _current is None:
+        raise RuntimeError("request the `trust` fixture (or a fixture that uses it) first")
+    return _current

@@ -65,14 +65,18 @@ def test_bad_partitions_env_is_a_clear_error() -> None:
 
 
 @pytest.mark.integration
-async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -> None:
+async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str, trust: Any) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     from conn_runtime.topics import delete_topics
 
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONN_TOPIC_PREFIX": prefix}
+    env = {
+        **trust.kafka_env("admin"),  # the Helm job runs as the cluster's admin principal
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CONN_TOPIC_PREFIX": prefix,
+    }
     names = [f"{prefix}conn.{t}" for t in ("events", "takeover", "control", "deadletter")]
     try:
         first = _run("--events-partitions", "2", "--other-partitions", "1", env=env)
@@ -82,7 +86,9 @@ async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -
         assert second.returncode == 0, second.stderr
         assert second.stdout.count(": exists (") == 4, second.stdout
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=kafka_bootstrap, **trust.kafka_options("admin")
+        )
         await admin.start()
         try:
             described: list[dict[str, Any]] = await admin.describe_topics(names)
@@ -104,11 +110,13 @@ async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -
         assert "TopicMismatchError" in third.stderr and "partition count" in third.stderr
         assert "Traceback" not in third.stderr
     finally:
-        await delete_topics(kafka_bootstrap, names)
+        await delete_topics(kafka_bootstrap, names, **trust.kafka_options("admin"))
 
 
 @pytest.mark.integration
-async def test_replication_factor_above_broker_count_fails_cleanly(kafka_bootstrap: str) -> None:
+async def test_replication_factor_above_broker_count_fails_cleanly(
+    kafka_bootstrap: str, trust: Any
+) -> None:
     """The local broker is a single node: RF 3 must fail loudly (exit 1), never silently
     create under-replicated topics."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -121,7 +129,11 @@ async def test_replication_factor_above_broker_count_fails_cleanly(kafka_bootstr
         "1",
         "--ready-timeout",
         "10",
-        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONN_TOPIC_PREFIX": prefix},
+        env={
+            **trust.kafka_env("admin"),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CONN_TOPIC_PREFIX": prefix,
+        },
     )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "topics: failed against" in res.stderr

@@ -7,8 +7,11 @@ into a fresh PostgreSQL schema with the SAME projection code as the live
 packager, verifies the live ledger's hash chain and every published packet's
 hash, and compares the rebuilt schema with the live one row by row. It prints how
 many events each principal signed. A forged, unsigned or unentitled record is
-never folded (as live) and is reported by position and reason. Exits 1 naming the
-first differing record or listing the untrusted ones; 0 when all is proven.
+never folded (as live) and is reported by position and reason.
+
+Exit codes: 0 everything proven; 1 the chain or the read model differs (the first
+differing record is named); 2 replay could not run; 3 chain and read model proven,
+but the log holds untrusted records (listed; none was folded).
 
     python -m conn_packager.replay                       # verify + rebuild + compare
     python -m conn_packager.replay --export-timeline INC --format md
@@ -570,9 +573,9 @@ def replay(
     if result.problems:
         err.print(f"[red]MISMATCH[/red]: {summary}")
         err.print(f"first differing record: {result.first_problem}", markup=False)
-    else:
-        err.print(f"[yellow]CHAIN AND READ MODEL VERIFIED[/yellow], but: {summary}")
-    raise typer.Exit(1)
+        raise typer.Exit(1)
+    err.print(f"[yellow]CHAIN AND READ MODEL VERIFIED[/yellow], but: {summary}")
+    raise typer.Exit(3)
 
 
 def signers_table(result: ReplayResult) -> Table:
