@@ -38,7 +38,7 @@ def prefix_of(topics: Topics) -> str:
 
 @dataclass
 class Identities:
-    """The session's test keyring (public keys) and private keys, and the broker logins."""
+    """The session's test keyring (public keys) and signing keys, and the broker logins."""
 
     root: Path
     keys: Keys

@@ -1,7 +1,7 @@
 """`conn keys`: the keyring of the signed log -- who may sign what, with which keys.
 
 The keyring (CONN_KEYRING_FILE, or --keyring) holds public keys only; it is
-configuration every Conn process loads. Private keys are written once, to a file
+configuration every Conn process loads. Signing keys (the secret half) are written once, to a file
 only the owner can read (0600), and belong in a secret store -- never in git.
 
     conn keys list
@@ -77,7 +77,7 @@ def _save(path: Path, doc: dict[str, Any]) -> None:
 
 def _write_private(path: Path, data: bytes) -> None:
     if path.exists():
-        _fail(f"{path} exists; refusing to overwrite a private key")
+        _fail(f"{path} exists; refusing to overwrite a signing key")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -95,7 +95,7 @@ def _new_key(principal: str) -> tuple[Any, dict[str, str]]:
 def _commit(
     path: Path, doc: dict[str, Any], key: Any, entry: dict[str, str], out: Path | None
 ) -> Path:
-    """Check the keyring, write the private key (0600, never over another), then the keyring."""
+    """Check the keyring, write the signing key (0600, never over another), then the keyring."""
     from conn_schemas.signing import private_key_pem
 
     _check(doc)
@@ -177,7 +177,7 @@ def generate(
         typer.Option(help="Comma-separated; narrows the role's ceiling (default: all of it)"),
     ] = None,
     key_out: Annotated[
-        Path | None, typer.Option(help="Where to write the private key (default ./<key id>.pem)")
+        Path | None, typer.Option(help="Where to write the signing key (default ./<key id>.pem)")
     ] = None,
     keyring: KeyringOpt = None,
 ) -> None:
@@ -200,7 +200,7 @@ def generate(
     doc["principals"][principal] = entry
     key_path = _commit(path, doc, key, key_entry, key_out)
     out.print(_table(doc, f"added to {path}", only=principal))
-    out.print(f"private key: {key_path} (0600) -- store it as a secret; never commit it")
+    out.print(f"signing key: {key_path} (0600) -- store it as a secret; never commit it")
 
 
 @keys_app.command("add")
@@ -217,7 +217,7 @@ def add(
     ] = None,
     keyring: KeyringOpt = None,
 ) -> None:
-    """List a public key the principal generated itself (its private key never leaves it),
+    """List a public key the principal generated itself (its signing key never leaves it),
     for a new principal (--role) or as an additional key of an existing one."""
     from conn_schemas.signing import new_key_id, parse_public_key, public_key_b64
 
@@ -255,7 +255,7 @@ def _check(doc: dict[str, Any]) -> None:
 @keys_app.command("rotate")
 def rotate(
     principal: Annotated[str, typer.Argument(help="Principal whose key to rotate")],
-    key_out: Annotated[Path | None, typer.Option(help="Where to write the new private key")] = None,
+    key_out: Annotated[Path | None, typer.Option(help="Where to write the new signing key")] = None,
     keyring: KeyringOpt = None,
 ) -> None:
     """Add a new key for a principal; its old keys stay listed (and keep verifying)."""
@@ -269,7 +269,7 @@ def rotate(
     key_path = _commit(path, doc, key, key_entry, key_out)
     out.print(_table(doc, f"rotated in {path}", only=principal))
     out.print(
-        f"new private key: {key_path} (0600). Next: deploy the keyring everywhere, switch "
+        f"new signing key: {key_path} (0600). Next: deploy the keyring everywhere, switch "
         f"{principal} to the new key, then `conn keys retire <old key id> --at now`."
     )
 

@@ -8,7 +8,7 @@ only finds the files and adapts Kafka records to them.
 Configuration (environment, via `KafkaSettings`):
 
     CONN_KEYRING_FILE        keyring (YAML or JSON); every Conn process needs it
-    CONN_SIGNING_KEY_FILE    this process's Ed25519 private key (PEM, PKCS#8); every
+    CONN_SIGNING_KEY_FILE    this process's Ed25519 signing key (PEM, PKCS#8); every
                              process that appends needs it
     CONN_SIGNING_KEY_ID      optional: the key's id; by default found in the keyring by
                              the key's public half
@@ -106,7 +106,7 @@ def keyring_for(settings: KafkaSettings) -> Keyring:
 
 @dataclass(frozen=True)
 class Signer:
-    """This process's signing identity: its principal, key id and private key."""
+    """This process's signing identity: its principal, key id and signing key."""
 
     principal: Principal
     key_id: str

@@ -489,7 +489,7 @@ def open_record(
     return Trusted(event, signer.principal.name, signer.principal.role, signer.key_id)
 
 
-# --- private keys -------------------------------------------------------------------------------
+# --- signing keys -------------------------------------------------------------------------------
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -509,7 +509,7 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyringError(f"not a readable PEM private key: {exc}") from exc
+        raise KeyringError(f"not a readable PEM signing key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyringError("the signing key is not an Ed25519 key")
     return key

@@ -114,7 +114,7 @@ def test_rotate_keeps_the_old_key_listed_then_retire_and_remove(
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 def test_add_lists_a_key_the_service_generated_itself_with_openssl(tmp_path: Path) -> None:
-    """The other service keeps its private key; Conn's operators only list the public one."""
+    """The other service keeps its signing key; Conn's operators only list the public one."""
     subprocess.run(
         ["openssl", "genpkey", "-algorithm", "ed25519", "-out", "svc.pem"],
         cwd=tmp_path,

@@ -17,13 +17,14 @@ One pipeline, many records (~150): CI time stays bounded.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.integration
 T = TypeVar("T")
 ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command")
 MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
-READ_SCHEMA_OF = "read_{}"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 90) -> T:
@@ -337,6 +338,42 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
             await eventually(verified, "the genuine step executed and verified")
             effects = p.side_effects()  # the step, and its incident-record note
             assert effects[cid] == 1 and {k.split("/")[0] for k in effects} == {cid}
+
+            # --- while another service, signing as itself, keeps its supported way in -----------
+            # (examples/publish_event.py: the published schemas and generic libraries only)
+            example = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ROOT / "examples" / "publish_event.py"),
+                "hold",
+                inc,
+                "--detail",
+                "payments sees a fraud spike",
+                env={
+                    **trust.env("example-integration"),
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                    "CONN_TOPIC_PREFIX": prefix,
+                    "CONN_PRINCIPAL": "example-integration",
+                    "CONN_SIGNING_KEY_ID": trust.keys.key_ids["example-integration"],
+                },
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            shown, _ = await asyncio.wait_for(example.communicate(), 120)
+            assert example.returncode == 0, shown.decode()
+
+            async def held() -> dict[str, Any] | None:
+                state = (await http.get(f"/v1/incidents/{inc}", headers=_auth("olive"))).json()
+                return state if state["hold"] else None
+
+            state = await eventually(held, "the integration's hold request honoured")
+            assert state["hold"]["detail"] == "payments sees a fraud spike"
+
+            async def packet() -> int:
+                return int(
+                    await db.fetchval(f"SELECT count(*) FROM {schema}.takeover_packets") or 0
+                )
+
+            assert await eventually(packet, "a takeover packet for the hold") == 1
         finally:
             await db.close()
 
@@ -361,8 +398,9 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
         text = out.decode()
         assert proc.returncode == 3, text
         assert f"{len(sent)} untrusted" in text, text
-        for principal in ("directive-api", "executor", "verifier"):
+        for principal in ("directive-api", "executor", "verifier", "packager"):
             assert principal in text
+        assert re.search(r"example-integration\W+1\W", text), text  # signed by it, folded
     finally:
         await admin.close()
         await http.aclose()

@@ -1,7 +1,7 @@
 """Development trust material for the local stack, generated into `.local/trust/`.
 
     .local/trust/keyring.yaml         public keys of the dev principals (configuration)
-    .local/trust/keys/<name>.pem      their Ed25519 private keys (0600)
+    .local/trust/keys/<name>.pem      their Ed25519 signing keys (0600)
     .local/trust/kafka-users.json     SCRAM passwords of every Kafka principal (0600)
     .local/trust/env/<name>.env       `set -a; . .local/trust/env/sre.env` to act as one
 
@@ -166,6 +166,9 @@ class DevTrust:
                 "DATABASE_URL": database_url(),
                 **self.service_env(name),
             }
+            if name in DEV_SIGNERS:  # for producers outside Conn (examples/publish_event.py)
+                env["CONN_PRINCIPAL"] = name
+                env["CONN_SIGNING_KEY_ID"] = principals[name]["keys"][-1]["id"]
             text = "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
             _write_private(self.env_file(name), text.encode())
         return created
@@ -188,13 +191,9 @@ def dev_trust() -> DevTrust:
 
 
 def main() -> int:
-    """`python -m conn_localstack.trust`: generate the dev keys (make setup)."""
+    """Generate the dev keys (make setup: deploy/local/setup.d/15-dev-keys.sh)."""
     trust = DevTrust(paths().root / "trust")
     created = trust.ensure()
     what = ", ".join(created) if created else "present"
     print(f"[setup] dev keys: {what} ({trust.root})")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,4 +4,4 @@
 # principal. Idempotent: existing keys and passwords are kept.
 set -euo pipefail
 cd "$CONN_ROOT"
-.venv/bin/python -m conn_localstack.trust
+.venv/bin/python -c "from conn_localstack.trust import main; raise SystemExit(main())"
