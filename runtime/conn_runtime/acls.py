@@ -154,7 +154,7 @@ def acl_bindings(
 # --- applying them --------------------------------------------------------------------------------
 
 
-class _CreateAcls(Request[CreateAclsRequest_v1]):
+class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
     API_KEY = 30
 
     def __init__(self, bindings: Sequence[AclBinding]) -> None:
@@ -177,7 +177,7 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
         )
 
 
-class _DeleteAcls(Request[DeleteAclsRequest_v1]):
+class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
     API_KEY = 31
 
     def __init__(self, bindings: Sequence[AclBinding]) -> None:
@@ -203,7 +203,7 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):
 ANY = 1
 
 
-class _DescribeAllAcls(Request[DescribeAclsRequest_v1]):
+class _DescribeAllAcls(Request[DescribeAclsRequest_v1]):  # type: ignore[misc]
     API_KEY = 29
 
     def build(self, request_struct_class: type[DescribeAclsRequest_v1]) -> DescribeAclsRequest_v1:
