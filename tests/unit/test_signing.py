@@ -445,3 +445,14 @@ def encode_dict(event: ev.Envelope) -> dict[str, object]:
     from conn_schemas.codec import to_raw
 
     return to_raw(event)
+
+
+def test_the_role_table_in_schemas_readme_is_the_ceiling() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "schemas" / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`") and "`" in cells[0][1:]:
+            role = cells[0].split("`")[1]
+            rows[role] = {t.strip() for t in cells[1].split(",")}
+    assert rows == {role.value: set(types) for role, types in CEILING.items()}
