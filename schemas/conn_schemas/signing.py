@@ -346,7 +346,7 @@ def _header(headers: Iterable[tuple[str, bytes | None]], name: str) -> bytes | N
     return found[0]
 
 
-_B64 = re.compile(rb"^[A-Za-z0-9+/]+={0,2}$")
+_B64 = re.compile(rb"\A[A-Za-z0-9+/]+={0,2}\Z")
 
 
 def verify_signature(

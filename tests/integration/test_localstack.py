@@ -113,10 +113,15 @@ async def test_down_up_keeps_event_log_and_leaves_no_process(
             assert not psutil.pid_exists(pid), f"pid {pid} survived stack_down"
         after = await stack_status()
         assert all(r["pid"] is None for r in after)
+        from conn_localstack import paths
+
+        # Ours only: other checkouts on this machine may run their own local stacks.
+        ours = str(paths().kafka_config)
         leftovers = [
             p.info
             for p in psutil.process_iter(["pid", "cmdline"])
             if any("kafka.Kafka" in a for a in (p.info["cmdline"] or []))
+            and any(ours in a for a in (p.info["cmdline"] or []))
         ]
         assert leftovers == []
     finally:
