@@ -2,7 +2,7 @@
 
 Runs each benchmark against the local Kafka and PostgreSQL (started if needed), prints
 its figures beside the baseline measured in the same run, and writes
-bench/results/<name>.json. Names: latency, containment, replay, intake, throughput.
+bench/results/<name>.json. Names: latency, containment, replay, intake, throughput, signing.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "replay": "bench.replay",
     "intake": "bench.intake",
     "throughput": "bench.throughput",
+    "signing": "bench.signing",
 }
 
 

@@ -126,10 +126,25 @@ def ratio(ours: float | None, base: float | None) -> float | None:
     return ours / base
 
 
+def login(user: str) -> dict[str, Any]:
+    """aiokafka kwargs that log in to the local stack's broker as SCRAM `user` (raw
+    baselines use `admin`, a super user, so ACLs never stand in their way)."""
+    from conn_localstack.trust import dev_trust
+
+    return dev_trust().client_options(user)
+
+
 async def fresh_topics(bootstrap: str, *, events_partitions: int = 6) -> Topics:
-    """Production-shaped topics under a unique prefix, for one benchmark run."""
-    topics = Topics.with_prefix(f"bench{uuid.uuid4().hex[:6]}.")
-    await ensure_topics(bootstrap, topic_specs(topics, events_partitions=events_partitions))
+    """Production-shaped topics under a unique prefix, with the production ACLs (groups
+    prefixed like the topics, as the ephemeral pipeline names them), for one run."""
+    from conn_localstack.trust import dev_acls
+    from conn_runtime.acls import ensure_acls
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    topics = Topics.with_prefix(prefix)
+    specs = topic_specs(topics, events_partitions=events_partitions)
+    await ensure_topics(bootstrap, specs, **login("admin"))
+    await ensure_acls(bootstrap, dev_acls(topics, prefix), **login("admin"))
     return topics
 
 
@@ -143,8 +158,11 @@ async def raw_round_trips(bootstrap: str, topic: str, count: int, *, payload: by
         group_id=group,
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        **login("admin"),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **login("admin")
+    )
     await consumer.start()
     await producer.start()
     try:
@@ -185,8 +203,11 @@ async def raw_closed_loop(
         group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        **login("admin"),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **login("admin")
+    )
     await consumer.start()
     await producer.start()
     waiting: dict[bytes, asyncio.Future[None]] = {}

@@ -43,7 +43,7 @@ ID_PREFIX = "aaaaaaaa-"
 RUNBOOK = Path(__file__).resolve().parents[1] / "runbooks" / "checkout-authority.yaml"
 ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command")
 EXECUTOR = Actor.service("executor")
-VERIFIER = Actor.service("conn-verifier")
+VERIFIER = Actor.service("verifier")
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
@@ -74,6 +74,12 @@ def _observation(at: datetime) -> Observation:
     )
 
 
+def signer_of(actor: Actor) -> str:
+    """The keyring principal that writes an event of this actor: a Conn service writes
+    as itself, the directive-api signs human intent."""
+    return actor.id if actor.kind == "service" else "directive-api"
+
+
 def template_events() -> list[ev.Envelope]:
     """One realistic incident history, with placeholder ids."""
     ids = (uuid.UUID(f"{ID_PREFIX}0000-4000-8000-{i:012d}") for i in itertools.count())
@@ -90,7 +96,7 @@ def template_events() -> list[ev.Envelope]:
             incident_id=PLACEHOLDER,
             payload=payload,
             actor=actor,
-            producer="bench",
+            producer=signer_of(actor),  # as its rightful producer writes it
             correlation_id=cid,
             causation_id=cause,
             clock=lambda: at,
@@ -256,10 +262,13 @@ def clone(template: list[bytes], k: int) -> list[bytes]:
     return [v.replace(ph, inc).replace(idp, prefix) for v in template]
 
 
-def records(total: int) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) for `total` events: whole incidents, interleaved in small groups the
-    way concurrent incidents interleave on the topic (per-incident order kept)."""
-    template = template_bytes()
+def records(total: int) -> Iterator[tuple[bytes, bytes, str]]:
+    """(key, value, signer) for `total` events: whole incidents, interleaved in small
+    groups the way concurrent incidents interleave on the topic (per-incident order
+    kept); `signer` is the principal whose key must sign the value."""
+    events = template_events()
+    template = [encode(e) for e in events]
+    signers = [e.producer for e in events]
     per = len(template)
     incidents = -(-total // per)
     produced = 0
@@ -273,5 +282,5 @@ def records(total: int) -> Iterator[tuple[bytes, bytes]]:
             for key, values in clones:
                 if produced >= total:
                     return
-                yield key, values[i]
+                yield key, values[i], signers[i]
                 produced += 1

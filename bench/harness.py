@@ -26,7 +26,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import console, fresh_topics
+from bench.common import console, fresh_topics, login
 from conn_localstack.ephemeral import LOGS, Pipeline
 from conn_packager.main import topic_partitions
 from conn_runtime.db import temporary_database
@@ -67,7 +67,7 @@ async def fresh_database(dsn: str) -> AsyncIterator[str]:
 
 async def delete_prefixed_topics(bootstrap: str, prefix: str) -> None:
     """Best effort: every topic under the run's prefix (incl. faust changelogs)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **login("admin"))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -295,7 +295,9 @@ class EventTap:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> EventTap:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, **login("sre")
+        )
         await consumer.start()
         try:
             deadline = time.monotonic() + 30

@@ -138,7 +138,13 @@ async def main(quick: bool = False) -> Result:
             log_dir=LOGS / "bench" / NAME,
         )
         try:
-            api = pipeline._proc("api", "conn_api", port_var="CONN_API_PORT", health="/readyz")
+            api = pipeline._proc(
+                "api",
+                "conn_api",
+                port_var="CONN_API_PORT",
+                health="/readyz",
+                principal="directive-api",
+            )
             await asyncio.to_thread(api.start, 60.0)
             await asyncio.to_thread(minimal.start, 30.0)
             cmd = Commander(api.url)

@@ -27,14 +27,34 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench import gen
-from bench.common import Result, console
+from bench.common import Result, console, login
 from bench.harness import ROOT, ensure_stack, fresh_database, scratch_topics
+from conn_runtime.trust import Signer
 
 NAME = "replay_rate"
 
 
+def signers() -> dict[str, Signer]:
+    """The local stack's dev signing keys of the principals the generator writes as."""
+    from conn_localstack.trust import dev_trust
+    from conn_runtime.settings import KafkaSettings
+    from conn_runtime.trust import signer_for
+
+    trust = dev_trust()
+    return {
+        name: signer_for(
+            KafkaSettings(
+                conn_keyring_file=trust.keyring_file, conn_signing_key_file=trust.key_file(name)
+            )
+        )
+        for name in ("directive-api", "executor", "verifier")
+    }
+
+
 async def produce(bootstrap: str, topic: str, total: int) -> float:
-    """Produce `total` generated events; returns events/s."""
+    """Produce `total` generated events, each signed by its rightful producer's dev key
+    (what every reader verifies); returns events/s, signing included."""
+    keys = signers()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -42,13 +62,15 @@ async def produce(bootstrap: str, topic: str, total: int) -> float:
         linger_ms=50,
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
+        **login("admin"),
     )
     await producer.start()
     started = time.perf_counter()
     try:
         pending: list[asyncio.Future[Any]] = []
-        for key, value in gen.records(total):
-            pending.append(await producer.send(topic, value, key=key))
+        for key, value, signer in gen.records(total):
+            headers = keys[signer].headers(value)
+            pending.append(await producer.send(topic, value, key=key, headers=headers))
             if len(pending) >= 20000:
                 await asyncio.gather(*pending)
                 pending.clear()

@@ -30,8 +30,10 @@ from conn_packager.main import topic_partitions
 from conn_packager.projection import IncidentProjection, Where, project
 from conn_packager.replay import read_topic, rebuild, verify_chain
 from conn_packager.store import apply_ddl, check_schema, create_pool
+from conn_runtime.kafka import client_options
 from conn_runtime.settings import KafkaSettings, Topics
-from conn_schemas.codec import UnreadableRecord, decode
+from conn_runtime.trust import trust_for
+from conn_schemas.codec import UnreadableRecord
 
 LEDGER_COLUMNS = (
     "incident_id",
@@ -56,16 +58,31 @@ def maxrss_mb() -> float:
 
 
 def kafka_settings(bootstrap: str, topic: str) -> KafkaSettings:
+    """As `conn replay` runs on the local stack: the read-only SRE login, the dev keyring."""
+    from conn_localstack.trust import SASL_MECHANISM, dev_trust
+
+    trust = dev_trust()
     prefix = topic.removesuffix("conn.events")
-    return KafkaSettings(kafka_bootstrap_servers=bootstrap, conn_topic_prefix=prefix)
+    return KafkaSettings(
+        kafka_bootstrap_servers=bootstrap,
+        conn_topic_prefix=prefix,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=SASL_MECHANISM,
+        kafka_sasl_username="sre",
+        kafka_sasl_password=trust.password("sre"),
+        conn_keyring_file=trust.keyring_file,
+    )
 
 
 async def raw(bootstrap: str, topic: str) -> dict[str, Any]:
+    login = client_options(kafka_settings(bootstrap, topic))
+    del login["bootstrap_servers"]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         isolation_level="read_committed",
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        **login,
     )
     await consumer.start()
     try:
@@ -147,16 +164,17 @@ async def ledger(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str,
 
 
 async def project_only(bootstrap: str, topic: str) -> dict[str, Any]:
-    """conn replay's reader + codec + the packager's projection (fold, hash chain,
-    takeover packets), no database: where the rebuild's CPU time goes."""
+    """conn replay's reader + signature check + codec + the packager's projection (fold,
+    hash chain, takeover packets), no database: where the rebuild's CPU time goes."""
     kafka = kafka_settings(bootstrap, topic)
+    trust = trust_for(kafka)
     started = time.perf_counter()
     _, _, records = await read_topic(kafka)
     projections: dict[str, IncidentProjection] = {}
     events = unreadable = 0
     async for rec in records:
         try:
-            event = decode(rec.value)
+            event = trust.open(rec).event
         except UnreadableRecord:
             unreadable += 1
             continue

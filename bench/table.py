@@ -97,6 +97,13 @@ ROWS: list[tuple[str, str, str]] = [
     ("throughput", "1 executor(s): directives/s", "Throughput, 1 executor (directives/s)"),
     ("throughput", "2 executor(s): directives/s", "Throughput, 2 executors (directives/s)"),
     ("throughput", "4 executor(s): directives/s", "Throughput, 4 executors (directives/s)"),
+    ("signing_cost", "produce side: per event", "Signed log: encode + sign per event (µs)"),
+    ("signing_cost", "read side: per event", "Signed log: verify + decode per event (µs)"),
+    (
+        "signing_cost",
+        "Kafka read + verify + decode",
+        "Signed log: read + verify + decode through Kafka (events/s)",
+    ),
 ]
 
 
@@ -136,7 +143,8 @@ def render() -> str:
     lines.append(
         f"{cores} cores; last measured {when} (UTC). Baselines: raw aiokafka round trip "
         "(latency, containment), raw aiokafka consumption (replay), minimal FastAPI + "
-        "PostgreSQL endpoint (intake), closed-loop raw aiokafka clients (throughput)."
+        "PostgreSQL endpoint (intake), closed-loop raw aiokafka clients (throughput), the "
+        "same events unsigned (signed log)."
     )
     return "\n".join(lines)
 

@@ -7,7 +7,9 @@ Resolution order, per service:
       otherwise started for the session and stopped at its end.
 
 Fixtures: kafka_bootstrap (str), database_url (str), fresh_database (str DSN, per test),
-conn_topics (Topics with prefix, per test), local_stack_dir (Path), service_sources (dict).
+conn_topics (Topics with prefix and their ACLs, per test), trust (the session's test
+keyring and broker logins, see kafka_support.py), local_stack_dir (Path),
+service_sources (dict).
 """
 
 from __future__ import annotations
@@ -143,17 +145,41 @@ async def fresh_database(database_url: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def trust(
+    kafka_bootstrap: str, _services: _Services, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """The session's test keyring (fresh Ed25519 keys for directive-api, executor,
+    verifier, packager and example-integration) and the broker logins of the local
+    stack's SCRAM principals. See tests/kafka_support.py."""
+    from kafka_support import Identities, set_current
+
+    sasl = _services.sources.get("kafka") != "docker"
+    identities = Identities.create(tmp_path_factory.mktemp("trust"), sasl=sasl)
+    set_current(identities)
+    return identities
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def conn_topics(kafka_bootstrap: str) -> AsyncIterator[Any]:
-    """`Topics.with_prefix("t<uuid8>.")` with all four topics created (events: 3 partitions)."""
+async def conn_topics(kafka_bootstrap: str, trust: Any) -> AsyncIterator[Any]:
+    """`Topics.with_prefix("t<uuid8>.")` with all four topics created (events: 3 partitions)
+    and the production ACLs on them (groups prefixed the same way: `<prefix>conn-executor`)."""
+    from conn_localstack.trust import dev_acls
+    from conn_runtime.acls import delete_acls, ensure_acls
     from conn_runtime.settings import Topics
     from conn_runtime.topics import delete_topics, ensure_topics, topic_specs
 
-    topics = Topics.with_prefix(f"t{uuid.uuid4().hex[:8]}.")
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topics = Topics.with_prefix(prefix)
     specs = topic_specs(topics, events_partitions=CORE_TOPICS_EVENTS_PARTITIONS)
-    await ensure_topics(kafka_bootstrap, specs)
+    admin = trust.kafka_options("admin")
+    await ensure_topics(kafka_bootstrap, specs, **admin)
+    acls = dev_acls(topics, prefix) if trust.sasl else []
+    await ensure_acls(kafka_bootstrap, acls, **admin)
     try:
         yield topics
     finally:
         with contextlib.suppress(Exception):
-            await delete_topics(kafka_bootstrap, [s.name for s in specs])
+            await delete_topics(kafka_bootstrap, [s.name for s in specs], **admin)
+        with contextlib.suppress(Exception):
+            await delete_acls(kafka_bootstrap, acls, **admin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,11 +80,16 @@ def simulator(start_process: ProcFactory) -> Callable[..., Proc]:
 
 @pytest.fixture
 def pipeline(
-    request: pytest.FixtureRequest, kafka_bootstrap: str, fresh_database: str, conn_topics: Topics
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    fresh_database: str,
+    conn_topics: Topics,
+    trust: Any,
 ) -> Iterator[Callable[..., Pipeline]]:
     """`pipeline(scenario="seed_outage", executors=1, **env)` starts the simulator,
     packager, verifier, executor(s) and directive API on this test's own topics
-    and database; everything is stopped after the test."""
+    and database, each logged in to Kafka as its own principal and signing with its
+    key of the session's test keyring; everything is stopped after the test."""
     started: list[Pipeline] = []
     prefix = conn_topics.events.removesuffix("conn.events")
 
@@ -105,6 +111,7 @@ def pipeline(
             executors=executors,
             log_dir=_log_dir(request),
             extra_env=env or {},
+            identity=trust.env,
         )
         started.append(p)
         return p.start()

@@ -1,6 +1,7 @@
 """`conn`: the commander's CLI for the directive API.
 
-Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token).
+Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token);
+`conn keys` and `conn replay` use CONN_KEYRING_FILE (and replay the KAFKA_* login).
 Exit codes: 0 ok, 1 refused/conflict (4xx from the API), 2 usage/auth error,
 3 API unreachable or failing (5xx).
 """
@@ -576,6 +577,15 @@ def alerts_alertmanager(
     except ValueError as exc:
         fail(f"not JSON: {exc}", 2)
     _post("/v1/alerts/alertmanager", body, as_json, "alerts")
+
+
+def _mount_keys() -> None:
+    from conn_cli.keys import keys_app
+
+    app.add_typer(keys_app, name="keys")
+
+
+_mount_keys()
 
 
 def _mount_replay() -> None:

@@ -18,8 +18,9 @@ from rich.panel import Panel
 from rich.rule import Rule
 
 from conn_demo.session import DemoError, load_tokens, run_session
-from conn_localstack.config import port
+from conn_localstack.config import kafka_bootstrap, port
 from conn_localstack.stack import stack_up
+from conn_localstack.trust import dev_trust
 
 
 def main() -> int:
@@ -75,7 +76,8 @@ def main() -> int:
             f"  .venv/bin/conn watch {incident}\n"
             f"  .venv/bin/conn direct gather-state {incident}\n"
             f"  .venv/bin/conn direct restart-dependency-tier {incident} --tier orders-db --region eu-west\n"
-            "  .venv/bin/conn replay            # verify the chain and rebuild the read model\n\n"
+            "  set -a; . .local/trust/env/sre.env; set +a   # read the log as the SRE principal\n"
+            "  .venv/bin/conn replay            # verify signatures and the chain, rebuild the read model\n\n"
             "Stop the stack: make down    (data stays in .local/; `make clean` deletes it)",
             title="what next",
         )
@@ -84,7 +86,15 @@ def main() -> int:
 
 
 def _cli(console: Console, who: str, *args: str) -> None:
-    env = {**os.environ, "CONN_TOKEN": load_tokens()[who], "COLUMNS": str(console.width)}
+    # `conn replay` reads the log itself: as the local stack's read-only SRE principal,
+    # verifying every record against the dev keyring.
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap(),
+        **dev_trust().service_env("sre"),
+        "CONN_TOKEN": load_tokens()[who],
+        "COLUMNS": str(console.width),
+    }
     env.setdefault("CONN_API_URL", f"http://127.0.0.1:{port('CONN_API_PORT')}")
     console.print(f"[bold cyan]{who}$[/bold cyan] conn {' '.join(args)}")
     proc = subprocess.run(

@@ -2,9 +2,12 @@
 
 - `EventProducer` appends events to `conn.events` (idempotent, acks=all, key =
   incident_id) and publishes derived records (takeover, dead letters, control).
-- `EventLoop` consumes one or more topics in a consumer group, decodes every
-  record with the contract codec, dead-letters what it cannot read (with the
-  reason and the source topic/partition/offset in headers) and carries on, runs
+  Every record it writes (except dead letters, which carry someone else's bytes) is
+  signed with the process's own key (`conn-sig`, `conn-kid` headers).
+- `EventLoop` consumes one or more topics in a consumer group, decodes AND verifies
+  every record (`conn_runtime.trust.Trust.open`: signature, signer, entitlement),
+  dead-letters what it cannot read or trust (with the reason and the source
+  topic/partition/offset in headers) and carries on, runs
   the handler per incident in log order (incidents in parallel, bounded), and
   commits offsets only after the whole batch has been handled.
 - With `catch_up=True`, every newly assigned partition is re-read from offset 0
@@ -31,8 +34,10 @@ from aiokafka.structs import RecordMetadata
 
 from conn_runtime import metrics
 from conn_runtime.settings import KafkaSettings
-from conn_schemas.codec import UnreadableRecord, decode, encode
+from conn_runtime.trust import RecordLike, Signer, Trust, signer_for, trust_for
+from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.events import Envelope, Event
+from conn_schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER, SignerRole, UntrustedRecord
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +76,25 @@ class Position:
 
 
 class EventProducer:
-    """Appends events. `append` returns only after the broker acknowledged
-    (acks=all), so "recorded in the log before execution" can be relied upon."""
+    """Appends events, signed. `append` returns only after the broker acknowledged
+    (acks=all), so "recorded in the log before execution" can be relied upon.
 
-    def __init__(self, settings: KafkaSettings, *, producer_name: str, linger_ms: int = 0) -> None:
+    Construction loads the signing key (CONN_SIGNING_KEY_FILE) and finds it in the
+    keyring: a process without a valid key cannot append and fails at start-up
+    (`TrustConfigError`). `expect_role` makes a service refuse another role's key."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        producer_name: str,
+        linger_ms: int = 0,
+        expect_role: SignerRole | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.name = producer_name
+        self.signer: Signer = signer_for(settings, expect_role=expect_role)
         self._producer = AIOKafkaProducer(
             **client_options(settings),
             acks="all",
@@ -100,14 +117,23 @@ class EventProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    @property
+    def principal(self) -> str:
+        """The keyring principal this process signs as: its events' `producer`, and
+        the id of its service actor."""
+        return self.signer.principal.name
+
+    def signed(self, event: Envelope) -> tuple[bytes, Headers]:
+        """The record value and headers of `event`, signed with this process's key."""
+        value = encode(event)
+        return value, [*event_headers(event), *self.signer.headers(value)]
+
     async def append(self, event: Envelope, *, topic: str | None = None) -> Position:
-        """Append one event to `conn.events` (or `topic`), keyed by incident."""
+        """Append one event to `conn.events` (or `topic`), keyed by incident, signed."""
         target = topic or self.topics.events
+        value, headers = self.signed(event)
         md = await self._producer.send_and_wait(
-            target,
-            encode(event),
-            key=event.incident_id.encode(),
-            headers=event_headers(event),
+            target, value, key=event.incident_id.encode(), headers=headers
         )
         metrics.RECORDS_PRODUCED.labels(topic=target, event_type=event.event_type).inc()
         return _position(md)
@@ -116,12 +142,10 @@ class EventProducer:
         """Append several events; all are acknowledged when this returns, in order."""
         futures = []
         for event in events:
+            value, headers = self.signed(event)
             futures.append(
                 await self._producer.send(
-                    self.topics.events,
-                    encode(event),
-                    key=event.incident_id.encode(),
-                    headers=event_headers(event),
+                    self.topics.events, value, key=event.incident_id.encode(), headers=headers
                 )
             )
         out = []
@@ -131,15 +155,28 @@ class EventProducer:
         return out
 
     async def publish(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        *,
+        sign: bool = True,
     ) -> Position:
-        md = await self._producer.send_and_wait(topic, value, key=key, headers=headers or [])
+        """Publish a derived record (e.g. a takeover packet), signed unless `sign=False`."""
+        all_headers = list(headers or [])
+        if sign and value is not None:
+            all_headers += self.signer.headers(value)
+        md = await self._producer.send_and_wait(topic, value, key=key, headers=all_headers)
         metrics.RECORDS_PRODUCED.labels(topic=topic, event_type="raw").inc()
         return _position(md)
 
     async def dead_letter(
-        self, record: ConsumerRecord[Any, Any], reason: str, detail: str, consumer: str
+        self, record: RecordLike, reason: str, detail: str, consumer: str
     ) -> None:
+        """Copy an unreadable or untrusted record to `conn.deadletter` with the reason.
+        Not signed by us (the bytes are not ours); the source's own signature headers,
+        if any, travel as `dlq.source.conn-sig` / `dlq.source.conn-kid`."""
         headers: Headers = [
             ("dlq.reason", reason.encode()),
             ("dlq.detail", detail[:2000].encode()),
@@ -148,7 +185,10 @@ class EventProducer:
             ("dlq.source.offset", str(record.offset).encode()),
             ("dlq.consumer", consumer.encode()),
         ]
-        await self.publish(self.topics.deadletter, record.key, record.value, headers)
+        for name, value in record.headers or ():
+            if name in (SIGNATURE_HEADER, KEY_ID_HEADER) and value is not None:
+                headers.append((f"dlq.source.{name}", bytes(value)[:200]))
+        await self.publish(self.topics.deadletter, record.key, record.value, headers, sign=False)
         metrics.RECORDS_DEAD_LETTERED.labels(topic=record.topic, reason=reason).inc()
         log.warning(
             "dead-lettered record",
@@ -166,12 +206,14 @@ def _position(md: RecordMetadata) -> Position:
 
 @dataclass(frozen=True)
 class Consumed:
-    """A decoded record handed to a handler."""
+    """A decoded, verified record handed to a handler."""
 
     event: Event
     position: Position
     replaying: bool
     """True while re-reading history below the group's committed offset."""
+    signer: str = ""
+    """The keyring principal whose signature the record carries."""
 
 
 Handler = Callable[[Consumed], Awaitable[None]]
@@ -190,7 +232,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class EventLoop:
-    """Consume -> decode -> handle (per incident, in order) -> commit."""
+    """Consume -> decode and verify -> handle (per incident, in order) -> commit.
+
+    Records that cannot be read or trusted never reach the handler: consumer-group
+    owners dead-letter them with the reason; read-only views (`dead_letter=False`)
+    skip and count them (`conn_records_untrusted_total`)."""
 
     def __init__(
         self,
@@ -213,6 +259,7 @@ class EventLoop:
         dead_letter: bool = True,
     ) -> None:
         self.settings = settings
+        self.trust: Trust = trust_for(settings)
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
@@ -333,13 +380,19 @@ class EventLoop:
                     self._replay_until.pop(tp, None)
                     caught_up.add(tp)
                 try:
-                    event = decode(record.value)
+                    trusted = self.trust.open(record)
                 except UnreadableRecord as exc:
+                    if isinstance(exc, UntrustedRecord):
+                        metrics.RECORDS_UNTRUSTED.labels(
+                            consumer=self.name, reason=exc.reason
+                        ).inc()
                     if not replaying and self.dead_letter:
                         await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
                     continue
                 position = Position(record.topic, record.partition, record.offset)
-                groups[(tp, record.key)].append(Consumed(event, position, replaying))
+                groups[(tp, record.key)].append(
+                    Consumed(trusted.event, position, replaying, trusted.principal)
+                )
 
         failed = await self._handle_groups(groups)
         if failed:

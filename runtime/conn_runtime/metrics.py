@@ -25,3 +25,9 @@ HANDLE_SECONDS = Histogram(
     ["consumer"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
+RECORDS_UNTRUSTED = Counter(
+    "conn_records_untrusted_total",
+    "Records refused by a reader because their signer is unknown, unproven or not "
+    "entitled to them (never folded; dead-lettered by the consumer-group owners)",
+    ["consumer", "reason"],
+)

@@ -21,12 +21,15 @@ from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer
 from conn_runtime.ops import OpsServer, kafka_ready
 from conn_runtime.settings import KafkaSettings
+from conn_schemas.signing import SignerRole
 
 log = logging.getLogger(__name__)
 
 
 class ConsumerService:
     name = "service"
+    role: SignerRole | None = None
+    """The keyring role this service's signing key must have (checked at start-up)."""
 
     def __init__(
         self,
@@ -41,7 +44,7 @@ class ConsumerService:
         self.kafka = kafka
         self.topics = kafka.topics
         self.folds = IncidentFolds()
-        self.producer = EventProducer(kafka, producer_name=self.name)
+        self.producer = EventProducer(kafka, producer_name=self.name, expect_role=self.role)
         self.loop = EventLoop(
             kafka,
             group_id=group_id,

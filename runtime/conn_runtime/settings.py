@@ -7,6 +7,8 @@ fixtures, the Helm chart and an operator's own deployment.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,7 +38,14 @@ class Topics(BaseModel):
 
 
 class KafkaSettings(BaseSettings):
-    """Env: KAFKA_BOOTSTRAP_SERVERS, CONN_TOPIC_PREFIX, KAFKA_SECURITY_PROTOCOL, ..."""
+    """How a process reaches the log, and as whom.
+
+    Env: KAFKA_BOOTSTRAP_SERVERS, CONN_TOPIC_PREFIX; the broker identity
+    KAFKA_SECURITY_PROTOCOL (PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL),
+    KAFKA_SASL_MECHANISM (e.g. SCRAM-SHA-512), KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
+    KAFKA_SSL_CAFILE; the ledger identity CONN_KEYRING_FILE (public keys: whom to
+    trust), CONN_SIGNING_KEY_FILE and optionally CONN_SIGNING_KEY_ID (this process's
+    own key, see `conn_runtime.trust`)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
@@ -47,6 +56,9 @@ class KafkaSettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
+    conn_keyring_file: Path | None = None
+    conn_signing_key_file: Path | None = None
+    conn_signing_key_id: str | None = None
 
     @property
     def topics(self) -> Topics:

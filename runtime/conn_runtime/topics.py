@@ -47,11 +47,14 @@ def topic_specs(
     if replication_factor >= 3:
         common["min.insync.replicas"] = "2"
     forever = {"retention.ms": "-1", "retention.bytes": "-1"}
+    # The broker stamps the append time (producers cannot choose it): a retired signing
+    # key keeps verifying what was appended before its retirement (conn_schemas.signing).
+    broker_time = {"message.timestamp.type": "LogAppendTime"}
     return [
         TopicSpec(
             t.events,
             ev,
-            {**common, **forever, "cleanup.policy": "delete"},
+            {**common, **forever, **broker_time, "cleanup.policy": "delete"},
             replication_factor,
         ),
         TopicSpec(
@@ -60,7 +63,7 @@ def topic_specs(
         TopicSpec(
             t.control,
             1,
-            {**common, "cleanup.policy": "delete", "retention.ms": "-1"},
+            {**common, **broker_time, "cleanup.policy": "delete", "retention.ms": "-1"},
             replication_factor,
         ),
         TopicSpec(
@@ -179,11 +182,13 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Create (or verify) the Conn topics. Connection and prefix come from the environment
-    (KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CAFILE,
-    CONN_TOPIC_PREFIX). Exit 0 on success, 1 on a Kafka/mismatch error, 2 on bad arguments.
+    """Create (or verify) the Conn topics, and with --acls their ACLs. Connection and
+    prefix come from the environment (KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL,
+    KAFKA_SASL_*, KAFKA_SSL_CAFILE, CONN_TOPIC_PREFIX). Exit 0 on success, 1 on a
+    Kafka/mismatch error, 2 on bad arguments.
 
         python -m conn_runtime.topics --replication-factor 3 --events-partitions 12
+        python -m conn_runtime.topics --acls --integration status-page --reader sre
         python -m conn_runtime.topics --dry-run      # print the specs as JSON, no Kafka
     """
     import argparse
@@ -222,6 +227,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the topic specs as JSON and exit"
     )
+    parser.add_argument(
+        "--acls",
+        action="store_true",
+        help="also create the ACLs of conn_runtime.acls (needs an authorizer on the cluster "
+        "and an admin login); principals default to directive-api, executor, verifier, packager",
+    )
+    parser.add_argument(
+        "--integration",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="with --acls: a Kafka user of another service that may write conn.events "
+        "(repeatable; what it may sign is the keyring's business)",
+    )
+    parser.add_argument(
+        "--reader",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="with --acls: a read-only Kafka user, e.g. for `conn replay` (repeatable)",
+    )
     args = parser.parse_args(argv)
     from conn_runtime import logs
 
@@ -243,29 +269,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         partitions=args.other_partitions,
         replication_factor=args.replication_factor,
     )
-    if args.dry_run:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": s.name,
-                        "partitions": s.partitions,
-                        "replication_factor": s.replication_factor,
-                        "configs": dict(s.configs),
-                    }
-                    for s in specs
-                ],
-                indent=2,
-            )
+    from conn_runtime.acls import Groups, KafkaPrincipals, acl_bindings
+
+    acls = (
+        acl_bindings(
+            settings.topics,
+            KafkaPrincipals(integrations=tuple(args.integration), readers=tuple(args.reader)),
+            Groups(prefix=settings.conn_topic_prefix),
         )
+        if args.acls
+        else []
+    )
+    if args.dry_run:
+        doc: Any = [
+            {
+                "name": s.name,
+                "partitions": s.partitions,
+                "replication_factor": s.replication_factor,
+                "configs": dict(s.configs),
+            }
+            for s in specs
+        ]
+        if args.acls:
+            doc = {"topics": doc, "acls": [b.describe() for b in acls]}
+        print(json.dumps(doc, indent=2))
         return 0
 
     opts = client_options(settings)
     bootstrap = opts.pop("bootstrap_servers")
+    from conn_runtime.acls import ensure_acls
+
+    async def apply() -> list[str]:
+        created = await ensure_topics(bootstrap, specs, ready_timeout=args.ready_timeout, **opts)
+        await ensure_acls(bootstrap, acls, ready_timeout=args.ready_timeout, **opts)
+        return created
+
     try:
-        created = asyncio.run(
-            ensure_topics(bootstrap, specs, ready_timeout=args.ready_timeout, **opts)
-        )
+        created = asyncio.run(apply())
     except Exception as e:  # noqa: BLE001 - one clear line for the job log, never a traceback
         print(f"topics: failed against {bootstrap}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -277,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ", ".join(f"{k}={v}" for k, v in sorted(s.configs.items()))
             + ")"
         )
+    for b in acls:
+        print(f"acls: allow {b.describe()}")
     return 0
 
 

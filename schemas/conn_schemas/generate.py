@@ -13,8 +13,42 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from conn_schemas.events import EVENT_TYPES, Event
+from conn_schemas.signing import (
+    CEILING,
+    CONTROL_EVENT_TYPES,
+    KEY_ID_HEADER,
+    SIGNATURE_HEADER,
+)
 
 JSON_DIR = Path(__file__).resolve().parent.parent / "json"
+
+
+def record(event_type: str | None) -> dict[str, Any]:
+    """How an event travels on Kafka, signed (`x-conn-record`; see schemas/README.md)."""
+    if event_type is None:
+        topic = "conn.events (conn.control for KillSwitchEngaged / KillSwitchReleased)"
+    elif event_type in CONTROL_EVENT_TYPES:
+        topic = "conn.control"
+    else:
+        topic = "conn.events"
+    doc: dict[str, Any] = {
+        "topic": topic,
+        "key": "the event's incident_id, UTF-8",
+        "value": "this document as JSON (UTF-8); any key order or whitespace: the exact "
+        "bytes sent are what is signed",
+        "headers": {
+            SIGNATURE_HEADER: "base64 (RFC 4648, padded) of the 64-byte Ed25519 signature "
+            "over the exact bytes of the record value",
+            KEY_ID_HEADER: "id of the signing key in Conn's keyring (UTF-8)",
+        },
+        "producer": "must be the signing principal's name (optionally '<name>/<instance>')",
+        "actor": "a service writes as itself ({kind: service, id: <principal>}); only the "
+        "directive-api signs human actors",
+        "readme": "schemas/README.md",
+    }
+    if event_type is not None:
+        doc["signer_roles"] = sorted(r.value for r, types in CEILING.items() if event_type in types)
+    return doc
 
 
 def extra_models() -> dict[str, Any]:
@@ -28,9 +62,9 @@ def extra_models() -> dict[str, Any]:
 
 def render() -> dict[str, str]:
     docs: dict[str, Any] = {}
-    docs["Event"] = TypeAdapter(Event).json_schema()
+    docs["Event"] = {**TypeAdapter(Event).json_schema(), "x-conn-record": record(None)}
     for name, cls in EVENT_TYPES.items():
-        docs[name] = cls.model_json_schema()
+        docs[name] = {**cls.model_json_schema(), "x-conn-record": record(name)}
     for name, cls in extra_models().items():
         docs[name] = cls.model_json_schema()
     out: dict[str, str] = {}

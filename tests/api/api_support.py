@@ -14,11 +14,12 @@ import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
+from kafka_support import current
 
 from conn_api.app import create_app
 from conn_api.config import ApiSettings, Settings
 from conn_runtime.settings import DatabaseSettings, KafkaSettings, Topics
-from conn_schemas.codec import decode
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import Envelope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,10 +32,11 @@ def auth(who: str) -> dict[str, str]:
 
 
 def settings_for(bootstrap: str, topics: Topics, dsn: str, **api: Any) -> Settings:
-    prefix = topics.events.removesuffix("conn.events")
+    """The API in-process, logged in and signing as the directive-api principal."""
+    kafka: KafkaSettings = current().settings(bootstrap, topics, "directive-api")
     return Settings(
         api=ApiSettings(conn_api_tokens_file=TOKENS_FILE, **api),
-        kafka=KafkaSettings(kafka_bootstrap_servers=bootstrap, conn_topic_prefix=prefix),
+        kafka=kafka,
         database=DatabaseSettings(database_url=dsn),
     )
 
@@ -94,9 +96,18 @@ async def running_api(settings: Settings) -> AsyncIterator[Api]:
 
 
 async def read_log(bootstrap: str, topic: str) -> list[Envelope]:
-    """Every event on `topic`, read straight from Kafka (independent of the API's fold)."""
+    """Every trusted event on `topic`, read straight from Kafka (independent of the API's
+    fold) as the read-only SRE principal."""
+    identities = current()
+    trust = identities.reader(
+        bootstrap, topic.removesuffix("conn.events").removesuffix("conn.control")
+    )
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **identities.kafka_options("sre"),
     )
     await consumer.start()
     try:
@@ -114,7 +125,10 @@ async def read_log(bootstrap: str, topic: str) -> list[Envelope]:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 for r in records:
-                    out.append((tp.partition, r.offset, decode(r.value)))
+                    try:
+                        out.append((tp.partition, r.offset, trust.open(r).event))
+                    except UnreadableRecord:
+                        continue
         return [e for _, _, e in sorted(out, key=lambda x: (x[0], x[1]))]
     finally:
         await consumer.stop()

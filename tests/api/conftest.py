@@ -34,7 +34,11 @@ async def api(kafka_bootstrap: str, conn_topics: Any, fresh_database: str) -> As
 
 @pytest.fixture
 def api_process(
-    start_process: ProcFactory, kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+    start_process: ProcFactory,
+    kafka_bootstrap: str,
+    conn_topics: Any,
+    fresh_database: str,
+    trust: Any,
 ) -> Proc:
     """The directive API as a real OS process on a free loopback port (ready = /readyz)."""
     port = free_port()
@@ -42,6 +46,7 @@ def api_process(
         "directive-api",
         "conn_api",
         env={
+            **trust.env("directive-api"),
             "CONN_API_HOST": "127.0.0.1",
             "CONN_API_PORT": str(port),
             "CONN_API_TOKENS_FILE": str(TOKENS_FILE),

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from api_support import TOKENS_FILE, Api, running_api, settings_for
 from cryptography.hazmat.primitives.asymmetric import rsa
+from kafka_support import current
 
 from conn_api.auth import Authenticator
 from conn_api.config import ApiSettings, ConfigError
@@ -120,7 +121,11 @@ async def test_takeover_moves_the_conn(api: Api, fresh_database: str) -> None:
         await api.post(f"/v1/incidents/{inc}/takeover", "dana", {}), 422, "invalid_base_position"
     )
     sha = "ab" * 32
-    producer = EventProducer(api.settings.kafka, producer_name="test-packager")
+    # The packet reference, as the packager publishes it (its own login and key).
+    packager = current().settings(
+        api.settings.kafka.kafka_bootstrap_servers, api.settings.kafka.topics, "packager"
+    )
+    producer = EventProducer(packager, producer_name="test-packager")
     await producer.start()
     try:
         event = new_event(

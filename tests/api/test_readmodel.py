@@ -34,13 +34,18 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
 
 @pytest.fixture
 def packager(
-    start_process: ProcFactory, kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+    start_process: ProcFactory,
+    kafka_bootstrap: str,
+    conn_topics: Any,
+    fresh_database: str,
+    trust: Any,
 ) -> Proc:
     port = free_port()
     return start_process(
         "packager",
         "conn_packager",
         env={
+            **trust.env("packager"),
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "CONN_TOPIC_PREFIX": conn_topics.events.removesuffix("conn.events"),
             "DATABASE_URL": fresh_database,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -43,7 +44,8 @@ import httpx
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from hostile import Hostile, hostile_records
+from hostile import Hostile, forged_records, hostile_records
+from kafka_support import current
 from rich.console import Console
 from rich.table import Table
 
@@ -51,8 +53,9 @@ from conn_core.fold import evolve
 from conn_core.state import DirectiveStatus, IncidentState
 from conn_localstack.ephemeral import Pipeline, Proc
 from conn_runtime.kafka import EventProducer, Position
-from conn_runtime.settings import KafkaSettings, Topics
-from conn_schemas.codec import UnreadableRecord, decode
+from conn_runtime.settings import Topics
+from conn_runtime.trust import RawRecord, Trust
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import (
     DirectiveAccepted,
     DirectiveIssued,
@@ -213,7 +216,10 @@ async def read_topic(bootstrap: str, topic: str, *, at_least: int = 0) -> list[R
 
 async def _read_topic_once(bootstrap: str, topic: str) -> list[Raw]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=4_000_000
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=4_000_000,
+        **current().kafka_options("sre"),
     )
     await consumer.start()
     try:
@@ -265,15 +271,20 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
-def decode_all(raws: list[Raw]) -> tuple[list[Envelope], list[Raw]]:
+def decode_all(raws: list[Raw], trust: Trust) -> tuple[list[Envelope], list[Raw]]:
+    """The trusted events (what every service folds), and the records refused."""
     events: list[Envelope] = []
     unreadable: list[Raw] = []
     for r in sorted(raws, key=lambda r: (r.partition, r.offset)):
         try:
-            events.append(decode(r.value))
+            events.append(trust.open(_record(trust, r)).event)
         except UnreadableRecord:
             unreadable.append(r)
     return events, unreadable
+
+
+def _record(trust: Trust, r: Raw) -> RawRecord:
+    return RawRecord(trust.topics.events, r.partition, r.offset, r.key, r.value, r.headers)
 
 
 # --- the workload -----------------------------------------------------------------------
@@ -541,10 +552,12 @@ class Injector:
         self.rng = rng
         self.workload = workload
         self.stack = stack
-        self.kafka = KafkaSettings(
-            kafka_bootstrap_servers=pipeline.kafka_bootstrap,
-            conn_topic_prefix=pipeline.topic_prefix,
+        # The attacker: another service with broker credentials that let it write
+        # conn.events, and a signing key that entitles it to alerts and notes only.
+        self.kafka = current().settings(
+            pipeline.kafka_bootstrap, pipeline.topic_prefix, "example-integration"
         )
+        self.trust = current().reader(pipeline.kafka_bootstrap, pipeline.topic_prefix)
         self.hostile_sent: list[tuple[Hostile, Position]] = []
 
     @property
@@ -634,22 +647,32 @@ class Injector:
             self.report.downtime[what] = round(downtime, 2)
 
     async def replay_by_hand(self) -> None:
-        """Re-produce existing DirectiveIssued records, byte for byte."""
+        """Re-produce existing DirectiveIssued records, byte for byte, with their genuine
+        signature headers (a replay, not a forgery: trusted, and changes nothing)."""
         raws = await read_topic(self.pipeline.kafka_bootstrap, self.topics.events)
         issued = [r for r in raws if dict(r.headers).get("event_type") == b"DirectiveIssued"]
         chosen = self.rng.sample(issued, min(self.config.replay_per_round, len(issued)))
         async with EventProducer(self.kafka, producer_name="chaos-replayer") as producer:
             for r in chosen:
-                await producer.publish(self.topics.events, r.key, r.value, list(r.headers))
+                await producer.publish(
+                    self.topics.events, r.key, r.value, list(r.headers), sign=False
+                )
                 self.report.faults["DirectiveIssued replayed by hand"] += 1
 
     async def send_hostile(self) -> None:
-        records = hostile_records(self.rng, list(self.workload.incident_ids[-5:]))
+        incidents = list(self.workload.incident_ids[-5:])
+        records = hostile_records(self.rng, incidents)
+        records += forged_records(self.rng, incidents, current().keys)
         async with EventProducer(self.kafka, producer_name="chaos-hostile") as producer:
             for h in records:
-                pos = await producer.publish(self.topics.events, h.key, h.value, [])
+                if h.headers is None:  # malformed bytes, signed by a known key
+                    pos = await producer.publish(self.topics.events, h.key, h.value, [])
+                else:  # well-formed, forged signature or signer
+                    pos = await producer.publish(
+                        self.topics.events, h.key, h.value, list(h.headers), sign=False
+                    )
                 self.hostile_sent.append((h, pos))
-                self.report.faults["hostile record"] += 1
+                self.report.faults["forged record" if h.untrusted else "hostile record"] += 1
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -767,6 +790,7 @@ async def wait_quiescent(
     pipeline: Pipeline, config: ChaosConfig, report: ChaosReport, events_topic: str
 ) -> list[Envelope]:
     """Until nothing is open in the log and the topic stopped growing (bounded)."""
+    trust = current().reader(pipeline.kafka_bootstrap, pipeline.topic_prefix)
     started = time.monotonic()
     end = started + config.quiesce_timeout
     last_size = -1
@@ -777,7 +801,7 @@ async def wait_quiescent(
             pipeline.kafka_bootstrap, events_topic, at_least=report.records_seen
         )
         report.records_seen = max(report.records_seen, len(raws))
-        events, _ = decode_all(raws)
+        events, _ = decode_all(raws, trust)
         if len(raws) != last_size:
             last_size, stable_since = len(raws), time.monotonic()
         open_items = check_log(events, report, strict=False)
@@ -794,9 +818,11 @@ async def wait_quiescent(
     return events
 
 
-async def run_replay_tool(pipeline: Pipeline, report: ChaosReport) -> None:
-    """`conn replay` against the pipeline's topics and read model."""
-    env = {**os.environ, **pipeline.base_env()}
+async def run_replay_tool(pipeline: Pipeline, report: ChaosReport, untrusted: int) -> None:
+    """`conn replay` against the pipeline's topics and read model, as the SRE principal.
+    It must prove the chain and the read model, and report exactly the `untrusted`
+    (forged) records injected (exit 3), none folded."""
+    env = {**os.environ, **pipeline.base_env(), **pipeline.identity_env("sre"), "COLUMNS": "200"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -808,10 +834,16 @@ async def run_replay_tool(pipeline: Pipeline, report: ChaosReport) -> None:
         stderr=subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 300)
-    report.replay_output = out.decode(errors="replace").strip()[-2000:]
-    if proc.returncode != 0:
+    text = out.decode(errors="replace").strip()
+    report.replay_output = text[-2000:]
+    expected = 3 if untrusted else 0
+    reported = re.search(rf"\b{untrusted}\s+untrusted\b", text) is not None
+    if proc.returncode != expected or not reported:
         report.replay_differences = max(1, report.replay_output.count("first differing"))
-        report.problems.append(f"conn replay exit {proc.returncode}: {report.replay_output[-600:]}")
+        report.problems.append(
+            f"conn replay exit {proc.returncode} (expected {expected}, reporting {untrusted} "
+            f"untrusted records): {report.replay_output[-600:]}"
+        )
 
 
 def check_side_effects(side: dict[str, int], events: list[Envelope], report: ChaosReport) -> None:
@@ -890,8 +922,8 @@ async def run_chaos(
     raws = await read_topic(
         pipeline.kafka_bootstrap, injector.topics.events, at_least=report.records_seen
     )
-    events, unreadable = decode_all(raws)
-    _dump(pipeline, raws)
+    events, unreadable = decode_all(raws, injector.trust)
+    _dump(pipeline, raws, injector.trust)
     issues = check_log(events, report, strict=True)
     report.problems += issues
     for e in events:
@@ -899,21 +931,21 @@ async def run_chaos(
             report.refusals[f"log:{e.payload.reason.value}"] += 1
     check_side_effects(await asyncio.to_thread(pipeline.side_effects), events, report)
     await check_deadletters(pipeline, injector, report, unreadable)
-    await run_replay_tool(pipeline, report)
+    await run_replay_tool(pipeline, report, sum(1 for h, _ in injector.hostile_sent if h.untrusted))
     report.duration_seconds = round(time.monotonic() - started, 1)
     report.notes += workload.log[:20]
     print_summary(report, console)
     return report
 
 
-def _dump(pipeline: Pipeline, raws: list[Raw]) -> None:
+def _dump(pipeline: Pipeline, raws: list[Raw], trust: Trust) -> None:
     """The whole log, one line per record, next to the process logs (for post-mortems)."""
     path = pipeline.log_dir / "chaos-events.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for r in sorted(raws, key=lambda r: (r.partition, r.offset)):
         try:
-            e = decode(r.value)
+            e = trust.open(_record(trust, r)).event
         except UnreadableRecord as exc:
             lines.append(f"{r.partition}@{r.offset} UNREADABLE {exc.reason}")
             continue

@@ -2,7 +2,11 @@
 its reason by the consuming services, and disturb nothing else.
 
 `hostile_records(rng, incident_ids)` returns (label, expected reason, key, value)
-tuples; values are built so that `conn_schemas.codec.decode` rejects every one.
+tuples; values are built so that `conn_schemas.codec.decode` rejects every one (the
+injector signs them with a key the keyring knows, so the bytes are what is refused).
+`forged_records(rng, incident_ids, keys)` returns well-formed directives whose
+signature or signer is wrong: unsigned, an unknown key, keys of principals not
+entitled to a directive, a genuine signature over altered bytes, the wrong Kafka key.
 """
 
 from __future__ import annotations
@@ -13,17 +17,46 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
+from trust_support import Keys, forgeries
 
+from conn_schemas import events as ev
 from conn_schemas.codec import MAX_RECORD_BYTES
+from conn_schemas.values import Actor, RestartDependencyTier, Role
 
 
 @dataclass(frozen=True)
 class Hostile:
     label: str
     reason: str
-    """The `dlq.reason` the codec gives it (UnreadableRecord.reason)."""
+    """The `dlq.reason` the readers give it (UnreadableRecord.reason)."""
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] | None = None
+    """Signature headers as forged; None: the injector signs the record itself."""
+
+    @property
+    def untrusted(self) -> bool:
+        return self.headers is not None
+
+
+def forged_records(rng: random.Random, incident_ids: list[str], keys: Keys) -> list[Hostile]:
+    """A well-formed DirectiveIssued on a live incident, forged every way there is."""
+    inc = rng.choice(incident_ids) if incident_ids else "chaos-hostile"
+    directive = ev.new_event(
+        ev.DirectiveIssued,
+        incident_id=inc,
+        payload=ev.DirectiveIssuedPayload(
+            action=RestartDependencyTier(tier="pricing-cache", region="us-east"),
+            based_on_sequence=0,
+        ),
+        actor=Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command"),
+        producer="directive-api",
+        correlation_id=f"forged-{uuid.uuid4().hex[:8]}",
+    )
+    return [
+        Hostile(f"forged: {f.name}", f.reason, f.key, f.value, tuple(f.headers))
+        for f in forgeries(directive, keys)
+    ]
 
 
 def _envelope(event_type: str, incident_id: str, **over: object) -> dict[str, object]:

@@ -16,7 +16,7 @@ TOKENS = yaml.safe_load((ROOT / "deploy" / "local" / "tokens.dev.yaml").read_tex
 
 
 def test_cli_drives_an_incident(
-    start_process: Any, kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+    start_process: Any, kafka_bootstrap: str, conn_topics: Any, fresh_database: str, trust: Any
 ) -> None:
     from fixtures_services import free_port
 
@@ -25,6 +25,7 @@ def test_cli_drives_an_incident(
         "directive-api",
         "conn_api",
         env={
+            **trust.env("directive-api"),
             "CONN_API_PORT": str(port),
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "CONN_TOPIC_PREFIX": conn_topics.events.removesuffix("conn.events"),
@@ -111,7 +112,7 @@ def test_cli_drives_an_incident(
 
 
 def test_cli_packet_and_takeover_with_the_packager(
-    start_process: Any, kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+    start_process: Any, kafka_bootstrap: str, conn_topics: Any, fresh_database: str, trust: Any
 ) -> None:
     """`conn handoff` -> the real packager publishes a packet -> `conn packet` shows it
     (from the read model) -> `conn accept` by the receiving team moves the conn."""
@@ -128,7 +129,7 @@ def test_cli_packet_and_takeover_with_the_packager(
     api = start_process(
         "directive-api",
         "conn_api",
-        env={**env, "CONN_API_PORT": str(port)},
+        env={**env, **trust.env("directive-api"), "CONN_API_PORT": str(port)},
         port=port,
         health_path="/readyz",
         timeout=60,
@@ -136,7 +137,7 @@ def test_cli_packet_and_takeover_with_the_packager(
     start_process(
         "packager",
         "conn_packager",
-        env={**env, "CONN_PACKAGER_METRICS_PORT": str(pport)},
+        env={**env, **trust.env("packager"), "CONN_PACKAGER_METRICS_PORT": str(pport)},
         port=pport,
         health_path="/healthz",
         timeout=90,

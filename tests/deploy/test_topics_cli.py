@@ -65,14 +65,18 @@ def test_bad_partitions_env_is_a_clear_error() -> None:
 
 
 @pytest.mark.integration
-async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -> None:
+async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str, trust: Any) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     from conn_runtime.topics import delete_topics
 
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONN_TOPIC_PREFIX": prefix}
+    env = {
+        **trust.kafka_env("admin"),  # the Helm job runs as the cluster's admin principal
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CONN_TOPIC_PREFIX": prefix,
+    }
     names = [f"{prefix}conn.{t}" for t in ("events", "takeover", "control", "deadletter")]
     try:
         first = _run("--events-partitions", "2", "--other-partitions", "1", env=env)
@@ -82,7 +86,9 @@ async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -
         assert second.returncode == 0, second.stderr
         assert second.stdout.count(": exists (") == 4, second.stdout
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=kafka_bootstrap, **trust.kafka_options("admin")
+        )
         await admin.start()
         try:
             described: list[dict[str, Any]] = await admin.describe_topics(names)
@@ -104,11 +110,13 @@ async def test_creates_topics_then_reports_them_existing(kafka_bootstrap: str) -
         assert "TopicMismatchError" in third.stderr and "partition count" in third.stderr
         assert "Traceback" not in third.stderr
     finally:
-        await delete_topics(kafka_bootstrap, names)
+        await delete_topics(kafka_bootstrap, names, **trust.kafka_options("admin"))
 
 
 @pytest.mark.integration
-async def test_replication_factor_above_broker_count_fails_cleanly(kafka_bootstrap: str) -> None:
+async def test_replication_factor_above_broker_count_fails_cleanly(
+    kafka_bootstrap: str, trust: Any
+) -> None:
     """The local broker is a single node: RF 3 must fail loudly (exit 1), never silently
     create under-replicated topics."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -121,8 +129,63 @@ async def test_replication_factor_above_broker_count_fails_cleanly(kafka_bootstr
         "1",
         "--ready-timeout",
         "10",
-        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONN_TOPIC_PREFIX": prefix},
+        env={
+            **trust.kafka_env("admin"),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CONN_TOPIC_PREFIX": prefix,
+        },
     )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "topics: failed against" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_dry_run_with_acls_lists_who_may_do_what(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dry-run", "--acls", "--integration", "status-page", "--reader", "sre"]) == 0
+    acls = json.loads(capsys.readouterr().out)["acls"]
+    assert "User:directive-api WRITE topic conn.control" in acls
+    assert "User:status-page WRITE topic conn.events" in acls
+    assert "User:sre READ topic conn.events" in acls
+    assert not [a for a in acls if a.startswith(("User:status-page WRITE topic conn.control",))]
+    assert not [a for a in acls if a.startswith("User:sre WRITE")]
+
+
+@pytest.mark.integration
+async def test_the_job_creates_the_acls_the_broker_then_enforces(
+    kafka_bootstrap: str, trust: Any
+) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from conn_runtime.topics import delete_topics
+
+    if not trust.sasl:
+        pytest.skip("no authorizer on a PLAINTEXT testcontainer")
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    env = {
+        **trust.kafka_env("admin"),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CONN_TOPIC_PREFIX": prefix,
+    }
+    names = [f"{prefix}conn.{t}" for t in ("events", "takeover", "control", "deadletter")]
+
+    async def write(user: str, topic: str) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, acks="all", **trust.kafka_options(user)
+        )
+        try:
+            await producer.start()
+            await producer.send_and_wait(topic, b"{}", key=b"k")
+        finally:
+            await producer.stop()
+
+    try:
+        res = _run("--events-partitions", "1", "--other-partitions", "1", "--acls",
+                   "--integration", "example-integration", env=env)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "acls: allow User:example-integration WRITE topic" in res.stdout
+        await write("example-integration", f"{prefix}conn.events")
+        with pytest.raises(TopicAuthorizationFailedError):
+            await write("example-integration", f"{prefix}conn.control")
+    finally:
+        await delete_topics(kafka_bootstrap, names, **trust.kafka_options("admin"))

@@ -15,6 +15,7 @@ async def make_harness(
     fresh_database: str,
     simulator: Callable[..., Proc],
     start_process: Callable[..., Proc],
+    trust: Any,
 ) -> AsyncIterator[Callable[..., Any]]:
     """`await make_harness(scenario="seed_outage")` -> started Harness (one per test)."""
     made: list[Harness] = []
@@ -26,6 +27,7 @@ async def make_harness(
             database_url=fresh_database,
             simulator=simulator(scenario=scenario),
             start_process=start_process,
+            trust=trust,
         )
         await h.start()
         made.append(h)

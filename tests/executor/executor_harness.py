@@ -1,5 +1,7 @@
 """Drives a real executor process over real Kafka, PostgreSQL and the simulator:
-events are written straight to Kafka with EventProducer (no directive API)."""
+events are written straight to Kafka with EventProducer (no directive API), through
+the real signing path: the driver logs in and signs as the directive-api principal of
+the session's test keyring, as the API itself would."""
 
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fixtures_services import Proc, free_port
+from kafka_support import Identities
 
 from conn_core.authority import parse_authority
 from conn_core.fold import fold
 from conn_core.state import IncidentState
 from conn_runtime.kafka import EventProducer
-from conn_runtime.settings import KafkaSettings, Topics
+from conn_runtime.settings import Topics
 from conn_schemas import events as ev
-from conn_schemas.codec import decode
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.values import Action, Actor, Expectation, Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +32,8 @@ RUNBOOK = ROOT / "runbooks" / "checkout-authority.yaml"
 
 ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command")
 MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
-TEST = Actor.service("test-driver")
+DRIVER = "directive-api"
+"""The principal the driver signs as (the events it writes are the API's to write)."""
 
 Event = ev.Envelope
 
@@ -47,6 +51,7 @@ class Harness:
         database_url: str,
         simulator: Proc,
         start_process: Callable[..., Proc],
+        trust: Identities,
     ) -> None:
         self.bootstrap = kafka_bootstrap
         self.topics = topics
@@ -54,11 +59,11 @@ class Harness:
         self.dsn = database_url
         self.sim = simulator
         self._start_process = start_process
-        self.kafka = KafkaSettings(
-            kafka_bootstrap_servers=kafka_bootstrap, conn_topic_prefix=self.prefix
-        )
+        self.trust = trust
+        self.kafka = trust.settings(kafka_bootstrap, self.prefix, DRIVER)
         self.producer = EventProducer(self.kafka, producer_name="test-driver")
-        self.group = f"conn-executor-{self.prefix.rstrip('.')}"
+        self.reader_trust = trust.reader(kafka_bootstrap, self.prefix)
+        self.group = f"{self.prefix}conn-executor"
         self._reader: AIOKafkaConsumer[Any, Any] | None = None
         self.log: list[Event] = []
 
@@ -69,6 +74,7 @@ class Harness:
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            **self.trust.kafka_options("sre"),
         )
         await reader.start()
         await reader._client.set_topics([self.topics.events])  # load metadata
@@ -91,6 +97,7 @@ class Harness:
     ) -> Proc:
         port = free_port()
         env = {
+            **self.trust.env("executor"),
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "CONN_TOPIC_PREFIX": self.prefix,
             "DATABASE_URL": self.dsn,
@@ -119,7 +126,7 @@ class Harness:
                     incident_id=incident_id,
                     payload=ev.IncidentOpenedPayload(title="checkout failing", service="checkout"),
                     actor=ALICE,
-                    producer="test-driver",
+                    producer=DRIVER,
                 ),
                 ev.new_event(
                     ev.AuthorityDeclared,
@@ -128,7 +135,7 @@ class Harness:
                         authority=authority, source_file=RUNBOOK.name, content_sha256=digest
                     ),
                     actor=ALICE,
-                    producer="test-driver",
+                    producer=DRIVER,
                 ),
             ]
         )
@@ -150,7 +157,7 @@ class Harness:
                 action=action, expectation=expectation, based_on_sequence=based_on
             ),
             actor=actor,
-            producer="test-driver",
+            producer=DRIVER,
             correlation_id=correlation_id,
         )
 
@@ -184,7 +191,8 @@ class Harness:
     # -- reading --------------------------------------------------------------------
 
     async def read(self) -> list[Event]:
-        """Everything on conn.events so far (accumulated, in partition order)."""
+        """Every trusted event on conn.events so far (accumulated, in partition order):
+        what the services see; unreadable or untrusted records are left out as they do."""
         assert self._reader is not None
         reader = self._reader
         tps = list(reader.assignment())
@@ -193,7 +201,10 @@ class Harness:
             batch = await reader.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    self.log.append(decode(record.value))
+                    try:
+                        self.log.append(self.reader_trust.open(record).event)
+                    except UnreadableRecord:
+                        continue
             positions = {tp: await reader.position(tp) for tp in tps}
             if all(positions[tp] >= ends[tp] for tp in tps):
                 return self.log

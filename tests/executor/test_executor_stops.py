@@ -75,7 +75,7 @@ async def test_hold_during_a_step_lets_it_finish_and_refuses_the_next_until_resu
             incident_id=inc,
             payload=ev.HoldDeclaredPayload(detail="bridge says stop"),
             actor=ALICE,
-            producer="test-driver",
+            producer="directive-api",
         )
     )
     await _stop(h.dsn, inc, True, "bridge says stop")
@@ -93,7 +93,7 @@ async def test_hold_during_a_step_lets_it_finish_and_refuses_the_next_until_resu
             incident_id=inc,
             payload=ev.ResumeDirectedPayload(detail="go"),
             actor=ALICE,
-            producer="test-driver",
+            producer="directive-api",
         )
     )
     await _stop(h.dsn, inc, False, "resumed")
@@ -142,7 +142,7 @@ async def test_kill_switch_from_postgres_and_from_conn_control(make_harness: Any
         incident_id=ev.GLOBAL_INCIDENT,
         payload=ev.KillSwitchEngagedPayload(reason="broadcast stop"),
         actor=ALICE,
-        producer="test-driver",
+        producer="directive-api",
     )
     await h.producer.append(engaged, topic=h.topics.control)
     # The control loop is independent of conn.events: poll until a directive is refused by it.

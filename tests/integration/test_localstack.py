@@ -20,8 +20,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 N = 200
 
 
+def _admin() -> dict[str, object]:
+    """Raw infrastructure checks log in as the stack's admin (a super user)."""
+    from conn_localstack.trust import dev_trust
+
+    return dev_trust().client_options("admin")
+
+
 async def _produce(bootstrap: str, topic: str, n: int) -> list[tuple[str, str]]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **_admin()
+    )
     await producer.start()
     sent = []
     try:
@@ -36,7 +45,7 @@ async def _produce(bootstrap: str, topic: str, n: int) -> list[tuple[str, str]]:
 
 
 async def _read_all(bootstrap: str, topic: str) -> tuple[dict[int, int], list[tuple[str, str]]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **_admin())
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -64,7 +73,7 @@ async def _read_all(bootstrap: str, topic: str) -> tuple[dict[int, int], list[tu
 
 
 async def _topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_admin())
     await admin.start()
     try:
         resp = await admin.describe_configs(
@@ -104,10 +113,15 @@ async def test_down_up_keeps_event_log_and_leaves_no_process(
             assert not psutil.pid_exists(pid), f"pid {pid} survived stack_down"
         after = await stack_status()
         assert all(r["pid"] is None for r in after)
+        from conn_localstack import paths
+
+        # Ours only: other checkouts on this machine may run their own local stacks.
+        ours = str(paths().kafka_config)
         leftovers = [
             p.info
             for p in psutil.process_iter(["pid", "cmdline"])
             if any("kafka.Kafka" in a for a in (p.info["cmdline"] or []))
+            and any(ours in a for a in (p.info["cmdline"] or []))
         ]
         assert leftovers == []
     finally:
@@ -131,8 +145,11 @@ async def test_conn_topics_have_the_specified_configs(kafka_bootstrap, conn_topi
     assert configs[conn_topics.control]["retention.ms"] == "-1"
     assert configs[conn_topics.control]["cleanup.policy"] == "delete"
     assert configs[conn_topics.deadletter]["retention.ms"] == "-1"
+    # The broker stamps the append time on the signed topics (retired keys, see signing).
+    assert ev["message.timestamp.type"] == "LogAppendTime"
+    assert configs[conn_topics.control]["message.timestamp.type"] == "LogAppendTime"
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, **_admin())
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}
@@ -145,9 +162,9 @@ async def test_conn_topics_have_the_specified_configs(kafka_bootstrap, conn_topi
         conn_topics.deadletter: 6,
     }
     # Idempotent, and a partition mismatch is a clear error.
-    assert await ensure_topics(kafka_bootstrap, specs) == []
+    assert await ensure_topics(kafka_bootstrap, specs, **_admin()) == []
     with pytest.raises(TopicMismatchError, match="partitions"):
-        await ensure_topics(kafka_bootstrap, [TopicSpec(conn_topics.events, 5, {})])
+        await ensure_topics(kafka_bootstrap, [TopicSpec(conn_topics.events, 5, {})], **_admin())
 
 
 async def test_production_topics_on_local_stack(kafka_bootstrap, service_sources):

@@ -75,7 +75,8 @@ class Script:
             incident_id=self.incident_id,
             payload=payload,  # type: ignore[arg-type]
             actor=actor,
-            producer="test",
+            # Written as its rightful producer would: a service as itself, the API for humans.
+            producer=actor.id if actor.kind == "service" else "directive-api",
             correlation_id=cid,
             clock=lambda: at,
         )

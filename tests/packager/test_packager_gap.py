@@ -6,39 +6,35 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from kafka_support import Identities, LedgerWriter
 from packager.packager_scenario import mixed_state
 
 from conn_packager.service import Packager
-from conn_runtime.kafka import EventProducer
-from conn_runtime.settings import KafkaSettings, Topics
+from conn_runtime.settings import Topics
 
 pytestmark = pytest.mark.integration
 SCHEMA = "conn_read_gap"
 
 
 async def test_records_skipped_by_the_stream_are_read_back_and_projected(
-    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str
+    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str, trust: Identities
 ) -> None:
-    kafka = KafkaSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        conn_topic_prefix=conn_topics.events.removesuffix("conn.events"),
-    )
+    kafka = trust.settings(kafka_bootstrap, conn_topics, "packager")
     script = mixed_state("inc-gap")
-    async with EventProducer(kafka, producer_name="test") as producer:
-        positions = [await producer.append(e) for e in script]
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        positions = [(await writer.append_at(e))[1] for e in script]
     partition = positions[0].partition
     assert {p.partition for p in positions} == {partition}
-    raw = {p.offset: e for p, e in zip(positions, script, strict=True)}
     first, last = positions[0].offset, positions[-1].offset
-
-    from conn_schemas.codec import encode
 
     packager = Packager(kafka, fresh_database, SCHEMA)
     try:
-        await packager.handle(conn_topics.events, partition, first, encode(raw[first]))
+        # The records exactly as the stream delivers them (bytes and signature headers).
+        records = await packager._read_range(conn_topics.events, partition, first, last + 1)
+        await packager.handle(records[0])
         # The stream jumps to the last record: everything in between was "committed"
         # by the stream but never projected.
-        handled = await packager.handle(conn_topics.events, partition, last, encode(raw[last]))
+        handled = await packager.handle(records[-1])
     finally:
         await packager.stop()
 
@@ -62,25 +58,23 @@ async def test_records_skipped_by_the_stream_are_read_back_and_projected(
 
 
 async def test_records_never_delivered_at_the_tail_are_caught_up(
-    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str
+    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str, trust: Identities
 ) -> None:
     """No later record arrives to reveal the gap: the timer's catch_up() projects
     the tail once the read model made no progress between two calls."""
-    kafka = KafkaSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        conn_topic_prefix=conn_topics.events.removesuffix("conn.events"),
-    )
+    kafka = trust.settings(kafka_bootstrap, conn_topics, "packager")
     script = mixed_state("inc-tail")
-    async with EventProducer(kafka, producer_name="test") as producer:
-        positions = [await producer.append(e) for e in script]
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        positions = [(await writer.append_at(e))[1] for e in script]
     partition = positions[0].partition
     first = positions[0]
 
-    from conn_schemas.codec import encode
-
     packager = Packager(kafka, fresh_database, SCHEMA)
     try:
-        await packager.handle(conn_topics.events, partition, first.offset, encode(script.events[0]))
+        (record,) = await packager._read_range(
+            conn_topics.events, partition, first.offset, first.offset + 1
+        )
+        await packager.handle(record)
         end = positions[-1].offset + 1
         assert await packager.catch_up(conn_topics.events, {partition: end}) == 0  # noted
         assert await packager.catch_up(conn_topics.events, {partition: end}) == len(positions) - 1

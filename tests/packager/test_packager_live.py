@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 from fixtures_services import Proc, free_port
+from kafka_support import Identities, LedgerWriter, current
 from packager.packager_scenario import mixed_state, recovered
 
 from conn_core.chain import GENESIS, link
@@ -17,7 +18,6 @@ from conn_packager import readmodel
 from conn_packager import replay as replay_mod
 from conn_packager.packet import packet_sha256
 from conn_packager.store import create_pool
-from conn_runtime.kafka import EventProducer
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_schemas.events import Envelope
 from conn_schemas.packet import TakeoverPacket
@@ -29,6 +29,7 @@ SCHEMA = "conn_read"
 def _env(kafka_bootstrap: str, topics: Topics, dsn: str, port: int) -> dict[str, str]:
     prefix = topics.events.removesuffix("conn.events")
     return {
+        **current().env("packager"),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "CONN_TOPIC_PREFIX": prefix,
         "DATABASE_URL": dsn,
@@ -38,16 +39,16 @@ def _env(kafka_bootstrap: str, topics: Topics, dsn: str, port: int) -> dict[str,
 
 
 def _kafka(kafka_bootstrap: str, topics: Topics) -> KafkaSettings:
-    return KafkaSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        conn_topic_prefix=topics.events.removesuffix("conn.events"),
-    )
+    """As `conn replay` runs it: the read-only SRE principal, verifying with the keyring."""
+    return current().settings(kafka_bootstrap, topics, "sre")
 
 
 async def _append(kafka: KafkaSettings, events: list[Envelope]) -> None:
-    async with EventProducer(kafka, producer_name="test") as producer:
+    """Each event as its rightful producer writes it (scripts are stamped that way)."""
+    topics = kafka.topics
+    async with LedgerWriter(current(), kafka.kafka_bootstrap_servers, topics) as writer:
         for event in events:
-            await producer.append(event)
+            assert await writer.append(event) == event
 
 
 async def _wait_for(
@@ -83,7 +84,11 @@ async def _caught_up(pool: asyncpg.Pool, kafka: KafkaSettings, total_min: int) -
 
 
 async def test_live_read_model_equals_replay_and_packet_is_complete(
-    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str, start_process: Any
+    kafka_bootstrap: str,
+    conn_topics: Topics,
+    fresh_database: str,
+    start_process: Any,
+    trust: Identities,
 ) -> None:
     kafka = _kafka(kafka_bootstrap, conn_topics)
     port = free_port()
@@ -168,6 +173,12 @@ async def test_live_read_model_equals_replay_and_packet_is_complete(
         result = await replay_mod.run_replay(kafka, fresh_database, live_schema=SCHEMA)
         assert result.ok, result.problems
         assert result.events == len(events) + 2
+        # Authorship, proven by signature: who signed how many of the folded events.
+        by_producer: dict[str, int] = {}
+        for e in events:
+            by_producer[e.producer] = by_producer.get(e.producer, 0) + 1
+        assert dict(result.signed_by) == {**by_producer, "packager": 2}
+        assert result.untrusted == []
 
         # --- a row altered in the live read model is detected and named ------------------
         await pool.execute(
@@ -197,7 +208,11 @@ async def test_live_read_model_equals_replay_and_packet_is_complete(
 
 
 async def test_record_missing_from_rebuilt_chain_is_named(
-    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str, start_process: Any
+    kafka_bootstrap: str,
+    conn_topics: Topics,
+    fresh_database: str,
+    start_process: Any,
+    trust: Identities,
 ) -> None:
     """A ledger entry the topic does not contain (e.g. forged into the read model)."""
     kafka = _kafka(kafka_bootstrap, conn_topics)
@@ -241,7 +256,11 @@ async def test_record_missing_from_rebuilt_chain_is_named(
 
 
 async def test_sigkill_mid_stream_then_restart_equals_fresh_rebuild(
-    kafka_bootstrap: str, conn_topics: Topics, fresh_database: str, start_process: Any
+    kafka_bootstrap: str,
+    conn_topics: Topics,
+    fresh_database: str,
+    start_process: Any,
+    trust: Identities,
 ) -> None:
     kafka = _kafka(kafka_bootstrap, conn_topics)
     port = free_port()

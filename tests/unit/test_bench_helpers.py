@@ -106,7 +106,9 @@ def test_records_yields_exactly_the_requested_count_keeping_incident_order() -> 
     out = list(gen.records(1000))
     assert len(out) == 1000
     per_incident: dict[bytes, list[str]] = {}
-    for key, value in out:
-        per_incident.setdefault(key, []).append(decode(value).event_type)
+    for key, value, signer in out:
+        event = decode(value)
+        per_incident.setdefault(key, []).append(event.event_type)
+        assert signer == event.producer  # signed by its rightful producer
     first = next(iter(per_incident.values()))
     assert first[0] == "IncidentOpened" and first[1] == "AuthorityDeclared"

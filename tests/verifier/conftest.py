@@ -13,9 +13,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from fixtures_services import Proc, ProcFactory, free_port
-from verifier_support import kafka_settings, short_runbook
+from kafka_support import Identities, LedgerWriter
+from verifier_support import short_runbook
 
-from conn_runtime.kafka import EventProducer
 from conn_runtime.settings import Topics
 
 
@@ -25,18 +25,17 @@ def runbook(tmp_path: Path) -> Path:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def producer(kafka_bootstrap: str, conn_topics: Topics) -> AsyncIterator[EventProducer]:
-    p = EventProducer(kafka_settings(kafka_bootstrap, conn_topics), producer_name="test-bridge")
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
+async def producer(
+    kafka_bootstrap: str, conn_topics: Topics, trust: Identities
+) -> AsyncIterator[LedgerWriter]:
+    """Writes what the API and an executor would, each signed as its rightful principal."""
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        yield writer
 
 
 @pytest.fixture
 def verifier(
-    start_process: ProcFactory, kafka_bootstrap: str, conn_topics: Topics
+    start_process: ProcFactory, kafka_bootstrap: str, conn_topics: Topics, trust: Identities
 ) -> Callable[..., Proc]:
     """`verifier(sim_url, **env)` starts `python -m conn_verifier` on this test's topics
     (its own consumer group) and returns the Proc once /healthz answers."""
@@ -48,11 +47,12 @@ def verifier(
             name,
             "conn_verifier",
             env={
+                **trust.env("verifier"),
                 "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                 "CONN_TOPIC_PREFIX": prefix,
                 "CONN_SIMULATOR_URL": sim_url,
                 "CONN_VERIFIER_METRICS_PORT": str(port),
-                "CONN_VERIFIER_GROUP_ID": f"conn-verifier-{prefix}",
+                "CONN_VERIFIER_GROUP_ID": f"{prefix}conn-verifier",
                 **env,
             },
             port=port,

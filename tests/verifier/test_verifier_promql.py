@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fixtures_services import Proc
+from kafka_support import LedgerWriter
 from verifier_support import Bridge, adapters_for, incident_state, wait_for_snapshots
 
 from conn_adapters.metrics import ScrapeMetrics
-from conn_runtime.kafka import EventProducer
 from conn_runtime.settings import Topics
 from conn_schemas.values import DisableFlagRule, Verdict
 from conn_verifier.plan import pending
@@ -45,7 +45,7 @@ async def test_promql_and_direct_scrape_agree_on_the_seed_outage(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
     prometheus: Callable[[str], str],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fixtures_services import Proc
+from kafka_support import LedgerWriter
 from verifier_support import (
     ALICE,
     Bridge,
@@ -27,7 +28,6 @@ from verifier_support import (
 
 from conn_core.rules import Refused, decide
 from conn_core.state import ControlState
-from conn_runtime.kafka import EventProducer
 from conn_runtime.settings import Topics
 from conn_schemas import events as ev
 from conn_schemas.values import (
@@ -53,7 +53,7 @@ async def one_step(
     region: str,
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -79,7 +79,7 @@ async def one_step(
 async def test_full_recovery_after_two_steps_and_a_resume(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -116,7 +116,7 @@ async def test_full_recovery_after_two_steps_and_a_resume(
 async def test_one_region_recovering_is_mixed(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -139,7 +139,7 @@ async def test_one_region_recovering_is_mixed(
 async def test_flag_back_on_after_disable_is_a_conflict_and_nothing_is_changed(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -168,7 +168,7 @@ async def test_flag_back_on_after_disable_is_a_conflict_and_nothing_is_changed(
 async def test_frozen_metrics_are_stale(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -193,7 +193,7 @@ async def test_frozen_metrics_are_stale(
 async def test_no_improvement_is_not_recovered_and_the_next_step_is_refused(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -225,7 +225,7 @@ async def test_no_improvement_is_not_recovered_and_the_next_step_is_refused(
 async def test_crash_mid_verification_resumes_from_the_log_and_verifies_once(
     simulator: Callable[..., Proc],
     verifier: Callable[..., Proc],
-    producer: EventProducer,
+    producer: LedgerWriter,
     runbook: Path,
     kafka_bootstrap: str,
     conn_topics: Topics,

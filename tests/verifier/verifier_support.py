@@ -12,15 +12,15 @@ from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer
+from kafka_support import LedgerWriter, current
 
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
 from conn_core.authority import parse_authority
 from conn_core.fold import fold
 from conn_core.state import IncidentState
-from conn_runtime.kafka import EventProducer
-from conn_runtime.settings import KafkaSettings, Topics
+from conn_runtime.settings import Topics
 from conn_schemas import events as ev
-from conn_schemas.codec import decode
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.observations import ActionResult
 from conn_schemas.values import (
     Action,
@@ -63,7 +63,7 @@ def adapters_for(sim_url: str) -> Adapters:
 class Bridge:
     """One incident, driven the way the directive API and the executor would."""
 
-    def __init__(self, producer: EventProducer, runbook: Path, incident_id: str | None = None):
+    def __init__(self, producer: LedgerWriter, runbook: Path, incident_id: str | None = None):
         self.producer = producer
         self.runbook = runbook
         self.incident_id = incident_id or f"inc-{uuid.uuid4().hex[:8]}"
@@ -80,7 +80,7 @@ class Bridge:
             producer="test",
             correlation_id=cid,
         )
-        await self.producer.append(event)
+        event = await self.producer.append(event)  # as its rightful producer, signed
         self.sequence += 1
         return event
 
@@ -166,9 +166,15 @@ async def act(action: Action, adapters: Adapters, key: str) -> ActionResult:
 
 
 async def read_log(bootstrap: str, topics: Topics) -> list[ev.Envelope]:
-    """Every event on the events topic right now."""
+    """Every trusted event on the events topic right now (read as the SRE principal)."""
+    identities = current()
+    trust = identities.reader(bootstrap, topics)
     consumer = AIOKafkaConsumer(
-        topics.events, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topics.events,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        **identities.kafka_options("sre"),
     )
     await consumer.start()
     try:
@@ -185,7 +191,11 @@ async def read_log(bootstrap: str, topics: Topics) -> list[ev.Envelope]:
         while await behind():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                out.extend(decode(r.value) for r in records)
+                for r in records:
+                    try:
+                        out.append(trust.open(r).event)
+                    except UnreadableRecord:
+                        continue
         return out
     finally:
         await consumer.stop()
@@ -211,8 +221,3 @@ async def wait_for_snapshots(
 
 async def incident_state(bootstrap: str, topics: Topics, incident_id: str) -> IncidentState:
     return fold(await read_log(bootstrap, topics), incident_id)
-
-
-def kafka_settings(bootstrap: str, topics: Topics) -> KafkaSettings:
-    prefix = topics.events.removesuffix("conn.events")
-    return KafkaSettings(kafka_bootstrap_servers=bootstrap, conn_topic_prefix=prefix)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,16 @@ class Pipeline:
     log_dir: Path = LOGS
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
+    identity: Callable[[str], dict[str, str]] | None = None
+    """principal -> env vars of its Kafka login, keyring and signing key (default: the
+    local stack's dev trust material, `conn_localstack.trust`)."""
+
+    def identity_env(self, principal: str) -> dict[str, str]:
+        if self.identity is not None:
+            return self.identity(principal)
+        from conn_localstack.trust import dev_trust
+
+        return dev_trust().service_env(principal)
 
     def base_env(self) -> dict[str, str]:
         p = self.topic_prefix
@@ -166,9 +177,17 @@ class Pipeline:
     def executor(self, index: int = 0) -> Proc:
         return self.procs[f"executor-{index}"]
 
-    def _proc(self, name: str, module: str, *args: str, port_var: str | None, health: str) -> Proc:
+    def _proc(
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        port_var: str | None,
+        health: str,
+        principal: str,
+    ) -> Proc:
         port = free_port()
-        env = self.base_env()
+        env = {**self.base_env(), **self.identity_env(principal)}
         if port_var:
             env[port_var] = str(port)
         if "simulator" in self.procs:
@@ -192,6 +211,7 @@ class Pipeline:
             "conn_executor",
             port_var="CONN_EXECUTOR_METRICS_PORT",
             health="/readyz",
+            principal="executor",
         )
         proc.env["CONN_EXECUTOR_ID"] = f"{self.topic_prefix}executor-{index}"
         return proc.start(timeout)
@@ -216,14 +236,24 @@ class Pipeline:
         self.procs["simulator"] = sim
         sim.start(timeout)
         self._proc(
-            "packager", "conn_packager", port_var="CONN_PACKAGER_METRICS_PORT", health="/readyz"
+            "packager",
+            "conn_packager",
+            port_var="CONN_PACKAGER_METRICS_PORT",
+            health="/readyz",
+            principal="packager",
         ).start(timeout)
         self._proc(
-            "verifier", "conn_verifier", port_var="CONN_VERIFIER_METRICS_PORT", health="/readyz"
+            "verifier",
+            "conn_verifier",
+            port_var="CONN_VERIFIER_METRICS_PORT",
+            health="/readyz",
+            principal="verifier",
         ).start(timeout)
         for _ in range(self.executors):
             self.add_executor(timeout)
-        self._proc("api", "conn_api", port_var="CONN_API_PORT", health="/readyz").start(timeout)
+        self._proc(
+            "api", "conn_api", port_var="CONN_API_PORT", health="/readyz", principal="directive-api"
+        ).start(timeout)
         return self
 
     def stop(self) -> None:

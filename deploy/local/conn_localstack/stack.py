@@ -103,20 +103,32 @@ def _plugin_specs() -> list[ProcessSpec]:
 
 
 async def _topics_start() -> int | None:
+    from conn_localstack.trust import dev_acls, dev_trust
+    from conn_runtime.acls import ensure_acls
     from conn_runtime.settings import KafkaSettings
     from conn_runtime.topics import ensure_topics, topic_specs
 
-    await ensure_topics(kafka_bootstrap(), topic_specs(KafkaSettings().topics))
+    admin = dev_trust().client_options("admin")
+    settings = KafkaSettings()
+    await ensure_topics(kafka_bootstrap(), topic_specs(settings.topics), **admin)
+    await ensure_acls(
+        kafka_bootstrap(), dev_acls(settings.topics, settings.conn_topic_prefix), **admin
+    )
     return None
 
 
 async def _topics_healthy() -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from conn_localstack.trust import dev_trust
     from conn_runtime.settings import KafkaSettings
 
     want = set(KafkaSettings().topics.model_dump().values())
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap(), request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka_bootstrap(),
+        request_timeout_ms=3000,
+        **dev_trust().client_options("admin"),
+    )
     try:
         await admin.start()
         return want <= set(await admin.list_topics())
@@ -131,7 +143,9 @@ def components() -> list[Component]:
 
     async def _kafka_start() -> int | None:
         kafka.prepare()
-        return await start_process(kafka.spec())
+        pid = await start_process(kafka.spec())
+        kafka.add_users()  # SCRAM users added to the dev set after the storage was formatted
+        return pid
 
     out = [
         Component(

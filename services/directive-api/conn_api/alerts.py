@@ -25,7 +25,7 @@ from conn_api.deps import CurrentUser, RuntimeDep, require_role
 from conn_api.errors import ApiError
 from conn_api.models import AlertmanagerWebhook
 from conn_api.routes import ERRORS, new_incident_id
-from conn_api.runtime import PRODUCER, Runtime
+from conn_api.runtime import Runtime
 from conn_api.store import alert_appended, observe_alert
 from conn_core.chain import sha256_json
 from conn_schemas.events import (
@@ -198,7 +198,7 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                         opened_from_alert=alert.fingerprint,
                     ),
                     actor=actor,
-                    producer=PRODUCER,
+                    producer=rt.producer.principal,
                 )
                 await rt.append_and_fold(opened)
                 log.info(
@@ -220,7 +220,7 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                     duplicates_folded=seen.folded_since,
                 ),
                 actor=actor,
-                producer=PRODUCER,
+                producer=rt.producer.principal,
             )
             await rt.append_and_fold(event)
             await alert_appended(

@@ -23,6 +23,8 @@ from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
 from conn_runtime.db import database_ready
 from conn_runtime.ops import kafka_ready
+from conn_runtime.trust import signer_for
+from conn_schemas.signing import SignerRole
 
 DESCRIPTION = """Conn's directive API: the commander directs one bounded step at a time.
 
@@ -35,6 +37,8 @@ RefusalReason `code` and are recorded in the log as DirectiveRefused.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     auth = Authenticator.from_settings(settings.api)  # ConfigError here, before serving
+    # TrustConfigError (a ValueError) here, before serving: no keyring, or no API key.
+    signer_for(settings.kafka, expect_role=SignerRole.API)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,7 +22,7 @@ from conn_api import metrics
 from conn_api.auth import Identity
 from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
 from conn_api.models import DirectiveRequest
-from conn_api.runtime import PRODUCER, Runtime
+from conn_api.runtime import Runtime
 from conn_api.store import claim_key, complete_key, get_key, release_key
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
@@ -168,7 +168,7 @@ async def _decide_and_append(
             incident_id=incident_id,
             payload=payload,
             actor=actor,
-            producer=PRODUCER,
+            producer=rt.producer.principal,
             correlation_id=correlation_id,
         )
         written = await rt.append_and_fold(event)
@@ -216,7 +216,7 @@ async def _refuse(
             checked_at_sequence=sequence,
         ),
         actor=identity.actor(),
-        producer=PRODUCER,
+        producer=rt.producer.principal,
         correlation_id=refusal_id,
     )
     written = await rt.append_and_fold(event)

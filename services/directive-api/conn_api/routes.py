@@ -117,7 +117,7 @@ async def open_incident(body: OpenIncident, rt: RuntimeDep, me: CurrentUser) -> 
                 title=body.title, service=body.service, severity=body.severity
             ),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         written = await rt.append_and_fold(event)
     log.info("incident opened", extra={"incident_id": incident_id, "actor": me.id})
@@ -196,7 +196,7 @@ async def declare_authority(
                 authority=authority, source_file=source, content_sha256=digest
             ),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         written = await rt.append_and_fold(event)
     return {
@@ -353,7 +353,7 @@ async def hold(
             incident_id=incident_id,
             payload=HoldDeclaredPayload(reason=HoldReason(body.reason), detail=body.detail),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         return await _control(rt, incident_id, event, "hold")
 
@@ -369,7 +369,7 @@ async def resume(
             incident_id=incident_id,
             payload=ResumeDirectedPayload(detail=body.detail),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         return await _control(rt, incident_id, event, "resume")
 
@@ -385,7 +385,7 @@ async def handoff(
             incident_id=incident_id,
             payload=TakeoverRequestedPayload(to_team=body.to_team, detail=body.detail),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         return await _control(rt, incident_id, event, "handoff")
 
@@ -410,7 +410,7 @@ async def accept_takeover(
             incident_id=incident_id,
             payload=TakeoverAcceptedPayload(team=team, packet_sha256=sha, detail=body.detail),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         return await _control(rt, incident_id, event, "accept_takeover")
 
@@ -438,7 +438,7 @@ async def close_incident(
             incident_id=incident_id,
             payload=IncidentClosedPayload(resolution=body.resolution),
             actor=me.actor(),
-            producer=PRODUCER,
+            producer=rt.producer.principal,
         )
         written = await rt.append_and_fold(event)
     metrics.CONTROL.labels(verb="close", outcome="accepted").inc()
@@ -470,7 +470,7 @@ async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) 
                 incident_id=GLOBAL_INCIDENT,
                 payload=KillSwitchEngagedPayload(reason=reason),
                 actor=me.actor(),
-                producer=PRODUCER,
+                producer=rt.producer.principal,
             )
             if engage
             else new_event(
@@ -478,7 +478,7 @@ async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) 
                 incident_id=GLOBAL_INCIDENT,
                 payload=KillSwitchReleasedPayload(reason=reason),
                 actor=me.actor(),
-                producer=PRODUCER,
+                producer=rt.producer.principal,
             )
         )
         if engage:

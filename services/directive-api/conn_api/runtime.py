@@ -20,6 +20,7 @@ from conn_api.view import LogView
 from conn_runtime import db
 from conn_runtime.kafka import EventProducer, Position
 from conn_schemas.events import Envelope
+from conn_schemas.signing import SignerRole
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ class Runtime:
     def __init__(self, settings: Settings, auth: Authenticator) -> None:
         self.settings = settings
         self.auth = auth
-        self.producer = EventProducer(settings.kafka, producer_name=PRODUCER)
+        self.producer = EventProducer(
+            settings.kafka, producer_name=PRODUCER, expect_role=SignerRole.API
+        )
         self.view = LogView(settings.kafka, self.producer)
         self.pool: asyncpg.Pool | None = None
         self.read_model: ReadModel | None = None

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conn_runtime.kafka import client_options
 from conn_runtime.settings import KafkaSettings
-from conn_schemas.codec import UnreadableRecord, decode
+from conn_runtime.trust import trust_for
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import Event
 
 
@@ -28,6 +29,7 @@ class LookAheadError(RuntimeError):
 class LookAhead:
     def __init__(self, settings: KafkaSettings, *, name: str, timeout: float = 15.0) -> None:
         self.timeout = timeout
+        self.trust = trust_for(settings)
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer[Any, Any] = AIOKafkaConsumer(
             **client_options(settings),
@@ -44,7 +46,8 @@ class LookAhead:
         await self._consumer.stop()
 
     async def read(self, topic: str, partition: int, start: int, incident_id: str) -> list[Event]:
-        """Events of `incident_id` at offsets >= start, up to the end of the partition now."""
+        """Trusted events of `incident_id` at offsets >= start, up to the partition's end now
+        (forged or unreadable records are skipped exactly as the event loop skips them)."""
         tp = TopicPartition(topic, partition)
         async with self._lock:
             try:
@@ -72,9 +75,9 @@ class LookAhead:
                 if record.key != key:
                     continue
                 try:
-                    event = decode(record.value)
+                    event = self.trust.open(record).event
                 except UnreadableRecord:
-                    continue
+                    continue  # unreadable or untrusted: the event loop dead-letters it
                 if event.incident_id == incident_id:
                     out.append(event)
             if await consumer.position(tp) >= end:

@@ -14,6 +14,7 @@ from conn_executor.settings import ExecutorSettings
 from conn_runtime import logs
 from conn_runtime.ops import run_until_signalled
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
+from conn_runtime.trust import TrustConfigError
 
 log = logging.getLogger("conn_executor")
 
@@ -43,6 +44,10 @@ def run() -> None:
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
+    except TrustConfigError as exc:  # no signing key, not in the keyring, wrong role...
+        log.error("invalid configuration", extra={"error": str(exc)})
+        print(f"conn-executor: invalid configuration: {exc}", file=sys.stderr)
+        sys.exit(2)
     except OSError as exc:
         log.error("cannot reach a dependency", extra={"error": repr(exc)})
         sys.exit(1)

@@ -69,6 +69,7 @@ from conn_schemas.events import (
     new_event,
 )
 from conn_schemas.observations import ActionResult
+from conn_schemas.signing import SignerRole
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     READ_ONLY_ACTIONS,
@@ -86,8 +87,6 @@ from conn_schemas.values import (
 )
 
 log = logging.getLogger(__name__)
-
-ACTOR = Actor.service("executor")
 
 _LOG_STATUS = {
     DirectiveStatus.SUCCEEDED: ClaimStatus.SUCCEEDED,
@@ -134,6 +133,7 @@ class StopSignal:
 
 class ExecutorService(ConsumerService):
     name = "executor"
+    role = SignerRole.EXECUTOR
 
     def __init__(
         self,
@@ -714,8 +714,8 @@ class ExecutorService(ConsumerService):
             cls,
             incident_id=step.incident_id,
             payload=payload,
-            actor=ACTOR,
-            producer=self.settings.id,
+            actor=Actor.service(self.producer.principal),
+            producer=f"{self.producer.principal}/{self.settings.id}",
             correlation_id=step.correlation_id,
             causation_id=step.cause,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ from conn_packager import metrics
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
 from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.settings import KafkaSettings
+from conn_runtime.trust import RawRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +38,27 @@ T = TypeVar("T")
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{b.strip()}" for b in bootstrap.split(",") if b.strip()]
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    """faust's `broker_credentials` for the same identity every other client uses
+    (`conn_runtime.kafka.client_options`): SASL (SCRAM) and/or TLS, or None."""
+    protocol = kafka.kafka_security_protocol.upper()
+    context = (
+        ssl.create_default_context(cafile=kafka.kafka_ssl_cafile)
+        if protocol in ("SSL", "SASL_SSL")
+        else None
+    )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=kafka.kafka_sasl_username,
+            password=kafka.kafka_sasl_password,
+            mechanism=kafka.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
 
 
 def app_id(settings: Settings) -> str:
@@ -77,6 +101,7 @@ def build_app(
     app = faust.App(
         app_id(settings),
         broker=broker_urls(settings.kafka.kafka_bootstrap_servers),
+        broker_credentials=broker_credentials(settings.kafka),
         store="memory://",
         datadir=str(settings.packager.conn_packager_datadir / app_id(settings)),
         topic_partitions=partitions,
@@ -112,9 +137,19 @@ def build_app(
     async def project_events(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            handled = await _retrying(
-                functools.partial(packager.handle, msg.topic, msg.partition, msg.offset, msg.value)
+            record = RawRecord(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                key=msg.key,
+                value=msg.value,
+                headers=list((msg.headers or {}).items())
+                if isinstance(msg.headers, dict)
+                else list(msg.headers or ()),
+                timestamp=int(msg.timestamp * 1000) if msg.timestamp is not None else -1,
+                timestamp_type=msg.timestamp_type or 0,
             )
+            handled = await _retrying(functools.partial(packager.handle, record))
             if handled is not None:
                 ledger[handled.incident_id] = {
                     "sequence": handled.sequence,

@@ -6,6 +6,7 @@ import sys
 
 from conn_localstack.config import port
 from conn_localstack.procs import ProcessSpec
+from conn_localstack.trust import dev_trust
 
 
 def process_specs() -> list[ProcessSpec]:
@@ -14,7 +15,10 @@ def process_specs() -> list[ProcessSpec]:
         ProcessSpec(
             name="packager",
             argv=[sys.executable, "-m", "conn_packager"],
-            env={"CONN_PACKAGER_METRICS_PORT": str(ops_port)},
+            env={
+                "CONN_PACKAGER_METRICS_PORT": str(ops_port),
+                **dev_trust().service_env("packager"),
+            },
             port=ops_port,
             health_url=f"http://127.0.0.1:{ops_port}/healthz",
         )

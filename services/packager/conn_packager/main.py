@@ -16,6 +16,8 @@ from conn_packager.settings import Settings
 from conn_runtime import logs
 from conn_runtime.kafka import client_options
 from conn_runtime.topics import TopicSpec, ensure_topics
+from conn_runtime.trust import TrustConfigError, signer_for
+from conn_schemas.signing import SignerRole
 
 log = logging.getLogger("conn_packager")
 
@@ -61,6 +63,13 @@ def run() -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         print(f"conn-packager: bad setting {first['loc']}: {first['msg']}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        # The packager appends TakeoverPacketPublished: it needs a packager key, now.
+        signer_for(settings.kafka, expect_role=SignerRole.PACKAGER)
+    except TrustConfigError as exc:
+        log.error("invalid configuration", extra={"error": str(exc)})
+        print(f"conn-packager: invalid configuration: {exc}", file=sys.stderr)
         sys.exit(2)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -9,7 +9,7 @@ EVENTS_PROJECTED = Counter(
 )
 RECORDS_SKIPPED = Counter(
     "conn_packager_records_skipped_total",
-    "Records not projected (already applied, or unreadable)",
+    "Records not projected (already applied, unreadable, or untrusted)",
     ["reason"],
 )
 OFFSET_GAPS = Counter(

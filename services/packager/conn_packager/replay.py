@@ -1,10 +1,17 @@
 """`conn replay`: verify the ledger from `conn.events` and prove the read model.
 
 Reads `conn.events` from offset 0 (plain aiokafka + the pure projection, no
-faust), rebuilds the read model into a fresh PostgreSQL schema with the SAME
-projection code as the live packager, verifies the live ledger's hash chain and
-every published packet's hash, and compares the rebuilt schema with the live
-one row by row. Exits 1 naming the first differing record; 0 when equal.
+faust), verifies every record's signature and its signer's entitlement against
+the keyring (the same `Trust.open` as every live reader), rebuilds the read model
+into a fresh PostgreSQL schema with the SAME projection code as the live
+packager, verifies the live ledger's hash chain and every published packet's
+hash, and compares the rebuilt schema with the live one row by row. It prints how
+many events each principal signed. A forged, unsigned or unentitled record is
+never folded (as live) and is reported by position and reason.
+
+Exit codes: 0 everything proven; 1 the chain or the read model differs (the first
+differing record is named); 2 replay could not run; 3 chain and read model proven,
+but the log holds untrusted records (listed; none was folded).
 
     python -m conn_packager.replay                       # verify + rebuild + compare
     python -m conn_packager.replay --export-timeline INC --format md
@@ -16,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +35,7 @@ import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from conn_core.chain import GENESIS, link_raw
 from conn_packager.main import topic_partitions
@@ -43,18 +52,24 @@ from conn_packager.store import (
 from conn_packager.timeline import build_timeline, render_timeline_markdown
 from conn_runtime.kafka import client_options
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
-from conn_schemas.codec import UnreadableRecord, decode
-from conn_schemas.events import Envelope, TakeoverPacketPublished
+from conn_runtime.trust import Trust, trust_for
+from conn_schemas.codec import UnreadableRecord
+from conn_schemas.events import Envelope, Event, TakeoverPacketPublished
+from conn_schemas.signing import UntrustedRecord
 
 BATCH = 500
 
 
 @dataclass(frozen=True)
 class Record:
+    topic: str
     partition: int
     offset: int
+    key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
     timestamp: int
+    timestamp_type: int
 
 
 @dataclass
@@ -63,25 +78,49 @@ class ReplayResult:
     events: int = 0
     unreadable: int = 0
     problems: list[str] = field(default_factory=list)
+    untrusted: list[str] = field(default_factory=list)
+    """Records refused by their signature or signer: position, reason, detail."""
+    signed_by: Counter[str] = field(default_factory=Counter)
+    """Principal -> events it signed that were folded."""
+    keys_used: dict[str, set[str]] = field(default_factory=dict)
     rebuilt_schema: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.untrusted
 
     @property
     def first_problem(self) -> str | None:
         return self.problems[0] if self.problems else None
+
+    def open(self, trust: Trust, rec: Record) -> Event | None:
+        """Verify one record: its event, or None (counted and, if forged, listed)."""
+        self.records += 1
+        try:
+            trusted = trust.open(rec)
+        except UntrustedRecord as exc:
+            self.untrusted.append(
+                f"{rec.topic}/{rec.partition}@{rec.offset}: {exc.reason}: {exc.detail[:300]}"
+            )
+            return None
+        except UnreadableRecord:
+            self.unreadable += 1
+            return None
+        self.events += 1
+        self.signed_by[trusted.principal] += 1
+        self.keys_used.setdefault(trusted.principal, set()).add(trusted.key_id)
+        return trusted.event
 
 
 # --- reading the topic -----------------------------------------------------------------
 
 
 async def read_topic(
-    kafka: KafkaSettings, *, since: datetime | None = None
+    kafka: KafkaSettings, *, since: datetime | None = None, topic: str | None = None
 ) -> tuple[dict[int, int], dict[int, int], AsyncIterator[Record]]:
-    """(start offsets, end offsets, records in per-partition offset order)."""
-    topic = kafka.topics.events
+    """(start offsets, end offsets, records in per-partition offset order) of
+    `conn.events` (or `topic`)."""
+    topic = topic or kafka.topics.events
     consumer = AIOKafkaConsumer(
         **client_options(kafka), enable_auto_commit=False, isolation_level="read_committed"
     )
@@ -120,7 +159,16 @@ async def read_topic(
                         if rec.offset >= ends[tp]:
                             done = True
                             break
-                        yield Record(tp.partition, rec.offset, rec.value, rec.timestamp)
+                        yield Record(
+                            rec.topic,
+                            rec.partition,
+                            rec.offset,
+                            rec.key,
+                            rec.value,
+                            list(rec.headers or ()),
+                            rec.timestamp,
+                            rec.timestamp_type,
+                        )
                         if rec.offset + 1 >= ends[tp]:
                             done = True
                             break
@@ -161,6 +209,7 @@ async def rebuild(
     """Project the whole topic into `schema` (created fresh). Same code as the live path."""
     result = result or ReplayResult()
     topic = kafka.topics.events
+    trust = trust_for(kafka)
     async with pool.acquire() as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {check_schema(schema)} CASCADE")
     await apply_ddl(pool, schema)
@@ -181,14 +230,9 @@ async def rebuild(
             pending = 0
             last: dict[int, int] = {}
             async for rec in records:
-                result.records += 1
                 last[rec.partition] = rec.offset + 1
-                try:
-                    event = decode(rec.value)
-                except UnreadableRecord:
-                    result.unreadable += 1
-                else:
-                    result.events += 1
+                event = result.open(trust, rec)
+                if event is not None:
                     proj = projections.get(event.incident_id)
                     if proj is None:
                         proj = projections[event.incident_id] = IncidentProjection.new(
@@ -338,17 +382,14 @@ async def verify_since(
     """Re-project records from `since` on, starting from each incident's live prefix,
     and compare each ledger row with the live one."""
     topic = kafka.topics.events
+    trust = trust_for(kafka)
     _, _, records = await read_topic(kafka, since=since)
     projections: dict[str, IncidentProjection] = {}
     async with pool.acquire() as conn:
         async for rec in records:
-            result.records += 1
-            try:
-                event = decode(rec.value)
-            except UnreadableRecord:
-                result.unreadable += 1
+            event = result.open(trust, rec)
+            if event is None:
                 continue
-            result.events += 1
             proj = projections.get(event.incident_id)
             if proj is None:
                 proj = await load_projection(
@@ -399,6 +440,8 @@ async def run_replay(
             result.problems.append(f"live read model schema {live_schema!r} does not exist")
             return result
         result.problems += await verify_chain(pool, live_schema)
+        if since is None:
+            await verify_control(kafka, result)
         if since is not None:
             await verify_since(kafka, pool, live_schema, since, result)
             return result
@@ -417,12 +460,22 @@ async def run_replay(
         await pool.close()
 
 
+async def verify_control(kafka: KafkaSettings, result: ReplayResult) -> None:
+    """Verify every record of `conn.control` (the kill switch) the same way."""
+    trust = trust_for(kafka)
+    _, _, records = await read_topic(kafka, topic=kafka.topics.control)
+    async for rec in records:
+        result.open(trust, rec)
+
+
 async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelope]:
+    """The incident's trusted events, in log order (forged records are left out)."""
+    trust = trust_for(kafka)
     _, _, records = await read_topic(kafka)
     out: list[Envelope] = []
     async for rec in records:
         try:
-            event = decode(rec.value)
+            event = trust.open(rec).event
         except UnreadableRecord:
             continue
         if event.incident_id == incident_id:
@@ -500,13 +553,40 @@ def replay(
     except (LookupError, ValueError, RuntimeError, OSError, asyncpg.PostgresError) as exc:
         err.print(f"[red]replay failed:[/red] {exc}")
         raise typer.Exit(2) from None
-    summary = f"{result.records} records, {result.events} events, {result.unreadable} unreadable"
+    summary = (
+        f"{result.records} records, {result.events} events, {result.unreadable} unreadable, "
+        f"{len(result.untrusted)} untrusted"
+    )
+    err.print(signers_table(result))
+    if result.untrusted:
+        err.print(
+            f"[red]UNTRUSTED[/red]: {len(result.untrusted)} record(s) in the log are not signed "
+            "by a principal entitled to them; none was folded:"
+        )
+        for line in result.untrusted[:50]:
+            err.print(f"  {line}", markup=False, highlight=False)
+        if len(result.untrusted) > 50:
+            err.print(f"  ... and {len(result.untrusted) - 50} more")
     if result.ok:
-        err.print(f"[green]OK[/green]: {summary}; chain verified; read model equal")
+        err.print(f"[green]OK[/green]: {summary}; signatures and chain verified; read model equal")
         return
-    err.print(f"[red]MISMATCH[/red]: {summary}")
-    err.print(f"first differing record: {result.first_problem}")
-    raise typer.Exit(1)
+    if result.problems:
+        err.print(f"[red]MISMATCH[/red]: {summary}")
+        err.print(f"first differing record: {result.first_problem}", markup=False)
+        raise typer.Exit(1)
+    err.print(f"[yellow]CHAIN AND READ MODEL VERIFIED[/yellow], but: {summary}")
+    raise typer.Exit(3)
+
+
+def signers_table(result: ReplayResult) -> Table:
+    """Per principal: how many events it signed (folded), and with which keys."""
+    table = Table(title="Events by signer (verified)", title_justify="left")
+    table.add_column("principal")
+    table.add_column("events", justify="right")
+    table.add_column("key ids")
+    for principal, count in sorted(result.signed_by.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(principal, f"{count:,}", ", ".join(sorted(result.keys_used[principal])))
+    return table
 
 
 def main() -> None:

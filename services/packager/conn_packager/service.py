@@ -1,9 +1,11 @@
 """The packager's record handler, independent of the stream framework driving it.
 
-`Packager.handle(topic, partition, offset, value)` projects one `conn.events`
-record into PostgreSQL (rows + `projection_offsets` in one transaction; records
-below `next_offset` are skipped), then publishes a takeover packet if the
-projection made one due. After a restart, packets committed to the read model
+`Packager.handle(record)` projects one `conn.events` record into PostgreSQL (rows +
+`projection_offsets` in one transaction; records below `next_offset` are skipped),
+then publishes a takeover packet if the projection made one due. Every record is
+decoded and verified first (`conn_runtime.trust.Trust.open`): an unreadable or
+untrusted record takes no ledger position, changes no row, and is dead-lettered
+with its reason once the transaction that moved past it has committed. After a restart, packets committed to the read model
 but never published (crash between the commit and the publish) are published
 once the partition has been re-read up to where it ended at start-up, and only
 if still the incident's latest packet.
@@ -34,20 +36,32 @@ from conn_packager.store import (
     unpublished_packets,
     write_rows,
 )
+from conn_runtime import metrics as runtime_metrics
 from conn_runtime.kafka import EventProducer, client_options
 from conn_runtime.settings import KafkaSettings
-from conn_schemas.codec import UnreadableRecord, decode
+from conn_runtime.trust import RecordLike, trust_for
+from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import (
     TakeoverPacketPublished,
     TakeoverPacketPublishedPayload,
     new_event,
 )
 from conn_schemas.packet import TakeoverPacket
+from conn_schemas.signing import SignerRole, UntrustedRecord
 from conn_schemas.values import Actor
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "packager"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record the projection refused (unreadable or untrusted): dead-letter it."""
+
+    record: RecordLike
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class Packager:
     def __init__(self, kafka: KafkaSettings, database_url: str, schema: str) -> None:
         self.kafka = kafka
         self.topics = kafka.topics
+        self.trust = trust_for(kafka)
         self.database_url = database_url
         self.schema = schema
         self.pool: asyncpg.Pool | None = None
@@ -85,7 +100,9 @@ class Packager:
                 return
             self.pool = await create_pool(self.database_url)
             await apply_ddl(self.pool, self.schema)
-            self._producer = EventProducer(self.kafka, producer_name=PRODUCER)
+            self._producer = EventProducer(
+                self.kafka, producer_name=PRODUCER, expect_role=SignerRole.PACKAGER
+            )
             await self._producer.start()
             self._started = True
             log.info("packager started", extra={"schema": self.schema})
@@ -120,9 +137,7 @@ class Packager:
                 del self.partition_of[incident]
         self.next.pop(partition, None)
 
-    async def handle(
-        self, topic: str, partition: int, offset: int, value: bytes | None
-    ) -> Handled | None:
+    async def handle(self, record: RecordLike) -> Handled | None:
         """Project one record. Returns the incident's new head, or None if skipped.
 
         Records between the read model's `next_offset` and `offset` (the stream's
@@ -130,8 +145,10 @@ class Packager:
         read back from Kafka and projected first, in order: never skipped."""
         await self.start()
         assert self.pool is not None
+        topic, partition, offset = record.topic, record.partition, record.offset
         async with self.lock:
             dues: list[PacketDue] = []
+            rejected: list[Rejected] = []
             handled: Handled | None = None
             projected: list[str] = []
             try:
@@ -144,7 +161,7 @@ class Packager:
                     if self.next.get(partition) != nxt:
                         # First sight of the partition, or someone else advanced it.
                         self._forget_partition(partition)
-                    records: list[tuple[int, bytes | None]] = []
+                    records: list[RecordLike] = []
                     if offset > nxt:
                         metrics.OFFSET_GAPS.inc()
                         records = await self._read_range(topic, partition, nxt, offset)
@@ -157,16 +174,17 @@ class Packager:
                                 "read_back": len(records),
                             },
                         )
-                    records.append((offset, value))
-                    for off, raw in records:
-                        due, result, event_type = await self._project(
-                            conn, topic, partition, off, raw
-                        )
+                    records.append(record)
+                    for rec in records:
+                        outcome = await self._project(conn, rec)
+                        if isinstance(outcome, Rejected):
+                            rejected.append(outcome)
+                            continue
+                        due, result, event_type = outcome
                         if due is not None:
                             dues.append(due)
-                        if event_type is not None:
-                            projected.append(event_type)
-                        handled = result if off == offset else handled
+                        projected.append(event_type)
+                        handled = result if rec.offset == offset else handled
                     await set_offset(conn, self.schema, topic, partition, offset + 1)
             except BaseException:
                 # The in-memory fold may be ahead of what was committed: rebuild it.
@@ -175,6 +193,7 @@ class Packager:
             self.next[partition] = offset + 1
             for event_type in projected:
                 metrics.EVENTS_PROJECTED.labels(event_type=event_type).inc()
+            await self._dead_letter(rejected)
             for due in dues:
                 await self._publish(due, path="live")
             return handled
@@ -206,6 +225,7 @@ class Packager:
         assert self.pool is not None
         async with self.lock:
             dues: list[PacketDue] = []
+            rejected: list[Rejected] = []
             count = 0
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
@@ -215,10 +235,12 @@ class Packager:
                     if self.next.get(partition) != nxt:
                         self._forget_partition(partition)
                     records = await self._read_range(topic, partition, nxt, end)
-                    for off, raw in records:
-                        due, _, _ = await self._project(conn, topic, partition, off, raw)
-                        if due is not None:
-                            dues.append(due)
+                    for rec in records:
+                        outcome = await self._project(conn, rec)
+                        if isinstance(outcome, Rejected):
+                            rejected.append(outcome)
+                        elif outcome[0] is not None:
+                            dues.append(outcome[0])
                     count = len(records)
                     await set_offset(conn, self.schema, topic, partition, end)
             except BaseException:
@@ -230,42 +252,48 @@ class Packager:
                 "stream stalled behind the log: projected the records it never delivered",
                 extra={"partition": partition, "from": nxt, "to": end, "records": count},
             )
+            await self._dead_letter(rejected)
             for due in dues:
                 await self._publish(due, path="live")
             return count
 
     async def _project(
-        self,
-        conn: asyncpg.Connection,
-        topic: str,
-        partition: int,
-        offset: int,
-        value: bytes | None,
-    ) -> tuple[PacketDue | None, Handled | None, str | None]:
-        """Rows of one record, inside the caller's transaction."""
+        self, conn: asyncpg.Connection, record: RecordLike
+    ) -> Rejected | tuple[PacketDue | None, Handled, str]:
+        """Rows of one record, inside the caller's transaction; or why it was refused."""
+        where = f"{record.topic}/{record.partition}@{record.offset}"
         try:
-            event = decode(value)
+            event = self.trust.open(record).event
         except UnreadableRecord as exc:
+            untrusted = isinstance(exc, UntrustedRecord)
             log.warning(
-                "unreadable record skipped",
-                extra={"reason": exc.reason, "where": f"{topic}/{partition}@{offset}"},
+                "untrusted record refused" if untrusted else "unreadable record skipped",
+                extra={"reason": exc.reason, "detail": exc.detail[:300], "where": where},
             )
-            metrics.RECORDS_SKIPPED.labels(reason="unreadable").inc()
-            return None, None, None
+            metrics.RECORDS_SKIPPED.labels(reason="untrusted" if untrusted else "unreadable").inc()
+            if untrusted:
+                runtime_metrics.RECORDS_UNTRUSTED.labels(consumer=PRODUCER, reason=exc.reason).inc()
+            return Rejected(record, exc.reason, exc.detail)
         incident = event.incident_id
         proj = self.projections.get(incident)
         if proj is None:
             proj = await load_projection(conn, self.schema, incident)
             self.projections[incident] = proj
-            self.partition_of[incident] = partition
-        rows = project(proj, event, Where(topic, partition, offset))
+            self.partition_of[incident] = record.partition
+        rows = project(proj, event, Where(record.topic, record.partition, record.offset))
         await write_rows(conn, self.schema, rows)
         handled = Handled(incident, proj.state.sequence, proj.head, rows.incident["bridge"])
         return rows.packet, handled, event.event_type
 
+    async def _dead_letter(self, rejected: list[Rejected]) -> None:
+        """After the commit that moved past them: a crash before this re-reads and
+        re-refuses them (at least once), it never folds them."""
+        for r in rejected:
+            await self.producer.dead_letter(r.record, r.reason, r.detail, PRODUCER)
+
     async def _read_range(
         self, topic: str, partition: int, start: int, end: int
-    ) -> list[tuple[int, bytes | None]]:
+    ) -> list[RecordLike]:
         """Records [start, end) of one partition, read directly (outside the group)."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
@@ -274,7 +302,7 @@ class Packager:
             isolation_level="read_committed",
         )
         await consumer.start()
-        out: list[tuple[int, bytes | None]] = []
+        out: list[RecordLike] = []
         try:
             consumer.assign([tp])
             consumer.seek(tp, start)
@@ -283,7 +311,7 @@ class Packager:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"could not read back {topic}/{partition} [{start}, {end})")
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-                out.extend((r.offset, r.value) for r in batch.get(tp, []) if r.offset < end)
+                out.extend(r for r in batch.get(tp, []) if r.offset < end)
         finally:
             await consumer.stop()
         return out
@@ -317,8 +345,8 @@ class Packager:
                 ledger_sequence=packet.ledger_head.sequence,
                 ledger_hash=packet.ledger_head.hash,
             ),
-            actor=Actor.service(PRODUCER),
-            producer=PRODUCER,
+            actor=Actor.service(self.producer.principal),
+            producer=self.producer.principal,
             correlation_id=packet.hold.correlation_id if packet.hold else None,
         )
         await self.producer.append(event)

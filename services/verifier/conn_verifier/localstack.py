@@ -6,6 +6,7 @@ import sys
 
 from conn_localstack.config import port
 from conn_localstack.procs import ProcessSpec
+from conn_localstack.trust import dev_trust
 
 
 def process_specs() -> list[ProcessSpec]:
@@ -17,6 +18,7 @@ def process_specs() -> list[ProcessSpec]:
             env={
                 "CONN_VERIFIER_METRICS_PORT": str(metrics_port),
                 "CONN_SIMULATOR_URL": f"http://127.0.0.1:{port('CONN_SIMULATOR_PORT')}",
+                **dev_trust().service_env("verifier"),
             },
             port=metrics_port,
             health_url=f"http://127.0.0.1:{metrics_port}/healthz",

@@ -30,6 +30,7 @@ from conn_schemas.events import (
     VerificationSnapshot,
     new_event,
 )
+from conn_schemas.signing import SignerRole
 from conn_schemas.values import Actor
 from conn_verifier import metrics as m
 from conn_verifier.plan import Job, pending
@@ -38,8 +39,6 @@ from conn_verifier.verify import ReadPorts, run_verification
 
 log = logging.getLogger(__name__)
 
-PRODUCER = "conn-verifier"
-ACTOR = Actor.service("conn-verifier")
 TRIGGERS = (StepSucceeded, StepOutcomeUnknown, DirectiveAccepted)
 
 Key = tuple[str, str]
@@ -48,6 +47,7 @@ Key = tuple[str, str]
 
 class VerifierService(ConsumerService):
     name = "verifier"
+    role = SignerRole.VERIFIER
 
     def __init__(
         self,
@@ -178,8 +178,8 @@ class VerifierService(ConsumerService):
                 VerificationSnapshot,
                 incident_id=job.incident_id,
                 payload=payload,
-                actor=ACTOR,
-                producer=PRODUCER,
+                actor=Actor.service(self.producer.principal),
+                producer=self.producer.principal,
                 correlation_id=job.correlation_id,
                 causation_id=self._causes.get(key),
             )
