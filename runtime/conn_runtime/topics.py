@@ -241,6 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --acls: a Kafka user of another service that may write conn.events "
         "(repeatable; what it may sign is the keyring's business)",
     )
+    for service, default in (
+        ("api", "directive-api"),
+        ("executor", "executor"),
+        ("verifier", "verifier"),
+        ("packager", "packager"),
+    ):
+        parser.add_argument(
+            f"--{service}-user",
+            default=default,
+            metavar="USER",
+            help=f"with --acls: the Kafka user of the {service} (default: {default})",
+        )
     parser.add_argument(
         "--reader",
         action="append",
@@ -274,7 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     acls = (
         acl_bindings(
             settings.topics,
-            KafkaPrincipals(integrations=tuple(args.integration), readers=tuple(args.reader)),
+            KafkaPrincipals(
+                api=args.api_user,
+                executor=args.executor_user,
+                verifier=args.verifier_user,
+                packager=args.packager_user,
+                integrations=tuple(args.integration),
+                readers=tuple(args.reader),
+            ),
             Groups(prefix=settings.conn_topic_prefix),
         )
         if args.acls

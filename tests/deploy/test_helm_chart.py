@@ -434,7 +434,76 @@ def _job_specs(m: Manifests) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return job, json.loads(proc.stdout)
+    doc = json.loads(proc.stdout)
+    return job, doc["topics"] if isinstance(doc, dict) else doc
+
+
+def _job_acls(m: Manifests) -> list[str]:
+    job = m.get("Job", "conn-topics")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in env_of(c).items() if isinstance(v, str)}
+    env.pop("KAFKA_SSL_CAFILE", None)
+    proc = subprocess.run(
+        [sys.executable, *c["command"][1:], *c["args"], "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert isinstance(doc, dict), "the topics Job does not create ACLs"
+    acls: list[str] = doc["acls"]
+    return acls
+
+
+def test_topics_job_grants_each_service_its_own_principal(prod: Manifests) -> None:
+    """The broker's ACLs name the Kafka user each service really logs in with (values
+    services.<name>.kafkaSasl.username), not the code's defaults: otherwise every service
+    would be refused by the broker, or a default-named stranger let in."""
+    acls = _job_acls(prod)
+    assert "User:conn-api WRITE topic conn.control" in acls
+    assert "User:conn-executor READ group conn-executor" in acls
+    assert "User:conn-packager WRITE topic conn.takeover" in acls
+    assert "User:conn-verifier WRITE topic conn.events" in acls
+    principals = {a.split()[0] for a in acls}
+    assert principals == {
+        "User:conn-api",
+        "User:conn-executor",
+        "User:conn-verifier",
+        "User:conn-packager",
+    }
+    # Nobody but the API may write the kill switch.
+    writers = {a.split()[0] for a in acls if a.endswith("WRITE topic conn.control")}
+    assert writers == {"User:conn-api"}
+
+
+def test_topics_job_acls_list_integrations_and_readers() -> None:
+    m = render(
+        {
+            "kafka.topics.acls.integrations": "{status-page}",
+            "kafka.topics.acls.readers": "{sre}",
+        }
+    )
+    acls = _job_acls(m)
+    assert "User:status-page WRITE topic conn.events" in acls
+    assert not any(a.startswith("User:status-page WRITE topic conn.control") for a in acls)
+    assert "User:sre READ topic conn.events" in acls
+    assert not any(a.startswith("User:sre WRITE") for a in acls)
+
+
+def test_the_example_keyring_loads_with_the_services_loader() -> None:
+    """The keyring the example values ship is in the format every service loads."""
+    from conn_schemas.signing import Keyring, SignerRole
+
+    values = yaml.safe_load(CI_VALUES.read_text())
+    keyring = Keyring.from_mapping(yaml.safe_load(values["signing"]["keyring"]))
+    roles = {p["role"] for p in keyring.to_mapping()["principals"].values()}
+    assert roles == {
+        r.value
+        for r in (SignerRole.API, SignerRole.EXECUTOR, SignerRole.VERIFIER, SignerRole.PACKAGER)
+    }
 
 
 def test_topics_job_creates_topics_with_production_settings(prod: Manifests) -> None:

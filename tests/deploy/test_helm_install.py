@@ -344,13 +344,36 @@ def test_uninstall_leaves_nothing_behind(release: Release) -> None:
 # --- the topics Job's command, run for real ------------------------------------------------
 
 
-def test_topics_job_command_creates_the_topics_on_real_kafka(kafka_bootstrap: str) -> None:
+def test_topics_job_command_creates_the_topics_on_real_kafka(
+    kafka_bootstrap: str, trust: Any
+) -> None:
     """KWOK completes the hook Job without running it; here the rendered container (command,
-    args, env as the chart sets them) runs as a process against the test Kafka."""
+    args, env as the chart sets them) runs as a process against the test Kafka, logged in
+    as the stack's admin principal (the Job's own Kafka user in a real cluster); with SASL
+    it also creates the ACLs for the services' principals."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
+    job_login = trust.kafka_env("admin")
+    sasl = job_login.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT"
     res = template(
         {
             "kafka.bootstrapServers": kafka_bootstrap,
+            "kafka.securityProtocol": job_login.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            "kafka.sasl.mechanism": job_login.get("KAFKA_SASL_MECHANISM", ""),
+            "kafka.topics.acls.create": sasl,
+            **(
+                {
+                    "kafka.topics.job.kafkaSasl.username": "admin",
+                    "kafka.topics.job.kafkaSasl.password": "from-the-hook-secret",
+                }
+                if sasl
+                else {}
+            ),
+            **{
+                f"services.{svc}.kafkaSasl.{k}": v
+                for svc in ("directive-api", "executor", "verifier", "packager")
+                for k, v in (("username", svc), ("password", "unused-here"))
+                if sasl
+            },
             "kafka.topicPrefix": prefix,
             "kafka.topics.replicationFactor": 1,
             "kafka.topics.eventsPartitions": 4,
@@ -367,7 +390,12 @@ def test_topics_job_command_creates_the_topics_on_real_kafka(kafka_bootstrap: st
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"][:3] == ["python", "-m", "conn_runtime.topics"]
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    # The Job reads its login from its hook Secret; here: the stack's admin user.
+    env.update(
+        {k: v for k, v in job_login.items() if k in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")}
+    )
     argv = [sys.executable, *c["command"][1:], *c["args"]]
+    assert ("--acls" in c["args"]) is sasl
     for attempt in ("create", "verify"):  # a second run (pre-upgrade) only verifies
         run = subprocess.run(
             argv,
@@ -383,7 +411,9 @@ def test_topics_job_command_creates_the_topics_on_real_kafka(kafka_bootstrap: st
     async def partitions() -> dict[str, int]:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=kafka_bootstrap, **trust.kafka_options("admin")
+        )
         await admin.start()
         try:
             names = [t for t in await admin.list_topics() if t.startswith(prefix)]
