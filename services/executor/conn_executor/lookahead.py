@@ -22,13 +22,15 @@ from conn_schemas.events import Event
 
 
 class LookAheadError(RuntimeError):
-    pass
+    dependency = "kafka"
+    """Reading ahead timed out: Kafka is away or slow; the handler is retried."""
 
 
 class LookAhead:
     def __init__(self, settings: KafkaSettings, *, name: str, timeout: float = 15.0) -> None:
         self.timeout = timeout
         self._lock = asyncio.Lock()
+        self._started = False
         self._consumer: AIOKafkaConsumer[Any, Any] = AIOKafkaConsumer(
             **client_options(settings),
             group_id=None,
@@ -38,7 +40,9 @@ class LookAhead:
         )
 
     async def start(self) -> None:
-        await self._consumer.start()
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
 
     async def stop(self) -> None:
         await self._consumer.stop()
