@@ -5,7 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := $(PY) -m conn_localstack.cli
 
-.PHONY: help setup up down status test test-unit lint fmt schemas demo bench chaos clean
+.PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench chaos clean
+
+# `make logs kafka`: the words after `logs` name components, not targets.
+ifeq (logs,$(firstword $(MAKECMDGOALS)))
+  LOGS_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  ifneq ($(LOGS_ARGS),)
+    $(eval $(LOGS_ARGS):;@:)
+  endif
+endif
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -13,14 +21,17 @@ help:
 setup: ## Create .venv, install pinned deps, fetch Kafka (Maven), ensure PostgreSQL 15 (idempotent)
 	@bash deploy/local/setup.sh
 
-up: ## Start local Kafka (KRaft), PostgreSQL, topics and the simulator
+up: ## Start the local stack under its supervisor (Kafka, PostgreSQL, topics, simulator, services)
 	@$(STACK) up
 
-down: ## Stop exactly what `make up` started
+down: ## Stop exactly what `make up` started (the supervisor and its children)
 	@$(STACK) down
 
-status: ## Show the local stack's processes and health
+status: ## Per component: state, pid, healthy, restarts, last exit
 	@$(STACK) status
+
+logs: ## Follow a component's log: make logs [component] (default: all)
+	@$(STACK) logs $(LOGS_ARGS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
 	$(VENV)/bin/ruff check .

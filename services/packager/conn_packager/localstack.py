@@ -16,6 +16,6 @@ def process_specs() -> list[ProcessSpec]:
             argv=[sys.executable, "-m", "conn_packager"],
             env={"CONN_PACKAGER_METRICS_PORT": str(ops_port)},
             port=ops_port,
-            health_url=f"http://127.0.0.1:{ops_port}/healthz",
+            health_url=f"http://127.0.0.1:{ops_port}/readyz",
         )
     ]
