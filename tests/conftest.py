@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from stack_support import PRIVATE, OwnStack, isolate, private_stack_dir, release
+from stack_support import PRIVATE, TEST_STACKS, OwnStack, isolate, private_stack_dir, release
 
 from conn_runtime.db import temporary_database
 
@@ -65,7 +65,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             shutil.rmtree(keep, ignore_errors=True)
             with contextlib.suppress(OSError):
                 shutil.copytree(logs, keep)
-        shutil.rmtree(iso.directory, ignore_errors=True)
+        if iso.directory.resolve().parent == TEST_STACKS.resolve():  # never anything else
+            shutil.rmtree(iso.directory, ignore_errors=True)
         iso.restore()
 
 

@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.rule import Rule
 
 from conn_demo.session import DemoError, load_tokens, run_session
-from conn_localstack.config import port
+from conn_localstack.config import port, stack_env
 from conn_localstack.stack import stack_up
 
 
@@ -84,7 +84,14 @@ def main() -> int:
 
 
 def _cli(console: Console, who: str, *args: str) -> None:
-    env = {**os.environ, "CONN_TOKEN": load_tokens()[who], "COLUMNS": str(console.width)}
+    # stack_env(): KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL of this stack's ports (`conn replay`
+    # needs them when CONN_*_PORT are not the defaults); the caller's environment wins.
+    env = {
+        **stack_env(),
+        **os.environ,
+        "CONN_TOKEN": load_tokens()[who],
+        "COLUMNS": str(console.width),
+    }
     env.setdefault("CONN_API_URL", f"http://127.0.0.1:{port('CONN_API_PORT')}")
     console.print(f"[bold cyan]{who}$[/bold cyan] conn {' '.join(args)}")
     proc = subprocess.run(

@@ -82,7 +82,7 @@ def _logs(names: list[str], lines: int, follow: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conn-stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "logs"])
+    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise"])
     parser.add_argument("components", nargs="*", help="subset of components (default: all)")
     parser.add_argument("-n", "--lines", type=int, default=40, help="logs: lines to show first")
     parser.add_argument("--no-follow", action="store_true", help="logs: print and exit")
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka logs every refused connection while we poll for health; keep the CLI quiet.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     names = args.components or None
+    if args.command == "supervise":  # the supervisor itself (started by `up`)
+        from conn_localstack.supervisor import main as supervise
+
+        return supervise()
     try:
         if args.command == "up":
             asyncio.run(stack_up(names, echo=_echo))

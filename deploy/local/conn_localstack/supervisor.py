@@ -21,13 +21,14 @@ With `CONN_STACK_EXIT_WITH=<pid>` in its environment (the test session sets it) 
 shuts the stack down when that process is gone, so a killed test run leaves no
 private stack behind.
 
-Run it in the foreground with `python -m conn_localstack.supervisor` (for debugging).
+Run it in the foreground with `python -m conn_localstack.cli supervise` (for debugging).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -64,6 +65,7 @@ from conn_runtime.resilience import Backoff
 log = logging.getLogger("conn_localstack.supervisor")
 
 NAME = "supervisor"
+SUPERVISE = ["-m", "conn_localstack.cli", "supervise"]
 
 
 def _restart_backoff() -> Backoff:
@@ -161,6 +163,7 @@ class Supervisor:
         self.ops = asyncio.Lock()
         self.shutdown = asyncio.Event()
         self._clients: set[asyncio.Task[Any]] = set()
+        self._lock: Any = None
         self._dirty = True
         self._last_write = 0.0
         parent = os.environ.get(EXIT_WITH_ENV, "")
@@ -170,12 +173,18 @@ class Supervisor:
 
     async def main(self) -> None:
         paths().ensure()
+        self._lock = _take_lock()
+        if self._lock is None:
+            log.error(
+                "another supervisor runs for this stack; exiting", extra={"lock": str(lock_file())}
+            )
+            return
         sock = socket_path()
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
         server = await asyncio.start_unix_server(self._client, path=str(sock))
         # The PID file last: a client that sees it can talk to the socket.
-        write_pid(NAME, os.getpid(), [sys.executable, "-m", "conn_localstack.supervisor"])
+        write_pid(NAME, os.getpid(), [sys.executable, *SUPERVISE])
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.shutdown.set)
@@ -197,9 +206,10 @@ class Supervisor:
             self._write_state(force=True, running=False)
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-            for suffix in (".pid", ".json"):
-                with contextlib.suppress(FileNotFoundError):
-                    (paths().run / f"{NAME}{suffix}").unlink()
+            if running_pid(NAME) == os.getpid():  # ours (never another supervisor's)
+                for suffix in (".pid", ".json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (paths().run / f"{NAME}{suffix}").unlink()
             log.info("supervisor stopped")
 
     # -- the watch --------------------------------------------------------------------------
@@ -503,8 +513,46 @@ async def _health(comp: Any, child: Child) -> tuple[bool, str]:
 # --- the client side (make up / down / status, tests) -------------------------------------
 
 
+def lock_file() -> Path:
+    return paths().run / "supervisor.lock"
+
+
+def _take_lock() -> Any:
+    """The stack's one-supervisor lock (held for the supervisor's life), or None if another
+    process holds it. Holding it is what makes a supervisor *the* supervisor of a stack."""
+    paths().ensure()
+    f = lock_file().open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _lock_holder() -> int | None:
+    """PID written by the supervisor that holds the lock, if one does."""
+    try:
+        f = lock_file().open("r")
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: a supervisor runs
+            text = f.read().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+
 def supervisor_pid() -> int | None:
-    return running_pid(NAME)
+    pid = running_pid(NAME)
+    return pid if pid is not None else _lock_holder()
 
 
 def request(
@@ -567,7 +615,7 @@ def ensure_running(echo: Callable[[str], None] | None = None, timeout: float = 3
     paths().ensure()
     with log_file(NAME).open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "conn_localstack.supervisor"],
+            [sys.executable, *SUPERVISE],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -621,7 +669,3 @@ def main() -> int:
         return 1
     asyncio.run(Supervisor().main())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
