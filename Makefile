@@ -7,11 +7,12 @@ STACK := $(PY) -m conn_localstack.cli
 
 .PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench chaos clean
 
-# `make logs kafka`: the words after `logs` name components, not targets.
-ifeq (logs,$(firstword $(MAKECMDGOALS)))
-  LOGS_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
-  ifneq ($(LOGS_ARGS),)
-    $(eval $(LOGS_ARGS):;@:)
+# `make logs kafka`, `make up packager`, `make down kafka`: the words after up/down/logs
+# name components of the local stack, not make targets.
+ifneq ($(filter $(firstword $(MAKECMDGOALS)),up down logs),)
+  COMPONENTS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  ifneq ($(COMPONENTS),)
+    $(eval $(COMPONENTS):;@:)
   endif
 endif
 
@@ -21,17 +22,17 @@ help:
 setup: ## Create .venv, install pinned deps, fetch Kafka (Maven), ensure PostgreSQL 15 (idempotent)
 	@bash deploy/local/setup.sh
 
-up: ## Start the local stack under its supervisor (Kafka, PostgreSQL, topics, simulator, services)
-	@$(STACK) up
+up: ## Start the local stack under its supervisor (or only: make up <component>...)
+	@$(STACK) up $(COMPONENTS)
 
-down: ## Stop exactly what `make up` started (the supervisor and its children)
-	@$(STACK) down
+down: ## Stop what `make up` started: the supervisor and its children (or: make down <component>...)
+	@$(STACK) down $(COMPONENTS)
 
 status: ## Per component: state, pid, healthy, restarts, last exit
 	@$(STACK) status
 
 logs: ## Follow a component's log: make logs [component] (default: all)
-	@$(STACK) logs $(LOGS_ARGS)
+	@$(STACK) logs $(COMPONENTS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
 	$(VENV)/bin/ruff check .

@@ -204,3 +204,27 @@ def test_watchdog_off_and_touch_outside_an_operation() -> None:
     dog = Watchdog(stale_after=0)
     with dog.working("x"):
         assert dog.stalled() == []
+
+
+def test_client_library_log_floods_are_counted_not_written() -> None:
+    import logging
+
+    from conn_runtime.logs import RepeatFilter
+
+    f = RepeatFilter(window=30.0)
+
+    def rec(name: str, msg: str, at: float) -> logging.LogRecord:
+        r = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, None, None)
+        r.created = at
+        return r
+
+    flood = [
+        rec("aiokafka", "Unable connect to node with id 1", 1000 + i * 0.01) for i in range(500)
+    ]
+    written = [r for r in flood if f.filter(r)]
+    assert len(written) == 1
+    later = rec("aiokafka", "Unable connect to node with id 1", 1031.0)
+    assert f.filter(later) and later.repeated == 499  # the count is not lost
+    # Conn's own lines, and other messages, always pass
+    assert all(f.filter(rec("conn_runtime.kafka", "handler waits", 1000.0)) for _ in range(3))
+    assert f.filter(rec("aiokafka", "another message", 1000.5))

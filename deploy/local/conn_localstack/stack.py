@@ -13,7 +13,9 @@ Built-in: postgres, kafka, topics. Others add processes in either of two ways:
    CONN_LOCALSTACK_PLUGINS="mod.a,mod.b") exposing `def process_specs() -> list[ProcessSpec]`.
    They are started after Kafka, PostgreSQL and the topics exist, with the stack env
    (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, CONN_*_PORT) plus the spec's own env.
-2. `register_process(spec_or_factory)` from Python (e.g. a test fixture).
+2. `register_process(spec_or_factory)` from Python. The supervisor is a process of its
+   own: a registration counts only where the supervisor imports it, i.e. in a plugin
+   module (1); registering from a test process does not reach a running supervisor.
 """
 
 from __future__ import annotations

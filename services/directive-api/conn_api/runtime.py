@@ -28,7 +28,14 @@ from conn_api.view import LogView
 from conn_runtime import db
 from conn_runtime.kafka import EventProducer, Position
 from conn_runtime.ops import RETRY_AFTER_SECONDS, kafka_ready
-from conn_runtime.resilience import KAFKA, POSTGRES, Dependencies, Watchdog, retry
+from conn_runtime.resilience import (
+    KAFKA,
+    POSTGRES,
+    Dependencies,
+    Watchdog,
+    dependency_of,
+    retry,
+)
 from conn_runtime.settings import OpsSettings
 from conn_schemas.events import Envelope
 
@@ -100,6 +107,7 @@ class Runtime:
             )
         await step(self.producer.start, "producer")
         await step(self.view.start, "fold consumer")
+        await self.deps.check()  # answer from fresh probes from the first request on
         self.started.set()
         try:
             await asyncio.wait_for(self.view.caught_up.wait(), catch_up_timeout)
@@ -148,7 +156,8 @@ class Runtime:
         try:
             return await self.producer.append(event, topic=topic)
         except KafkaError as exc:
-            self.deps.report_down(KAFKA, exc)
+            if dependency_of(exc) is not None:  # Kafka away (not e.g. a record too large)
+                self.deps.report_down(KAFKA, exc)
             log.error("append failed", extra={"error": repr(exc), "event_type": event.event_type})
             raise unavailable([KAFKA], self.deps) from exc
 
