@@ -228,3 +228,38 @@ def test_client_library_log_floods_are_counted_not_written() -> None:
     # Conn's own lines, and other messages, always pass
     assert all(f.filter(rec("conn_runtime.kafka", "handler waits", 1000.0)) for _ in range(3))
     assert f.filter(rec("aiokafka", "another message", 1000.5))
+
+
+async def test_ops_endpoints_liveness_for_wedged_readiness_for_dependencies() -> None:
+    import json
+
+    from conn_runtime.ops import OpsServer
+
+    deps = Dependencies()
+    deps.add(KAFKA)
+    deps.add(POSTGRES)
+    deps.report_up(KAFKA)
+    deps.report(asyncpg.exceptions.CannotConnectNowError("the database system is starting up"))
+    dog = Watchdog(stale_after=0.02)
+    ops = OpsServer("127.0.0.1", 0, deps=deps, watchdog=dog)
+
+    async def consumer_running() -> bool:
+        return True
+
+    ops.add_check("consumer", consumer_running)
+
+    ready = await ops._readyz(None)  # type: ignore[arg-type]
+    body = json.loads(ready.body)  # type: ignore[arg-type]
+    assert ready.status == 503 and ready.headers["Retry-After"]
+    assert body["missing"] == [POSTGRES] and body["checks"][POSTGRES] is False
+    alive = await ops._healthz(None)  # type: ignore[arg-type]
+    assert alive.status == 200  # a dependency away is not a reason to restart the process
+
+    with dog.working("stuck handler"):
+        await asyncio.sleep(0.05)
+        wedged = await ops._healthz(None)  # type: ignore[arg-type]
+    assert wedged.status == 503
+    assert json.loads(wedged.body)["stalled"] == ["stuck handler"]  # type: ignore[arg-type]
+    deps.report_up(POSTGRES)
+    assert (await ops._readyz(None)).status == 200  # type: ignore[arg-type]
+    assert (await ops._healthz(None)).status == 200  # type: ignore[arg-type]
