@@ -7,8 +7,17 @@ STACK := $(PY) -m conn_localstack.cli
 
 KUBE := $(PY) -m conn_localstack.kube
 
+.PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench chaos clean
 .PHONY: kube-up kube-down kube-status
-.PHONY: help setup up down status test test-unit lint fmt schemas demo bench chaos clean
+
+# `make logs kafka`, `make up packager`, `make down kafka`: the words after up/down/logs
+# name components of the local stack, not make targets.
+ifneq ($(filter $(firstword $(MAKECMDGOALS)),up down logs),)
+  COMPONENTS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  ifneq ($(COMPONENTS),)
+    $(eval $(COMPONENTS):;@:)
+  endif
+endif
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,13 +25,13 @@ help:
 setup: ## Create .venv, install pinned deps, fetch Kafka (Maven), ensure PostgreSQL 15 (idempotent)
 	@bash deploy/local/setup.sh
 
-up: ## Start local Kafka (KRaft), PostgreSQL, topics and the simulator (CONN_KUBE=1: also Kubernetes)
-	@$(STACK) up
-	@if [ -n "$$CONN_KUBE" ]; then $(KUBE) up; fi
+up: ## Start the local stack under its supervisor (or only: make up <component>...; CONN_KUBE=1: also Kubernetes)
+	@$(STACK) up $(COMPONENTS)
+	@if [ -n "$$CONN_KUBE" ] && [ -z "$(COMPONENTS)" ]; then $(KUBE) up; fi
 
-down: ## Stop exactly what `make up` started
-	@$(KUBE) down
-	@$(STACK) down
+down: ## Stop what `make up` started: the supervisor and its children (or: make down <component>...)
+	@if [ -z "$(COMPONENTS)" ]; then $(KUBE) down; fi
+	@$(STACK) down $(COMPONENTS)
 
 kube-up: ## Start the local Kubernetes control plane (etcd, API server, controllers, KWOK node)
 	@$(KUBE) up
@@ -33,8 +42,11 @@ kube-down: ## Stop the local Kubernetes control plane
 kube-status: ## Show the local Kubernetes control plane
 	@$(KUBE) status
 
-status: ## Show the local stack's processes and health
+status: ## Per component: state, pid, healthy, restarts, last exit
 	@$(STACK) status
+
+logs: ## Follow a component's log: make logs [component] (default: all)
+	@$(STACK) logs $(COMPONENTS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
 	$(VENV)/bin/ruff check .

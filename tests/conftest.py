@@ -1,21 +1,37 @@
-"""Session fixtures that find real Kafka and PostgreSQL, lazily (only when a test asks).
+"""Session fixtures that find real Kafka and PostgreSQL, lazily (only when a test asks),
+and never touch a stack the session did not start.
+
+Isolation first: before anything runs, the session points the local-stack machinery
+(`conn_localstack`) at a PRIVATE directory and private ports:
+
+    CONN_LOCAL_DIR = <repo>/.local/test-stack/<pid>   data, logs, PID files: its own
+    CONN_*_PORT    = free loopback ports               (every port of deploy/local/ports.env)
+
+so a `make up` / `make demo` stack running from the same checkout (in `.local/`, on
+the ports of ports.env or of the caller's environment) is never stopped, restarted or
+reconfigured: whatever a test does through `conn_localstack` lands on the private
+stack. Kafka jars and PostgreSQL binaries are shared read-only; data and ports are not.
 
 Resolution order, per service:
-  (a) env KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL;
-  (b) testcontainers, if a Docker daemon answers a ping;
-  (c) the local stack (deploy/local): reused if already running (`make up`) and left running,
-      otherwise started for the session and stopped at its end.
+  (a) env KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL: used as given. Tests that stop or
+      restart the broker or the database skip (`own_stack`): they are not ours to restart;
+  (b) testcontainers, if a Docker daemon answers a ping (ours: restartable by docker);
+  (c) otherwise the private local stack, started for the session under its own
+      supervisor (which exits with this process, even if it is killed) and stopped at
+      the end; its directory is deleted.
 
 Fixtures: kafka_bootstrap (str), database_url (str), fresh_database (str DSN, per test),
 conn_topics (Topics with prefix and their ACLs, per test), trust (the session's test
 keyring and broker logins, see kafka_support.py), local_stack_dir (Path),
-service_sources (dict).
+service_sources (dict), own_stack (stop/start/restart "kafka" / "postgres" of the
+session's own stack).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +39,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from stack_support import PRIVATE, TEST_STACKS, OwnStack, isolate, private_stack_dir, release
 
 from conn_runtime.db import temporary_database
 
@@ -30,12 +47,39 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE_TOPICS_EVENTS_PARTITIONS = 3
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    isolate()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    iso = release()
+    if iso is None:
+        return
+    try:
+        from conn_localstack import stack_down
+
+        stack_down()  # the private stack only (CONN_LOCAL_DIR points at it)
+    finally:
+        # Keep its logs for a post-mortem (.local/logs/test-stack/), drop its data.
+        logs = iso.directory / "logs"
+        if logs.is_dir():
+            keep = ROOT / ".local" / "logs" / "test-stack"
+            shutil.rmtree(keep, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                shutil.copytree(logs, keep)
+        if iso.directory.resolve().parent == TEST_STACKS.resolve():  # never anything else
+            shutil.rmtree(iso.directory, ignore_errors=True)
+        iso.restore()
+
+
+# --- where the services come from --------------------------------------------------------------
+
+
 class _Services:
     """What this session is using, and what it must stop at the end."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, str] = {}  # "kafka"/"postgres" -> "env" | "docker" | "local"
-        self.started_local: list[str] = []
+        self.sources: dict[str, str] = {}  # "kafka"/"postgres" -> "env" | "docker" | "private"
         self.containers: list[Any] = []
         self._docker: bool | None = None
 
@@ -56,20 +100,17 @@ class _Services:
                 self._docker = False
         return self._docker
 
-    async def local(self, names: list[str]) -> None:
-        from conn_localstack import stack_up
+    async def private(self, names: list[str]) -> None:
+        from conn_localstack import paths, stack_up
 
-        res = await stack_up(names)
-        self.started_local += [n for n in res.started if n not in self.started_local]
+        # Belt and braces: the private stack and nothing else.
+        assert paths().root == private_stack_dir().resolve(), paths().root
+        await stack_up(names)
 
     def close(self) -> None:
         for c in reversed(self.containers):
             with contextlib.suppress(Exception):
                 c.stop()
-        if self.started_local:
-            from conn_localstack import stack_down
-
-            stack_down(self.started_local)
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +124,13 @@ def _services() -> Iterator[_Services]:
 
 @pytest.fixture(scope="session")
 def service_sources(_services: _Services) -> dict[str, str]:
-    """Where each requested service came from: "env", "docker" or "local"."""
+    """Where each requested service came from: "env", "docker" or "private"."""
     return _services.sources
 
 
 @pytest.fixture(scope="session")
 def local_stack_dir() -> Path:
+    """The session's private stack directory (never the user's `.local`)."""
     from conn_localstack import paths
 
     return paths().root
@@ -110,8 +152,8 @@ async def kafka_bootstrap(_services: _Services) -> str:
         return str(c.get_bootstrap_server())
     from conn_localstack import kafka_bootstrap as local_bootstrap
 
-    await _services.local(["kafka", "topics"])
-    _services.sources["kafka"] = "local"
+    await _services.private(["kafka", "topics"])
+    _services.sources["kafka"] = PRIVATE
     return local_bootstrap()
 
 
@@ -133,9 +175,20 @@ async def database_url(_services: _Services) -> str:
         return str(c.get_connection_url())
     from conn_localstack import database_url as local_url
 
-    await _services.local(["postgres"])
-    _services.sources["postgres"] = "local"
+    await _services.private(["postgres"])
+    _services.sources["postgres"] = PRIVATE
     return local_url()
+
+
+# --- stopping and restarting the session's own stack (fault tests) ----------------------------
+
+
+@pytest.fixture
+def own_stack(kafka_bootstrap: str, database_url: str, service_sources: dict[str, str]) -> OwnStack:
+    return OwnStack(service_sources)
+
+
+# --- per-test resources -------------------------------------------------------------------------
 
 
 @pytest_asyncio.fixture(loop_scope="session")

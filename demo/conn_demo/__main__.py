@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.rule import Rule
 
 from conn_demo.session import DemoError, load_tokens, run_session
-from conn_localstack.config import kafka_bootstrap, port
+from conn_localstack.config import port, stack_env
 from conn_localstack.stack import stack_up
 from conn_localstack.trust import dev_trust
 
@@ -86,11 +86,13 @@ def main() -> int:
 
 
 def _cli(console: Console, who: str, *args: str) -> None:
+    # stack_env(): KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL of this stack's ports (`conn replay`
+    # needs them when CONN_*_PORT are not the defaults); the caller's environment wins.
     # `conn replay` reads the log itself: as the local stack's read-only SRE principal,
     # verifying every record against the dev keyring.
     env = {
+        **stack_env(),
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap(),
         **dev_trust().service_env("sre"),
         "CONN_TOKEN": load_tokens()[who],
         "COLUMNS": str(console.width),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,6 +27,25 @@ async def apply_schema(pool: asyncpg.Pool, ddl: str, *, lock_key: int) -> None:
 async def database_ready(pool: asyncpg.Pool) -> bool:
     async with pool.acquire(timeout=1.5) as conn:
         return bool(await conn.fetchval("SELECT 1"))
+
+
+def postgres_probe(
+    dsn: str, pool: Callable[[], asyncpg.Pool | None]
+) -> Callable[[], Awaitable[bool]]:
+    """A readiness probe for `Dependencies`: `SELECT 1` through the service's pool once
+    it exists, through a short-lived connection while it does not (start-up)."""
+
+    async def probe() -> bool:
+        current = pool()
+        if current is not None:
+            return await database_ready(current)
+        conn = await asyncpg.connect(dsn, timeout=1.5)
+        try:
+            return bool(await conn.fetchval("SELECT 1"))
+        finally:
+            await conn.close()
+
+    return probe
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -33,6 +34,15 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from conn_runtime import metrics
+from conn_runtime.resilience import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    Dependencies,
+    StopRequested,
+    Watchdog,
+    dependency_of,
+    retry,
+)
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RecordLike, Signer, Trust, signer_for, trust_for
 from conn_schemas.codec import UnreadableRecord, encode
@@ -257,6 +267,9 @@ class EventLoop:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
         dead_letter: bool = True,
+        deps: Dependencies | None = None,
+        watchdog: Watchdog | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self.settings = settings
         self.trust: Trust = trust_for(settings)
@@ -276,6 +289,15 @@ class EventLoop:
         self._on_caught_up = on_caught_up
         self._replay_until: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
+        self.deps = deps
+        self.watchdog = watchdog or Watchdog()
+        self.backoff = backoff
+        self._failures = 0
+        """Consecutive batches that failed (the backoff exponent)."""
+        self._consumer_started = False
+        self._pending_caught_up: set[TopicPartition] = set()
+        """Caught up, but `on_caught_up` failed because a dependency was away: retried
+        before the next fetch, so nothing after them is handled first."""
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=group_id,
@@ -292,7 +314,10 @@ class EventLoop:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.consumer.start()
+        """Connect and subscribe (or assign). Safe to call again after it failed."""
+        if not self._consumer_started:
+            await self.consumer.start()
+            self._consumer_started = True
         if self.group_id is None:
             # Outside a group nothing is subscribed, so the client has no metadata for
             # our topics yet: fetch it, or partitions_for_topic() answers None.
@@ -310,6 +335,11 @@ class EventLoop:
     def stop_soon(self) -> None:
         self._stopping.set()
 
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the loop is told to stop (for retries inside handlers)."""
+        return self._stopping
+
     async def stop(self) -> None:
         self._stopping.set()
         await self.consumer.stop()
@@ -324,17 +354,71 @@ class EventLoop:
         self.ready = True
         try:
             while not self._stopping.is_set():
-                try:
-                    batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-                except KafkaError as exc:
-                    log.warning("fetch failed, retrying", extra={"error": repr(exc)})
-                    await asyncio.sleep(0.5)
-                    continue
-                if batch:
-                    await self._process(batch)
-                await self._report_lag()
+                with self.watchdog.working(self.name):
+                    await self._iteration()
         finally:
             self.ready = False
+
+    async def _iteration(self) -> None:
+        if self._pending_caught_up:
+            await self._retry_caught_up()
+            return
+        try:
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        except KafkaError as exc:
+            self._note_failure(exc, "fetch failed, retrying")
+            await self._pause()
+            return
+        if batch:
+            await self._process(batch)
+        await self._report_lag()
+
+    def _note_failure(
+        self, exc: BaseException, message: str, extra: dict[str, object] | None = None
+    ) -> None:
+        if self.deps is not None:
+            self.deps.report(exc)
+        log.warning(
+            message, extra={"consumer": self.name, "error": repr(exc)[:300], **(extra or {})}
+        )
+
+    async def _pause(self) -> None:
+        """Back off after a failed fetch or batch (bounded, jittered), unless stopping."""
+        delay = self.backoff.delay(self._failures)
+        self._failures += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _report_caught_up(self, partitions: set[TopicPartition]) -> None:
+        if not partitions or self._on_caught_up is None:
+            return
+        try:
+            await self._on_caught_up(partitions)
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            self._note_failure(exc, "on_caught_up failed (dependency away); will retry")
+            self._pending_caught_up |= partitions
+
+    async def _retry_caught_up(self) -> None:
+        callback = self._on_caught_up
+        assert callback is not None
+
+        async def once() -> None:
+            pending = set(self._pending_caught_up)
+            parts = pending & self.consumer.assignment()
+            if parts:
+                await callback(parts)
+            self._pending_caught_up -= pending
+
+        with contextlib.suppress(StopRequested):
+            await retry(
+                once,
+                what=f"{self.name}: on_caught_up",
+                deps=self.deps,
+                backoff=self.backoff,
+                stopping=self._stopping,
+            )
 
     # -- rebalance ---------------------------------------------------------------------
 
@@ -355,12 +439,12 @@ class EventLoop:
         done = {tp for tp in assigned if self._replay_until.get(tp, 0) <= starts[tp]}
         for tp in done:
             self._replay_until.pop(tp, None)
-        if done and self._on_caught_up is not None:
-            await self._on_caught_up(done)
+        await self._report_caught_up(done)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self._replay_until.pop(tp, None)
+        self._pending_caught_up -= revoked
         if self._on_revoked is not None:
             await self._on_revoked(revoked)
 
@@ -400,14 +484,17 @@ class EventLoop:
             for tp, offset in failed.items():
                 commit.pop(tp, None)
                 self.consumer.seek(tp, offset)
-            await asyncio.sleep(0.5)
+            await self._pause()
+        else:
+            self._failures = 0
         if self.group_id is not None and commit:
             try:
                 await self.consumer.commit(commit)
             except KafkaError as exc:  # rebalance in progress: records are redelivered
+                if self.deps is not None:
+                    self.deps.report(exc)
                 log.warning("commit failed", extra={"error": repr(exc)})
-        if caught_up and self._on_caught_up is not None:
-            await self._on_caught_up(caught_up)
+        await self._report_caught_up(caught_up)
 
     async def _handle_groups(
         self, groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]]
@@ -422,14 +509,20 @@ class EventLoop:
                     started = time.perf_counter()
                     try:
                         await self.handler(item)
-                    except Exception:
-                        log.exception(
-                            "handler failed; will retry",
-                            extra={
-                                "event_type": item.event.event_type,
-                                "offset": item.position.offset,
-                            },
-                        )
+                    except Exception as exc:
+                        extra = {
+                            "event_type": item.event.event_type,
+                            "offset": item.position.offset,
+                        }
+                        if isinstance(exc, StopRequested):
+                            log.info("stopping; the record will be redelivered", extra=extra)
+                        elif dependency_of(exc) is not None:
+                            # A dependency is away: no trace, rewind and back off.
+                            self._note_failure(
+                                exc, "handler waits for a dependency; will retry", extra
+                            )
+                        else:
+                            log.exception("handler failed; will retry", extra=extra)
                         failed[tp] = min(failed.get(tp, item.position.offset), item.position.offset)
                         return
                     finally:

@@ -1,9 +1,16 @@
 """The ops side of every service: /healthz, /readyz and /metrics on one small
 HTTP server, and a runner that shuts down gracefully on SIGTERM/SIGINT.
 
-/healthz answers 200 while the process's event loop runs. /readyz answers 200
-only when every registered readiness check passes (Kafka reachable, PostgreSQL
-reachable, consumer running), else 503 with the failing checks.
+/healthz (liveness) answers 200 while the process works, including while it
+waits for a dependency that is away; 503 only when an operation registered with
+the service's `Watchdog` made no progress for its `stale_after` seconds (a
+wedged process: restarting it is the cure).
+
+/readyz (readiness) answers 200 only when every dependency is there (Kafka,
+PostgreSQL: probed in the background and reported by failing operations, see
+`conn_runtime.resilience.Dependencies`) and every service check passes
+(consumer running, fold caught up); else 503 with `Retry-After`, the failing
+checks, and `missing`: the dependencies that are away.
 """
 
 from __future__ import annotations
@@ -13,19 +20,32 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from conn_runtime.resilience import Dependencies, Watchdog
+
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+RETRY_AFTER_SECONDS = 2
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        deps: Dependencies | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        self.deps = deps or Dependencies()
+        self.watchdog = watchdog or Watchdog()
         self.checks: dict[str, ReadinessCheck] = {}
         self._runner: web.AppRunner | None = None
 
@@ -33,19 +53,42 @@ class OpsServer:
         self.checks[name] = check
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        stalled = self.watchdog.stalled()
+        if stalled:
+            return web.json_response(
+                {
+                    "status": "wedged",
+                    "stalled": stalled,
+                    "after_seconds": self.watchdog.stale_after,
+                },
+                status=503,
+            )
         return web.json_response({"status": "ok"})
 
-    async def _readyz(self, _: web.Request) -> web.Response:
-        results: dict[str, bool] = {}
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if not self.deps.monitoring:  # no background monitor: probe now
+            await self.deps.check()
+        results: dict[str, bool] = {n: self.deps.state(n).up for n in self.deps.names}
         for name, check in self.checks.items():
             try:
                 results[name] = bool(await asyncio.wait_for(check(), timeout=2))
             except Exception:  # noqa: BLE001 - a failing check is "not ready", never a 500
                 results[name] = False
         ready = all(results.values())
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not_ready",
+            "checks": results,
+            "missing": self.deps.missing(),
+            "dependencies": self.deps.as_json(),
+        }
+        return ready, body
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ready, body = await self.readiness()
+        if ready:
+            return web.json_response(body)
         return web.json_response(
-            {"status": "ready" if ready else "not_ready", "checks": results},
-            status=200 if ready else 503,
+            body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -80,14 +123,24 @@ async def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) 
     log.info("stopped")
 
 
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            out.append((host.strip("[]"), int(port)))
+    return out
+
+
 async def kafka_ready(bootstrap: str) -> bool:
-    """Readiness probe: can we open a TCP connection to the first bootstrap server?"""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.5)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    """Readiness probe: does any bootstrap server accept a TCP connection?"""
+    for host, port in _hosts(bootstrap):
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.5)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False

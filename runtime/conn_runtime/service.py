@@ -6,6 +6,12 @@ record. The base class owns the producer, the group consumer (with catch-up
 from offset 0 on assignment), a second consumer that reads `conn.control` in
 full outside the group (so the kill switch reaches every instance), the
 in-memory folds, the ops server and graceful shutdown.
+
+Dependencies (see `conn_runtime.resilience`): the ops server starts first, then
+every connection is retried with bounded backoff until it succeeds, so a service
+started while Kafka or PostgreSQL is away waits (not ready, naming what is
+missing) instead of exiting; afterwards the consumer loop rewinds and backs off
+while a dependency is away, and resumes from the committed offset.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
 
@@ -20,7 +27,8 @@ from conn_core.state import IncidentState
 from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer
 from conn_runtime.ops import OpsServer, kafka_ready
-from conn_runtime.settings import KafkaSettings
+from conn_runtime.resilience import KAFKA, Dependencies, StopRequested, Watchdog, retry
+from conn_runtime.settings import KafkaSettings, OpsSettings
 from conn_schemas.signing import SignerRole
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,9 @@ class ConsumerService:
     ) -> None:
         self.kafka = kafka
         self.topics = kafka.topics
+        self.deps = Dependencies()
+        self.deps.add(KAFKA, lambda: kafka_ready(kafka.kafka_bootstrap_servers))
+        self.watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
         self.folds = IncidentFolds()
         self.producer = EventProducer(kafka, producer_name=self.name, expect_role=self.role)
         self.loop = EventLoop(
@@ -57,6 +68,8 @@ class ConsumerService:
             on_assigned=self.on_assigned,
             on_revoked=self._on_revoked,
             on_caught_up=self.on_caught_up,
+            deps=self.deps,
+            watchdog=self.watchdog,
         )
         self.control_loop: EventLoop | None = None
         if follow_control:
@@ -68,10 +81,15 @@ class ConsumerService:
                 producer=self.producer,
                 name=f"{self.name}-control",
                 catch_up=True,
+                deps=self.deps,
+                watchdog=self.watchdog,
             )
-        self.ops = OpsServer(ops_host, ops_port) if ops_port else None
+        self.ops = (
+            OpsServer(ops_host, ops_port, deps=self.deps, watchdog=self.watchdog)
+            if ops_port
+            else None
+        )
         if self.ops is not None:
-            self.ops.add_check("kafka", lambda: kafka_ready(kafka.kafka_bootstrap_servers))
             self.ops.add_check("consumer", self._consumer_running)
 
     async def _consumer_running(self) -> bool:
@@ -80,7 +98,9 @@ class ConsumerService:
     # -- hooks for subclasses ------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Open service-specific resources (database pools, adapters)."""
+        """Open service-specific resources (database pools, adapters). Retried while a
+        dependency is away (`conn_runtime.resilience.dependency_of`), so it must be safe
+        to call again after it failed part-way."""
 
     async def teardown(self) -> None:
         """Close what `setup` opened."""
@@ -120,14 +140,22 @@ class ConsumerService:
         await self.on_revoked(partitions)
         self.folds.forget(partitions)
 
-    async def start(self) -> None:
-        await self.producer.start()
-        await self.setup()
-        if self.control_loop is not None:
-            await self.control_loop.start()
-        await self.loop.start()
+    async def start(self, stopping: asyncio.Event | None = None) -> None:
+        """Ops server first (it answers while we wait), then every connection, each
+        retried with backoff while its dependency is away (until `stopping` is set)."""
         if self.ops is not None:
             await self.ops.start()
+        self.deps.start()
+
+        async def step(call: Callable[[], Awaitable[None]], what: str) -> None:
+            with self.watchdog.working(f"{self.name}: {what}"):
+                await retry(call, what=f"{self.name}: {what}", deps=self.deps, stopping=stopping)
+
+        await step(self.producer.start, "producer")
+        await step(self.setup, "setup")
+        if self.control_loop is not None:
+            await step(self.control_loop.start, "control consumer")
+        await step(self.loop.start, "consumer")
 
     async def stop(self) -> None:
         self.loop.stop_soon()
@@ -138,6 +166,7 @@ class ConsumerService:
             *((self.control_loop.stop,) if self.control_loop else ()),
             self.teardown,
             self.producer.stop,
+            self.deps.stop,
             *((self.ops.stop,) if self.ops else ()),
         ):
             with contextlib.suppress(Exception):
@@ -145,7 +174,11 @@ class ConsumerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start, consume until `stop` is set, then stop cleanly."""
-        await self.start()
+        try:
+            await self.start(stop)
+        except StopRequested:
+            await self.stop()  # stopped while waiting for a dependency
+            return
         log.info("started", extra={"group": self.loop.group_id, "topic": self.topics.events})
         tasks = [asyncio.create_task(self.loop.run(), name=f"{self.name}-events")]
         if self.control_loop is not None:

@@ -71,3 +71,12 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+
+
+class OpsSettings(BaseSettings):
+    """Env: CONN_WEDGED_AFTER_SECONDS (liveness: an operation with no progress for this
+    long makes /healthz answer 503; 0 turns it off)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    conn_wedged_after_seconds: float = 300.0

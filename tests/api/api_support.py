@@ -92,6 +92,11 @@ async def running_api(settings: Settings) -> AsyncIterator[Api]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as c:
+            # The API serves at once and connects in the background: wait until it is ready.
+            deadline = asyncio.get_running_loop().time() + 60
+            while (await c.get("/readyz")).status_code != 200:
+                assert asyncio.get_running_loop().time() < deadline, "API not ready in 60s"
+                await asyncio.sleep(0.05)
             yield Api(c, app, settings)
 
 

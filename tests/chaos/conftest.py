@@ -1,16 +1,14 @@
-"""Fixtures of the fault suite: restarting the shared Kafka broker / PostgreSQL
-server, only when this test session owns them (the local stack of
-deploy/local, not services given by KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL)."""
+"""Fixtures of the fault suite: restarting the Kafka broker / PostgreSQL server of the
+session's own (private) stack only, never services given by KAFKA_BOOTSTRAP_SERVERS /
+DATABASE_URL nor a `make up` stack (see `own_stack` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import os
-import time
 from typing import Any
 
 import pytest
+from stack_support import OwnStack
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,40 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-async def _restart(name: str, pause: float) -> float:
-    """Stop and start one local-stack component; returns the downtime in seconds.
-    Whatever happens, the component is started again before this returns."""
-    from conn_localstack import stack_down, stack_up
-
-    started = time.monotonic()
-    try:
-        stopped = await asyncio.to_thread(stack_down, [name])
-        if name not in stopped:
-            raise RuntimeError(f"{name} was not running under the local stack")
-        await asyncio.sleep(pause)
-    finally:
-        await stack_up([name])
-    return time.monotonic() - started
-
-
 @pytest.fixture
-def chaos_stack(
-    kafka_bootstrap: str, database_url: str, service_sources: dict[str, str]
-) -> dict[str, Any]:
-    """{"kafka": restart(), "postgres": restart()} for what this session may restart,
-    and "why" when something is skipped. CONN_CHAOS_NO_RESTARTS=1 skips both."""
+def chaos_stack(own_stack: OwnStack) -> dict[str, Any]:
+    """{"kafka": restart(), "postgres": restart()} for what this session may restart
+    (its own private stack), and "why" when something is skipped."""
     out: dict[str, Any] = {}
-    reasons: list[str] = []
-    if os.environ.get("CONN_CHAOS_NO_RESTARTS"):
-        reasons.append("CONN_CHAOS_NO_RESTARTS is set")
-    else:
-        for name, key in (("kafka", "kafka"), ("postgres", "postgres")):
-            source = service_sources.get(key)
-            if source == "local":
-                out[name] = functools.partial(_restart, name, 1.0)
-            else:
-                reasons.append(f"{name} comes from {source or 'elsewhere'} (not the local stack)")
-    out["why"] = "; ".join(reasons) or "n/a"
-    if reasons:
+    for name in ("kafka", "postgres"):
+        if own_stack.available(name):
+            out[name] = functools.partial(own_stack.restart, name, 1.0)
+    out["why"] = own_stack.why
+    if own_stack.reasons:
         print(f"fault suite: stack restarts limited: {out['why']}")
     return out

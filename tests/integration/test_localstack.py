@@ -92,9 +92,9 @@ async def _topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str
 async def test_down_up_keeps_event_log_and_leaves_no_process(
     kafka_bootstrap, service_sources, conn_topics
 ):
-    if service_sources.get("kafka") != "local":
-        pytest.skip(f"kafka came from {service_sources.get('kafka')}, not the local stack")
-    from conn_localstack import stack_down, stack_status, stack_up
+    if service_sources.get("kafka") != "private":
+        pytest.skip(f"kafka came from {service_sources.get('kafka')}, not the private stack")
+    from conn_localstack import paths, stack_down, stack_status, stack_up
 
     # A test copy of conn.events (same configs); the real one is left free of test records.
     topic = conn_topics.events
@@ -113,9 +113,7 @@ async def test_down_up_keeps_event_log_and_leaves_no_process(
             assert not psutil.pid_exists(pid), f"pid {pid} survived stack_down"
         after = await stack_status()
         assert all(r["pid"] is None for r in after)
-        from conn_localstack import paths
-
-        # Ours only: other checkouts on this machine may run their own local stacks.
+        # No broker of this stack left (other stacks on the machine are none of our business).
         ours = str(paths().kafka_config)
         leftovers = [
             p.info
@@ -168,7 +166,7 @@ async def test_conn_topics_have_the_specified_configs(kafka_bootstrap, conn_topi
 
 
 async def test_production_topics_on_local_stack(kafka_bootstrap, service_sources):
-    if service_sources.get("kafka") != "local":
+    if service_sources.get("kafka") != "private":
         pytest.skip("production topics are only created by the local stack")
     t = Topics()
     configs = await _topic_configs(kafka_bootstrap, [t.events, t.takeover, t.control])

@@ -1,8 +1,17 @@
-"""Paths and ports of the local stack. Everything lives under <repo>/.local."""
+"""Paths and ports of the local stack.
+
+A stack's own state (data, logs, PID files) lives under its directory: <repo>/.local,
+or CONN_LOCAL_DIR (the test session's private stack uses .local/test-stack/...).
+What is expensive to fetch and never written at run time is shared read-only from
+the cache outside the clone (`cache_dir()`, default ~/.cache/conn, keyed by
+version): the Kafka jars in <cache>/kafka-<version>/libs (`make setup` fetches them
+there); PostgreSQL binaries come from the system (CONN_PG_BIN).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +19,35 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEPLOY_LOCAL = PACKAGE_DIR.parent
 REPO_ROOT = DEPLOY_LOCAL.parent.parent
 PORTS_ENV = DEPLOY_LOCAL / "ports.env"
+POM = DEPLOY_LOCAL / "pom.xml"
 PG_BIN = Path(os.environ.get("CONN_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def cache_dir() -> Path:
+    """CONN_CACHE_DIR, else $XDG_CACHE_HOME/conn, else ~/.cache/conn (outside the clone)."""
+    if os.environ.get("CONN_CACHE_DIR"):
+        return Path(os.environ["CONN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "conn"
+
+
+def kafka_version() -> str:
+    """The broker version pinned in deploy/local/pom.xml."""
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    if not found:
+        raise ValueError(f"no <kafka.version> in {POM}")
+    return found.group(1).strip()
+
+
+def kafka_libs() -> Path:
+    """CONN_KAFKA_LIBS, else <cache>/kafka-<version>/libs, else (an older `make setup`)
+    <repo>/.local/kafka/libs."""
+    if os.environ.get("CONN_KAFKA_LIBS"):
+        return Path(os.environ["CONN_KAFKA_LIBS"])
+    cached = cache_dir() / f"kafka-{kafka_version()}" / "libs"
+    if cached.is_dir():
+        return cached
+    return REPO_ROOT / ".local" / "kafka" / "libs"
 
 
 def _defaults() -> dict[str, str]:
@@ -47,7 +84,7 @@ class Paths:
 
     @property
     def kafka_libs(self) -> Path:
-        return self.kafka / "libs"
+        return kafka_libs()  # shared, read-only (not under this stack's directory)
 
     @property
     def kafka_config(self) -> Path:

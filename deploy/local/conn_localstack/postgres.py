@@ -1,4 +1,8 @@
-"""Private PostgreSQL 15 cluster in .local/postgres (as the `postgres` OS user when root)."""
+"""Private PostgreSQL 15 cluster in .local/postgres (as the `postgres` OS user when root).
+
+Under `make up` the supervisor runs the postmaster in the foreground as its own
+child (`spec()`), so it sees it exit and restarts it; `start()` / `stop()` (pg_ctl)
+remain for a cluster started without the supervisor."""
 
 from __future__ import annotations
 
@@ -7,13 +11,21 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import psutil
 
 from conn_localstack.config import PG_BIN, database_url, paths, port
-from conn_localstack.procs import StackError, log_file, running_pid, stop_process, write_pid
+from conn_localstack.procs import (
+    ProcessSpec,
+    StackError,
+    log_file,
+    running_pid,
+    stop_process,
+    write_pid,
+)
 
 NAME = "postgres"
 OS_USER = "postgres"
@@ -196,6 +208,39 @@ def stop() -> bool:
     if pid is not None:
         psutil.wait_procs([p for p in _procs(pid)], timeout=10)
     return was
+
+
+def spec() -> ProcessSpec:
+    """The postmaster in the foreground (for the supervisor). Call `prepare()` first."""
+    p = paths()
+    return ProcessSpec(
+        name=NAME,
+        argv=[str(PG_BIN / "postgres"), "-D", str(p.pg_data)],
+        port=port("CONN_POSTGRES_PORT"),
+        cwd=Path("/"),
+        user=OS_USER if os.geteuid() == 0 else None,
+        startup_timeout=60.0,
+        stop_timeout=30.0,
+        stop_signal=signal.SIGINT,  # fast shutdown: roll back, disconnect clients, checkpoint
+        signal_group=False,  # the postmaster stops its own backends
+    )
+
+
+async def started() -> bool:
+    """Start-up check under the supervisor: accepts connections, `conn` exists."""
+    try:
+        await _bootstrap_roles()
+    except Exception:  # noqa: BLE001 - not accepting connections yet
+        return False
+    return await healthy()
+
+
+def stop_stray() -> bool:
+    """Stop a postmaster of this data directory that we do not own as a child (started by
+    pg_ctl or by a supervisor that died). True if there was one."""
+    if _postmaster_pid() is None:
+        return False
+    return stop()
 
 
 def _procs(pid: int) -> list[psutil.Process]:

@@ -1,6 +1,8 @@
 """Background processes of the local stack: PID files in .local/run, logs in .local/logs.
 
-Reusable by anyone adding a component:
+`make up` runs them under the supervisor (`conn_localstack.supervisor`), which uses
+`spawn` / `terminate` here and restarts a process that exits unexpectedly. The
+direct helpers below remain for one-off use. Reusable by anyone adding a component:
 
     spec = ProcessSpec(name="simulator", argv=[sys.executable, "-m", "conn_simulator"],
                        port=18080, health_url="http://127.0.0.1:18080/healthz")
@@ -47,6 +49,12 @@ class ProcessSpec:
     cwd: Path | None = None
     startup_timeout: float = 60.0
     stop_timeout: float = 15.0
+    stop_signal: int = signal.SIGTERM
+    """PostgreSQL: SIGINT ("fast" shutdown; SIGTERM would wait for every client)."""
+    signal_group: bool = True
+    """Signal the whole process group (False: only the leader, which stops its children)."""
+    user: str | None = None
+    """Run as this OS user when we are root (PostgreSQL refuses to run as root)."""
 
 
 def pid_file(name: str) -> Path:
@@ -161,12 +169,22 @@ async def wait_healthy(spec: ProcessSpec, pid: int | None = None) -> None:
         await asyncio.sleep(0.3)
 
 
-def _spawn(spec: ProcessSpec) -> int:
+def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
+    """Start `spec` in its own session (process group), output appended to its log,
+    and record it as ours (PID file + meta). The caller owns the returned child."""
+    paths().ensure()
     env = {**os.environ, **stack_env(), **spec.env}
+    extra: dict[str, object] = {}
+    if spec.user and os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam(spec.user)
+        extra = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        env["HOME"] = pw.pw_dir
     with log_file(spec.name).open("ab") as log:
         log.write(f"\n=== {time.strftime('%F %T')} start {list(spec.argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # type: ignore[call-overload]
             list(spec.argv),
             cwd=str(spec.cwd) if spec.cwd else None,
             env=env,
@@ -174,8 +192,58 @@ def _spawn(spec: ProcessSpec) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **extra,
         )
-    return proc.pid
+    with contextlib.suppress(psutil.Error):  # gone already: the caller sees it exit
+        write_pid(spec.name, proc.pid, spec.argv, spec.stop_timeout)
+    return proc  # type: ignore[no-any-return]
+
+
+def terminate(proc: subprocess.Popen[bytes], spec: ProcessSpec) -> int | None:
+    """Stop a child we spawned: `spec.stop_signal`, wait `spec.stop_timeout`, then SIGKILL
+    the whole group. Returns its exit status (negative: the signal)."""
+    if proc.poll() is None:
+        _signal_tree(proc.pid, spec.stop_signal, group=spec.signal_group)
+        try:
+            proc.wait(spec.stop_timeout)
+        except subprocess.TimeoutExpired:
+            _signal_tree(proc.pid, signal.SIGKILL, group=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+    # Whatever the leader left behind in its group (never another process group).
+    _signal_tree(proc.pid, signal.SIGKILL, group=True)
+    _clear(spec.name)
+    return proc.returncode
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL what is left in the process group `pid` led (we start every child as the
+    leader of its own group, so this never reaches another process group)."""
+    _signal_tree(pid, signal.SIGKILL, group=True)
+
+
+def _signal_tree(pid: int, sig: int, *, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)  # our children lead their own group (start_new_session)
+        else:
+            os.kill(pid, sig)
+
+
+def describe_status(code: int | None) -> str:
+    """`-9` -> "signal SIGKILL", `1` -> "exit 1"."""
+    if code is None:
+        return "running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit {code}"
+
+
+def _spawn(spec: ProcessSpec) -> int:
+    return spawn(spec).pid
 
 
 async def start_process(spec: ProcessSpec, *, wait: bool = True) -> int:
@@ -189,7 +257,6 @@ async def start_process(spec: ProcessSpec, *, wait: bool = True) -> int:
                 f"{spec.name}: port {spec.port} is already in use by a process we did not start"
             )
         pid = _spawn(spec)
-        write_pid(spec.name, pid, spec.argv, spec.stop_timeout)
     if wait:
         try:
             await wait_healthy(spec, pid)

@@ -1,16 +1,26 @@
 """The local stack: an ordered registry of components, started in order, stopped in reverse.
 
+The components run under the stack's supervisor (`conn_localstack.supervisor`), a
+small process `stack_up` starts when none runs: it owns them as its children and
+restarts one that exits unexpectedly. `stack_up` / `stack_down` / `stack_status`
+talk to it; every path is under `paths()` (CONN_LOCAL_DIR) and every port comes
+from the environment, so two stacks with different directories and ports never
+touch each other.
+
 Built-in: postgres, kafka, topics. Others add processes in either of two ways:
 
 1. A module `conn_<pkg>.localstack` (see PLUGIN_MODULES, or list extra modules in
    CONN_LOCALSTACK_PLUGINS="mod.a,mod.b") exposing `def process_specs() -> list[ProcessSpec]`.
    They are started after Kafka, PostgreSQL and the topics exist, with the stack env
    (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, CONN_*_PORT) plus the spec's own env.
-2. `register_process(spec_or_factory)` from Python (e.g. a test fixture).
+2. `register_process(spec_or_factory)` from Python. The supervisor is a process of its
+   own: a registration counts only where the supervisor imports it, i.e. in a plugin
+   module (1); registering from a test process does not reach a running supervisor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -19,14 +29,13 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from conn_localstack import kafka, postgres
+from conn_localstack import kafka, postgres, supervisor
 from conn_localstack.config import kafka_bootstrap, port
 from conn_localstack.procs import (
     ProcessSpec,
     StackError,
     check_health,
     running_pid,
-    start_process,
     stop_process,
 )
 
@@ -43,13 +52,24 @@ PLUGIN_MODULES = [
 
 @dataclass
 class Component:
+    """A supervised process (`spec`) or a one-shot step (`run`)."""
+
     name: str
-    start: Callable[[], Awaitable[int | None]]
-    stop: Callable[[], bool]
-    pid: Callable[[], int | None]
     healthy: Callable[[], Awaitable[bool]]
+    spec: Callable[[], ProcessSpec] | None = None
+    prepare: Callable[[], None] | None = None
+    """Before every (re)start: write config, initialise storage."""
+    started: Callable[[], Awaitable[bool]] | None = None
+    """Start-up check (default: `healthy`)."""
+    run: Callable[[], Awaitable[int | None]] | None = None
+    """A one-shot step instead of a process (the topics)."""
+    stop_stray: Callable[[], bool] | None = None
+    """Stop an instance the supervisor did not start (PID files of an older run)."""
     port: int | None = None
     tags: set[str] = field(default_factory=set)
+
+    def pid(self) -> int | None:
+        return running_pid(self.name) if self.spec is not None else None
 
 
 @dataclass
@@ -67,18 +87,14 @@ def register_process(spec: ProcessSpec | Callable[[], ProcessSpec]) -> None:
 
 
 def _process_component(spec: ProcessSpec) -> Component:
-    async def _start() -> int | None:
-        return await start_process(spec)
-
     async def _healthy() -> bool:
         return running_pid(spec.name) is not None and await check_health(spec)
 
     return Component(
         name=spec.name,
-        start=_start,
-        stop=lambda: stop_process(spec.name),
-        pid=lambda: running_pid(spec.name),
         healthy=_healthy,
+        spec=lambda: spec,
+        stop_stray=lambda: stop_process(spec.name),
         port=spec.port,
         tags={"process"},
     )
@@ -141,40 +157,35 @@ async def _topics_healthy() -> bool:
 def components() -> list[Component]:
     """Ordered component list (start order)."""
 
-    async def _kafka_start() -> int | None:
-        kafka.prepare()
-        pid = await start_process(kafka.spec())
-        kafka.add_users()  # SCRAM users added to the dev set after the storage was formatted
-        return pid
+    async def _kafka_started() -> bool:
+        if not await kafka.healthy():
+            return False
+        # SCRAM users added to the dev set after the storage was formatted.
+        await asyncio.to_thread(kafka.add_users)
+        return True
 
     out = [
         Component(
             "postgres",
-            postgres.start,
-            postgres.stop,
-            lambda: running_pid("postgres"),
             postgres.healthy,
-            port("CONN_POSTGRES_PORT"),
-            {"core"},
+            spec=postgres.spec,
+            prepare=postgres.prepare,
+            started=postgres.started,
+            stop_stray=lambda: postgres.stop_stray() | stop_process("postgres"),
+            port=port("CONN_POSTGRES_PORT"),
+            tags={"core"},
         ),
         Component(
             "kafka",
-            _kafka_start,
-            lambda: stop_process("kafka"),
-            lambda: running_pid("kafka"),
             kafka.healthy,
-            port("CONN_KAFKA_PORT"),
-            {"core"},
+            spec=kafka.spec,
+            prepare=kafka.prepare,
+            started=_kafka_started,
+            stop_stray=lambda: stop_process("kafka"),
+            port=port("CONN_KAFKA_PORT"),
+            tags={"core"},
         ),
-        Component(
-            "topics",
-            _topics_start,
-            lambda: False,
-            lambda: None,
-            _topics_healthy,
-            None,
-            {"core"},
-        ),
+        Component("topics", _topics_healthy, run=_topics_start, tags={"core"}),
     ]
     for s in [*_plugin_specs(), *(x() if callable(x) else x for x in _extra)]:
         out.append(_process_component(s))
@@ -195,36 +206,47 @@ def _select(names: Iterable[str] | None) -> list[Component]:
 async def stack_up(
     names: Iterable[str] | None = None, *, echo: Callable[[str], None] | None = None
 ) -> UpResult:
-    """Start the selected components (default: all) in order; idempotent."""
-    res = UpResult()
-    for c in _select(names):
-        before = c.pid()
-        if c.name == "topics":
-            if echo:
-                echo("[up] topics: ensuring")
-        elif before is not None and await c.healthy():
-            res.already_running.append(c.name)
-            if echo:
-                echo(f"[up] {c.name}: already running (pid {before})")
-            continue
-        elif echo:
-            echo(f"[up] {c.name}: starting")
-        pid = await c.start()
-        if c.name != "topics":
-            res.started.append(c.name)
-        if echo:
-            echo(f"[up] {c.name}: healthy" + (f" (pid {pid})" if pid else ""))
-    return res
+    """Start the selected components (default: all) in order under the supervisor
+    (started first if none runs); idempotent. Raises StackError (with the log tail)."""
+    selected = [c.name for c in _select(names)]
+    await asyncio.to_thread(supervisor.ensure_running, echo)
+    result = await asyncio.to_thread(supervisor.request, "start", selected, echo=echo)
+    return UpResult(
+        started=list(result.get("started", [])),
+        already_running=list(result.get("already_running", [])),
+    )
 
 
 def stack_down(
     names: Iterable[str] | None = None, *, echo: Callable[[str], None] | None = None
 ) -> list[str]:
-    """Stop the selected components (default: all) in reverse order; idempotent."""
+    """Stop the selected components (default: all, and the supervisor) in reverse
+    order; idempotent. Without a supervisor (it died, or an older `make up` started
+    the stack), what the PID files name is stopped directly."""
+    selected = [c.name for c in _select(names)]
     stopped: list[str] = []
-    for c in reversed(_select(names)):
+    if supervisor.supervisor_pid() is not None:
         try:
-            if c.stop():
+            if names is None:
+                before = [
+                    str(r["component"])
+                    for r in (supervisor.read_state() or {}).get("components", [])
+                    if r.get("pid")
+                ]
+                supervisor.stop_supervisor()
+                stopped = before
+                if echo:
+                    for n in reversed(before):
+                        echo(f"[down] {n}: stopped")
+                    echo("[down] supervisor: stopped")
+            else:
+                stopped = list(supervisor.request("stop", selected, echo=echo).get("stopped", []))
+        except StackError as e:
+            if echo:
+                echo(f"[down] supervisor: {e}; stopping by PID file")
+    for c in reversed(_select(names)):  # leftovers: no supervisor, or it died
+        try:
+            if c.stop_stray is not None and c.stop_stray():
                 stopped.append(c.name)
                 if echo:
                     echo(f"[down] {c.name}: stopped")
@@ -237,14 +259,33 @@ def stack_down(
 
 
 async def stack_status() -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+    """One row per component: component, pid, port, healthy, state, restarts,
+    last_exit (e.g. "signal SIGKILL at 2026-12-03 23:40:01Z"), detail."""
+    if supervisor.supervisor_pid() is not None:
+        with contextlib.suppress(StackError):
+            rows = await asyncio.to_thread(supervisor.request, "status", None, timeout=30.0)
+            return [dict(r) for r in rows]
+    known = {str(r["component"]): r for r in (supervisor.read_state() or {}).get("components", [])}
+    out: list[dict[str, object]] = []
     for c in components():
         pid = c.pid()
         healthy = False
         with contextlib.suppress(Exception):
             healthy = await c.healthy()
-        rows.append({"component": c.name, "pid": pid, "port": c.port, "healthy": healthy})
-    return rows
+        last = known.get(c.name, {})
+        out.append(
+            {
+                "component": c.name,
+                "pid": pid,
+                "port": c.port,
+                "healthy": healthy,
+                "state": "unsupervised" if pid else "stopped",
+                "restarts": last.get("restarts", 0),
+                "last_exit": last.get("last_exit"),
+                "detail": "",
+            }
+        )
+    return out
 
 
 def python() -> str:

@@ -17,7 +17,7 @@ root="${CONN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}"
 src="$root/deploy/local/setup.d/kube"
 # shellcheck source=kube/versions.env
 . "$src/versions.env"
-cache="${CONN_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/conn}"
+cache="${CONN_TOOLS_CACHE:-${CONN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conn}}"
 
 say() { echo "[setup] kube: $*"; }
 die() { echo "[setup] kube: ERROR: $*" >&2; exit 1; }

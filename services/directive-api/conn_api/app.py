@@ -4,6 +4,8 @@ request metrics, and the OpenAPI document (with the DirectiveRequest schema)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,10 +23,12 @@ from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
-from conn_runtime.db import database_ready
-from conn_runtime.ops import kafka_ready
+from conn_runtime.ops import RETRY_AFTER_SECONDS
+from conn_runtime.resilience import KAFKA, POSTGRES, StopRequested
 from conn_runtime.trust import signer_for
 from conn_schemas.signing import SignerRole
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Conn's directive API: the commander directs one bounded step at a time.
 
@@ -42,17 +46,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Serve at once; connect in the background (retrying while Kafka or PostgreSQL
+        # is away). Until then /readyz names what is missing and routes answer 503.
         rt = Runtime(settings, auth)
-        try:
-            await rt.start()
-        except BaseException:
-            await rt.stop()
-            raise
-        app.state.runtime = rt
+        app.state.starting = rt
+        app.state.runtime = None
+        stopping = asyncio.Event()
+
+        async def bring_up() -> None:
+            try:
+                await rt.start(stopping=stopping)
+            except StopRequested:
+                return
+            except Exception:
+                log.exception("directive API could not start")
+                raise
+            app.state.runtime = rt
+
+        starter = asyncio.create_task(bring_up(), name="directive-api-start")
         try:
             yield
         finally:
+            stopping.set()
             app.state.runtime = None
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(starter, 10)
             await rt.stop()
 
     app = FastAPI(
@@ -79,36 +97,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 time.perf_counter() - started
             )
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     @app.get(
         "/readyz",
         tags=["ops"],
         responses={503: {"model": ErrorResponse, "description": "Not ready"}},
     )
     async def readyz(request: Request) -> JSONResponse:
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        checks: dict[str, bool] = {"kafka": False, "postgres": False, "fold": False}
+        rt: Runtime | None = getattr(request.app.state, "starting", None)
+        checks: dict[str, bool] = {KAFKA: False, POSTGRES: False, "fold": False}
+        missing = [KAFKA, POSTGRES]
+        dependencies: dict[str, Any] = {}
         if rt is not None:
-            try:
-                checks["kafka"] = await asyncio.wait_for(
-                    kafka_ready(settings.kafka.kafka_bootstrap_servers), 2
-                )
-            except Exception:  # noqa: BLE001 - a failing probe is "not ready"
-                checks["kafka"] = False
-            try:
-                checks["postgres"] = await asyncio.wait_for(database_ready(rt.db), 2)
-            except Exception:  # noqa: BLE001
-                checks["postgres"] = False
+            checks[KAFKA] = rt.deps.available(KAFKA)
+            checks[POSTGRES] = rt.deps.available(POSTGRES)
             checks["fold"] = rt.view.caught_up.is_set() and rt.view.running
-        ready = all(checks.values())
+            missing = rt.deps.missing()
+            dependencies = rt.deps.as_json()
+        ready = all(checks.values()) and request.app.state.runtime is not None
         if ready:
             return JSONResponse({"status": "ready", "checks": checks})
+        detail = {"checks": checks, "missing": missing, "dependencies": dependencies}
+        what = f"waiting for {', '.join(missing)}" if missing else "not ready"
         return JSONResponse(
-            error_body("unavailable", "not ready", {"checks": checks}), status_code=503
+            error_body("unavailable", what, detail),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness: 503 only when an operation made no progress for
+        CONN_WEDGED_AFTER_SECONDS (a wedged process), never because a dependency is away."""
+        rt: Runtime | None = getattr(request.app.state, "starting", None)
+        stalled = rt.watchdog.stalled() if rt is not None else []
+        if stalled:
+            return JSONResponse(
+                error_body("wedged", "no progress", {"stalled": stalled}), status_code=503
+            )
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from conn_api.auth import AuthError, Identity
 from conn_api.errors import ApiError
 from conn_api.runtime import Runtime
+from conn_runtime.ops import RETRY_AFTER_SECONDS
 from conn_schemas.values import Role
 
 bearer = HTTPBearer(auto_error=False, description="Conn API token or OIDC JWT")
@@ -18,7 +19,15 @@ bearer = HTTPBearer(auto_error=False, description="Conn API token or OIDC JWT")
 def get_runtime(request: Request) -> Runtime:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None:
-        raise ApiError(503, "unavailable", "the service is starting")
+        starting: Runtime | None = getattr(request.app.state, "starting", None)
+        missing = starting.deps.missing() if starting is not None else []
+        raise ApiError(
+            503,
+            "unavailable",
+            "the service is starting" + (f" (waiting for {', '.join(missing)})" if missing else ""),
+            {"missing": missing},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return rt
 
 

@@ -11,9 +11,11 @@ different body is a 422.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +28,7 @@ from conn_api.runtime import Runtime
 from conn_api.store import claim_key, complete_key, get_key, release_key
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
+from conn_runtime.resilience import dependency_of
 from conn_schemas.events import (
     DirectiveIssued,
     DirectiveIssuedPayload,
@@ -98,12 +101,41 @@ async def issue(
     try:
         status, response = await _decide_and_append(rt, incident_id, body, identity, correlation_id)
     except BaseException:
-        await asyncio.shield(release_key(rt.db, principal=identity.id, key=idem_key))
+        # Nothing was appended: free the key so a retry can proceed.
+        await asyncio.shield(
+            _bookkeeping(
+                rt,
+                functools.partial(release_key, rt.db, principal=identity.id, key=idem_key),
+                "release an idempotency key",
+            )
+        )
         raise
-    await complete_key(
-        rt.db, principal=identity.id, key=idem_key, status_code=status, response=response
+    await _bookkeeping(
+        rt,
+        functools.partial(
+            complete_key,
+            rt.db,
+            principal=identity.id,
+            key=idem_key,
+            status_code=status,
+            response=response,
+        ),
+        "complete an idempotency key",
     )
     return status, response
+
+
+async def _bookkeeping(rt: Runtime, call: Callable[[], Awaitable[None]], what: str) -> None:
+    """A write about a request that has been decided already: if PostgreSQL is away
+    right now, it is finished in the background as soon as it is back (the answer to
+    the client stands; a retry with the same key meanwhile gets 409 "in progress")."""
+    try:
+        await call()
+    except Exception as exc:
+        if dependency_of(exc) is None:
+            raise
+        rt.deps.report(exc)
+        rt.settle(call, what)
 
 
 def _mark_replayed(status: int, response: dict[str, Any]) -> dict[str, Any]:

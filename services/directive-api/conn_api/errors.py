@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,6 +23,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conn_api.auth import AuthError
+from conn_runtime.ops import RETRY_AFTER_SECONDS
+from conn_runtime.resilience import NETWORK, dependency_of
 from conn_schemas.values import RefusalReason
 
 log = logging.getLogger(__name__)
@@ -124,7 +128,10 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+        headers = exc.headers
+        if exc.status == 503 and not (headers and "Retry-After" in headers):
+            headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
     @app.exception_handler(AuthError)
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
@@ -146,7 +153,37 @@ def install_handlers(app: FastAPI) -> None:
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
         )
 
+    async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        """A dependency went away under this request: 503 + Retry-After, never a 500."""
+        dependency = dependency_of(exc)
+        if dependency is None:
+            return await _unexpected(request, exc)
+        rt = getattr(request.app.state, "starting", None)
+        deps = getattr(rt, "deps", None)
+        if deps is not None:
+            deps.report(exc)
+        missing = [dependency] if dependency != NETWORK else (deps.missing() if deps else [])
+        log.warning(
+            "dependency unavailable",
+            extra={"path": request.url.path, "dependency": dependency, "error": repr(exc)},
+        )
+        named = ", ".join(missing) or "a dependency"
+        return error_response(
+            503,
+            "unavailable",
+            f"{named} is unavailable; retry",
+            {"missing": missing},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    # Registered per class (not only under `Exception`, whose handler Starlette runs
+    # as the last resort and then re-raises): a dependency error is an answer, not a crash.
+    for cls in (asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError, OSError, TimeoutError):
+        app.add_exception_handler(cls, _dependency_error)  # type: ignore[arg-type]
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if dependency_of(exc) is not None:
+            return await _dependency_error(request, exc)
         log.exception("unhandled error", extra={"path": request.url.path})
         return error_response(500, "internal_error", "internal error; see the service log")

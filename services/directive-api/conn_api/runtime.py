@@ -1,4 +1,11 @@
-"""What one API process holds while it runs: producer, fold, database pool, locks."""
+"""What one API process holds while it runs: producer, fold, database pool, locks,
+and the state of its dependencies.
+
+`start()` retries every connection with bounded backoff while Kafka or
+PostgreSQL is away (the HTTP server already answers: /healthz 200, /readyz 503
+naming what is missing, every other route 503 with Retry-After). Afterwards a
+monitor probes both every second; a request that needs one that is away is
+answered 503 with Retry-After at once instead of waiting on a dead connection."""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -19,6 +27,16 @@ from conn_api.store import DDL, SCHEMA_LOCK_KEY
 from conn_api.view import LogView
 from conn_runtime import db
 from conn_runtime.kafka import EventProducer, Position
+from conn_runtime.ops import RETRY_AFTER_SECONDS, kafka_ready
+from conn_runtime.resilience import (
+    KAFKA,
+    POSTGRES,
+    Dependencies,
+    Watchdog,
+    dependency_of,
+    retry,
+)
+from conn_runtime.settings import OpsSettings
 from conn_schemas.events import Envelope
 from conn_schemas.signing import SignerRole
 
@@ -26,16 +44,41 @@ log = logging.getLogger(__name__)
 
 PRODUCER = "directive-api"
 
+_WHAT = {KAFKA: "the event log (Kafka)", POSTGRES: "the database (PostgreSQL)"}
+
+
+def unavailable(missing: list[str], deps: Dependencies | None = None) -> ApiError:
+    """503 + Retry-After naming the dependencies that are away."""
+    named = " and ".join(_WHAT.get(n, n) for n in missing) or "a dependency"
+    detail: dict[str, object] = {"missing": missing}
+    if deps is not None:
+        detail["dependencies"] = {n: deps.state(n).as_json() for n in missing}
+    return ApiError(
+        503,
+        "unavailable",
+        f"{named} is unavailable; retry",
+        detail,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
 
 class Runtime:
     def __init__(self, settings: Settings, auth: Authenticator) -> None:
         self.settings = settings
         self.auth = auth
+        self.deps = Dependencies()
+        self.deps.add(KAFKA, lambda: kafka_ready(settings.kafka.kafka_bootstrap_servers))
+        self.deps.add(
+            POSTGRES, db.postgres_probe(settings.database.database_url, lambda: self.pool)
+        )
+        self.watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
         self.producer = EventProducer(
             settings.kafka, producer_name=PRODUCER, expect_role=SignerRole.API
         )
-        self.view = LogView(settings.kafka, self.producer)
+        self.view = LogView(settings.kafka, self.producer, deps=self.deps, watchdog=self.watchdog)
         self.pool: asyncpg.Pool | None = None
+        self.started = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.read_model: ReadModel | None = None
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.alert_lock = asyncio.Lock()
@@ -45,9 +88,18 @@ class Runtime:
         assert self.pool is not None, "runtime not started"
         return self.pool
 
-    async def start(self, catch_up_timeout: float = 60.0) -> None:
-        self.pool = await db.create_pool(self.settings.database.database_url, max_size=10)
-        await db.apply_schema(self.pool, DDL, lock_key=SCHEMA_LOCK_KEY)
+    async def start(
+        self, catch_up_timeout: float = 60.0, stopping: asyncio.Event | None = None
+    ) -> None:
+        self.deps.start()
+
+        async def step(call: Callable[[], Awaitable[object]], what: str) -> None:
+            await retry(call, what=f"directive-api: {what}", deps=self.deps, stopping=stopping)
+
+        await step(self._open_pool, "database pool")
+        await step(
+            lambda: db.apply_schema(self.db, DDL, lock_key=SCHEMA_LOCK_KEY), "database schema"
+        )
         api = self.settings.api
         if api.conn_api_read_model:
             self.read_model = ReadModel(
@@ -56,15 +108,45 @@ class Runtime:
                 events_topic=self.settings.kafka.topics.events,
                 wait_seconds=api.conn_api_read_model_wait_seconds,
             )
-        await self.producer.start()
-        await self.view.start()
+        await step(self.producer.start, "producer")
+        await step(self.view.start, "fold consumer")
+        await self.deps.check()  # answer from fresh probes from the first request on
+        self.started.set()
         try:
             await asyncio.wait_for(self.view.caught_up.wait(), catch_up_timeout)
         except TimeoutError:
             log.warning("fold not caught up yet; /readyz stays 503 until it is")
         log.info("directive API runtime started", extra={"topics": self.view.topics.model_dump()})
 
+    async def _open_pool(self) -> None:
+        if self.pool is None:
+            self.pool = await db.create_pool(self.settings.database.database_url, max_size=10)
+
+    def require(self, *names: str) -> None:
+        """503 with Retry-After at once if a dependency this request needs is away."""
+        missing = [n for n in names if not self.deps.available(n)]
+        if missing:
+            raise unavailable(missing, self.deps)
+
+    def settle(self, call: Callable[[], Awaitable[object]], what: str) -> None:
+        """Finish a bookkeeping write in the background, waiting out an outage (e.g.
+        completing an idempotency key after the event was appended)."""
+
+        async def run() -> None:
+            try:
+                await retry(call, what=what, deps=self.deps, dependency=POSTGRES)
+            except Exception:
+                log.exception("could not finish in the background", extra={"what": what})
+
+        task = asyncio.create_task(run(), name=what)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5)
+        await self.deps.stop()
         await self.view.stop()
         with contextlib.suppress(Exception):
             await self.producer.stop()
@@ -73,11 +155,14 @@ class Runtime:
                 await self.pool.close()
 
     async def append(self, event: Envelope, *, topic: str | None = None) -> Position:
+        self.require(KAFKA)
         try:
             return await self.producer.append(event, topic=topic)
         except KafkaError as exc:
+            if dependency_of(exc) is not None:  # Kafka away (not e.g. a record too large)
+                self.deps.report_down(KAFKA, exc)
             log.error("append failed", extra={"error": repr(exc), "event_type": event.event_type})
-            raise ApiError(503, "unavailable", "the event log is unavailable; retry") from exc
+            raise unavailable([KAFKA], self.deps) from exc
 
     async def append_and_fold(self, event: Envelope, *, topic: str | None = None) -> dict[str, Any]:
         """Append, then wait (bounded) until our fold applied it: read-your-writes."""

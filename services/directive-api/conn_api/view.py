@@ -21,6 +21,7 @@ from conn_core.chain import GENESIS, link
 from conn_core.state import IncidentState
 from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer, Position
+from conn_runtime.resilience import Dependencies, Watchdog
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.codec import to_raw
 from conn_schemas.events import GLOBAL_INCIDENT, Envelope
@@ -49,7 +50,14 @@ class LedgerEntry:
 
 
 class LogView:
-    def __init__(self, kafka: KafkaSettings, producer: EventProducer) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        producer: EventProducer,
+        *,
+        deps: Dependencies | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.topics = kafka.topics
         self.folds = IncidentFolds()
         self.ledgers: dict[str, list[LedgerEntry]] = {}
@@ -71,6 +79,8 @@ class LogView:
             on_assigned=self._on_assigned,
             on_caught_up=self._on_caught_up,
             dead_letter=False,
+            deps=deps,
+            watchdog=watchdog,
         )
         self._task: asyncio.Task[None] | None = None
 

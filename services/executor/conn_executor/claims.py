@@ -14,9 +14,11 @@ has taken the claim over (which bumps the generation). A row that reached
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -105,9 +107,25 @@ _COLUMNS = (
 )
 
 
+T = TypeVar("T")
+Persist = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
+"""`persist(call, what)`: run `call` (retrying while PostgreSQL is away)."""
+
+
+async def _once(call: Callable[[], Awaitable[T]], _what: str) -> T:
+    return await call()
+
+
 class ClaimStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Every statement except `mark_started` is safe to repeat (a read, an insert that
+    does nothing on conflict, an update guarded by the state it moves from), so they
+    go through `persist`, which waits out a PostgreSQL restart. `mark_started` is the
+    fenced gate before the side effect and is never repeated blindly: if it fails, the
+    record is redelivered and recovery decides from the claim and the log."""
+
+    def __init__(self, pool: asyncpg.Pool, *, persist: Persist = _once) -> None:
         self.pool = pool
+        self.persist = persist
 
     async def try_claim(
         self,
@@ -121,44 +139,56 @@ class ClaimStore:
         generation: int,
         executor_id: str,
     ) -> Claim | None:
-        """Insert the claim; None if the correlation ID was already claimed."""
-        row = await self.pool.fetchrow(
-            f"""
+        """Insert the claim; None if the correlation ID was already claimed (also when
+        a repeat after a lost answer finds our own insert: the caller then takes the
+        redelivery path, which finishes the claim from the log)."""
+        row = await self.persist(
+            lambda: self.pool.fetchrow(
+                f"""
             INSERT INTO executor_claims (correlation_id, incident_id, action, topic,
                 kafka_partition, directive_offset, generation, executor_id, status)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'claimed')
             ON CONFLICT (correlation_id) DO NOTHING
             RETURNING {_COLUMNS}
             """,
-            correlation_id,
-            incident_id,
-            action,
-            topic,
-            partition,
-            offset,
-            generation,
-            executor_id,
+                correlation_id,
+                incident_id,
+                action,
+                topic,
+                partition,
+                offset,
+                generation,
+                executor_id,
+            ),
+            "claim a step",
         )
         return None if row is None else _claim(row)
 
     async def get(self, correlation_id: str) -> Claim | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM executor_claims WHERE correlation_id = $1", correlation_id
+        row = await self.persist(
+            lambda: self.pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM executor_claims WHERE correlation_id = $1",
+                correlation_id,
+            ),
+            "read a claim",
         )
         return None if row is None else _claim(row)
 
     async def take_over(self, correlation_id: str, *, generation: int, executor_id: str) -> bool:
         """Take a `claimed` (not started) claim from an older owner: bumps the fencing
         token so the old owner can no longer start it."""
-        result = await self.pool.execute(
-            """
+        result = await self.persist(
+            lambda: self.pool.execute(
+                """
             UPDATE executor_claims SET generation = $2, executor_id = $3, updated_at = now()
             WHERE correlation_id = $1 AND status = 'claimed'
               AND (generation < $2 OR executor_id = $3)
             """,
-            correlation_id,
-            generation,
-            executor_id,
+                correlation_id,
+                generation,
+                executor_id,
+            ),
+            "take a claim over",
         )
         return bool(result == "UPDATE 1")
 
@@ -177,26 +207,32 @@ class ClaimStore:
         return bool(result == "UPDATE 1")
 
     async def finish(self, correlation_id: str, status: ClaimStatus, detail: str = "") -> None:
-        await self.pool.execute(
-            """
+        await self.persist(
+            lambda: self.pool.execute(
+                """
             UPDATE executor_claims SET status = $2, detail = $3, finished_at = now(),
                 updated_at = now()
             WHERE correlation_id = $1 AND status IN ('claimed', 'started')
             """,
-            correlation_id,
-            status.value,
-            detail[:1000],
+                correlation_id,
+                status.value,
+                detail[:1000],
+            ),
+            "record a claim's outcome",
         )
 
     async def open_claims(self, topic: str, partitions: list[int]) -> list[Claim]:
-        rows = await self.pool.fetch(
-            f"""
+        rows = await self.persist(
+            lambda: self.pool.fetch(
+                f"""
             SELECT {_COLUMNS} FROM executor_claims
             WHERE topic = $1 AND kafka_partition = ANY($2::int[])
               AND status IN ('claimed', 'started')
             ORDER BY directive_offset
             """,
-            topic,
-            partitions,
+                topic,
+                partitions,
+            ),
+            "read open claims",
         )
         return [_claim(r) for r in rows]

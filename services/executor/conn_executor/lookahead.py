@@ -23,7 +23,8 @@ from conn_schemas.events import Event
 
 
 class LookAheadError(RuntimeError):
-    pass
+    dependency = "kafka"
+    """Reading ahead timed out: Kafka is away or slow; the handler is retried."""
 
 
 class LookAhead:
@@ -31,6 +32,7 @@ class LookAhead:
         self.timeout = timeout
         self.trust = trust_for(settings)
         self._lock = asyncio.Lock()
+        self._started = False
         self._consumer: AIOKafkaConsumer[Any, Any] = AIOKafkaConsumer(
             **client_options(settings),
             group_id=None,
@@ -40,7 +42,9 @@ class LookAhead:
         )
 
     async def start(self) -> None:
-        await self._consumer.start()
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
 
     async def stop(self) -> None:
         await self._consumer.stop()

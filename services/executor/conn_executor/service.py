@@ -22,8 +22,10 @@ import copy
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 from aiokafka import TopicPartition
@@ -41,6 +43,7 @@ from conn_executor.redact import failure_summary, scrub, step_summary, unknown_s
 from conn_executor.settings import ExecutorSettings
 from conn_runtime import db
 from conn_runtime.kafka import Consumed, Position
+from conn_runtime.resilience import POSTGRES, retry
 from conn_runtime.service import ConsumerService
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_runtime.stops import GLOBAL_SCOPE, active_stop
@@ -87,6 +90,7 @@ from conn_schemas.values import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LOG_STATUS = {
     DirectiveStatus.SUCCEEDED: ClaimStatus.SUCCEEDED,
@@ -164,8 +168,7 @@ class ExecutorService(ConsumerService):
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(lambda: deque(maxlen=64))
         self._all_starts: deque[datetime] = deque(maxlen=256)
         self._stops_seen: set[tuple[str, str, datetime]] = set()
-        if self.ops is not None:
-            self.ops.add_check("database", self._database_ready)
+        self.deps.add(POSTGRES, db.postgres_probe(database.database_url, lambda: self._pool))
         if self.faults.any:
             log.warning("TEST FAULT INJECTION ACTIVE", extra={"fault": settings.fault})
 
@@ -186,11 +189,17 @@ class ExecutorService(ConsumerService):
         assert self._gatherer is not None, "setup() has not run"
         return self._gatherer
 
-    async def _database_ready(self) -> bool:
-        return self._pool is not None and await db.database_ready(self._pool)
+    async def _persist(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a PostgreSQL statement that is safe to repeat, waiting out an outage."""
+        return await retry(
+            call, what=what, deps=self.deps, dependency=POSTGRES, stopping=self.loop.stopping
+        )
 
     async def setup(self) -> None:
-        self._pool = await db.create_pool(self.database.database_url)
+        """Safe to repeat after a failure (the service retries it while PostgreSQL or
+        Kafka is away at start-up)."""
+        if self._pool is None:
+            self._pool = await db.create_pool(self.database.database_url)
         for attempt in range(3):
             try:
                 await db.apply_schema(self._pool, CLAIMS_DDL, lock_key=CLAIMS_LOCK_KEY)
@@ -200,7 +209,7 @@ class ExecutorService(ConsumerService):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.2)
-        self._claims = ClaimStore(self._pool)
+        self._claims = ClaimStore(self._pool, persist=self._persist)
         if self._adapters is None:
             self._adapters = build_adapters(self.adapter_settings)
         a = self._adapters
@@ -670,10 +679,20 @@ class ExecutorService(ConsumerService):
             return StopSignal("kill_switch", f"global kill switch engaged: {control.reason}")
         if state is not None and state.hold is not None:
             return StopSignal("hold", f"incident on hold: {state.hold.detail or state.hold.reason}")
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         try:
-            stop = await active_stop(self._pool, incident_id)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            # A PostgreSQL restart is waited out (bounded); the answer is still read
+            # immediately before the side effect.
+            stop = await retry(
+                lambda: active_stop(pool, incident_id),
+                what="read stop signals",
+                deps=self.deps,
+                dependency=POSTGRES,
+                give_up_after=self.settings.stop_read_patience,
+                stopping=self.loop.stopping,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             return StopSignal(
                 "hold", f"stop signals unreadable ({type(exc).__name__}): failing closed"
             )

@@ -19,7 +19,7 @@ def default_executor_id() -> str:
 class ExecutorSettings(BaseSettings):
     """Env: CONN_EXECUTOR_ID, CONN_EXECUTOR_METRICS_PORT (18101), CONN_EXECUTOR_GROUP_ID,
     CONN_EXECUTOR_STEP_TIMEOUT, CONN_EXECUTOR_GATHER_TIMEOUT, CONN_EXECUTOR_MAX_IN_FLIGHT,
-    CONN_EXECUTOR_FAULT (test only)."""
+    CONN_EXECUTOR_STOP_READ_PATIENCE, CONN_EXECUTOR_FAULT (test only)."""
 
     model_config = SettingsConfigDict(env_prefix="CONN_EXECUTOR_", extra="ignore")
 
@@ -30,6 +30,12 @@ class ExecutorSettings(BaseSettings):
     step_timeout: float = Field(default=30.0, gt=0, description="Bound on one side effect")
     gather_timeout: float = Field(default=10.0, gt=0, description="Bound on one state read")
     record_timeout: float = Field(default=10.0, gt=0)
+    stop_read_patience: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long the last check before a side effect waits for PostgreSQL to "
+        "answer (a restart) before it fails closed",
+    )
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     fault: str = ""
 

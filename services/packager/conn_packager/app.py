@@ -5,7 +5,13 @@
   already applied, so faust's at-least-once redelivery is harmless);
 - table `ledger` (changelog-backed, one partition per `conn.events` partition):
   incident_id -> {sequence, hash, bridge}: the ledger head and bridge state;
-- timer: publishes packets left unpublished by a crash, once caught up.
+- timer: publishes packets left unpublished by a crash (or by Kafka being away
+  when they were due), once caught up.
+
+Dependencies: a record is retried (bounded backoff, no attempt limit) while
+PostgreSQL or Kafka is away, so the agent never crashes on an outage (a crashed
+agent makes faust skip the record in hand and stop the worker); the timer skips
+its ticks with the same backoff. `/readyz` names what is missing meanwhile.
 
 App id and topic names honour CONN_TOPIC_PREFIX: app id `<prefix>conn-packager`,
 changelog `<prefix>conn-packager-ledger-changelog`.
@@ -13,27 +19,24 @@ changelog `<prefix>conn-packager-ledger-changelog`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 import faust
 from aiokafka import TopicPartition
 
 from conn_packager import metrics
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
-from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.ops import OpsServer
+from conn_runtime.resilience import DEFAULT_BACKOFF, Dependencies, Watchdog, dependency_of, retry
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RawRecord
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -69,31 +72,20 @@ def changelog_topic(settings: Settings) -> str:
     return f"{app_id(settings)}-ledger-changelog"
 
 
-TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-RETRY_SECONDS = 300.0
-
-
-async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """Retry a record through PostgreSQL/Kafka outages instead of letting the agent
-    crash: on a crash faust acks (skips) the record in hand and the worker exits."""
-    deadline = time.monotonic() + RETRY_SECONDS
-    delay = 0.2
-    while True:
-        try:
-            return await call()
-        except TRANSIENT as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning(
-                "transient failure projecting a record; retrying", extra={"error": repr(exc)}
-            )
-            await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
-
-
 def build_app(
-    settings: Settings, packager: Packager, *, partitions: int, ends: dict[int, int]
+    settings: Settings,
+    packager: Packager,
+    *,
+    partitions: int,
+    ends: dict[int, int],
+    deps: Dependencies | None = None,
+    watchdog: Watchdog | None = None,
+    ops: OpsServer | None = None,
 ) -> faust.App:
+    """`ops` (already serving, with `deps` and `watchdog`) is created by `main` before
+    Kafka is reached, so /healthz and /readyz answer while the packager waits."""
+    deps = deps or Dependencies()
+    watchdog = watchdog or Watchdog()
     topics = settings.kafka.topics
     # faust creates only the last level of its datadir: a fresh (or cleaned) <tmp>
     # would make every start fail with FileNotFoundError.
@@ -125,13 +117,12 @@ def build_app(
     )
     ledger = app.Table("ledger", default=dict, partitions=partitions, key_type=str)
     packager.set_startup_end(ends)
-    ops: OpsServer | None = None
-    if settings.packager.conn_packager_metrics_port:
-        ops = OpsServer(
-            settings.packager.conn_packager_host, settings.packager.conn_packager_metrics_port
-        )
-        ops.add_check("kafka", lambda: kafka_ready(settings.kafka.kafka_bootstrap_servers))
-        ops.add_check("database", packager.ready)
+
+    async def packager_started() -> bool:
+        return packager.started
+
+    if ops is not None:
+        ops.add_check("packager", packager_started)
 
     @app.agent(source)
     async def project_events(stream: Any) -> None:
@@ -149,7 +140,12 @@ def build_app(
                 timestamp=int(msg.timestamp * 1000) if msg.timestamp is not None else -1,
                 timestamp_type=msg.timestamp_type or 0,
             )
-            handled = await _retrying(functools.partial(packager.handle, record))
+            with watchdog.working("project a record"):
+                handled = await retry(
+                    functools.partial(packager.handle, record),
+                    what=f"project {msg.topic}/{msg.partition}@{msg.offset}",
+                    deps=deps,
+                )
             if handled is not None:
                 ledger[handled.incident_id] = {
                     "sequence": handled.sequence,
@@ -164,17 +160,39 @@ def build_app(
 
     @app.task
     async def start_services() -> None:
-        await packager.start()
-        if ops is not None:
-            await ops.start()
+        with watchdog.working("start"):
+            await retry(packager.start, what="packager: start", deps=deps)
+
+    backoff = {"failures": 0, "next": 0.0}
 
     @app.timer(interval=1.0)
     async def recover_packets() -> None:
+        if time.monotonic() < backoff["next"]:
+            return  # backing off while a dependency is away
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}
-        if assigned:
-            await packager.publish_pending(assigned)
-            ends = {p: app.consumer.highwater(TopicPartition(topics.events, p)) for p in assigned}
-            await packager.catch_up(topics.events, ends)
+        if not assigned:
+            return
+        try:
+            with watchdog.working("recover packets"):
+                await packager.publish_pending(assigned)
+                ends = {
+                    p: app.consumer.highwater(TopicPartition(topics.events, p)) for p in assigned
+                }
+                await packager.catch_up(topics.events, ends)
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                raise
+            # A timer that raises crashes the faust app: wait and try again instead.
+            deps.report(exc)
+            delay = DEFAULT_BACKOFF.delay(int(backoff["failures"]))
+            backoff["failures"] += 1
+            backoff["next"] = time.monotonic() + delay
+            log.warning(
+                "packet recovery waits for a dependency",
+                extra={"error": repr(exc)[:300], "retry_in": round(delay, 2)},
+            )
+            return
+        backoff["failures"] = 0
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:

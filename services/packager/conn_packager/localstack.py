@@ -20,6 +20,6 @@ def process_specs() -> list[ProcessSpec]:
                 **dev_trust().service_env("packager"),
             },
             port=ops_port,
-            health_url=f"http://127.0.0.1:{ops_port}/healthz",
+            health_url=f"http://127.0.0.1:{ops_port}/readyz",
         )
     ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -13,13 +15,21 @@ from pydantic import ValidationError
 from conn_packager.app import build_app, changelog_topic
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
-from conn_runtime import logs
+from conn_runtime import db, logs
 from conn_runtime.kafka import client_options
+from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.resilience import KAFKA, POSTGRES, Dependencies, StopRequested, Watchdog, retry
+from conn_runtime.settings import OpsSettings
 from conn_runtime.topics import TopicSpec, ensure_topics
 from conn_runtime.trust import TrustConfigError, signer_for
 from conn_schemas.signing import SignerRole
 
 log = logging.getLogger("conn_packager")
+
+
+class TopicMissing(RuntimeError):
+    dependency = KAFKA
+    """The events topic is not there (yet): waited for like Kafka itself."""
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -36,7 +46,7 @@ async def discover(settings: Settings) -> tuple[int, dict[int, int]]:
     try:
         parts = await topic_partitions(consumer, topic)
         if not parts:
-            raise RuntimeError(f"topic {topic!r} does not exist (run `make up` / the topics job)")
+            raise TopicMissing(f"topic {topic!r} does not exist (run `make up` / the topics job)")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
     finally:
@@ -73,16 +83,50 @@ def run() -> None:
         sys.exit(2)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    try:
-        partitions, ends = loop.run_until_complete(discover(settings))
-    except (RuntimeError, OSError, TimeoutError) as exc:
-        log.error("cannot start", extra={"error": str(exc)})
-        sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - e.g. KafkaConnectionError: a clear line, no trace
-        log.error("cannot reach Kafka", extra={"error": repr(exc)})
-        sys.exit(1)
     packager = Packager(settings.kafka, settings.database.database_url, settings.schema)
-    app = build_app(settings, packager, partitions=partitions, ends=ends)
+    deps = Dependencies()
+    deps.add(KAFKA, lambda: kafka_ready(settings.kafka.kafka_bootstrap_servers))
+    deps.add(POSTGRES, db.postgres_probe(settings.database.database_url, lambda: packager.pool))
+    watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
+    ops: OpsServer | None = None
+    if settings.packager.conn_packager_metrics_port:
+        ops = OpsServer(
+            settings.packager.conn_packager_host,
+            settings.packager.conn_packager_metrics_port,
+            deps=deps,
+            watchdog=watchdog,
+        )
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stopping.set)
+
+    async def prepare() -> tuple[int, dict[int, int]]:
+        # The ops server answers first (/readyz names what is missing), then Kafka is
+        # waited for with backoff: a packager started before Kafka or the topics does
+        # not exit.
+        if ops is not None:
+            await ops.start()
+        deps.start()
+        with watchdog.working("discover topics"):
+            return await retry(
+                lambda: discover(settings), what="packager: discover", deps=deps, stopping=stopping
+            )
+
+    try:
+        partitions, ends = loop.run_until_complete(prepare())
+    except StopRequested:
+        log.info("stopped before Kafka was reachable")
+        return
+    except OSError as exc:  # e.g. the ops port is taken
+        log.error("cannot start", extra={"error": repr(exc)})
+        sys.exit(1)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # faust's worker installs its own
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(sig)
+    app = build_app(
+        settings, packager, partitions=partitions, ends=ends, deps=deps, watchdog=watchdog, ops=ops
+    )
     import faust
 
     worker = faust.Worker(

@@ -38,6 +38,7 @@ from conn_packager.store import (
 )
 from conn_runtime import metrics as runtime_metrics
 from conn_runtime.kafka import EventProducer, client_options
+from conn_runtime.resilience import dependency_of
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RecordLike, trust_for
 from conn_schemas.codec import UnreadableRecord
@@ -53,6 +54,11 @@ from conn_schemas.values import Actor
 log = logging.getLogger(__name__)
 
 PRODUCER = "packager"
+
+
+class ReadBackError(RuntimeError):
+    dependency = "kafka"
+    """Reading records back from Kafka did not finish in time: Kafka is away or slow."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Packager:
         self.published: set[str] = set()
         self.lock = asyncio.Lock()
         self._started = False
+        self._schema_ready = False
         self._start_lock = asyncio.Lock()
         self._stalled: dict[int, int] = {}
         """partition -> next_offset seen behind the end at the previous catch_up()."""
@@ -98,11 +105,16 @@ class Packager:
         async with self._start_lock:
             if self._started:
                 return
-            self.pool = await create_pool(self.database_url)
-            await apply_ddl(self.pool, self.schema)
-            self._producer = EventProducer(
-                self.kafka, producer_name=PRODUCER, expect_role=SignerRole.PACKAGER
-            )
+            # Each step once; safe to call again after a step failed (dependency away).
+            if self.pool is None:
+                self.pool = await create_pool(self.database_url)
+            if not self._schema_ready:
+                await apply_ddl(self.pool, self.schema)
+                self._schema_ready = True
+            if self._producer is None:
+                self._producer = EventProducer(
+                    self.kafka, producer_name=PRODUCER, expect_role=SignerRole.PACKAGER
+                )
             await self._producer.start()
             self._started = True
             log.info("packager started", extra={"schema": self.schema})
@@ -110,9 +122,15 @@ class Packager:
     async def stop(self) -> None:
         if self._started:
             await self.producer.stop()
-            if self.pool is not None:
-                await self.pool.close()
-            self._started = False
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        self._started = self._schema_ready = False
+        self._producer = None
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def producer(self) -> EventProducer:
@@ -194,9 +212,23 @@ class Packager:
             for event_type in projected:
                 metrics.EVENTS_PROJECTED.labels(event_type=event_type).inc()
             await self._dead_letter(rejected)
-            for due in dues:
-                await self._publish(due, path="live")
+            await self._publish_committed(dues)
             return handled
+
+    async def _publish_committed(self, dues: list[PacketDue]) -> None:
+        """Publish packets whose rows are committed. If Kafka is away, they stay
+        unpublished in the read model and `publish_pending` publishes them once it is
+        back (the record itself is done: it is not projected again)."""
+        for due in dues:
+            try:
+                await self._publish(due, path="live")
+            except Exception as exc:
+                if dependency_of(exc) is None:
+                    raise
+                log.warning(
+                    "packet not published yet (dependency away); will be published later",
+                    extra={"packet_id": due.packet.packet_id, "error": repr(exc)[:300]},
+                )
 
     async def catch_up(self, topic: str, ends: dict[int, int | None]) -> int:
         """Project records the stream never delivered: for each partition whose read
@@ -253,8 +285,7 @@ class Packager:
                 extra={"partition": partition, "from": nxt, "to": end, "records": count},
             )
             await self._dead_letter(rejected)
-            for due in dues:
-                await self._publish(due, path="live")
+            await self._publish_committed(dues)
             return count
 
     async def _project(
@@ -309,7 +340,7 @@ class Packager:
             deadline = time.monotonic() + 30.0
             while await consumer.position(tp) < end:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not read back {topic}/{partition} [{start}, {end})")
+                    raise ReadBackError(f"could not read back {topic}/{partition} [{start}, {end})")
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
                 out.extend(r for r in batch.get(tp, []) if r.offset < end)
         finally:
@@ -323,6 +354,14 @@ class Packager:
         if packet.packet_id in self.published:
             return
         self.published.add(packet.packet_id)
+        try:
+            await self._send_packet(due, path=path)
+        except BaseException:
+            self.published.discard(packet.packet_id)  # publish_pending tries again
+            raise
+
+    async def _send_packet(self, due: PacketDue, *, path: str) -> None:
+        packet = due.packet
         body = {
             "packet_sha256": due.sha256,
             "packet": packet.model_dump(mode="json"),

@@ -16,11 +16,11 @@ import logging
 import time
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
 from conn_core.state import IncidentState
-from conn_runtime.kafka import Consumed
+from conn_runtime.kafka import Consumed, Position
+from conn_runtime.resilience import KAFKA, StopRequested, retry
 from conn_runtime.service import ConsumerService
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.events import (
@@ -183,34 +183,46 @@ class VerifierService(ConsumerService):
                 correlation_id=job.correlation_id,
                 causation_id=self._causes.get(key),
             )
-            for attempt in range(5):
+
+            async def append() -> Position | None:
                 if self._already_recorded(key):
-                    log.info("snapshot already in the log", extra={"correlation_id": key[1]})
-                    return
-                try:
-                    position = await self.producer.append(event)
-                except KafkaError as exc:
-                    log.warning(
-                        "append failed, retrying",
-                        extra={"attempt": attempt + 1, "error": repr(exc)},
-                    )
-                    await asyncio.sleep(0.5 * (attempt + 1))
-                    continue
-                self._appended.add(key)
-                self._causes.pop(key, None)
-                m.SNAPSHOTS.labels(verdict=payload.verdict.value).inc()
-                m.DURATION.observe(time.perf_counter() - started)
-                log.info(
-                    "verification snapshot appended",
-                    extra={
-                        "incident_id": job.incident_id,
-                        "correlation_id": job.correlation_id,
-                        "step_correlation_id": job.step_correlation_id,
-                        "verdict": payload.verdict.value,
-                        "detail": payload.detail,
-                        "offset": position.offset,
-                    },
+                    return None
+                return await self.producer.append(event)
+
+            # While Kafka is away: wait (bounded backoff, no attempt limit) rather than
+            # drop the snapshot; re-checked before every attempt so a snapshot that did
+            # land (and was folded back) is not appended twice.
+            try:
+                position = await retry(
+                    append,
+                    what="append a verification snapshot",
+                    deps=self.deps,
+                    dependency=KAFKA,
+                    stopping=self.loop.stopping,
                 )
+            except StopRequested:
+                m.FAILURES.labels(reason="append").inc()
+                log.warning("stopping before the snapshot was appended", extra={"key": key[1]})
                 return
-            m.FAILURES.labels(reason="append").inc()
-            log.error("could not append snapshot", extra={"correlation_id": job.correlation_id})
+            except Exception:
+                m.FAILURES.labels(reason="append").inc()
+                log.exception("could not append snapshot", extra={"correlation_id": key[1]})
+                return
+            if position is None:
+                log.info("snapshot already in the log", extra={"correlation_id": key[1]})
+                return
+            self._appended.add(key)
+            self._causes.pop(key, None)
+            m.SNAPSHOTS.labels(verdict=payload.verdict.value).inc()
+            m.DURATION.observe(time.perf_counter() - started)
+            log.info(
+                "verification snapshot appended",
+                extra={
+                    "incident_id": job.incident_id,
+                    "correlation_id": job.correlation_id,
+                    "step_correlation_id": job.step_correlation_id,
+                    "verdict": payload.verdict.value,
+                    "detail": payload.detail,
+                    "offset": position.offset,
+                },
+            )
