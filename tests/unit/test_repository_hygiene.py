@@ -28,7 +28,7 @@ def test_no_signing_key_or_pem_file_is_committed(repository: None) -> None:
     # A PEM private-key block of any kind (PKCS#8, RSA, EC, OpenSSH...). Not spelled out
     # literally: this file must not match itself. Prose that says "private key" is fine.
     pattern = "-----BEGIN ([A-Z0-9]+ )*" + "PRIVATE" + " KEY-----"
-    found = _git("grep", "-lE", pattern)
+    found = _git("grep", "-lE", "-e", pattern)
     assert found.returncode == 1 and found.stdout == "", found.stdout
     tracked = _git("ls-files", "*.pem", "*.key", ".local").stdout.split()
     assert tracked == []
