@@ -336,3 +336,59 @@ def test_the_kill_switch_is_an_admin_control_and_every_page_shows_it(
             root.locator("#flash").get_by_text("KillSwitchReleased").wait_for()
     watcher.wait_for_selector("#panel-killswitch .banner-kill", state="detached")
     assert api.ok("root", "GET", "/v1/control")["kill_switch"] is False
+
+
+CONTRAST_JS = """
+() => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const bg = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const el of document.querySelectorAll('.badge, .muted, a, button, th, td, dt, dd, h1, h2, label, .flash')) {
+    if (!el.offsetParent) continue;
+    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    out.push([el.tagName + '.' + el.className + ' ' + el.textContent.trim().slice(0, 30), ratio]);
+  }
+  return out;
+}
+"""
+
+
+def test_controls_work_from_the_keyboard_with_visible_focus_and_readable_states(
+    console_stack: Pipeline, browser: Any
+) -> None:
+    api = Api(console_stack.api.url)
+    incident = api.open_incident("Keyboard check")
+    page = sign_in(browser, api.url, "alice", f"/console/incidents/{incident}")
+    # Landmarks and one top-level heading.
+    for landmark in ("header", "main", "footer", "nav"):
+        assert page.locator(landmark).count() >= 1, landmark
+    assert page.locator("h1").count() == 1
+
+    # Reach the hold button with Tab alone, see where the focus is, press Enter.
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.matches('form[data-control=hold] button')"):
+            break
+    else:
+        raise AssertionError("the hold button is not reachable with the keyboard")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "no visible focus"
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#ledger-rows tr[data-event-type="HoldDeclared"]')
+
+    # States are words, and every text is readable (WCAG AA 4.5:1) on its background.
+    badges = page.eval_on_selector_all(".badge", "els => els.map(e => e.textContent.trim())")
+    assert "On hold (manual)" in badges and all(badges)
+    low = [(what, round(r, 2)) for what, r in page.evaluate(CONTRAST_JS) if r < 4.5]
+    assert low == []

@@ -288,3 +288,75 @@ def test_an_open_live_stream_does_not_hold_up_shutdown(
     log = replica.log_path.read_text()
     assert "Shutting down" in log
     assert "graceful shutdown exceeded" not in log
+
+
+def test_over_https_the_session_cookie_is_secure_and_host_only(api: Api) -> None:
+    """Behind a TLS-terminating proxy (uvicorn trusts X-Forwarded-Proto from loopback)."""
+    https = {"X-Forwarded-Proto": "https"}
+    with browser_client(api.url) as c:
+        form = c.get("/console/login", headers=https)
+        assert "Secure" in form.headers["set-cookie"]
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        c.cookies.set("conn_console_login", form.cookies["conn_console_login"])
+        resp = c.post(
+            "/console/login",
+            data={"login_csrf": token.group(1), "token": TOKENS["olive"]},
+            headers=https,
+        )
+        assert resp.status_code == 303
+        session = next(
+            h for h in resp.headers.get_list("set-cookie") if h.startswith("__Host-conn_console=")
+        )
+        assert "Secure" in session and "HttpOnly" in session and "SameSite=strict" in session
+        assert "Path=/" in session and "Domain" not in session
+
+
+def test_a_jwt_session_ends_when_the_jwt_expires(
+    console_stack: Pipeline, start_process: Any, tmp_path: Any
+) -> None:
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    port = free_port()
+    env = {
+        **console_stack.api.env,
+        "CONN_API_PORT": str(port),
+        "CONN_API_JWKS_FILE": str(jwks),
+        "CONN_API_JWT_ISSUER": "https://idp.example",
+        "CONN_API_JWT_AUDIENCE": "conn",
+    }
+    replica = start_process(
+        "console-api-jwt", "conn_api", env=env, port=port, health_path="/readyz", timeout=60
+    )
+    claims = {
+        "sub": "carol",
+        "roles": ["commander"],
+        "team": "incident-command",
+        "iss": "https://idp.example",
+        "aud": "conn",
+        "exp": int(time.time()) + 4,
+    }
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+    with browser_client(replica.url) as c:
+        resp = sign_in(c, "carol", token=token)
+        assert resp.status_code == 303
+        cookie = next(
+            h for h in resp.headers.get_list("set-cookie") if h.startswith("conn_console=")
+        )
+        max_age = int(re.search(r"Max-Age=(\d+)", cookie).group(1))  # type: ignore[union-attr]
+        assert max_age <= 4
+        page = c.get("/console/")
+        assert page.status_code == 200 and "Signed in as <strong>carol</strong>" in page.text
+        # The server ends it too (a browser could keep a cookie past Max-Age): wait for it.
+        deadline = time.monotonic() + 60
+        while c.get("/console/").status_code == 200:
+            assert time.monotonic() < deadline, "the JWT session outlived the JWT"
+            time.sleep(0.5)
+        assert c.get("/console/").headers["location"].startswith("/console/login")
