@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -273,7 +274,12 @@ def test_an_open_live_stream_does_not_hold_up_shutdown(
     port = free_port()
     env = {**console_stack.api.env, "CONN_API_PORT": str(port)}
     replica = start_process(
-        "console-api-replica", "conn_api", env=env, port=port, health_path="/readyz", timeout=60
+        f"console-api-{uuid.uuid4().hex[:8]}",
+        "conn_api",
+        env=env,
+        port=port,
+        health_path="/readyz",
+        timeout=60,
     )
     with browser_client(replica.url) as c:
         sign_in(c, "olive")
@@ -333,7 +339,12 @@ def test_a_jwt_session_ends_when_the_jwt_expires(
         "CONN_API_JWT_AUDIENCE": "conn",
     }
     replica = start_process(
-        "console-api-jwt", "conn_api", env=env, port=port, health_path="/readyz", timeout=60
+        f"console-api-jwt-{uuid.uuid4().hex[:8]}",
+        "conn_api",
+        env=env,
+        port=port,
+        health_path="/readyz",
+        timeout=60,
     )
     claims = {
         "sub": "carol",
