@@ -239,7 +239,7 @@ class PacketPage:
 
 
 def _opened(ledger: Sequence[LedgerEntry]) -> IncidentOpened | None:
-    for entry in ledger[:3]:
+    for entry in ledger:  # IncidentOpened is (nearly always) the first entry
         if isinstance(entry.event, IncidentOpened):
             return entry.event
     return None

@@ -55,6 +55,7 @@ FILTERS = (
     ("open", "Open"),
     ("held", "On hold"),
     ("handoff", "Handoff requested"),
+    ("handed-off", "Handed off"),
     ("closed", "Closed"),
     ("all", "All"),
 )
