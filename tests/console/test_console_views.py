@@ -252,3 +252,21 @@ def test_sparklines_are_numbers_only() -> None:
 )
 def test_sign_in_returns_only_to_console_paths(given: str, expected: str) -> None:
     assert _safe_next(given) == expected
+
+
+async def test_an_unreachable_session_store_is_a_503_not_a_stack_trace() -> None:
+    from conn_api.console.sessions import SessionStore, StoreUnavailable
+
+    class DownPool:
+        def acquire(self) -> Any:
+            raise OSError("connection refused")
+
+        async def fetchrow(self, *_: Any) -> Any:
+            raise OSError("connection refused")
+
+    store = SessionStore(lifetime_seconds=60)
+    store._ready = True
+    with pytest.raises(StoreUnavailable):
+        await store.get(DownPool(), "x" * 43, None)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await store.create(DownPool(), ALICE_ID, token="t")  # type: ignore[arg-type]

@@ -12,13 +12,14 @@ bridge, served by the directive API under /console (issue 20).
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from conn_api.console.config import ConsoleSettings
 from conn_api.console.render import STATIC
 from conn_api.console.security import ConsoleHeaders
+from conn_api.console.sessions import StoreUnavailable
 from conn_api.console.web import Console
 
 
@@ -33,6 +34,10 @@ def mount(app: FastAPI, settings: ConsoleSettings | None = None) -> Console | No
     @app.get("/console", include_in_schema=False)
     async def _console_root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=307)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> HTMLResponse:
+        return console.error_page(503, "Unavailable", f"{exc}; try again in a moment.")
 
     app.add_middleware(ConsoleHeaders)
     return console

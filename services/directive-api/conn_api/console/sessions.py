@@ -20,12 +20,14 @@ Never the token itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import jwt
@@ -48,6 +50,25 @@ CREATE TABLE IF NOT EXISTS conn_console_sessions (
 );
 CREATE INDEX IF NOT EXISTS conn_console_sessions_expiry ON conn_console_sessions (expires_at);
 """
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL did not answer: the console answers 503, never a stack trace."""
+
+
+def _guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"session store unavailable: {exc.__class__.__name__}") from exc
+
+    return wrapper
 
 
 def _sid_hash(sid: str) -> str:
@@ -98,6 +119,7 @@ class SessionStore:
         self._ready = False
         self._lock = asyncio.Lock()
 
+    @_guarded
     async def _ensure(self, pool: asyncpg.Pool) -> None:
         if self._ready:
             return
@@ -106,6 +128,7 @@ class SessionStore:
                 await apply_schema(pool, DDL, lock_key=SCHEMA_LOCK_KEY)
                 self._ready = True
 
+    @_guarded
     async def create(
         self, pool: asyncpg.Pool, identity: Identity, *, token: str, now: datetime | None = None
     ) -> Session:
@@ -136,6 +159,7 @@ class SessionStore:
             )
         return Session(sid, identity, csrf, expires)
 
+    @_guarded
     async def get(self, pool: asyncpg.Pool, sid: str | None, auth: Authenticator) -> Session | None:
         """The live session for this cookie value, with the identity resolved again."""
         if not sid or len(sid) > 128:
@@ -157,12 +181,14 @@ class SessionStore:
             identity = _identity_from(row["identity"])
         return Session(sid, identity, row["csrf"], row["expires_at"])
 
+    @_guarded
     async def delete(self, pool: asyncpg.Pool, sid: str) -> None:
         await self._ensure(pool)
         await pool.execute(
             "DELETE FROM conn_console_sessions WHERE sid_sha256 = $1", _sid_hash(sid)
         )
 
+    @_guarded
     async def set_flash(self, pool: asyncpg.Pool, sid: str, flash: dict[str, Any]) -> None:
         await pool.execute(
             "UPDATE conn_console_sessions SET flash = $2::jsonb WHERE sid_sha256 = $1",
@@ -170,6 +196,7 @@ class SessionStore:
             json.dumps(flash),
         )
 
+    @_guarded
     async def pop_flash(self, pool: asyncpg.Pool, sid: str) -> dict[str, Any] | None:
         value = await pool.fetchval(
             "WITH old AS (SELECT flash FROM conn_console_sessions WHERE sid_sha256 = $1"

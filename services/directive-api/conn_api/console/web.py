@@ -34,7 +34,7 @@ from conn_api.console.security import (
     session_cookie_name,
     tokens_equal,
 )
-from conn_api.console.sessions import Session, SessionStore
+from conn_api.console.sessions import Session, SessionStore, StoreUnavailable
 from conn_api.errors import ApiError
 from conn_api.models import (
     AcceptTakeover,
@@ -354,7 +354,10 @@ class Console:
 
     def _still_signed_in(self, rt: Runtime, sid: str) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
-            return await self.sessions.get(rt.db, sid, rt.auth) is not None
+            try:
+                return await self.sessions.get(rt.db, sid, rt.auth) is not None
+            except StoreUnavailable:
+                return True  # valid a moment ago; asked again at the next re-check
 
         return check
 
