@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
 import httpx
 from rich.console import Console
@@ -50,8 +51,25 @@ def main() -> int:
     ).raise_for_status()
     console.print(f"   simulator reset to the seed outage ({sim}); directive API at {api}")
 
+    tokens = load_tokens()
+    incident_id = f"inc-{uuid.uuid4().hex[:6]}"
+    page = f"{api}/console/incidents/{incident_id}"
+    console.print(
+        Panel(
+            f"Watch it live in a browser: [bold]{page}[/bold]\n"
+            f"Sign in with a demo token (deploy/local/tokens.dev.yaml), e.g. olive, an observer:\n"
+            f"  {tokens['olive']}\n"
+            f"or dana (database-platform), who takes the conn at the end: {tokens['dana']}\n"
+            "The page shows every ledger entry as it lands; the incident list is at "
+            f"{api}/console/",
+            title="the bridge console",
+        )
+    )
+    if sys.stdin.isatty() and not os.environ.get("CONN_DEMO_NO_WAIT"):
+        console.input("   Open the page now if you like, then press [bold]Enter[/bold] to start ")
+
     try:
-        result = run_session(api, console=console)
+        result = run_session(api, console=console, tokens=tokens, incident_id=incident_id)
     except DemoError as exc:
         console.print(f"\n[red bold]The demo stopped:[/red bold] {exc}")
         console.print("Logs: .local/logs/   Stack: `make status`   Stop: `make down`")
@@ -65,10 +83,10 @@ def main() -> int:
     )
     _cli(console, "alice", "replay", "--export-timeline", incident, "--format", "md", "-q")
 
-    tokens = load_tokens()
     console.print(
         Panel(
-            f"The incident is [bold]{incident}[/bold]; dana (database-platform) now holds the conn.\n\n"
+            f"The incident is [bold]{incident}[/bold]; dana (database-platform) now holds the conn.\n"
+            f"The bridge console: {page}\n\n"
             "Continue by hand with the CLI:\n"
             f"  export CONN_API_URL={api}\n"
             f"  export CONN_TOKEN={tokens['dana']}   # dana; alice's is in deploy/local/tokens.dev.yaml\n"

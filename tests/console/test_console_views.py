@@ -1,0 +1,272 @@
+"""Pure tests of the console (no I/O): the read adapter over a fold of real events, which
+controls a person is shown, escaping in every template, and the small helpers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from unit.builders import ALICE, History
+
+from conn_api.auth import Identity
+from conn_api.console.adapter import BridgeReader, Controls, PacketPage, PacketRefView
+from conn_api.console.render import Renderer, spark
+from conn_api.console.web import _safe_next
+from conn_api.view import LedgerEntry
+from conn_core.chain import GENESIS, link
+from conn_core.fold import evolve, evolve_control
+from conn_core.state import ControlState, IncidentState
+from conn_runtime.kafka import Position
+from conn_schemas import events as ev
+from conn_schemas.values import Role, Verdict
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> **b** [l](javascript:x) {{7*7}}"
+
+ALICE_ID = Identity("alice", (Role.COMMANDER,), "incident-command")
+DANA_ID = Identity("dana", (Role.SPECIALIST,), "database-platform")
+ROB_ID = Identity("rob", (Role.SPECIALIST,), "rollback-authority")
+OLIVE_ID = Identity("olive", (Role.OBSERVER,))
+ROOT_ID = Identity("root", (Role.ADMIN,))
+BOT_ID = Identity("alertbot", (Role.INTEGRATION,), kind="service")
+
+
+class FoldedView:
+    """The API's LogView reduced to what the adapter reads, fed by the real fold."""
+
+    def __init__(self) -> None:
+        self.folds = SimpleNamespace(states={}, control=ControlState())
+        self.ledgers: dict[str, list[LedgerEntry]] = {}
+
+    def feed(self, *events: ev.Envelope) -> FoldedView:
+        for event in events:
+            if event.incident_id == ev.GLOBAL_INCIDENT:
+                evolve_control(self.folds.control, event)
+                continue
+            state = self.folds.states.setdefault(
+                event.incident_id, IncidentState(incident_id=event.incident_id)
+            )
+            evolve(state, event)
+            ledger = self.ledgers.setdefault(event.incident_id, [])
+            prev = ledger[-1].hash if ledger else GENESIS
+            pos = Position("t.conn.events", 0, len(ledger))
+            ledger.append(LedgerEntry(state.sequence, link(prev, event), pos, event))
+        return self
+
+    def state(self, incident_id: str) -> IncidentState:
+        return self.folds.states.get(incident_id) or IncidentState(incident_id=incident_id)
+
+    def ledger(self, incident_id: str) -> list[LedgerEntry]:
+        return self.ledgers.get(incident_id, [])
+
+
+def reader(view: FoldedView) -> BridgeReader:
+    return BridgeReader(SimpleNamespace(view=view, read_model=None))  # type: ignore[arg-type]
+
+
+def hostile_history() -> History:
+    h = History("inc-hostile")
+    h._add(
+        ev.IncidentOpened,
+        ev.IncidentOpenedPayload(title=HOSTILE, service="checkout", severity="sev1"),
+        ALICE,
+    )
+    h.declare()
+    h._add(ev.HoldDeclared, ev.HoldDeclaredPayload(detail=HOSTILE), ALICE)
+    h._add(
+        ev.TakeoverRequested,
+        ev.TakeoverRequestedPayload(to_team="database-platform", detail=HOSTILE),
+        ALICE,
+    )
+    h.packet(team="database-platform")
+    return h
+
+
+def _no_markup_from_data(html: str) -> None:
+    assert "<script>alert" not in html
+    assert "<img" not in html
+    assert "javascript:" not in html.replace("javascript:x", "")  # only ever as escaped text
+    assert 'href="javascript' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "{{7*7}}" in html and "49" not in re.sub(r"[0-9a-f]{12,}", "", html)
+
+
+def test_every_template_escapes_what_people_typed() -> None:
+    view = FoldedView().feed(*hostile_history().events)
+    r = reader(view)
+    render = Renderer()
+    page = r.incident(DANA_ID, "inc-hostile")
+    assert page.row.title == HOSTILE
+    ctx: dict[str, Any] = {"page": page, "me": DANA_ID, "csrf": "t", "ks": page.kill_switch}
+    html = render.render("incident.html", flash=None, now=page.now, **ctx)
+    _no_markup_from_data(html)
+    for row in page.ledger:
+        render.render("panels/ledger_row.html", row=row)
+    html = render.render(
+        "incidents.html",
+        me=OLIVE_ID,
+        csrf="t",
+        flash={"ok": False, "status": 403, "code": "x", "message": HOSTILE},
+        now=page.now,
+        rows=r.incidents(),
+        filter="all",
+        filters=(("all", "All"),),
+        ks=page.kill_switch,
+        me_controls=Controls(),
+        back="/console/",
+    )
+    _no_markup_from_data(html)
+    packet = PacketPage(
+        incident_id="inc-hostile",
+        title=HOSTILE,
+        ref=PacketRefView("a" * 64, "database-platform", "handoff", 5),
+        packet=None,
+        content_matches=None,
+        markdown=f"# Takeover: {HOSTILE}\n",
+        ledger_sequence=4,
+        ledger_hash="0" * 64,
+        source="ledger",
+        controls=Controls(),
+        kill_switch=page.kill_switch,
+    )
+    html = render.render(
+        "packet.html",
+        me=DANA_ID,
+        csrf="t",
+        flash=None,
+        now=page.now,
+        page=packet,
+        ks=page.kill_switch,
+        current=True,
+        incident_id="inc-hostile",
+    )
+    _no_markup_from_data(html)
+    assert "# Takeover: &lt;script&gt;" in html
+
+
+def test_controls_follow_role_and_the_core_rules() -> None:
+    h = History("inc-c").open().declare()
+    view = FoldedView().feed(*h.events)
+    r = reader(view)
+
+    def controls(who: Identity) -> Controls:
+        return r.incident(who, "inc-c").controls
+
+    assert controls(OLIVE_ID) == Controls() and not Controls().any
+    assert controls(BOT_ID) == Controls()
+    alice = controls(ALICE_ID)
+    assert alice.hold and not alice.resume and alice.accept is None and alice.kill_switch is None
+    assert alice.handoff_teams == ("database-platform", "rollback-authority")
+    dana = controls(DANA_ID)  # a specialist may stop, not steer
+    assert dana.hold and not dana.resume and dana.handoff_teams == () and dana.accept is None
+    assert controls(ROOT_ID).kill_switch == "engage"
+
+    h.hold()
+    h.request_takeover("database-platform")
+    sha = h.packet(team="database-platform")
+    view = FoldedView().feed(*h.events)
+    r = reader(view)
+    alice = r.incident(ALICE_ID, "inc-c").controls
+    assert alice.resume and not alice.hold
+    dana = r.incident(DANA_ID, "inc-c").controls
+    assert (
+        dana.accept is not None
+        and dana.accept.sha256 == sha
+        and dana.accept_team == "database-platform"
+    )
+    assert r.incident(ROB_ID, "inc-c").controls.accept is None  # not the addressed team
+    assert r.incident(OLIVE_ID, "inc-c").controls == Controls()
+
+    h.take_over(sha)
+    view = FoldedView().feed(*h.events, h.kill_switch(engaged=True))
+    r = reader(view)
+    assert r.incident(DANA_ID, "inc-c").controls.accept is None  # already accepted
+    assert r.incident(ALICE_ID, "inc-c").controls.handoff_teams == ()  # no longer the holder
+    assert r.incident(ROOT_ID, "inc-c").controls.kill_switch == "release"
+    assert r.incident(OLIVE_ID, "inc-c").kill_switch.engaged
+
+    h.close()
+    view = FoldedView().feed(*h.events)
+    closed = reader(view).incident(ALICE_ID, "inc-c")
+    assert closed.controls == Controls(kill_switch=None) and closed.row.status == "closed"
+
+
+def test_the_incident_page_reads_the_fold() -> None:
+    from conn_schemas.values import DisableFlagRule, RefusalReason
+
+    h = History("inc-r").open().declare()
+    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    h.succeed(cid, action)
+    h.snapshot(cid, Verdict.MIXED, regions=("us-east", "eu-west"))
+    other = h.direct(action)
+    h.refuse(other, action, RefusalReason.STEP_UNVERIFIED, detail="previous step unverified")
+    view = FoldedView().feed(*h.events)
+    page = reader(view).incident(OLIVE_ID, "inc-r", now=datetime(2026, 11, 22, 9, 1, tzinfo=UTC))
+    assert page.opened and page.row.severity == "sev2" and page.row.last_verdict == "mixed"
+    assert page.current_step is not None and page.current_step.correlation_id == cid
+    assert page.current_step.verdict == "mixed"
+    assert page.authority is not None and page.authority.name == "checkout-outage"
+    assert page.authority.sha256 == view.state("inc-r").authority_sha256
+    assert [(x.reason, x.detail) for x in page.refusals] == [
+        (RefusalReason.STEP_UNVERIFIED.value, "previous step unverified")
+    ]
+    regions = {x.region: x for x in page.regions}
+    assert set(regions) == {"us-east", "eu-west"}
+    assert regions["eu-west"].label.text in ("Healthy", "Unhealthy")
+    assert all(len(x.error_series) == 1 and x.age_seconds is not None for x in regions.values())
+    assert [row.sequence for row in page.ledger] == list(range(1, len(h.events) + 1))
+    assert page.head_hash == view.ledger("inc-r")[-1].hash
+    unopened = reader(view).incident(OLIVE_ID, "inc-nope")
+    assert not unopened.opened and unopened.ledger == () and unopened.controls == Controls()
+
+
+def test_sparklines_are_numbers_only() -> None:
+    assert spark([]) is None
+    one = spark([0.5])
+    assert one is not None and one.count == 1 and re.fullmatch(r"[0-9., ]+", one.points)
+    many = spark([0.1, 0.3, 0.2, 0.0])
+    assert many is not None and many.high == 0.3 and many.low == 0.0
+    assert len(many.points.split()) == 4 and re.fullmatch(r"[0-9., ]+", many.points)
+    flat = spark([7.0, 7.0])
+    assert flat is not None and re.fullmatch(r"[0-9., ]+", flat.points)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("/console/incidents/inc-1", "/console/incidents/inc-1"),
+        ("/console/?filter=held", "/console/?filter=held"),
+        ("//evil.example/console/", "/console/"),
+        ("https://evil.example/console/", "/console/"),
+        ("/console//evil.example", "/console/"),
+        ("/console/\\evil", "/console/"),
+        ("/console/\nSet-Cookie: x", "/console/"),
+        ("/v1/incidents", "/console/"),
+        ("", "/console/"),
+    ],
+)
+def test_sign_in_returns_only_to_console_paths(given: str, expected: str) -> None:
+    assert _safe_next(given) == expected
+
+
+async def test_an_unreachable_session_store_is_a_503_not_a_stack_trace() -> None:
+    from conn_api.console.sessions import SessionStore, StoreUnavailable
+
+    class DownPool:
+        def acquire(self) -> Any:
+            raise OSError("connection refused")
+
+        async def fetchrow(self, *_: Any) -> Any:
+            raise OSError("connection refused")
+
+    store = SessionStore(lifetime_seconds=60)
+    store._ready = True
+    with pytest.raises(StoreUnavailable):
+        await store.get(DownPool(), "x" * 43, None)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await store.create(DownPool(), ALICE_ID, token="t")  # type: ignore[arg-type]
