@@ -1,10 +1,12 @@
 """In-memory folds of the incidents a consumer owns, fed in log order.
 
 Services keep `IncidentFolds` next to their `EventLoop`. Each record is folded
-exactly once even when Kafka redelivers it (an incident's records arrive in
-offset order from its one partition, so offsets at or below the last folded one
-are redeliveries), and the states of revoked partitions are dropped so that a
-re-assignment rebuilds them from offset 0 (the loop's catch-up mode).
+exactly once even when Kafka redelivers it: positions are tracked per
+(topic, partition) — an incident's records all sit on one partition
+(`conn_runtime.partitioning`) and arrive in offset order, so offsets at or below
+the last folded one of that partition are redeliveries (offsets of different
+partitions are never compared). The states of revoked partitions are dropped so
+that a re-assignment rebuilds them from offset 0 (the loop's catch-up mode).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ class IncidentFolds:
     def __init__(self) -> None:
         self.states: dict[str, IncidentState] = {}
         self.control = ControlState()
-        self._folded: dict[tuple[str, str], int] = {}
-        """(topic, incident_id) -> offset of the last record folded."""
+        self._folded: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> offset of the last record folded."""
         self._partition_of: dict[str, tuple[str, int]] = {}
 
-    def is_new(self, position: Position, incident_id: str) -> bool:
-        return position.offset > self._folded.get((position.topic, incident_id), -1)
+    def is_new(self, position: Position) -> bool:
+        """Not folded yet."""
+        return position.offset > self._folded.get((position.topic, position.partition), -1)
 
     def state(self, incident_id: str) -> IncidentState:
         """The incident's state folded so far (a fresh one if never seen)."""
@@ -39,9 +42,9 @@ class IncidentFolds:
         """Fold the record if it is new. Returns False for a redelivery."""
         position = consumed.position
         event = consumed.event
-        if not self.is_new(position, event.incident_id):
+        if not self.is_new(position):
             return False
-        self._folded[(position.topic, event.incident_id)] = position.offset
+        self._folded[(position.topic, position.partition)] = position.offset
         if event.incident_id == GLOBAL_INCIDENT:
             evolve_control(self.control, event)
             return True
@@ -61,4 +64,5 @@ class IncidentFolds:
             if where in keys:
                 del self._partition_of[incident]
                 self.states.pop(incident, None)
-                self._folded.pop((where[0], incident), None)
+        for key in keys:
+            self._folded.pop(key, None)

@@ -4,6 +4,8 @@ events are written straight to Kafka with EventProducer (no directive API)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 from fixtures_services import Proc, free_port
 
 from conn_core.authority import parse_authority
@@ -29,9 +33,17 @@ RUNBOOK = ROOT / "runbooks" / "checkout-authority.yaml"
 
 ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-command")
 MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
+DANA = Actor(kind="human", id="dana", roles=(Role.SPECIALIST,), team="database-platform")
 TEST = Actor.service("test-driver")
+VERIFIER = Actor.service("conn-verifier")
+PACKAGER = Actor.service("packager")
 
 Event = ev.Envelope
+
+
+def partition_for(incident_id: str, partitions: int) -> int:
+    """Where Kafka's default partitioner puts key `incident_id` (the test's own oracle)."""
+    return int(murmur2(incident_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def cid() -> str:
@@ -78,6 +90,11 @@ class Harness:
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         self._reader = reader
+
+    async def partitions(self) -> list[int]:
+        """Partitions of the events topic."""
+        assert self._reader is not None
+        return sorted(tp.partition for tp in self._reader.assignment())
 
     async def stop(self) -> None:
         await self.producer.stop()
@@ -181,10 +198,95 @@ class Harness:
             await self.producer.append_many([event] * copies)
         return key
 
+    async def record(
+        self,
+        incident_id: str,
+        cls: type[Event],
+        payload: Any,
+        *,
+        actor: Actor = ALICE,
+        correlation_id: str | None = None,
+    ) -> Event:
+        """Append one event of `cls` as `actor` (what the API / a service would write)."""
+        event = ev.new_event(
+            cls,
+            incident_id=incident_id,
+            payload=payload,
+            actor=actor,
+            producer="test-driver",
+            correlation_id=correlation_id,
+        )
+        await self.producer.append(event)
+        return event
+
+    async def take_over(self, incident_id: str, actor: Actor = DANA) -> None:
+        """Handoff -> a current packet (as the packager publishes it) -> acceptance."""
+        team = actor.team or "database-platform"
+        await self.record(
+            incident_id, ev.TakeoverRequested, ev.TakeoverRequestedPayload(to_team=team)
+        )
+        basis = (await self.state(incident_id)).sequence
+        sha = uuid.uuid4().hex * 2
+        await self.record(
+            incident_id,
+            ev.TakeoverPacketPublished,
+            ev.TakeoverPacketPublishedPayload(
+                packet_id=f"{incident_id}@{basis}:handoff",
+                packet_sha256=sha,
+                to_team=team,
+                trigger="handoff",
+                ledger_sequence=basis,
+                ledger_hash="0" * 64,
+            ),
+            actor=PACKAGER,
+        )
+        await self.record(
+            incident_id,
+            ev.TakeoverAccepted,
+            ev.TakeoverAcceptedPayload(team=team, packet_sha256=sha),
+            actor=actor,
+        )
+
+    async def declare(self, incident_id: str, content: bytes, actor: Actor = ALICE) -> None:
+        authority, digest = parse_authority(content, holder=actor.id)
+        await self.record(
+            incident_id,
+            ev.AuthorityDeclared,
+            ev.AuthorityDeclaredPayload(
+                authority=authority, source_file="narrower.yaml", content_sha256=digest
+            ),
+            actor=actor,
+        )
+
+    # -- processes: pausing ----------------------------------------------------------
+
+    @staticmethod
+    def pause(proc: Proc) -> None:
+        """SIGSTOP the process group (a frozen VM, a long GC pause, a debugger)."""
+        assert proc.popen is not None
+        os.killpg(proc.popen.pid, signal.SIGSTOP)
+
+    async def group_members(self) -> int:
+        """Members of the executors' consumer group, as the group coordinator sees it."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([self.group])
+            (group,) = response.to_object()["groups"]
+            return len(group["members"])
+        finally:
+            await admin.close()
+
+    @staticmethod
+    def unpause(proc: Proc) -> None:
+        assert proc.popen is not None
+        os.killpg(proc.popen.pid, signal.SIGCONT)
+
     # -- reading --------------------------------------------------------------------
 
     async def read(self) -> list[Event]:
-        """Everything on conn.events so far (accumulated, in partition order)."""
+        """Everything on conn.events so far (accumulated, in partition order), as every
+        Conn reader sees it: a record off its incident's partition is left out."""
         assert self._reader is not None
         reader = self._reader
         tps = list(reader.assignment())
@@ -193,7 +295,9 @@ class Harness:
             batch = await reader.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    self.log.append(decode(record.value))
+                    event = decode(record.value)
+                    if partition_for(event.incident_id, len(tps)) == record.partition:
+                        self.log.append(event)
             positions = {tp: await reader.position(tp) for tp in tps}
             if all(positions[tp] >= ends[tp] for tp in tps):
                 return self.log

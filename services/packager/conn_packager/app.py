@@ -100,6 +100,7 @@ def build_app(
     )
     ledger = app.Table("ledger", default=dict, partitions=partitions, key_type=str)
     packager.set_startup_end(ends)
+    packager.partitions = partitions
     ops: OpsServer | None = None
     if settings.packager.conn_packager_metrics_port:
         ops = OpsServer(

@@ -42,6 +42,7 @@ from conn_packager.store import (
 )
 from conn_packager.timeline import build_timeline, render_timeline_markdown
 from conn_runtime.kafka import client_options
+from conn_runtime.partitioning import misplaced
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_schemas.codec import UnreadableRecord, decode
 from conn_schemas.events import Envelope, TakeoverPacketPublished
@@ -62,6 +63,8 @@ class ReplayResult:
     records: int = 0
     events: int = 0
     unreadable: int = 0
+    misplaced: int = 0
+    """Records not on their incident's partition: left out, as the live fold does."""
     problems: list[str] = field(default_factory=list)
     rebuilt_schema: str | None = None
 
@@ -75,6 +78,21 @@ class ReplayResult:
 
 
 # --- reading the topic -----------------------------------------------------------------
+
+
+def _placed(kafka: KafkaSettings, event: Envelope, partition: int, partitions: int) -> bool:
+    """The same ordering rule as the live fold: an incident's records count only on
+    the partition its key hashes to (`conn_runtime.partitioning`)."""
+    topics = kafka.topics
+    wrong = misplaced(
+        event.incident_id,
+        topic=topics.events,
+        partition=partition,
+        partitions=partitions,
+        events_topic=topics.events,
+        control_topic=topics.control,
+    )
+    return wrong is None
 
 
 async def read_topic(
@@ -184,10 +202,14 @@ async def rebuild(
                 result.records += 1
                 last[rec.partition] = rec.offset + 1
                 try:
-                    event = decode(rec.value)
+                    event: Envelope | None = decode(rec.value)
                 except UnreadableRecord:
                     result.unreadable += 1
-                else:
+                    event = None
+                if event is not None and not _placed(kafka, event, rec.partition, len(ends)):
+                    result.misplaced += 1
+                    event = None
+                if event is not None:
                     result.events += 1
                     proj = projections.get(event.incident_id)
                     if proj is None:
@@ -338,7 +360,7 @@ async def verify_since(
     """Re-project records from `since` on, starting from each incident's live prefix,
     and compare each ledger row with the live one."""
     topic = kafka.topics.events
-    _, _, records = await read_topic(kafka, since=since)
+    _, ends, records = await read_topic(kafka, since=since)
     projections: dict[str, IncidentProjection] = {}
     async with pool.acquire() as conn:
         async for rec in records:
@@ -347,6 +369,9 @@ async def verify_since(
                 event = decode(rec.value)
             except UnreadableRecord:
                 result.unreadable += 1
+                continue
+            if not _placed(kafka, event, rec.partition, len(ends)):
+                result.misplaced += 1
                 continue
             result.events += 1
             proj = projections.get(event.incident_id)
@@ -418,14 +443,14 @@ async def run_replay(
 
 
 async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelope]:
-    _, _, records = await read_topic(kafka)
+    _, ends, records = await read_topic(kafka)
     out: list[Envelope] = []
     async for rec in records:
         try:
             event = decode(rec.value)
         except UnreadableRecord:
             continue
-        if event.incident_id == incident_id:
+        if event.incident_id == incident_id and _placed(kafka, event, rec.partition, len(ends)):
             out.append(event)
     return out
 
@@ -500,7 +525,10 @@ def replay(
     except (LookupError, ValueError, RuntimeError, OSError, asyncpg.PostgresError) as exc:
         err.print(f"[red]replay failed:[/red] {exc}")
         raise typer.Exit(2) from None
-    summary = f"{result.records} records, {result.events} events, {result.unreadable} unreadable"
+    summary = (
+        f"{result.records} records, {result.events} events, {result.unreadable} unreadable, "
+        f"{result.misplaced} on a wrong partition"
+    )
     if result.ok:
         err.print(f"[green]OK[/green]: {summary}; chain verified; read model equal")
         return

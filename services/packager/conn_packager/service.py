@@ -35,6 +35,7 @@ from conn_packager.store import (
     write_rows,
 )
 from conn_runtime.kafka import EventProducer, client_options
+from conn_runtime.partitioning import WRONG_PARTITION, misplaced
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.codec import UnreadableRecord, decode
 from conn_schemas.events import (
@@ -71,6 +72,8 @@ class Packager:
         self.next: dict[int, int] = {}
         self.startup_end: dict[int, int] = {}
         self.published: set[str] = set()
+        self.partitions: int | None = None
+        """Partition count of conn.events (one incident, one partition), once known."""
         self.lock = asyncio.Lock()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -251,6 +254,26 @@ class Packager:
                 extra={"reason": exc.reason, "where": f"{topic}/{partition}@{offset}"},
             )
             metrics.RECORDS_SKIPPED.labels(reason="unreadable").inc()
+            return None, None, None
+        wrong = (
+            misplaced(
+                event.incident_id,
+                topic=topic,
+                partition=partition,
+                partitions=self.partitions,
+                events_topic=self.topics.events,
+                control_topic=self.topics.control,
+            )
+            if self.partitions
+            else None
+        )
+        if wrong is not None:
+            # Not in the incident's order: left out exactly as every other reader does.
+            log.warning(
+                "record on the wrong partition skipped",
+                extra={"reason": wrong, "where": f"{topic}/{partition}@{offset}"},
+            )
+            metrics.RECORDS_SKIPPED.labels(reason=WRONG_PARTITION).inc()
             return None, None, None
         incident = event.incident_id
         proj = self.projections.get(incident)
