@@ -104,6 +104,10 @@ log = logging.getLogger(__name__)
 ACTOR = Actor.service("executor")
 
 
+STOPS = frozenset({RefusalReason.ON_HOLD, RefusalReason.KILL_SWITCH, RefusalReason.INCIDENT_CLOSED})
+"""Refusals at the last gate that are a stop (not a changed picture)."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -614,7 +618,11 @@ class ExecutorService(ConsumerService):
         if refusal is not None:
             if await self._decided_elsewhere(step, refusal):
                 return
-            await self._fail_unstarted(step, f"not executed: {refusal.detail}")
+            if refusal.reason in STOPS:
+                m.STOPS_ENFORCED.labels(refusal.reason.value).inc()
+                await self._fail_unstarted(step, f"stopped before side effect: {refusal.detail}")
+            else:
+                await self._fail_unstarted(step, f"not executed: {refusal.detail}")
             return
         # ...then the gate: fenced, and no stop committed before it (one statement).
         gate = await self.claims.start(
