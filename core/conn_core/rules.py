@@ -212,6 +212,7 @@ def recheck(
     control: ControlState,
     *,
     executor_id: str | None = None,
+    owns_claim: bool = False,
 ) -> Refused | None:
     """May the directive `correlation_id` still have its side effect now? (pure)
 
@@ -222,17 +223,19 @@ def recheck(
     verification, a failed step or a conflict), the kill switch or any other state
     change may have landed since. The directive's own records (its DirectiveAccepted,
     its pre-step StateGathered, and its StepStarted by `executor_id`) never make it
-    refuse itself.
+    refuse itself. With `owns_claim` (the caller holds the directive's fenced claim),
+    a StepStarted by another executor is only the intent of one that lost the claim:
+    the fenced gate, not the log, decides who acts, so it does not refuse either.
+    A directive the log shows as finished (refused, succeeded, failed, unknown) is
+    refused as a duplicate.
     """
     record = state.directives.get(correlation_id)
     if record is None or record.issuer is None:
         return Refused(
             RefusalReason.INVALID_BASE, f"directive {correlation_id} is not in the incident's log"
         )
-    started_by_me = (
-        record.status is DirectiveStatus.STARTED
-        and executor_id is not None
-        and record.started_by == executor_id
+    started_by_me = record.status is DirectiveStatus.STARTED and (
+        owns_claim or (executor_id is not None and record.started_by == executor_id)
     )
     if record.status not in (DirectiveStatus.ISSUED, DirectiveStatus.ACCEPTED) and not (
         started_by_me

@@ -100,7 +100,7 @@ class ConsumerService:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _on_event(self, consumed: Consumed) -> None:
-        if not self.folds.is_new(consumed.position):
+        if not self.folds.is_new(consumed.position, consumed.event.incident_id):
             return  # redelivered: already folded and handled
         before = self.folds.state(consumed.event.incident_id)
         if not consumed.replaying:

@@ -30,18 +30,27 @@ def incident_on(partition: int, partitions: int, prefix: str) -> str:
     raise AssertionError("no incident id for that partition")
 
 
-async def dead_letters(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+async def wrong_partition_letters(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Dead letters with reason wrong_partition, from every partition of `topic`
+    (waits until at least one is there)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
+        await consumer._client.set_topics([topic])  # metadata outside a group
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"no partitions for {topic}"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         found: list[Any] = []
         deadline = time.monotonic() + timeout
         while not found and time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            found += batch.get(tp, [])
+            batch = await consumer.getmany(timeout_ms=500)
+            found += [
+                r
+                for records in batch.values()
+                for r in records
+                if dict(r.headers).get("dlq.reason") == b"wrong_partition"
+            ]
         return found
     finally:
         await consumer.stop()
@@ -92,11 +101,7 @@ async def test_a_record_on_the_wrong_partition_is_dead_lettered_and_the_incident
     events = await h.wait_for(inc, step_recorded(key), what="the step after it", procs=(proc,))
     assert of_type(events, "StepSucceeded", key), "the incident keeps working, not closed"
     assert (await h.side_effects()).get(key) == 1
-    letters = [
-        r
-        for r in await dead_letters(h.bootstrap, h.topics.deadletter)
-        if dict(r.headers).get("dlq.reason") == b"wrong_partition"
-    ]
+    letters = await wrong_partition_letters(h.bootstrap, h.topics.deadletter)
     assert letters, "dead-lettered with its reason"
     headers = dict(letters[0].headers)
     assert headers["dlq.source.partition"] == str(wrong).encode()

@@ -67,3 +67,18 @@ def test_folds_never_compare_offsets_across_partitions() -> None:
     folds.forget({TopicPartition(EVENTS, 0)})
     assert "inc-a" not in folds.states and folds.states["inc-b"].sequence == 2
     assert folds.apply(consumed(a.events[0], partition=0, offset=900)), "re-read after revoke"
+
+
+def test_incidents_of_one_partition_are_tracked_apart() -> None:
+    """The loop handles the incidents of a partition in parallel (each in order): a
+    higher offset of one incident must not make another's lower offsets look like
+    redeliveries (found by the fault suite)."""
+    a = History("inc-a").open().declare()
+    b = History("inc-b").open().declare()
+    folds = IncidentFolds()
+    assert folds.apply(consumed(a.events[0], partition=0, offset=10))
+    assert folds.apply(consumed(a.events[1], partition=0, offset=12))
+    assert folds.apply(consumed(b.events[0], partition=0, offset=11)), "b's record is new"
+    assert folds.apply(consumed(b.events[1], partition=0, offset=13))
+    assert not folds.apply(consumed(b.events[0], partition=0, offset=11))
+    assert folds.states["inc-a"].sequence == 2 and folds.states["inc-b"].sequence == 2

@@ -96,6 +96,24 @@ def test_started_by_another_executor_is_not_ours_to_run() -> None:
     h.accept(cid, DRAIN)
     h.start(cid, DRAIN, executor_id="x2")
     assert reason(h, cid) is RefusalReason.DUPLICATE
+    # ...unless we hold the fenced claim: that StepStarted is the intent of an
+    # executor that lost it (the gate stops it), and the step is ours to finish.
+    state = fold(h.events, h.incident_id)
+    assert recheck(state, cid, NO_CONTROL, executor_id="x1", owns_claim=True) is None
+
+
+def test_a_directive_finished_in_the_log_is_never_run_again() -> None:
+    for finish in ("refuse", "fail", "unknown"):
+        h, cid, _ = queued()
+        if finish == "refuse":
+            h.refuse(cid, DRAIN, RefusalReason.STALE_BASE)
+        else:
+            h.accept(cid, DRAIN)
+            h.start(cid, DRAIN, executor_id="x2")
+            getattr(h, finish)(cid, DRAIN)
+        state = fold(h.events, h.incident_id)
+        refusal = recheck(state, cid, NO_CONTROL, executor_id="x1", owns_claim=True)
+        assert refusal is not None and refusal.reason is RefusalReason.DUPLICATE, finish
 
 
 def test_queued_behind_a_close() -> None:

@@ -353,8 +353,13 @@ class ExecutorService(ConsumerService):
     async def _recheck(self, step: Step, stage: str) -> Refused | None:
         """Decide again at the moment of acting: on everything the log holds now."""
         state = await self._look(step)
+        # We hold the claim (fresh, or taken over): the fenced gate decides who acts.
         refusal = recheck(
-            state, step.correlation_id, self.folds.control, executor_id=self.settings.id
+            state,
+            step.correlation_id,
+            self.folds.control,
+            executor_id=self.settings.id,
+            owns_claim=True,
         )
         m.RECHECKS.labels(stage, refusal.reason.value if refusal else "ok").inc()
         if refusal is not None:
@@ -365,16 +370,26 @@ class ExecutorService(ConsumerService):
         return refusal
 
     async def _decided_elsewhere(self, step: Step, refusal: Refused) -> bool:
-        """The log already has this directive decided or finished by another executor
-        (we lost the claim, e.g. paused past our session timeout): add nothing to the
-        log, and leave the claim to its owner (our fenced finish changes nothing)."""
+        """The log already has this directive finished by another executor (we lost
+        the claim, e.g. paused past our session timeout; or one that lost it wrote a
+        refusal first): add nothing to the log, and close the claim to match the log
+        if it is still ours (fenced: otherwise its owner does)."""
         if refusal.reason is not RefusalReason.DUPLICATE:
             return False
         m.DIRECTIVES.labels("fenced", "decided_elsewhere").inc()
         log.warning(
-            "directive decided by another executor meanwhile; not acting",
+            "directive finished in the log by another executor; not acting",
             extra={**_step_log(step), "detail": refusal.detail},
         )
+        record = step.view.directives.get(step.correlation_id) if step.view else None
+        if record is not None and record.status in LOG_OUTCOME:
+            await self.claims.finish(
+                step.correlation_id,
+                LOG_OUTCOME[record.status],
+                refusal.detail,
+                generation=step.generation,
+                executor_id=self.settings.id,
+            )
         return True
 
     async def _redelivered(self, step: Step, before: IncidentState) -> None:
