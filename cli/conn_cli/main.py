@@ -611,10 +611,15 @@ def packet(incident: str, as_json: JsonOpt = False) -> None:
         out.print(Markdown(str(body["markdown"])))
     elif body.get("packet") is None:
         out.print("(packet content not available from the packager's read model yet)")
-    if body.get("current") is False:
+    if body.get("current") is False and body.get("takeover_pending"):
         out.print(
             "[bold yellow]not current:[/] the incident changed since this packet; a newer "
             "one is due — read it again before accepting"
+        )
+    elif body.get("current") is False:
+        out.print(
+            "[bold]superseded:[/] the incident moved on since this packet (no takeover is "
+            "pending now)"
         )
     else:
         out.print(f"accept it with: conn accept {incident} --packet {body['packet_sha256']}")

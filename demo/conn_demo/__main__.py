@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.rule import Rule
 
 from conn_demo.session import DemoError, load_tokens, run_session
-from conn_localstack.config import port
+from conn_localstack.config import database_url, kafka_bootstrap, port
 from conn_localstack.stack import stack_up
 
 
@@ -86,6 +86,10 @@ def main() -> int:
 def _cli(console: Console, who: str, *args: str) -> None:
     env = {**os.environ, "CONN_TOKEN": load_tokens()[who], "COLUMNS": str(console.width)}
     env.setdefault("CONN_API_URL", f"http://127.0.0.1:{port('CONN_API_PORT')}")
+    # `conn replay` reads the topic itself: the local stack's Kafka and PostgreSQL
+    # (their ports may be moved with CONN_KAFKA_PORT / CONN_POSTGRES_PORT).
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap())
+    env.setdefault("DATABASE_URL", database_url())
     console.print(f"[bold cyan]{who}$[/bold cyan] conn {' '.join(args)}")
     proc = subprocess.run(
         [sys.executable, "-m", "conn_cli", *args],

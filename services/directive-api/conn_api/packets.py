@@ -47,6 +47,8 @@ async def packet_for(rt: Runtime, state: IncidentState) -> dict[str, Any] | None
         "current": state.last_packet is not None
         and state.last_packet.sha256 == p.packet_sha256
         and state.packet_changed_at <= state.last_packet.basis,
+        "takeover_pending": not state.closed
+        and (state.hold is not None or state.takeover_requested_to is not None),
         "published_event": to_raw(event),
         "packet": None,
         "markdown": None,
