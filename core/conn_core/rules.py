@@ -557,6 +557,8 @@ def _check_approval(state: IncidentState, event: AuthorityChangeApproved) -> Ref
         return Refused(
             RefusalReason.STALE_BASE, "the authority in force changed since the proposal"
         )
+    if state.holder is None or state.holder.identity != proposal.proposer:
+        return Refused(RefusalReason.NOT_CONN_HOLDER, "the conn moved since the proposal was made")
     if not set(actor.roles) & APPROVER_ROLES:
         return Refused(
             RefusalReason.ROLE_MAY_NOT_DIRECT,

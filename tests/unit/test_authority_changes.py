@@ -242,6 +242,18 @@ def test_an_approval_for_other_content_or_an_outdated_base_does_nothing() -> Non
     assert state.ignored_authority == 3
 
 
+def test_a_proposal_lapses_when_the_conn_moves() -> None:
+    h = History().open().declare()
+    digest = h.propose(WIDER)
+    h.request_takeover()
+    sha = h.packet()
+    h.take_over(sha, DANA)
+    h.approve("p-1", digest, ROOT_ADMIN)
+    state = fold(h.events, h.incident_id)
+    assert state.authority_proposals["p-1"].approved_by is None
+    assert state.ignored_authority == 1
+
+
 def test_an_approved_change_does_not_apply_once_the_conn_moved() -> None:
     h = History().open().declare()
     digest = h.propose(WIDER)

@@ -112,8 +112,8 @@ def test_the_contract_refuses_nan_and_infinity() -> None:
 # --- the property --------------------------------------------------------------------------
 
 REGIONS = ("us-east", "eu-west", "ap-south")
-VALUE = st.sampled_from(["ok", "high", "missing"])
-RATE = st.sampled_from(["ok", "zero", "missing"])
+VALUE = st.sampled_from(["ok", "high", "missing", "nan", "inf"])
+RATE = st.sampled_from(["ok", "zero", "missing", "nan", "inf"])
 sample_st = st.tuples(st.integers(min_value=-25, max_value=9), VALUE, VALUE, RATE)
 samples_st = st.dictionaries(
     st.sampled_from(REGIONS), st.lists(sample_st, min_size=0, max_size=4), max_size=3
@@ -124,9 +124,21 @@ criteria_st = st.builds(
     max_reading_age_seconds=st.sampled_from([1.0, 5.0, 30.0]),
 )
 
-ERR = {"ok": 0.01, "high": 0.5, "missing": None}
-QUEUE = {"ok": 10.0, "high": 900.0, "missing": None}
-RATES = {"ok": 50.0, "zero": 0.0, "missing": None}
+ERR = {"ok": 0.01, "high": 0.5, "missing": None, "nan": NAN, "inf": INF}
+QUEUE = {"ok": 10.0, "high": 900.0, "missing": None, "nan": NAN, "inf": INF}
+RATES = {"ok": 50.0, "zero": 0.0, "missing": None, "nan": NAN, "inf": INF}
+NO_DATA = ("missing", "nan", "inf")
+
+
+def raw_reading(region: str, at: float, err: str, queue: str, rate: str) -> MetricsReading:
+    """NaN and infinity cannot pass the contract's validation (JSON has neither); a
+    reading built in memory without validation must still never count as health."""
+    values = {"error_rate": ERR[err], "queue_depth": QUEUE[queue], "request_rate": RATES[rate]}
+    fields = {"region": region, "observed_at": STEP + timedelta(seconds=at), "extra": {}}
+    if any((isinstance(v, float) and v != v) or v == INF for v in values.values()):
+        return MetricsReading.model_construct(**fields, **values)
+    return MetricsReading(**fields, **values)
+
 
 Sample = tuple[int, str, str, str]
 
@@ -142,8 +154,8 @@ def design_says_recovered(
         if not samples:
             return False
         for _, err, queue, rate in samples:
-            if "missing" in (err, queue, rate) or rate == "zero":
-                return False  # no data / no traffic is never health
+            if set(NO_DATA) & {err, queue, rate} or rate == "zero":
+                return False  # no data (missing, NaN, infinite) / no traffic is never health
             if err == "high" or queue == "high":
                 return False
         fresh = {at for at, *_ in samples if at > 0}
@@ -165,12 +177,7 @@ def design_says_recovered(
 def test_recovered_only_when_design_says_so(
     crit: VerificationCriteria, raw: dict[str, list[Sample]], conflict: bool, now_after: float
 ) -> None:
-    samples = {
-        region: [
-            reading(region, at, err=ERR[e], queue=QUEUE[q], rate=RATES[r]) for at, e, q, r in rs
-        ]
-        for region, rs in raw.items()
-    }
+    samples = {region: [raw_reading(region, at, *v) for at, *v in rs] for region, rs in raw.items()}
     now_s = 9 + now_after
     j = judge(
         crit,
@@ -184,7 +191,7 @@ def test_recovered_only_when_design_says_so(
     if not expected:
         assert j.detail  # a non-recovered verdict always says why
     for region, rs in raw.items():
-        if any("missing" in (e, q, r) for _, e, q, r in rs):
+        if any(set(NO_DATA) & {e, q, r} for _, e, q, r in rs):
             # no data: the picture cannot be trusted, whatever the other regions say
             assert j.verdict is Verdict.STALE_METRICS, (region, j.detail)
             assert "no data" in j.detail

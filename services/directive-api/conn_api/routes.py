@@ -342,6 +342,12 @@ async def approve_authority(
             producer=PRODUCER,
         )
         written = await rt.append_and_fold(declared)
+        if written["folded"] and rt.view.state(incident_id).authority_sha256 != (
+            proposal.content_sha256
+        ):
+            raise ApiError(
+                409, "conflict", "the approved change was not applied: re-read the authority"
+            )
     metrics.CONTROL.labels(verb="approve_authority", outcome="accepted").inc()
     log.info(
         "authority change approved",
