@@ -62,7 +62,9 @@ def side_effect_starts(outcomes: list[Seen]) -> list[SideEffect]:
         if s.event_type not in ("StepSucceeded", "StepFailed") or s.correlation_id is None:
             continue
         p = s.payload
-        if s.event_type == "StepFailed" and str(p.get("error", "")).startswith(STOPPED):
+        if s.event_type == "StepFailed" and (
+            p.get("not_started") or str(p.get("error", "")).startswith(STOPPED)
+        ):
             continue
         finished = datetime.fromisoformat(s.occurred_at.replace("Z", "+00:00")).timestamp()
         started = finished - float(p.get("duration_ms") or 0.0) / 1000.0

@@ -26,6 +26,8 @@ from conn_schemas.values import Actor
 OWNER: dict[str, SignerRole] = {
     "IncidentOpened": SignerRole.API,
     "AuthorityDeclared": SignerRole.API,
+    "AuthorityChangeProposed": SignerRole.API,
+    "AuthorityChangeApproved": SignerRole.API,
     "DirectiveIssued": SignerRole.API,
     "HoldDeclared": SignerRole.API,
     "ResumeDirected": SignerRole.API,

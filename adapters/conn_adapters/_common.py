@@ -31,6 +31,11 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def refused_by_target(code: int) -> bool:
+    """A 4xx answer (but 408, a timeout) means the target refused: nothing changed."""
+    return 400 <= code < 500 and code != 408
+
+
 def bounded(
     fn: Callable[Concatenate[S, P], Awaitable[R]],
 ) -> Callable[Concatenate[S, P], Awaitable[R]]:
@@ -51,13 +56,16 @@ def bounded(
         except (httpx.HTTPStatusError, httpx2.HTTPStatusError) as e:
             code = e.response.status_code
             raise PortError(
-                f"{what}: HTTP {code}: {e.response.text[:300]}", retriable=code in RETRIABLE_STATUS
+                f"{what}: HTTP {code}: {e.response.text[:300]}",
+                retriable=code in RETRIABLE_STATUS,
+                rejected=refused_by_target(code),
             ) from e
         except KubeApiError as e:
             code = e.status.code or 0
             raise PortError(
                 f"{what}: Kubernetes {code}: {e.status.message}",
                 retriable=code in RETRIABLE_STATUS or code == 409,
+                rejected=refused_by_target(code),
             ) from e
         except (httpx.HTTPError, httpx2.HTTPError, OSError) as e:
             raise PortError(f"{what}: {type(e).__name__}: {e}", retriable=True) from e

@@ -4,11 +4,17 @@ Both read the simulator's metric names by default (`checkout_error_ratio`,
 `checkout_queue_depth`, `checkout_request_rate`, freshness from
 `checkout_metrics_updated_timestamp_seconds`); the names / queries are
 configurable, so either works against a real service's metrics.
+
+No data is never health: a value the source cannot give (a missing series, NaN
+such as an error ratio 0/0 with no traffic, an infinity) is reported as None,
+never as 0; and a reading without its freshness signal is refused (PortError),
+never stamped with the time of the query.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +22,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from conn_adapters._common import bounded, now_utc, raise_for_status
+from conn_adapters._common import bounded, raise_for_status
 from conn_core.ports import MetricsReading, PortError
 
 DEFAULT_NAMES: dict[str, str] = {
@@ -30,6 +36,22 @@ EXTRA_NAMES = ("checkout_requests_total", "checkout_errors_total")
 DEFAULT_QUERIES: dict[str, str] = {
     field: f'{metric}{{region="{{region}}"}}' for field, metric in DEFAULT_NAMES.items()
 }
+
+
+def finite(value: float | None) -> float | None:
+    """The value if it is a usable non-negative number, else None (no data)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return max(0.0, value)
+
+
+def freshness(value: float | None, what: str) -> datetime:
+    """The source's own freshness timestamp; never substituted by the time we asked."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise PortError(
+            f"{what}: no freshness signal (got {value!r}): a reading of unknown age is not used"
+        )
+    return datetime.fromtimestamp(value, UTC)
 
 
 class ScrapeMetrics:
@@ -64,27 +86,30 @@ class ScrapeMetrics:
             for sample in family.samples:
                 if sample.name in wanted and sample.labels.get(self.region_label) == region:
                     values[sample.name] = float(sample.value)
-        missing = [
-            f for f in ("error_rate", "queue_depth", "request_rate") if self.names[f] not in values
-        ]
-        if missing:
-            raise PortError(f"{self.url}: no {missing} samples for region {region!r}")
-        stamp = values.get(self.names["observed_at"])
+        fields = ("error_rate", "queue_depth", "request_rate")
+        if not any(self.names[f] in values for f in fields):
+            raise PortError(f"{self.url}: no samples for region {region!r}")
+        observed = freshness(
+            values.get(self.names["observed_at"]),
+            f"{self.url}: {self.names['observed_at']} for region {region!r}",
+        )
         return MetricsReading(
             region=region,
-            error_rate=max(0.0, values[self.names["error_rate"]]),
-            queue_depth=max(0.0, values[self.names["queue_depth"]]),
-            request_rate=max(0.0, values[self.names["request_rate"]]),
-            observed_at=datetime.fromtimestamp(stamp, UTC) if stamp else now_utc(),
-            extra={n: values[n] for n in EXTRA_NAMES if n in values},
+            error_rate=finite(values.get(self.names["error_rate"])),
+            queue_depth=finite(values.get(self.names["queue_depth"])),
+            request_rate=finite(values.get(self.names["request_rate"])),
+            observed_at=observed,
+            extra={n: values[n] for n in EXTRA_NAMES if n in values and math.isfinite(values[n])},
         )
 
 
 class PrometheusMetrics:
     """PromQL instant queries (GET /api/v1/query). Templates contain `{region}`;
     `region_queries` overrides them per region. `observed_at` is the value of the
-    `observed_at` query (a freshness timestamp gauge) when configured, otherwise
-    the oldest sample timestamp of the three values."""
+    `observed_at` query: a freshness timestamp of the source (a gauge such as
+    `*_updated_timestamp_seconds`, or `timestamp(<raw selector>)`). It is required:
+    the timestamp of an instant query's result is the evaluation time, so without a
+    freshness signal a reading's age is unknown and it is refused (PortError)."""
 
     def __init__(
         self,
@@ -134,19 +159,24 @@ class PrometheusMetrics:
             *(self._instant(q) if q else asyncio.sleep(0, None) for q in queries.values())
         )
         got = dict(zip(fields, results, strict=True))
-        missing = [f for f in fields[:3] if got[f] is None]
-        if missing:
-            raise PortError(f"Prometheus has no data for {missing} in {region!r}", retriable=True)
-        samples = {f: v for f, v in got.items() if v is not None}
-        if "observed_at" in samples:
-            observed = samples["observed_at"][1]
-        else:
-            observed = min(samples[f][0] for f in fields[:3])
+        if all(got[f] is None for f in fields[:3]):
+            raise PortError(f"Prometheus has no data for region {region!r}", retriable=True)
+        stamp = got["observed_at"]
+        observed = freshness(
+            stamp[1] if stamp is not None else None,
+            f"Prometheus {queries['observed_at'] or '(no observed_at query)'} for {region!r}",
+        )
+
+        def value(field: str) -> float | None:
+            sample = got[field]
+            return finite(sample[1]) if sample is not None else None
+
+        asked = [sample[0] for sample in got.values() if sample is not None]
         return MetricsReading(
             region=region,
-            error_rate=max(0.0, samples["error_rate"][1]),
-            queue_depth=max(0.0, samples["queue_depth"][1]),
-            request_rate=max(0.0, samples["request_rate"][1]),
-            observed_at=datetime.fromtimestamp(observed, UTC),
-            extra={"query_time": min(samples[f][0] for f in fields[:3])},
+            error_rate=value("error_rate"),
+            queue_depth=value("queue_depth"),
+            request_rate=value("request_rate"),
+            observed_at=observed,
+            extra={"query_time": min(asked)},
         )

@@ -24,7 +24,10 @@ app = typer.Typer(
     help="Conn: direct incident remediation one bounded step at a time.", no_args_is_help=True
 )
 incident_app = typer.Typer(help="Open, show and list incidents.", no_args_is_help=True)
-authority_app = typer.Typer(help="Declare the authority boundary.", no_args_is_help=True)
+authority_app = typer.Typer(
+    help="The authority boundary: declare (narrow-only during an incident), show, approve.",
+    no_args_is_help=True,
+)
 direct_app = typer.Typer(help="Direct one bounded action.", no_args_is_help=True)
 kill_app = typer.Typer(help="Global kill switch (admin).", no_args_is_help=True)
 alerts_app = typer.Typer(help="Post alerts (integrations).", no_args_is_help=True)
@@ -191,15 +194,87 @@ def authority_declare(
     runbook: Annotated[
         str | None, typer.Option(help="Runbook name in the API's runbooks dir")
     ] = None,
-    file: Annotated[typer.FileText | None, typer.Option(help="Local authority YAML file")] = None,
+    file: Annotated[
+        typer.FileText | None,
+        typer.Option(help="Local authority YAML file (accepted only by a development API)"),
+    ] = None,
+    detail: Annotated[str, typer.Option(help="Why (shown to the approver)")] = "",
     as_json: JsonOpt = False,
 ) -> None:
+    """Declare the boundary. During an incident a change may only narrow it; a wider
+    one is recorded as a proposal that a second commander or admin must approve."""
     if (runbook is None) == (file is None):
         fail("give exactly one of --runbook or --file", 2)
     body: dict[str, Any] = {"runbook": runbook} if runbook else {}
     if file is not None:
         body = {"content": file.read(), "source_file": getattr(file, "name", "file")}
-    _post(f"/v1/incidents/{incident}/authority", body, as_json, "authority declared")
+    body["detail"] = detail
+    answer = Client().request("POST", f"/v1/incidents/{incident}/authority", json=body)
+    if as_json:
+        show(answer, True)
+        return
+    if answer.get("status") == "proposed":
+        show(
+            {k: v for k, v in answer.items() if k != "widenings"},
+            False,
+            "authority change PROPOSED (it widens the boundary)",
+        )
+        for line in answer.get("widenings", []):
+            out.print(f"  - {line}", highlight=False)
+        out.print(
+            f"It takes effect when a second commander or admin who does not hold the conn "
+            f"approves it: conn authority approve {incident} {answer['proposal_id']} "
+            f"--sha256 {answer['content_sha256']}",
+            highlight=False,
+        )
+        return
+    show(answer, False, "authority declared")
+
+
+@authority_app.command("show")
+def authority_show(incident: str, as_json: JsonOpt = False) -> None:
+    """The authority in force (name, version, sha256, file) and proposed changes."""
+    body = Client().request("GET", f"/v1/incidents/{incident}/authority")
+    a = body.get("authority")
+    if as_json or a is None:
+        show(body, as_json, "authority")
+        return
+    show({k: v for k, v in a.items() if k != "proposals"}, False, "authority in force")
+    if a.get("proposals"):
+        t = Table(title="proposed changes")
+        for col in ("proposal", "by", "version", "sha256", "approved by", "applied", "widens"):
+            t.add_column(col)
+        for p in a["proposals"]:
+            t.add_row(
+                p["proposal_id"],
+                p["proposed_by"],
+                f"{p['name']}@{p['version']}",
+                p["sha256"][:12] + "…",
+                p["approved_by"] or "-",
+                "yes" if p["applied"] else "no",
+                "; ".join(p["widenings"][:3]) + (" …" if len(p["widenings"]) > 3 else ""),
+            )
+        out.print(t)
+
+
+@authority_app.command("approve")
+def authority_approve(
+    incident: str,
+    proposal_id: str,
+    sha256: Annotated[
+        str, typer.Option("--sha256", help="The proposed file's sha256 you reviewed (required)")
+    ],
+    detail: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a proposed wider boundary (you must neither hold the conn nor have
+    proposed it); the approval and the declaration are recorded in the ledger."""
+    _post(
+        f"/v1/incidents/{incident}/authority/proposals/{proposal_id}/approve",
+        {"content_sha256": sha256, "detail": detail},
+        as_json,
+        "authority change approved and declared",
+    )
 
 
 # --- directives -----------------------------------------------------------------------
@@ -402,16 +477,19 @@ def handoff(
 def accept(
     incident: str,
     packet: Annotated[
-        str | None, typer.Option(help="Packet sha256 you read (default: latest)")
-    ] = None,
+        str,
+        typer.Option(
+            help="The exact sha256 of the packet you read (`conn packet INC`); required: "
+            "nothing is accepted implicitly"
+        ),
+    ],
     team: Annotated[str | None, typer.Option(help="Default: your team")] = None,
     detail: Annotated[str, typer.Option()] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Accept the takeover packet explicitly: the conn moves to you."""
-    body: dict[str, Any] = {"detail": detail}
-    if packet:
-        body["packet_sha256"] = packet
+    """Accept the takeover packet explicitly, by its exact hash: the conn moves to you.
+    Refused if a newer packet exists or is due (read it, then accept that one)."""
+    body: dict[str, Any] = {"detail": detail, "packet_sha256": packet}
     if team:
         body["team"] = team
     _post(f"/v1/incidents/{incident}/takeover", body, as_json, "takeover accepted")
@@ -534,6 +612,18 @@ def packet(incident: str, as_json: JsonOpt = False) -> None:
         out.print(Markdown(str(body["markdown"])))
     elif body.get("packet") is None:
         out.print("(packet content not available from the packager's read model yet)")
+    if body.get("current") is False and body.get("takeover_pending"):
+        out.print(
+            "[bold yellow]not current:[/] the incident changed since this packet; a newer "
+            "one is due — read it again before accepting"
+        )
+    elif body.get("current") is False:
+        out.print(
+            "[bold]superseded:[/] the incident moved on since this packet (no takeover is "
+            "pending now)"
+        )
+    else:
+        out.print(f"accept it with: conn accept {incident} --packet {body['packet_sha256']}")
 
 
 @app.command("decision-packet")

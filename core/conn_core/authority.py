@@ -11,7 +11,12 @@ import hashlib
 import yaml
 from pydantic import ValidationError
 
-from conn_schemas.values import AuthorityBoundary
+from conn_schemas.values import (
+    ActionGrant,
+    ActionType,
+    AuthorityBoundary,
+    VerificationCriteria,
+)
 
 
 class AuthorityFileError(ValueError):
@@ -35,3 +40,114 @@ def parse_authority(content: bytes, *, holder: str | None = None) -> tuple[Autho
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise AuthorityFileError(f"{where}: {first['msg']} ({exc.error_count()} errors)") from exc
+
+
+# --- comparing two boundaries ------------------------------------------------------
+
+ANY = "*"
+"""Stands for "any target" of a grant that names none."""
+
+_LOOSER_WHEN_HIGHER = ("max_error_rate", "max_queue_depth", "max_reading_age_seconds")
+_LOOSER_WHEN_LOWER = ("settle_seconds", "window_seconds", "samples")
+
+
+def _grant_pairs(boundary: AuthorityBoundary, grant: ActionGrant) -> set[tuple[str, str]]:
+    """(target, region) pairs a grant allows; a grant without targets allows ANY target,
+    one without regions every declared region (regions outside them are refused anyway)."""
+    declared = set(boundary.regions)
+    regions = (set(grant.regions) & declared) if grant.regions else declared
+    targets = set(grant.targets) if grant.targets else {ANY}
+    return {(t, r) for t in targets for r in regions}
+
+
+def _allowed(boundary: AuthorityBoundary, action: ActionType) -> tuple[bool, set[tuple[str, str]]]:
+    grants = [g for g in boundary.allowed if g.action == action]
+    pairs: set[tuple[str, str]] = set()
+    for g in grants:
+        pairs |= _grant_pairs(boundary, g)
+    return bool(grants), pairs
+
+
+def _covered(pair: tuple[str, str], old: set[tuple[str, str]]) -> bool:
+    target, region = pair
+    return (target, region) in old or (ANY, region) in old
+
+
+def _criteria_widenings(
+    what: str, old: VerificationCriteria, new: VerificationCriteria
+) -> list[str]:
+    out: list[str] = []
+    for name in _LOOSER_WHEN_HIGHER:
+        before, after = getattr(old, name), getattr(new, name)
+        if after > before:
+            out.append(f"verification of {what}: {name} raised from {before} to {after}")
+    for name in _LOOSER_WHEN_LOWER:
+        before, after = getattr(old, name), getattr(new, name)
+        if after < before:
+            out.append(f"verification of {what}: {name} lowered from {before} to {after}")
+    if old.scope == "all_regions" and new.scope != "all_regions":
+        out.append(f"verification of {what}: scope narrowed from all_regions to {new.scope}")
+    for signal, limit in sorted(old.extra_max.items()):
+        if signal not in new.extra_max:
+            out.append(f"verification of {what}: signal {signal} no longer checked")
+        elif new.extra_max[signal] > limit:
+            out.append(
+                f"verification of {what}: {signal} limit raised from {limit} to "
+                f"{new.extra_max[signal]}"
+            )
+    return out
+
+
+def widenings(old: AuthorityBoundary, new: AuthorityBoundary) -> list[str]:
+    """Every way `new` lets the holder do more than `old`, for humans; [] means `new`
+    only narrows (or equals) `old`. Pure and conservative: anything it cannot prove
+    narrower is reported (regions, actions, targets, reservations, blast-radius
+    limits, verification criteria, takeover teams, roles that may direct)."""
+    out: list[str] = []
+    for region in new.regions:
+        if region not in old.regions:
+            out.append(f"region {region} added")
+    for action in ActionType:
+        had, old_pairs = _allowed(old, action)
+        has, new_pairs = _allowed(new, action)
+        if has and not had:
+            out.append(f"action {action.value} allowed")
+            continue
+        extra = sorted(p for p in new_pairs if not _covered(p, old_pairs))
+        for target, region in extra:
+            what = "any target" if target == ANY else target
+            out.append(f"{action.value} of {what} in {region} allowed")
+    old_res = {(r.action, r.target): r.team for r in old.reservations}
+    new_res = {(r.action, r.target): r.team for r in new.reservations}
+    for (action, target), team in sorted(old_res.items()):
+        if new_res.get((action, target)) != team:
+            out.append(f"reservation of {action.value} of {target} to team {team} dropped")
+    for (action, target), team in sorted(new_res.items()):
+        if old_res.get((action, target)) == team:
+            continue
+        # A reservation also lets its team direct the target (if the action is granted).
+        granted = any(_covered((target, r), _allowed(old, action)[1]) for r in new.regions)
+        if not granted:
+            out.append(f"{action.value} of {target} granted to team {team} by a reservation")
+    limits = (
+        "max_drained_pools_per_region",
+        "max_restarts_per_tier_region",
+        "max_consequential_steps",
+    )
+    for name in limits:
+        before, after = getattr(old.blast_radius, name), getattr(new.blast_radius, name)
+        if after > before:
+            out.append(f"blast radius {name} raised from {before} to {after}")
+    out += _criteria_widenings("the default", old.default_verification, new.default_verification)
+    for action in ActionType:
+        if action in old.verification or action in new.verification:
+            out += _criteria_widenings(
+                action.value, old.criteria_for(action), new.criteria_for(action)
+            )
+    for team in new.takeover_teams:
+        if team not in old.takeover_teams:
+            out.append(f"takeover team {team} added")
+    for role in new.roles_may_direct:
+        if role not in old.roles_may_direct:
+            out.append(f"role {role.value} may now direct")
+    return out

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import singledispatch
 
-from conn_core.rules import check_control
+from conn_core.rules import check_authority, check_control
 from conn_core.state import (
+    FINISHED,
+    AuthorityProposal,
     ControlState,
     DirectiveRecord,
     DirectiveStatus,
@@ -21,6 +23,9 @@ from conn_core.state import (
     PacketRef,
 )
 from conn_schemas.events import (
+    AlertReceived,
+    AuthorityChangeApproved,
+    AuthorityChangeProposed,
     AuthorityDeclared,
     DirectiveAccepted,
     DirectiveIssued,
@@ -29,6 +34,7 @@ from conn_schemas.events import (
     HoldDeclared,
     IncidentClosed,
     IncidentOpened,
+    IncidentRecordUpdated,
     KillSwitchEngaged,
     KillSwitchReleased,
     ResumeDirected,
@@ -57,21 +63,58 @@ HOLDING_REFUSALS = frozenset({RefusalReason.EXPECTATION_CONFLICT, RefusalReason.
 """Refusals that mean "what we see is not what was expected": derive a hold."""
 
 
+PACKET_NEUTRAL = (
+    AlertReceived,
+    IncidentRecordUpdated,
+    TakeoverPacketPublished,
+    AuthorityChangeProposed,
+    AuthorityChangeApproved,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+)
+"""Records that change nothing a takeover packet shows."""
+
+
 def evolve(state: IncidentState, event: Envelope) -> IncidentState:
     """Apply one event of `state.incident_id` (in log order) and return the state.
 
     Every record takes a ledger position, but a record whose `event_id` was seen
     before (re-published by hand, or by a producer retry outside idempotence)
     changes nothing else: a replayed failing snapshot does not hold again, a
-    replayed outcome does not finish a step twice."""
+    replayed outcome does not finish a step twice.
+
+    Two facts are kept for deciding at the moment of acting: every unfinished
+    directive remembers the first record after it (not its own) that changed the
+    incident's state (`superseded_at`, what the executor re-checks before a side
+    effect), and `packet_changed_at` moves whenever a takeover packet's content
+    would change (so the packager republishes and a stale packet cannot be accepted)."""
     state.sequence += 1
     state.last_event_at = event.occurred_at
     if event.event_id in state.seen_event_ids:
         state.duplicate_events += 1
         return state
     state.seen_event_ids.add(event.event_id)
+    ignored_before = state.ignored_controls + state.ignored_authority
     _apply(event, state)
+    if state.ignored_controls + state.ignored_authority != ignored_before:
+        return state  # a control or authority record the rules did not honour
+    if state.state_changed_at == state.sequence or isinstance(event, TakeoverRequested):
+        _supersede(state, event)
+    if not isinstance(event, PACKET_NEUTRAL):
+        state.packet_changed_at = state.sequence
     return state
+
+
+def _supersede(state: IncidentState, event: Envelope) -> None:
+    """`event` changed the state: every unfinished directive before it (other than the
+    one the event belongs to) is now based on an outdated picture."""
+    for cid in state.unfinished:
+        if cid == event.correlation_id:
+            continue
+        record = state.directives[cid]
+        if record.superseded_at is None and record.issued_sequence < state.sequence:
+            record.superseded_at = state.sequence
+            record.superseded_by = event.event_type
 
 
 def fold(events: Iterable[Envelope], incident_id: str) -> IncidentState:
@@ -113,6 +156,14 @@ def _state_changed(state: IncidentState) -> None:
     state.state_changed_at = state.sequence
 
 
+def _set_status(state: IncidentState, record: DirectiveRecord, status: DirectiveStatus) -> None:
+    record.status = status
+    if status in FINISHED:
+        state.unfinished.discard(record.correlation_id)
+    else:
+        state.unfinished.add(record.correlation_id)
+
+
 def _hold(state: IncidentState, reason: HoldReason, detail: str, correlation: str | None) -> None:
     state.hold = Hold(reason, detail, state.sequence, correlation)
     state.holds_declared += 1
@@ -143,11 +194,43 @@ def _(event: IncidentOpened, state: IncidentState) -> None:
 
 @_apply.register
 def _(event: AuthorityDeclared, state: IncidentState) -> None:
+    if check_authority(state, event) is not None:
+        state.ignored_authority += 1
+        return
     authority = event.payload.authority
     state.authority = authority
     state.authority_sha256 = event.payload.content_sha256
+    state.authority_source = event.payload.source_file
     state.holder = authority.holder
+    if event.payload.approval is not None:
+        state.authority_proposals[event.payload.approval].applied = True
     _state_changed(state)
+
+
+@_apply.register
+def _(event: AuthorityChangeProposed, state: IncidentState) -> None:
+    if check_authority(state, event) is not None:
+        state.ignored_authority += 1
+        return
+    p = event.payload
+    state.authority_proposals[p.proposal_id] = AuthorityProposal(
+        proposal_id=p.proposal_id,
+        authority=p.authority,
+        content_sha256=p.content_sha256,
+        base_sha256=p.base_sha256,
+        source_file=p.source_file,
+        proposer=event.actor.id,
+        widenings=p.widenings,
+        proposed_sequence=state.sequence,
+    )
+
+
+@_apply.register
+def _(event: AuthorityChangeApproved, state: IncidentState) -> None:
+    if check_authority(state, event) is not None:
+        state.ignored_authority += 1
+        return
+    state.authority_proposals[event.payload.proposal_id].approved_by = event.actor.id
 
 
 @_apply.register
@@ -164,7 +247,9 @@ def _(event: DirectiveIssued, state: IncidentState) -> None:
         based_on_sequence=event.payload.based_on_sequence,
         consequential=consequential,
         expectation=event.payload.expectation,
+        issuer=event.actor,
     )
+    state.unfinished.add(cid)
     if consequential and state.open_step is None:
         state.open_step = cid
 
@@ -178,9 +263,13 @@ def _directive(state: IncidentState, event: Envelope) -> DirectiveRecord | None:
 @_apply.register
 def _(event: DirectiveAccepted, state: IncidentState) -> None:
     record = _directive(state, event)
-    if record is None or record.status is not DirectiveStatus.ISSUED:
+    if record is None:
         return
-    record.status = DirectiveStatus.ACCEPTED
+    if record.status is not DirectiveStatus.ISSUED:
+        # A second decision (a fenced-out executor, a retry): the first one stands.
+        state.conflicting_records += 1
+        return
+    _set_status(state, record, DirectiveStatus.ACCEPTED)
     if record.consequential:
         state.last_step = record.correlation_id
         state.open_step = record.correlation_id
@@ -208,11 +297,13 @@ def _(event: DirectiveRefused, state: IncidentState) -> None:
             refusal_detail=event.payload.detail,
         )
     elif record is not None and record.status is DirectiveStatus.ISSUED:
-        record.status = DirectiveStatus.REFUSED
+        _set_status(state, record, DirectiveStatus.REFUSED)
         record.refusal = reason
         record.refusal_detail = event.payload.detail
         if state.open_step == record.correlation_id:
             state.open_step = None
+    elif record is not None:
+        state.conflicting_records += 1  # decided before: the first decision stands
     if reason in HOLDING_REFUSALS:
         hold_reason = (
             HoldReason.EXPECTATION_CONFLICT
@@ -226,19 +317,36 @@ def _(event: DirectiveRefused, state: IncidentState) -> None:
 @_apply.register
 def _(event: StateGathered, state: IncidentState) -> None:
     _remember_readings(state, event.payload.observation)
+    record = _directive(state, event)
+    if event.payload.purpose == "pre_step" and record is not None and record.pre_step is None:
+        record.pre_step = event.payload.observation
     _state_changed(state)
+
+
+STARTABLE = frozenset({DirectiveStatus.ISSUED, DirectiveStatus.ACCEPTED, DirectiveStatus.REFUSED})
+"""A StepStarted always shows the step as started, even after a refusal that an
+executor which lost its claim appended: an executed step is never hidden."""
 
 
 @_apply.register
 def _(event: StepStarted, state: IncidentState) -> None:
     record = _directive(state, event)
-    if record is None or record.status is not DirectiveStatus.ACCEPTED:
+    if record is None:
         return
-    record.status = DirectiveStatus.STARTED
+    if record.status not in STARTABLE:
+        state.conflicting_records += 1  # started (or failed at the gate) before
+        return
+    if record.status is not DirectiveStatus.ACCEPTED:
+        state.conflicting_records += 1
+    _set_status(state, record, DirectiveStatus.STARTED)
     record.started_at = event.occurred_at
+    record.started_by = event.payload.executor_id
     action = record.action
     if record.consequential:
         state.consequential_steps += 1
+        state.last_step = record.correlation_id
+        if state.open_step is None:
+            state.open_step = record.correlation_id
     if isinstance(action, DrainWorkerPool):
         state.drained_pools.setdefault(action.region, set()).add(action.pool)
     elif isinstance(action, RestartDependencyTier):
@@ -251,9 +359,14 @@ def _finish(
     state: IncidentState, event: Envelope, status: DirectiveStatus
 ) -> DirectiveRecord | None:
     record = _directive(state, event)
-    if record is None or record.status not in (DirectiveStatus.STARTED, DirectiveStatus.ACCEPTED):
+    if record is None:
         return None
-    record.status = status
+    if record.status not in (DirectiveStatus.STARTED, DirectiveStatus.ACCEPTED):
+        # A late outcome (e.g. of a fenced-out executor after StepOutcomeUnknown was
+        # reported): the first outcome stands, so every fold reaches the same answer.
+        state.conflicting_records += 1
+        return None
+    _set_status(state, record, status)
     record.finished_at = event.occurred_at
     _state_changed(state)
     return record
@@ -269,7 +382,14 @@ def _(event: StepSucceeded, state: IncidentState) -> None:
 @_apply.register
 def _(event: StepFailed, state: IncidentState) -> None:
     record = _finish(state, event, DirectiveStatus.FAILED)
-    if record is not None and record.consequential:
+    if record is None:
+        return
+    if event.payload.not_started:
+        # Refused at the last gate: nothing changed, so nothing is left to verify.
+        record.not_started = True
+        if state.open_step == record.correlation_id:
+            state.open_step = None
+    elif record.consequential:
         _hold(state, HoldReason.STEP_FAILED, event.payload.error, record.correlation_id)
 
 
@@ -337,7 +457,11 @@ def _(event: TakeoverRequested, state: IncidentState) -> None:
 @_apply.register
 def _(event: TakeoverPacketPublished, state: IncidentState) -> None:
     p = event.payload
-    state.last_packet = PacketRef(p.packet_sha256, p.to_team, p.trigger, state.sequence)
+    if state.last_packet is not None and p.ledger_sequence < state.last_packet.basis:
+        return  # an older packet published late never replaces a newer one
+    state.last_packet = PacketRef(
+        p.packet_sha256, p.to_team, p.trigger, state.sequence, p.ledger_sequence
+    )
 
 
 @_apply.register

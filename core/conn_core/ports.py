@@ -6,7 +6,7 @@ bounded by the adapter's timeout and returns a typed result that records what
 was observed before and after. Mutating calls take an idempotency key (the
 directive's correlation ID): repeating a call with the same key changes nothing.
 
-Errors: adapters raise `PortError` (with `retriable`) and nothing else.
+Errors: adapters raise `PortError` (with `retriable`, `rejected`) and nothing else.
 """
 
 from __future__ import annotations
@@ -24,12 +24,25 @@ from conn_schemas.observations import (
 
 
 class PortError(Exception):
-    """A target system call failed. Callers ask `retriable`, not the type."""
+    """A target system call failed. Callers ask `retriable`, not the type.
 
-    def __init__(self, message: str, *, retriable: bool = False, timeout: bool = False) -> None:
+    `rejected`: the target answered and refused the call (e.g. HTTP 4xx), so a
+    mutating call certainly changed nothing. Any other failure of a mutating call
+    (a timeout, a dropped connection, a 5xx, an unreadable answer) may have landed:
+    its outcome is unknown, never "failed"."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retriable: bool = False,
+        timeout: bool = False,
+        rejected: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.timeout = timeout
+        self.rejected = rejected
 
 
 # Observed-state types live in the contract package because they are carried in events.

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conn_core.state import ControlState, IncidentState
+from conn_core.authority import widenings
+from conn_core.state import ControlState, DirectiveRecord, DirectiveStatus, IncidentState
 from conn_schemas.events import (
+    AuthorityChangeApproved,
+    AuthorityChangeProposed,
+    AuthorityDeclared,
     DirectiveIssuedPayload,
     HoldDeclared,
     ResumeDirected,
@@ -113,7 +117,11 @@ def decide(
 
 
 def _check_boundary(
-    state: IncidentState, directive: DirectiveIssuedPayload, actor: Actor
+    state: IncidentState,
+    directive: DirectiveIssuedPayload,
+    actor: Actor,
+    *,
+    itself_started: bool = False,
 ) -> Refused | None:
     authority = state.authority
     assert authority is not None
@@ -139,7 +147,7 @@ def _check_boundary(
                     f"{action.action.value} of {target} is reserved to team {reservation.team}"
                     + (f" ({reservation.reason})" if reservation.reason else ""),
                 )
-            return _check_blast_radius(state, directive)
+            return _check_blast_radius(state, directive, itself_started=itself_started)
     granted = [
         g
         for g in grants
@@ -156,21 +164,24 @@ def _check_boundary(
             RefusalReason.REGION_NOT_ALLOWED,
             f"{action.action.value} in {', '.join(regions)} is outside the granted regions",
         )
-    return _check_blast_radius(state, directive)
+    return _check_blast_radius(state, directive, itself_started=itself_started)
 
 
-def _check_blast_radius(state: IncidentState, directive: DirectiveIssuedPayload) -> Refused | None:
+def _check_blast_radius(
+    state: IncidentState, directive: DirectiveIssuedPayload, *, itself_started: bool = False
+) -> Refused | None:
+    """`itself_started`: the directive's own StepStarted is already folded into the
+    counters (a re-check right before its side effect) and must not count against it."""
     authority = state.authority
     assert authority is not None
     limits = authority.blast_radius
     action = directive.action
-    if action.action in CONSEQUENTIAL_ACTIONS and (
-        state.consequential_steps >= limits.max_consequential_steps
-    ):
+    own = 1 if itself_started else 0
+    steps = state.consequential_steps - own
+    if action.action in CONSEQUENTIAL_ACTIONS and steps >= limits.max_consequential_steps:
         return Refused(
             RefusalReason.BLAST_RADIUS,
-            f"{state.consequential_steps} consequential steps taken; the limit is "
-            f"{limits.max_consequential_steps}",
+            f"{steps} consequential steps taken; the limit is {limits.max_consequential_steps}",
         )
     if isinstance(action, DrainWorkerPool):
         drained = state.drained_pools.get(action.region, set()) - {action.pool}
@@ -182,7 +193,7 @@ def _check_blast_radius(state: IncidentState, directive: DirectiveIssuedPayload)
                 f"{limits.max_drained_pools_per_region}",
             )
     if isinstance(action, RestartDependencyTier):
-        done = state.restarts.get((action.tier, action.region), 0)
+        done = state.restarts.get((action.tier, action.region), 0) - own
         if done >= limits.max_restarts_per_tier_region:
             return Refused(
                 RefusalReason.BLAST_RADIUS,
@@ -190,6 +201,104 @@ def _check_blast_radius(state: IncidentState, directive: DirectiveIssuedPayload)
                 f"{limits.max_restarts_per_tier_region}",
             )
     return None
+
+
+# --- at the moment of acting --------------------------------------------------------------
+
+
+def recheck(
+    state: IncidentState,
+    correlation_id: str,
+    control: ControlState,
+    *,
+    executor_id: str | None = None,
+    owns_claim: bool = False,
+) -> Refused | None:
+    """May the directive `correlation_id` still have its side effect now? (pure)
+
+    `state` is the incident folded up to the latest record of its partition (the
+    directive and everything after it). The executor asks this immediately before a
+    side effect: `decide` only saw the log before the directive, and a close, a
+    takeover, an authority change, a hold (manual, or derived from a failing
+    verification, a failed step or a conflict), the kill switch or any other state
+    change may have landed since. The directive's own records (its DirectiveAccepted,
+    its pre-step StateGathered, and its StepStarted by `executor_id`) never make it
+    refuse itself. With `owns_claim` (the caller holds the directive's fenced claim),
+    a StepStarted by another executor is only the intent of one that lost the claim:
+    the fenced gate, not the log, decides who acts, so it does not refuse either.
+    A directive the log shows as finished (refused, succeeded, failed, unknown) is
+    refused as a duplicate.
+    """
+    record = state.directives.get(correlation_id)
+    if record is None or record.issuer is None:
+        return Refused(
+            RefusalReason.INVALID_BASE, f"directive {correlation_id} is not in the incident's log"
+        )
+    started_by_me = record.status is DirectiveStatus.STARTED and (
+        owns_claim or (executor_id is not None and record.started_by == executor_id)
+    )
+    if record.status not in (DirectiveStatus.ISSUED, DirectiveStatus.ACCEPTED) and not (
+        started_by_me
+    ):
+        return Refused(
+            RefusalReason.DUPLICATE,
+            f"directive {correlation_id} is already {record.status.value} in the log",
+        )
+    if not state.opened:
+        return Refused(RefusalReason.INCIDENT_NOT_OPEN, f"incident {state.incident_id} is not open")
+    if state.closed:
+        return Refused(
+            RefusalReason.INCIDENT_CLOSED,
+            f"incident {state.incident_id} was closed after this directive",
+        )
+    read_only = record.action.action in READ_ONLY_ACTIONS
+    if control.kill_switch and not read_only:
+        return Refused(RefusalReason.KILL_SWITCH, f"global kill switch engaged: {control.reason}")
+    if state.hold is not None and not read_only:
+        return Refused(
+            RefusalReason.ON_HOLD,
+            f"incident on hold since position {state.hold.since_sequence} "
+            f"({state.hold.reason.value}: {state.hold.detail})",
+        )
+    issuer = record.issuer
+    if state.holder is None or state.holder.identity != issuer.id:
+        holder = state.holder.identity if state.holder else "nobody"
+        return Refused(
+            RefusalReason.NOT_CONN_HOLDER,
+            f"{issuer.id} no longer holds the conn ({holder} does)",
+        )
+    authority = state.authority
+    if authority is None:
+        return Refused(RefusalReason.NO_AUTHORITY, "no authority boundary is in force")
+    if not set(issuer.roles) & set(authority.roles_may_direct):
+        roles = ", ".join(r.value for r in issuer.roles) or "none"
+        return Refused(RefusalReason.ROLE_MAY_NOT_DIRECT, f"roles [{roles}] may no longer direct")
+    refusal = _check_boundary(
+        state, _payload_of(record), issuer, itself_started=record.status is DirectiveStatus.STARTED
+    )
+    if refusal is not None:
+        return Refused(refusal.reason, f"{refusal.detail} (authority in force now)")
+    if record.consequential and state.open_step not in (None, correlation_id):
+        return Refused(
+            RefusalReason.STEP_UNVERIFIED,
+            f"step {state.open_step} is open and not verified",
+        )
+    if record.superseded_at is not None:
+        return Refused(
+            RefusalReason.STALE_BASE,
+            f"the incident's state changed at position {record.superseded_at} "
+            f"({record.superseded_by}), after this directive (position "
+            f"{record.issued_sequence}): re-read the ledger and re-issue it",
+        )
+    return None
+
+
+def _payload_of(record: DirectiveRecord) -> DirectiveIssuedPayload:
+    return DirectiveIssuedPayload(
+        action=record.action,
+        expectation=record.expectation,
+        based_on_sequence=record.based_on_sequence,
+    )
 
 
 def check_observation(
@@ -322,7 +431,8 @@ def check_control(state: IncidentState, event: ControlEvent) -> Refused | None:
                     f"{', '.join(state.authority.takeover_teams) or 'none'})",
                 )
         return None
-    # TakeoverAccepted
+    # TakeoverAccepted: only the addressed team, explicitly, naming the exact hash of
+    # the current packet (invariant 9).
     team = event.payload.team
     if team not in state.authority.takeover_teams:
         return Refused(RefusalReason.TARGET_NOT_ALLOWED, f"team {team} may not take over")
@@ -330,16 +440,160 @@ def check_control(state: IncidentState, event: ControlEvent) -> Refused | None:
         return Refused(
             RefusalReason.ROLE_MAY_NOT_DIRECT, f"{actor.id} is not a specialist of team {team}"
         )
+    requested = state.takeover_requested_to
+    if requested is not None and requested != team:
+        # Also in the window before the handoff packet is published: once a takeover
+        # was requested for a team, no other team may accept any packet.
+        return Refused(
+            RefusalReason.TARGET_NOT_ALLOWED, f"the takeover was requested for team {requested}"
+        )
     packet = state.last_packet
     if packet is None:
         return Refused(RefusalReason.INVALID_BASE, "no takeover packet has been published")
+    if packet.to_team is not None and packet.to_team != team:
+        return Refused(
+            RefusalReason.TARGET_NOT_ALLOWED, f"the packet is addressed to team {packet.to_team}"
+        )
     if packet.sha256 != event.payload.packet_sha256:
         return Refused(
             RefusalReason.STALE_BASE,
             f"packet {event.payload.packet_sha256[:12]} is not the latest ({packet.sha256[:12]})",
         )
-    if packet.to_team not in (None, team) and state.takeover_requested_to not in (None, team):
+    if state.packet_changed_at > packet.basis:
         return Refused(
-            RefusalReason.TARGET_NOT_ALLOWED, f"the takeover was requested for {packet.to_team}"
+            RefusalReason.STALE_BASE,
+            f"packet {packet.sha256[:12]} describes position {packet.basis}, but the incident "
+            f"changed at {state.packet_changed_at}: a newer packet is due; read it and accept that",
         )
+    return None
+
+
+# --- authority changes -------------------------------------------------------------------
+
+AuthorityEvent = AuthorityDeclared | AuthorityChangeProposed | AuthorityChangeApproved
+
+APPROVER_ROLES = frozenset({Role.COMMANDER, Role.ADMIN})
+"""Who may approve a widening authority change (never the holder, never the proposer)."""
+
+
+def check_authority(state: IncidentState, event: AuthorityEvent) -> Refused | None:
+    """May this authority record take effect (invariant 4)? The API answers with it;
+    the fold ignores (and counts) records that fail it.
+
+    - The first declaration: a human commander, who then holds the conn.
+    - A later declaration by the holder may only narrow the boundary (`widenings`
+      is empty), unless it names an approved proposal (`approval`).
+    - A widening is proposed by the holder (AuthorityChangeProposed) and approved by
+      a second authorized person who is neither the holder nor the proposer
+      (AuthorityChangeApproved); the approved declaration is appended by that person,
+      against the same authority in force and while the proposer still holds the conn.
+    """
+    actor = event.actor
+    if not state.opened:
+        return Refused(RefusalReason.INCIDENT_NOT_OPEN, f"incident {state.incident_id} is not open")
+    if state.closed:
+        return Refused(RefusalReason.INCIDENT_CLOSED, f"incident {state.incident_id} is closed")
+    if actor.kind != "human":
+        return Refused(RefusalReason.NOT_HUMAN, f"{actor.id} is not an authenticated human")
+    if isinstance(event, AuthorityChangeApproved):
+        return _check_approval(state, event)
+    if isinstance(event, AuthorityDeclared) and event.payload.approval is not None:
+        return _check_approved_declaration(state, event)
+    if Role.COMMANDER not in actor.roles:
+        return Refused(
+            RefusalReason.ROLE_MAY_NOT_DIRECT, f"{actor.id} is not a commander: may not declare"
+        )
+    holder = state.holder
+    if holder is not None and actor.id != holder.identity:
+        return Refused(
+            RefusalReason.NOT_CONN_HOLDER,
+            f"{actor.id} does not hold the conn ({holder.identity} does)",
+        )
+    current = state.authority
+    if isinstance(event, AuthorityDeclared):
+        if current is None:
+            return None
+        wider = widenings(current, event.payload.authority)
+        if wider:
+            return Refused(
+                RefusalReason.AUTHORITY_WIDENING,
+                "the change widens the boundary in force ("
+                + "; ".join(wider[:5])
+                + (f"; and {len(wider) - 5} more" if len(wider) > 5 else "")
+                + "): it needs the approval of a second commander or admin who does not "
+                "hold the conn",
+            )
+        return None
+    # AuthorityChangeProposed
+    p = event.payload
+    if current is None or state.authority_sha256 is None:
+        return Refused(RefusalReason.NO_AUTHORITY, "no authority is in force: declare one")
+    if p.base_sha256 != state.authority_sha256:
+        return Refused(
+            RefusalReason.STALE_BASE, "the authority in force changed: propose against it again"
+        )
+    if p.proposal_id in state.authority_proposals:
+        return Refused(RefusalReason.DUPLICATE, f"proposal {p.proposal_id} exists already")
+    if not widenings(current, p.authority):
+        return Refused(
+            RefusalReason.INVALID_DIRECTIVE,
+            "the change does not widen the boundary: declare it directly",
+        )
+    return None
+
+
+def _check_approval(state: IncidentState, event: AuthorityChangeApproved) -> Refused | None:
+    actor = event.actor
+    proposal = state.authority_proposals.get(event.payload.proposal_id)
+    if proposal is None:
+        return Refused(
+            RefusalReason.INVALID_BASE, f"no authority proposal {event.payload.proposal_id}"
+        )
+    if proposal.approved_by is not None:
+        return Refused(RefusalReason.DUPLICATE, f"already approved by {proposal.approved_by}")
+    if proposal.content_sha256 != event.payload.content_sha256:
+        return Refused(RefusalReason.INVALID_BASE, "the approval names different content")
+    if proposal.base_sha256 != state.authority_sha256:
+        return Refused(
+            RefusalReason.STALE_BASE, "the authority in force changed since the proposal"
+        )
+    if state.holder is None or state.holder.identity != proposal.proposer:
+        return Refused(RefusalReason.NOT_CONN_HOLDER, "the conn moved since the proposal was made")
+    if not set(actor.roles) & APPROVER_ROLES:
+        return Refused(
+            RefusalReason.ROLE_MAY_NOT_DIRECT,
+            f"{actor.id} may not approve authority changes (commander or admin only)",
+        )
+    holder = state.holder.identity if state.holder else None
+    if actor.id in (holder, proposal.proposer):
+        return Refused(
+            RefusalReason.AUTHORITY_WIDENING,
+            f"{actor.id} proposed or holds the conn: a second person must approve a wider "
+            "boundary (the holder can never widen their own)",
+        )
+    return None
+
+
+def _check_approved_declaration(state: IncidentState, event: AuthorityDeclared) -> Refused | None:
+    p = event.payload
+    proposal = state.authority_proposals.get(p.approval or "")
+    if proposal is None:
+        return Refused(RefusalReason.INVALID_BASE, f"no authority proposal {p.approval}")
+    if proposal.approved_by is None:
+        return Refused(RefusalReason.AUTHORITY_WIDENING, f"proposal {p.approval} is not approved")
+    if proposal.applied:
+        return Refused(RefusalReason.DUPLICATE, f"proposal {p.approval} was applied already")
+    if event.actor.id != proposal.approved_by:
+        return Refused(
+            RefusalReason.AUTHORITY_WIDENING,
+            f"only the approver ({proposal.approved_by}) applies proposal {p.approval}",
+        )
+    if proposal.content_sha256 != p.content_sha256 or proposal.authority != p.authority:
+        return Refused(RefusalReason.INVALID_BASE, "the declaration is not the approved content")
+    if proposal.base_sha256 != state.authority_sha256:
+        return Refused(
+            RefusalReason.STALE_BASE, "the authority in force changed since the proposal"
+        )
+    if state.holder is None or state.holder.identity != proposal.proposer:
+        return Refused(RefusalReason.NOT_CONN_HOLDER, "the conn moved since the proposal was made")
     return None

@@ -15,9 +15,10 @@ from enum import StrEnum
 from uuid import UUID
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
-from conn_schemas.observations import ActionResult, MetricsReading
+from conn_schemas.observations import ActionResult, MetricsReading, Observation
 from conn_schemas.values import (
     Action,
+    Actor,
     AuthorityBoundary,
     ConnHolder,
     Expectation,
@@ -37,6 +38,17 @@ class DirectiveStatus(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
 
 
+FINISHED = frozenset(
+    {
+        DirectiveStatus.REFUSED,
+        DirectiveStatus.SUCCEEDED,
+        DirectiveStatus.FAILED,
+        DirectiveStatus.OUTCOME_UNKNOWN,
+    }
+)
+"""A directive in one of these states is decided for good (nothing more will run)."""
+
+
 @dataclass
 class DirectiveRecord:
     correlation_id: str
@@ -54,6 +66,20 @@ class DirectiveRecord:
     finished_at: datetime | None = None
     result: ActionResult | None = None
     """The StepSucceeded result (before/after of the target), for verification."""
+    issuer: Actor | None = None
+    """Who issued it (for re-checking it against later records)."""
+    pre_step: Observation | None = None
+    """The target as gathered just before the step (StateGathered, pre_step): what an
+    unknown outcome is verified against (e.g. the tier generation before a restart)."""
+    started_by: str | None = None
+    """executor_id of the first StepStarted."""
+    not_started: bool = False
+    """Failed at the last gate: the side effect never began."""
+    superseded_at: int | None = None
+    """Position of the first record after this directive, not its own, that changed the
+    incident's state while it had not finished (what the executor re-checks)."""
+    superseded_by: str = ""
+    """That record's event type."""
 
     @property
     def verified(self) -> bool:
@@ -74,6 +100,25 @@ class PacketRef:
     to_team: str | None
     trigger: str
     sequence: int
+    """Position of the TakeoverPacketPublished record."""
+    basis: int = 0
+    """The ledger position the packet describes (its content is the state there)."""
+
+
+@dataclass
+class AuthorityProposal:
+    """A widening authority change waiting for (or given) a second person's approval."""
+
+    proposal_id: str
+    authority: AuthorityBoundary
+    content_sha256: str
+    base_sha256: str
+    source_file: str
+    proposer: str
+    widenings: tuple[str, ...]
+    proposed_sequence: int
+    approved_by: str | None = None
+    applied: bool = False
 
 
 @dataclass
@@ -111,6 +156,18 @@ class IncidentState:
     refusals: dict[RefusalReason, int] = field(default_factory=dict)
     ignored_controls: int = 0
     """Control events in the log that the rules did not honour (e.g. injected)."""
+    authority_source: str = ""
+    """source_file of the declared authority (the runbook file)."""
+    authority_proposals: dict[str, AuthorityProposal] = field(default_factory=dict)
+    ignored_authority: int = 0
+    """Authority records the rules did not honour (e.g. a widening without approval)."""
+    packet_changed_at: int = 0
+    """Position of the last record that changed what a takeover packet shows."""
+    unfinished: set[str] = field(default_factory=set, repr=False)
+    """correlation_ids issued and not finished (issued, accepted or started)."""
+    conflicting_records: int = 0
+    """Executor records that contradict an earlier one (a second decision, an outcome
+    for a finished step): folded deterministically, the first one wins."""
     last_event_at: datetime | None = None
     seen_event_ids: set[UUID] = field(default_factory=set, repr=False)
     duplicate_events: int = 0

@@ -148,6 +148,10 @@ class Bridge:
         return dict(self._get(who, f"/v1/incidents/{incident}/packet"))
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def describe(entry: dict[str, Any]) -> str:
     """One readable line per ledger entry."""
     e = entry["event"]
@@ -164,12 +168,20 @@ def describe(entry: dict[str, Any]) -> str:
         text = f"{kind:<22} [red]{p['reason']}[/red]: {p['detail']}"
     elif kind == "VerificationSnapshot":
         regions = ", ".join(
-            f"{r['region']} err={r['readings'][-1]['error_rate']:.3f} "
-            f"queue={r['readings'][-1]['queue_depth']:.0f}"
+            f"{r['region']} err={_num(r['readings'][-1]['error_rate'], '.3f')} "
+            f"queue={_num(r['readings'][-1]['queue_depth'], '.0f')}"
             for r in p["regions"]
             if r["readings"]
         )
         text = f"{kind:<22} [bold]{p['verdict']}[/bold] ({regions})"
+    elif kind == "StepOutcomeUnknown":
+        text = f"{kind:<22} [yellow]outcome unknown[/yellow]: {p['reason']}"
+    elif kind == "StepFailed":
+        started = "never started: " if p.get("not_started") else ""
+        text = f"{kind:<22} [red]{started}{p['error']}[/red]"
+    elif kind in ("AuthorityDeclared", "AuthorityChangeProposed"):
+        a = p["authority"]
+        text = f"{kind:<22} {a['name']}@{a['version']} sha256 {p['content_sha256'][:12]}…"
     elif kind == "StateGathered":
         obs = p["observation"]
         text = (

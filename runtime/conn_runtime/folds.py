@@ -1,10 +1,14 @@
 """In-memory folds of the incidents a consumer owns, fed in log order.
 
 Services keep `IncidentFolds` next to their `EventLoop`. Each record is folded
-exactly once even when Kafka redelivers it (an incident's records arrive in
-offset order from its one partition, so offsets at or below the last folded one
-are redeliveries), and the states of revoked partitions are dropped so that a
-re-assignment rebuilds them from offset 0 (the loop's catch-up mode).
+exactly once even when Kafka redelivers it: positions are tracked per incident
+on its (topic, partition) — an incident's records all sit on one partition
+(`conn_runtime.partitioning`) and are handled in offset order, so its offsets at
+or below the last folded one are redeliveries. Offsets of different partitions
+are never compared, and neither are those of different incidents (the loop
+handles the incidents of one partition in parallel, each in order). The states of
+revoked partitions are dropped so that a re-assignment rebuilds them from offset
+0 (the loop's catch-up mode).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ class IncidentFolds:
     def __init__(self) -> None:
         self.states: dict[str, IncidentState] = {}
         self.control = ControlState()
-        self._folded: dict[tuple[str, str], int] = {}
-        """(topic, incident_id) -> offset of the last record folded."""
+        self._folded: dict[tuple[str, int, str], int] = {}
+        """(topic, partition, incident_id) -> offset of the incident's last record folded."""
         self._partition_of: dict[str, tuple[str, int]] = {}
 
     def is_new(self, position: Position, incident_id: str) -> bool:
-        return position.offset > self._folded.get((position.topic, incident_id), -1)
+        """Not folded yet."""
+        key = (position.topic, position.partition, incident_id)
+        return position.offset > self._folded.get(key, -1)
 
     def state(self, incident_id: str) -> IncidentState:
         """The incident's state folded so far (a fresh one if never seen)."""
@@ -41,7 +47,7 @@ class IncidentFolds:
         event = consumed.event
         if not self.is_new(position, event.incident_id):
             return False
-        self._folded[(position.topic, event.incident_id)] = position.offset
+        self._folded[(position.topic, position.partition, event.incident_id)] = position.offset
         if event.incident_id == GLOBAL_INCIDENT:
             evolve_control(self.control, event)
             return True
@@ -61,4 +67,5 @@ class IncidentFolds:
             if where in keys:
                 del self._partition_of[incident]
                 self.states.pop(incident, None)
-                self._folded.pop((where[0], incident), None)
+        for folded in [k for k in self._folded if k[:2] in keys]:
+            del self._folded[folded]

@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from conn_runtime import metrics
+from conn_runtime.partitioning import WRONG_PARTITION, misplaced
 from conn_runtime.resilience import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -224,6 +225,8 @@ class Consumed:
     """True while re-reading history below the group's committed offset."""
     signer: str = ""
     """The keyring principal whose signature the record carries."""
+    epoch: int = 0
+    """The loop's assignment epoch of the partition when the record was fetched."""
 
 
 Handler = Callable[[Consumed], Awaitable[None]]
@@ -288,6 +291,9 @@ class EventLoop:
         self._on_revoked = on_revoked
         self._on_caught_up = on_caught_up
         self._replay_until: dict[TopicPartition, int] = {}
+        self._epoch: dict[TopicPartition, int] = {}
+        """Bumped on every revoke/assign: records fetched before are not handled after."""
+        self._partitions: dict[str, int] = {}
         self._stopping = asyncio.Event()
         self.deps = deps
         self.watchdog = watchdog or Watchdog()
@@ -343,6 +349,35 @@ class EventLoop:
     async def stop(self) -> None:
         self._stopping.set()
         await self.consumer.stop()
+
+    def current(self, consumed: Consumed) -> bool:
+        """Is the record's partition still assigned as it was when it was fetched?"""
+        tp = TopicPartition(consumed.position.topic, consumed.position.partition)
+        return self._epoch.get(tp, 0) == consumed.epoch
+
+    def _bump(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+
+    def _misplaced(self, record: ConsumerRecord[Any, Any], event: Event) -> str | None:
+        """One incident, one partition: see `conn_runtime.partitioning`."""
+        topics = self.settings.topics
+        if record.topic not in (topics.events, topics.control):
+            return None
+        count = self._partitions.get(record.topic)
+        if count is None:
+            count = len(self.consumer.partitions_for_topic(record.topic) or ())
+            if not count:
+                return None  # no metadata yet: cannot tell (the fold still keys by partition)
+            self._partitions[record.topic] = count
+        return misplaced(
+            event.incident_id,
+            topic=record.topic,
+            partition=record.partition,
+            partitions=count,
+            events_topic=topics.events,
+            control_topic=topics.control,
+        )
 
     def generation(self) -> int:
         """The consumer group generation (fencing token), or -1 outside a group."""
@@ -423,6 +458,7 @@ class EventLoop:
     # -- rebalance ---------------------------------------------------------------------
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        self._bump(assigned)
         if self.catch_up and assigned:
             for tp in assigned:
                 committed = await self.consumer.committed(tp) if self.group_id else None
@@ -442,6 +478,7 @@ class EventLoop:
         await self._report_caught_up(done)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self._bump(revoked)
         for tp in revoked:
             self._replay_until.pop(tp, None)
         self._pending_caught_up -= revoked
@@ -451,11 +488,14 @@ class EventLoop:
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        epochs = {tp: self._epoch.get(tp, 0) for tp in batch}
         groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]] = defaultdict(list)
         commit: dict[TopicPartition, int] = {}
         caught_up: set[TopicPartition] = set()
         for tp, records in batch.items():
             for record in records:
+                if self._epoch.get(tp, 0) != epochs[tp]:
+                    break  # revoked (and maybe re-assigned) meanwhile: not ours to handle
                 metrics.RECORDS_CONSUMED.labels(topic=record.topic, consumer=self.name).inc()
                 commit[tp] = record.offset + 1
                 until = self._replay_until.get(tp)
@@ -473,12 +513,24 @@ class EventLoop:
                     if not replaying and self.dead_letter:
                         await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
                     continue
+                wrong = self._misplaced(record, trusted.event)
+                if wrong is not None:
+                    if not replaying and self.dead_letter:
+                        await self.producer.dead_letter(record, WRONG_PARTITION, wrong, self.name)
+                    continue
                 position = Position(record.topic, record.partition, record.offset)
                 groups[(tp, record.key)].append(
-                    Consumed(trusted.event, position, replaying, trusted.principal)
+                    Consumed(trusted.event, position, replaying, trusted.principal, epochs[tp])
                 )
 
         failed = await self._handle_groups(groups)
+        for tp, epoch in epochs.items():
+            if self._epoch.get(tp, 0) != epoch:
+                # Revoked during the batch: its new owner (or our own re-assignment,
+                # re-read from offset 0) handles from the committed offset.
+                commit.pop(tp, None)
+                caught_up.discard(tp)
+                failed.pop(tp, None)
         if failed:
             # Do not commit past a failure: rewind those partitions and try again.
             for tp, offset in failed.items():
@@ -504,7 +556,7 @@ class EventLoop:
         async def run_group(tp: TopicPartition, items: list[Consumed]) -> None:
             async with self._limit:
                 for item in items:
-                    if tp in failed:
+                    if tp in failed or not self.current(item):
                         return
                     started = time.perf_counter()
                     try:

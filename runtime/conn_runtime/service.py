@@ -130,7 +130,12 @@ class ConsumerService:
             # `before` is the live fold, read-only for the handler; it is
             # advanced past this record only after the handler returned.
             await self.handle(consumed, before)
-        self.folds.apply(consumed)
+        if self.loop.current(consumed):
+            # Not if the partition was revoked meanwhile (e.g. a consumer paused past
+            # its session timeout): its folds were dropped and are rebuilt from
+            # offset 0; folding this record into an empty state would leave the
+            # incident "not open" for good.
+            self.folds.apply(consumed)
 
     async def _on_control(self, consumed: Consumed) -> None:
         if self.folds.apply(consumed) and not consumed.replaying:

@@ -84,10 +84,47 @@ class IncidentOpenedPayload(Frozen):
     opened_from_alert: str | None = Field(default=None, description="Alert fingerprint, if any")
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+ProposalId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
 class AuthorityDeclaredPayload(Frozen):
     authority: AuthorityBoundary
+    source_file: str = Field(description="The runbook file it was read from (its name)")
+    content_sha256: Sha256 = Field(description="SHA-256 of the file's exact bytes")
+    approval: ProposalId | None = Field(
+        default=None,
+        description="For a change that widens the boundary during an incident: the "
+        "proposal_id of the AuthorityChangeProposed a second person approved "
+        "(AuthorityChangeApproved). Without it a widening declaration changes nothing.",
+    )
+
+
+class AuthorityChangeProposedPayload(Frozen):
+    """The holder asks for a boundary that is wider than the one in force; it takes
+    effect only once a second authorized person who is not the holder approves it."""
+
+    proposal_id: ProposalId
+    authority: AuthorityBoundary
     source_file: str
-    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_sha256: Sha256
+    base_sha256: Sha256 = Field(description="content_sha256 of the authority in force")
+    widenings: tuple[str, ...] = Field(
+        min_length=1, description="How the proposal widens the boundary in force, for humans"
+    )
+    detail: str = Field(default="", max_length=2000)
+
+
+class AuthorityChangeApprovedPayload(Frozen):
+    """A second authorized person (never the holder or the proposer) approves one
+    exact proposal (by id and content hash)."""
+
+    proposal_id: ProposalId
+    content_sha256: Sha256
+    detail: str = Field(default="", max_length=2000)
 
 
 class DirectiveIssuedPayload(Frozen):
@@ -140,6 +177,11 @@ class StepFailedPayload(Frozen):
     timed_out: bool = False
     summary: str
     duration_ms: float = Field(ge=0)
+    not_started: bool = Field(
+        default=False,
+        description="True: refused at the last gate before the side effect, which never "
+        "began (a stop, or a change in the log since the directive); nothing changed",
+    )
 
 
 class StepOutcomeUnknownPayload(Frozen):
@@ -246,6 +288,18 @@ class AuthorityDeclared(Envelope):
     event_type: Literal["AuthorityDeclared"] = "AuthorityDeclared"
     schema_version: Literal[1] = 1
     payload: AuthorityDeclaredPayload
+
+
+class AuthorityChangeProposed(Envelope):
+    event_type: Literal["AuthorityChangeProposed"] = "AuthorityChangeProposed"
+    schema_version: Literal[1] = 1
+    payload: AuthorityChangeProposedPayload
+
+
+class AuthorityChangeApproved(Envelope):
+    event_type: Literal["AuthorityChangeApproved"] = "AuthorityChangeApproved"
+    schema_version: Literal[1] = 1
+    payload: AuthorityChangeApprovedPayload
 
 
 class DirectiveIssued(Envelope):
@@ -360,6 +414,8 @@ Event = Annotated[
     AlertReceived
     | IncidentOpened
     | AuthorityDeclared
+    | AuthorityChangeProposed
+    | AuthorityChangeApproved
     | DirectiveIssued
     | DirectiveAccepted
     | DirectiveRefused
@@ -388,6 +444,8 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         AlertReceived,
         IncidentOpened,
         AuthorityDeclared,
+        AuthorityChangeProposed,
+        AuthorityChangeApproved,
         DirectiveIssued,
         DirectiveAccepted,
         DirectiveRefused,

@@ -4,7 +4,7 @@ events (StateGathered, StepOutcomeUnknown, VerificationSnapshot)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
@@ -40,16 +40,25 @@ class TierState(Frozen):
     observed_at: AwareDatetime
 
 
+FiniteValue = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+"""A finite, non-negative measurement (JSON has no NaN or infinity)."""
+
+NO_DATA = "None = no data at the source (series missing, NaN or infinite): never health"
+
+
 class MetricsReading(Frozen):
     """One sample of a region's health. `observed_at` is when the source last
-    computed the values (not when we asked): a frozen source shows its age."""
+    computed the values (not when we asked): a frozen source shows its age.
+
+    A value the source could not give (no series, NaN such as 0/0 with no traffic,
+    an infinity) is recorded as None, never as 0: no data is not health."""
 
     region: str
-    error_rate: float = Field(ge=0.0, description="errors / requests, 0..1")
-    queue_depth: float = Field(ge=0.0)
-    request_rate: float = Field(ge=0.0)
+    error_rate: FiniteValue | None = Field(description=f"errors / requests, 0..1; {NO_DATA}")
+    queue_depth: FiniteValue | None = Field(description=NO_DATA)
+    request_rate: FiniteValue | None = Field(description=f"requests per second; {NO_DATA}")
     observed_at: AwareDatetime
-    extra: dict[str, float] = Field(default_factory=dict)
+    extra: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
 
     def age_seconds(self, now: datetime) -> float:
         return max(0.0, (now - self.observed_at).total_seconds())

@@ -92,6 +92,8 @@ CEILING: Mapping[SignerRole, frozenset[str]] = {
         {
             "IncidentOpened",
             "AuthorityDeclared",
+            "AuthorityChangeProposed",
+            "AuthorityChangeApproved",
             "DirectiveIssued",
             "DirectiveRefused",
             "HoldDeclared",

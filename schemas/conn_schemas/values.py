@@ -297,6 +297,8 @@ class RefusalReason(StrEnum):
     DUPLICATE = "duplicate_directive"
     INVALID_DIRECTIVE = "invalid_directive"
     """The directive does not match the schema (no bounded action could be read)."""
+    AUTHORITY_WIDENING = "authority_widening_needs_approval"
+    """The authority change widens the boundary: it needs a second person's approval."""
 
 
 class HoldReason(StrEnum):

@@ -72,6 +72,9 @@ class Simulation:
                 "template_annotations": {},
                 "created": _iso(datetime.now(UTC)),
             }
+        self.mutation_delay = 0.0
+        """Fault hook: seconds a mutating call waits AFTER applying, before answering
+        (a change that lands but whose answer comes late: outcome unknown)."""
         self.published_wall: dict[str, float] = {}
         self._published_at: dict[str, float] = {}
         self.published_state: dict[str, Any] = {}
@@ -431,6 +434,20 @@ def create_app(
         sim.advance(float(body["seconds"]))
         return sim.platform.snapshot()
 
+    @app.post("/sim/faults")
+    async def faults(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Fault hooks: {"mutation_delay_seconds": N} makes every flag/deployment write
+        apply at once and answer N seconds later (0 = off). Cleared by /sim/reset."""
+        delay = float(body.get("mutation_delay_seconds", 0.0))
+        if not 0.0 <= delay <= 600.0:
+            raise ApiError(400, "BadRequest", "mutation_delay_seconds must be 0..600")
+        sim.mutation_delay = delay
+        return {"mutation_delay_seconds": sim.mutation_delay}
+
+    async def answer_late() -> None:
+        if sim.mutation_delay > 0:
+            await asyncio.sleep(sim.mutation_delay)
+
     @app.post("/sim/incident-record")
     async def record(body: Annotated[dict[str, Any], Body()], key: Key = None) -> dict[str, Any]:
         if not isinstance(body.get("text"), str):
@@ -488,7 +505,9 @@ def create_app(
         if "name" not in body:
             raise ApiError(400, "ValidationError", '"name" is required')
         disabled = bool(body.get("disabled", False))
-        return sim.set_strategy_disabled(project, flag, env, sid, disabled, key)
+        result = sim.set_strategy_disabled(project, flag, env, sid, disabled, key)
+        await answer_late()
+        return result
 
     @app.patch(base + "/environments/{env}/strategies/{sid}")
     async def patch_strategy(
@@ -507,6 +526,7 @@ def create_app(
             if op.get("op") != "replace" or op.get("path") != "/disabled":
                 raise ApiError(400, "ValidationError", "simulator supports replace /disabled only")
             result = sim.set_strategy_disabled(project, flag, env, sid, bool(op["value"]), key)
+        await answer_late()
         return result
 
     # --- Kubernetes-shaped apps/v1 -----------------------------------------------
@@ -536,6 +556,7 @@ def create_app(
         sim.check_token(authorization)
         body = await _merge_patch_body(request)
         sim.patch_deployment(ns, name, body, key)
+        await answer_late()
         return sim.deployment(ns, name)
 
     @app.get(deploy + "/{name}/scale")
@@ -556,6 +577,7 @@ def create_app(
         if "replicas" in (body.get("spec") or {}):
             patch["spec"] = {"replicas": body["spec"]["replicas"]}
         sim.patch_deployment(ns, name, patch, key)
+        await answer_late()
         return sim.scale(ns, name)
 
     return app

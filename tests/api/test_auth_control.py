@@ -116,9 +116,13 @@ async def test_takeover_moves_the_conn(api: Api, fresh_database: str) -> None:
     inc = await api.open_incident()
     r = await api.post(f"/v1/incidents/{inc}/handoff", "alice", {"to_team": "database-platform"})
     assert r.status_code == 200, r.text
+    # no default packet: the exact hash is required
+    _shape(await api.post(f"/v1/incidents/{inc}/takeover", "dana", {}), 422, "invalid_request")
     # accepting before any packet exists is refused
     _shape(
-        await api.post(f"/v1/incidents/{inc}/takeover", "dana", {}), 422, "invalid_base_position"
+        await api.post(f"/v1/incidents/{inc}/takeover", "dana", {"packet_sha256": "ab" * 32}),
+        422,
+        "invalid_base_position",
     )
     sha = "ab" * 32
     # The packet reference, as the packager publishes it (its own login and key).
@@ -150,7 +154,11 @@ async def test_takeover_moves_the_conn(api: Api, fresh_database: str) -> None:
     assert r.status_code == 200 and r.json()["packet_sha256"] == sha
     # rob is a specialist, but of another team; a stale packet hash is refused
     _shape(
-        await api.post(f"/v1/incidents/{inc}/takeover", "rob", {"team": "database-platform"}),
+        await api.post(
+            f"/v1/incidents/{inc}/takeover",
+            "rob",
+            {"team": "database-platform", "packet_sha256": sha},
+        ),
         403,
         "role_may_not_direct",
     )

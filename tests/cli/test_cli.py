@@ -167,7 +167,15 @@ def test_cli_packet_and_takeover_with_the_packager(
     r = conn("dana", "packet", inc)
     assert r.exit_code == 0 and "database-platform" in r.output, r.output
     assert "Traceback" not in r.output
+    assert "conn accept" in r.output, "the packet says how to accept it, by its hash"
+    # No default: the exact hash of the packet read is required.
     r = conn("dana", "accept", inc, "--json")
+    assert r.exit_code == 2 and "--packet" in r.output, r.output
+    r = conn("dana", "packet", inc, "--json")
+    sha = re.search(r'"packet_sha256": "([0-9a-f]{64})"', r.output).group(1)  # type: ignore[union-attr]
+    r = conn("dana", "accept", inc, "--packet", "0" * 64, "--json")
+    assert r.exit_code == 1 and "stale_base_position" in r.output, r.output
+    r = conn("dana", "accept", inc, "--packet", sha, "--json")
     assert r.exit_code == 0 and '"holder": "dana"' in r.output, r.output
     # the former commander's directives are refused now
     r = conn("alice", "direct", "gather-state", inc)

@@ -6,6 +6,8 @@ the session's test keyring, as the API itself would."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 from fixtures_services import Proc, free_port
 from kafka_support import Identities
 
@@ -34,8 +38,17 @@ ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-
 MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
 DRIVER = "directive-api"
 """The principal the driver signs as (the events it writes are the API's to write)."""
+DANA = Actor(kind="human", id="dana", roles=(Role.SPECIALIST,), team="database-platform")
+TEST = Actor.service("test-driver")
+VERIFIER = Actor.service("verifier")
+PACKAGER = Actor.service("packager")
 
 Event = ev.Envelope
+
+
+def partition_for(incident_id: str, partitions: int) -> int:
+    """Where Kafka's default partitioner puts key `incident_id` (the test's own oracle)."""
+    return int(murmur2(incident_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def cid() -> str:
@@ -84,6 +97,11 @@ class Harness:
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         self._reader = reader
+
+    async def partitions(self) -> list[int]:
+        """Partitions of the events topic."""
+        assert self._reader is not None
+        return sorted(tp.partition for tp in self._reader.assignment())
 
     async def stop(self) -> None:
         await self.producer.stop()
@@ -188,11 +206,96 @@ class Harness:
             await self.producer.append_many([event] * copies)
         return key
 
+    async def record(
+        self,
+        incident_id: str,
+        cls: type[Event],
+        payload: Any,
+        *,
+        actor: Actor = ALICE,
+        correlation_id: str | None = None,
+    ) -> Event:
+        """Append one event of `cls` as `actor` (what the API / a service would write)."""
+        event = ev.new_event(
+            cls,
+            incident_id=incident_id,
+            payload=payload,
+            actor=actor,
+            producer="test-driver",
+            correlation_id=correlation_id,
+        )
+        await self.producer.append(event)
+        return event
+
+    async def take_over(self, incident_id: str, actor: Actor = DANA) -> None:
+        """Handoff -> a current packet (as the packager publishes it) -> acceptance."""
+        team = actor.team or "database-platform"
+        await self.record(
+            incident_id, ev.TakeoverRequested, ev.TakeoverRequestedPayload(to_team=team)
+        )
+        basis = (await self.state(incident_id)).sequence
+        sha = uuid.uuid4().hex * 2
+        await self.record(
+            incident_id,
+            ev.TakeoverPacketPublished,
+            ev.TakeoverPacketPublishedPayload(
+                packet_id=f"{incident_id}@{basis}:handoff",
+                packet_sha256=sha,
+                to_team=team,
+                trigger="handoff",
+                ledger_sequence=basis,
+                ledger_hash="0" * 64,
+            ),
+            actor=PACKAGER,
+        )
+        await self.record(
+            incident_id,
+            ev.TakeoverAccepted,
+            ev.TakeoverAcceptedPayload(team=team, packet_sha256=sha),
+            actor=actor,
+        )
+
+    async def declare(self, incident_id: str, content: bytes, actor: Actor = ALICE) -> None:
+        authority, digest = parse_authority(content, holder=actor.id)
+        await self.record(
+            incident_id,
+            ev.AuthorityDeclared,
+            ev.AuthorityDeclaredPayload(
+                authority=authority, source_file="narrower.yaml", content_sha256=digest
+            ),
+            actor=actor,
+        )
+
+    # -- processes: pausing ----------------------------------------------------------
+
+    @staticmethod
+    def pause(proc: Proc) -> None:
+        """SIGSTOP the process group (a frozen VM, a long GC pause, a debugger)."""
+        assert proc.popen is not None
+        os.killpg(proc.popen.pid, signal.SIGSTOP)
+
+    async def group_members(self) -> int:
+        """Members of the executors' consumer group, as the group coordinator sees it."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([self.group])
+            (group,) = response.to_object()["groups"]
+            return len(group["members"])
+        finally:
+            await admin.close()
+
+    @staticmethod
+    def unpause(proc: Proc) -> None:
+        assert proc.popen is not None
+        os.killpg(proc.popen.pid, signal.SIGCONT)
+
     # -- reading --------------------------------------------------------------------
 
     async def read(self) -> list[Event]:
         """Every trusted event on conn.events so far (accumulated, in partition order):
-        what the services see; unreadable or untrusted records are left out as they do."""
+        what the services see; unreadable or untrusted records, and records off their
+        incident's partition, are left out as they do."""
         assert self._reader is not None
         reader = self._reader
         tps = list(reader.assignment())
@@ -202,9 +305,11 @@ class Harness:
             for records in batch.values():
                 for record in records:
                     try:
-                        self.log.append(self.reader_trust.open(record).event)
+                        event = self.reader_trust.open(record).event
                     except UnreadableRecord:
                         continue
+                    if partition_for(event.incident_id, len(tps)) == record.partition:
+                        self.log.append(event)
             positions = {tp: await reader.position(tp) for tp in tps}
             if all(positions[tp] >= ends[tp] for tp in tps):
                 return self.log

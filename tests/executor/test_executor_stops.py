@@ -186,16 +186,52 @@ async def test_expectation_conflict_is_refused_and_the_fold_holds(make_harness: 
     assert not (set(await h.side_effects()) & {key, nxt})
 
 
-async def test_side_effect_timeout_is_recorded_as_timed_out(make_harness: Any) -> None:
+async def test_a_side_effect_that_lands_but_answers_late_is_outcome_unknown(
+    make_harness: Any,
+) -> None:
+    """Invariant 2: a call that times out may have landed. It is re-gathered and
+    reported as StepOutcomeUnknown (never StepFailed, never retried), listed as a
+    partial change, and verified later against the state gathered before it."""
+    h = await make_harness()
+    async with httpx.AsyncClient(timeout=5) as client:
+        r = await client.post(h.sim.url + "/sim/faults", json={"mutation_delay_seconds": 4})
+        r.raise_for_status()
+    proc = h.start_executor(env={"CONN_EXECUTOR_STEP_TIMEOUT": "1"})
+    inc = "inc-late-answer"
+    await h.open_incident(inc)
+    key = await h.issue(inc, DRAIN)
+    events = await h.wait_for(inc, step_recorded(key), what="the timed-out step", procs=(proc,))
+    assert not of_type(events, "StepFailed", key) and not of_type(events, "StepSucceeded", key)
+    unknown = of_type(events, "StepOutcomeUnknown", key)
+    assert len(unknown) == 1 and isinstance(unknown[0], ev.StepOutcomeUnknown)
+    assert "may have landed" in unknown[0].payload.reason
+    assert (await h.side_effects()).get(key) == 1, "it landed at the target, exactly once"
+    # Re-gathered after the timeout: the pool is observed as the call left it.
+    pools = unknown[0].payload.observation.pools
+    assert [(p.pool, p.region, p.desired_replicas) for p in pools] == [
+        ("cache-invalidation", "us-east", 0)
+    ]
+    assert await h.claim_status(key) == "unknown"
+    state = await h.state(inc)
+    record = state.directives[key]
+    assert record.status is DirectiveStatus.OUTCOME_UNKNOWN
+    assert record.pre_step is not None, "the pre-step state it will be verified against"
+    assert [d.correlation_id for d in state.unverified_changes()] == [key]
+    assert state.hold is None, "not a failed step: its outcome is unknown, verification decides"
+
+
+async def test_a_side_effect_that_never_answers_is_outcome_unknown_too(make_harness: Any) -> None:
     h = await make_harness()
     proc = h.start_executor(fault="slow_side_effect=5", env={"CONN_EXECUTOR_STEP_TIMEOUT": "0.5"})
     inc = "inc-timeout"
     await h.open_incident(inc)
     key = await h.issue(inc, DRAIN)
     events = await h.wait_for(inc, step_recorded(key), what="the timed-out step", procs=(proc,))
-    failed = of_type(events, "StepFailed", key)
-    assert len(failed) == 1 and isinstance(failed[0], ev.StepFailed)
-    assert failed[0].payload.timed_out and failed[0].payload.retriable
+    assert not of_type(events, "StepFailed", key)
+    (unknown,) = of_type(events, "StepOutcomeUnknown", key)
+    assert isinstance(unknown, ev.StepOutcomeUnknown)
+    pools = unknown.payload.observation.pools
+    assert [(p.pool, p.desired_replicas > 0) for p in pools] == [("cache-invalidation", True)]
+    assert key not in await h.side_effects()
     state = await h.state(inc)
-    assert state.directives[key].status is DirectiveStatus.FAILED
-    assert state.hold is not None and state.hold.reason is HoldReason.STEP_FAILED
+    assert state.directives[key].status is DirectiveStatus.OUTCOME_UNKNOWN

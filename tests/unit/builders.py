@@ -29,6 +29,8 @@ ALICE = Actor(kind="human", id="alice", roles=(Role.COMMANDER,), team="incident-
 MALLORY = Actor(kind="human", id="mallory", roles=(Role.COMMANDER,), team="incident-command")
 DANA = Actor(kind="human", id="dana", roles=(Role.SPECIALIST,), team="database-platform")
 OLIVE = Actor(kind="human", id="olive", roles=(Role.OBSERVER,))
+CAROL = Actor(kind="human", id="carol", roles=(Role.COMMANDER,), team="incident-command")
+ROOT_ADMIN = Actor(kind="human", id="root", roles=(Role.ADMIN,))
 EXECUTOR = Actor.service("executor")
 VERIFIER = Actor.service("verifier")
 PACKAGER = Actor.service("packager")
@@ -75,17 +77,62 @@ class History:
         )
         return self
 
-    def declare(self, holder: str = "alice") -> History:
-        content = RUNBOOK.read_bytes()
+    def declare(
+        self,
+        holder: str = "alice",
+        *,
+        content: bytes | None = None,
+        actor: Actor | None = None,
+        approval: str | None = None,
+    ) -> History:
+        content = RUNBOOK.read_bytes() if content is None else content
         authority, digest = parse_authority(content, holder=holder)
         self._add(
             ev.AuthorityDeclared,
             ev.AuthorityDeclaredPayload(
-                authority=authority, source_file=str(RUNBOOK.name), content_sha256=digest
+                authority=authority,
+                source_file=str(RUNBOOK.name),
+                content_sha256=digest,
+                **({"approval": approval} if approval else {}),
             ),
-            ALICE,
+            actor or ALICE,
         )
         return self
+
+    def propose(
+        self,
+        content: bytes,
+        *,
+        proposal_id: str = "p-1",
+        base: str | None = None,
+        actor: Actor = ALICE,
+        holder: str = "alice",
+    ) -> str:
+        """AuthorityChangeProposed for `content` against the authority in force."""
+        from conn_core.fold import fold
+
+        state = fold(self.events, self.incident_id)
+        authority, digest = parse_authority(content, holder=holder)
+        self._add(
+            ev.AuthorityChangeProposed,
+            ev.AuthorityChangeProposedPayload(
+                proposal_id=proposal_id,
+                authority=authority,
+                source_file="wider.yaml",
+                content_sha256=digest,
+                base_sha256=base or state.authority_sha256 or "0" * 64,
+                widenings=("wider",),
+            ),
+            actor,
+        )
+        return digest
+
+    def approve(self, proposal_id: str, sha: str, actor: Actor) -> None:
+        self._add(
+            ev.AuthorityChangeApproved,
+            ev.AuthorityChangeApprovedPayload(proposal_id=proposal_id, content_sha256=sha),
+            actor,
+        )
 
     def direct(
         self,
@@ -133,14 +180,54 @@ class History:
             cid,
         )
 
-    def start(self, cid: str, action: Action) -> None:
+    def start(self, cid: str, action: Action, executor_id: str = "x1") -> None:
         self._add(
             ev.StepStarted,
             ev.StepStartedPayload(
-                action=action, idempotency_key=cid, executor_id="x1", fencing_token=1
+                action=action, idempotency_key=cid, executor_id=executor_id, fencing_token=1
             ),
             EXECUTOR,
             cid,
+        )
+
+    def gather(
+        self, cid: str | None, purpose: str = "pre_step", observation: Observation | None = None
+    ) -> None:
+        self._add(
+            ev.StateGathered,
+            ev.StateGatheredPayload(
+                purpose=purpose,  # type: ignore[arg-type]
+                observation=observation or Observation(),
+            ),
+            EXECUTOR,
+            cid,
+        )
+
+    def fail_not_started(self, cid: str, action: Action, error: str = "stopped") -> None:
+        self._add(
+            ev.StepFailed,
+            ev.StepFailedPayload(
+                action=action, error=error, summary="not executed", duration_ms=0, not_started=True
+            ),
+            EXECUTOR,
+            cid,
+        )
+
+    def note(self, cid: str | None = None) -> None:
+        self._add(
+            ev.IncidentRecordUpdated,
+            ev.IncidentRecordUpdatedPayload(
+                destination="webhook", summary="note", delivered=True, idempotency_key="k"
+            ),
+            EXECUTOR,
+            cid,
+        )
+
+    def alert(self) -> None:
+        self._add(
+            ev.AlertReceived,
+            ev.AlertReceivedPayload(source="alertmanager", fingerprint="f1", service="checkout"),
+            Actor.service("alertbot"),
         )
 
     def succeed(self, cid: str, action: Action) -> None:
@@ -215,15 +302,21 @@ class History:
     def request_takeover(self, team: str = "database-platform", actor: Actor = ALICE) -> None:
         self._add(ev.TakeoverRequested, ev.TakeoverRequestedPayload(to_team=team), actor)
 
-    def packet(self, sha: str = "a" * 64, team: str | None = "database-platform") -> str:
+    def packet(
+        self,
+        sha: str = "a" * 64,
+        team: str | None = "database-platform",
+        *,
+        basis: int | None = None,
+    ) -> str:
         self._add(
             ev.TakeoverPacketPublished,
             ev.TakeoverPacketPublishedPayload(
                 packet_id="p1",
                 packet_sha256=sha,
                 to_team=team,
-                trigger="hold",
-                ledger_sequence=self.position,
+                trigger="handoff" if team else "hold",
+                ledger_sequence=self.position if basis is None else basis,
                 ledger_hash="0" * 64,
             ),
             PACKAGER,
@@ -264,6 +357,12 @@ def one_of_each() -> list[ev.Envelope]:
         Actor.service("alertbot"),
     )
     h.open().declare()
+    wider = RUNBOOK.read_bytes().replace(
+        b"max_consequential_steps: 10", b"max_consequential_steps: 12"
+    )
+    sha = h.propose(wider)
+    h.approve("p-1", sha, ROOT_ADMIN)
+    h.declare(content=wider, actor=ROOT_ADMIN, approval="p-1")
     gather = GatherState()
     g = h.direct(gather)
     h.accept(g, gather, consequential=False)

@@ -12,8 +12,11 @@ from conn_schemas.values import DrainWorkerPool
 
 def test_instructions_link_to_actions_verifications_and_bridge_state() -> None:
     report = build_timeline(mixed_state().events)
-    by_corr = {i["correlation_id"]: i for i in report["instructions"]}
+    by_corr = {i["correlation_id"]: i for i in report["instructions"] if i["correlation_id"]}
     assert set(by_corr) == {"c-drain", "c-restart", "c-note"}
+    # declaring the authority is a human instruction too, with its file's hash
+    (declared,) = [i for i in report["instructions"] if i["event_type"] == "AuthorityDeclared"]
+    assert "checkout-outage@" in declared["summary"] and "sha256" in declared["summary"]
     drain = by_corr["c-drain"]
     assert [a["event_type"] for a in drain["actions"]] == [
         "DirectiveAccepted",

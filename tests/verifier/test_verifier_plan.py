@@ -16,6 +16,7 @@ from conn_schemas.observations import (
     ActionResult,
     FlagRuleState,
     MetricsReading,
+    Observation,
     TierState,
     WorkerPoolState,
 )
@@ -292,3 +293,55 @@ async def test_one_region_unhealthy_is_mixed() -> None:
     platform = FakePlatform(clock)
     platform.error["us-east"] = 0.2
     assert (await run(platform, clock)).verdict is Verdict.MIXED
+
+
+# --- unknown outcomes are verified against the pre-step state (invariant 2) -------------------
+
+
+def unknown_restart(pre_generation: int | None) -> History:
+    h = History().open().declare()
+    h.direct(RESTART, cid="s1")
+    tiers = (
+        ()
+        if pre_generation is None
+        else (
+            TierState(
+                tier="pricing-cache",
+                region="us-east",
+                healthy=False,
+                generation=pre_generation,
+                observed_at=T,
+            ),
+        )
+    )
+    h.gather("s1", observation=Observation(tiers=tiers))  # pre-step StateGathered
+    h.accept("s1", RESTART)
+    h.start("s1", RESTART)
+    h.unknown("s1", RESTART)  # timed out: no result, no "before"
+    return h
+
+
+def test_an_unknown_restart_carries_the_generation_gathered_before_it() -> None:
+    h = unknown_restart(4)
+    (job,) = pending(fold(h.events, h.incident_id))
+    assert job.expected == (Expected(action=RESTART, generation_before=4),)
+
+
+@pytest.mark.parametrize(
+    ("pre_generation", "now_generation", "verdict"),
+    [
+        (4, 5, Verdict.RECOVERED),  # it landed: a newer generation, healthy
+        (4, 4, Verdict.CONFLICT),  # the restart never happened: must not verify as done
+        (None, 9, Verdict.CONFLICT),  # nothing to compare with: cannot be proven
+    ],
+)
+async def test_an_unknown_restart_verifies_only_if_it_really_happened(
+    pre_generation: int | None, now_generation: int, verdict: Verdict
+) -> None:
+    h = unknown_restart(pre_generation)
+    (planned,) = pending(fold(h.events, h.incident_id))
+    clock = FakeClock(T)
+    platform = FakePlatform(clock)
+    platform.generation = now_generation
+    p = await run(platform, clock, job(planned.expected))
+    assert p.verdict is verdict, p.detail

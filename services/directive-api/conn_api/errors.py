@@ -50,6 +50,7 @@ REFUSAL_STATUS: dict[RefusalReason, int] = {
     RefusalReason.PARTIAL_STATE: 409,
     RefusalReason.DUPLICATE: 409,
     RefusalReason.INVALID_DIRECTIVE: 422,
+    RefusalReason.AUTHORITY_WIDENING: 403,
 }
 
 

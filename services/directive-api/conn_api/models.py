@@ -24,7 +24,12 @@ class OpenIncident(Body):
 
 
 class DeclareAuthority(Body):
-    """Exactly one of `runbook` (a file in the configured runbooks dir) or `content`."""
+    """Exactly one of `runbook` (a versioned file in the API's runbooks directory) or,
+    in development only (CONN_ENV=development), `content`.
+
+    During an incident a new declaration may only narrow the boundary in force; a
+    change that widens it is recorded as a proposal (202) that takes effect once a
+    second commander or admin who does not hold the conn approves it."""
 
     runbook: str | None = Field(
         default=None,
@@ -33,9 +38,21 @@ class DeclareAuthority(Body):
         description="e.g. 'checkout-authority' (runbooks/checkout-authority.yaml)",
     )
     content: str | None = Field(
-        default=None, max_length=200_000, description="The authority YAML itself"
+        default=None,
+        max_length=200_000,
+        description="The authority YAML itself: development only (CONN_ENV=development)",
     )
     source_file: str = Field(default="", max_length=300, description="Where `content` came from")
+    detail: str = Field(default="", max_length=2000, description="Why (for a proposal)")
+
+
+class ApproveAuthority(Body):
+    """Approve one exact proposal: its id (path) and the content hash you reviewed."""
+
+    content_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the proposed runbook file"
+    )
+    detail: str = Field(default="", max_length=2000)
 
 
 class DirectiveRequest(Body):
@@ -66,10 +83,10 @@ class HandoffRequest(Body):
 
 class AcceptTakeover(Body):
     team: Name | None = Field(default=None, description="Defaults to the caller's team")
-    packet_sha256: str | None = Field(
-        default=None,
+    packet_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$",
-        description="The packet you read; defaults to the latest published packet",
+        description="The exact hash of the packet you read (required: there is no "
+        "default; refused if a newer packet exists or is due)",
     )
     detail: str = Field(default="", max_length=2000)
 

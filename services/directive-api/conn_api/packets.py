@@ -2,7 +2,9 @@
 
 The log (this service's fold) says which packet is the latest published one
 (TakeoverPacketPublished: sha256, ledger head) — that is what a receiving team
-accepts. Its full content lives with the packager: when its read model
+accepts, by its exact hash, while it is `current` (the incident has not changed
+since the position it describes; otherwise a newer packet is due and acceptance
+is refused until it is read). Its full content lives with the packager: when its read model
 (`conn_packager.readmodel`) has the packet with that sha256, it is returned as
 `packet` (`source: "packager"`); otherwise `packet` is null (`source: "ledger"`).
 """
@@ -23,8 +25,11 @@ log = logging.getLogger(__name__)
 async def packet_for(rt: Runtime, state: IncidentState) -> dict[str, Any] | None:
     published = None
     event: TakeoverPacketPublished | None = None
+    latest = state.last_packet.sha256 if state.last_packet else None
     for entry in reversed(rt.view.ledger(state.incident_id)):
-        if isinstance(entry.event, TakeoverPacketPublished):
+        if isinstance(entry.event, TakeoverPacketPublished) and (
+            latest is None or entry.event.payload.packet_sha256 == latest
+        ):
             published, event = entry, entry.event
             break
     if published is None or event is None:
@@ -39,6 +44,11 @@ async def packet_for(rt: Runtime, state: IncidentState) -> dict[str, Any] | None
         "ledger_sequence": p.ledger_sequence,
         "ledger_hash": p.ledger_hash,
         "published_at_sequence": published.sequence,
+        "current": state.last_packet is not None
+        and state.last_packet.sha256 == p.packet_sha256
+        and state.packet_changed_at <= state.last_packet.basis,
+        "takeover_pending": not state.closed
+        and (state.hold is not None or state.takeover_requested_to is not None),
         "published_event": to_raw(event),
         "packet": None,
         "markdown": None,

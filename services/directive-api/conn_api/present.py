@@ -43,6 +43,39 @@ def directive_json(d: DirectiveRecord) -> dict[str, Any]:
         "verdict": d.verdict.value if d.verdict else None,
         "started_at": _iso(d.started_at),
         "finished_at": _iso(d.finished_at),
+        "not_started": d.not_started,
+    }
+
+
+def authority_json(s: IncidentState) -> dict[str, Any] | None:
+    """The authority in force (name, version, content hash, file) and the changes
+    proposed to it that wait for (or got) a second person's approval."""
+    if s.authority is None:
+        return None
+    return {
+        "name": s.authority.name,
+        "version": s.authority.version,
+        "sha256": s.authority_sha256,
+        "source_file": s.authority_source,
+        "regions": list(s.authority.regions),
+        "takeover_teams": list(s.authority.takeover_teams),
+        "proposals": [
+            {
+                "proposal_id": p.proposal_id,
+                "name": p.authority.name,
+                "version": p.authority.version,
+                "sha256": p.content_sha256,
+                "source_file": p.source_file,
+                "proposed_by": p.proposer,
+                "proposed_sequence": p.proposed_sequence,
+                "widenings": list(p.widenings),
+                "approved_by": p.approved_by,
+                "applied": p.applied,
+                "current": p.base_sha256 == s.authority_sha256,
+            }
+            for p in s.authority_proposals.values()
+        ],
+        "ignored_records": s.ignored_authority,
     }
 
 
@@ -67,17 +100,7 @@ def state_json(
         **summary_json(s),
         "ledger_head": {"sequence": head.sequence, "hash": head.hash} if head else None,
         "state_changed_at": s.state_changed_at,
-        "authority": (
-            {
-                "name": s.authority.name,
-                "version": s.authority.version,
-                "sha256": s.authority_sha256,
-                "regions": list(s.authority.regions),
-                "takeover_teams": list(s.authority.takeover_teams),
-            }
-            if s.authority
-            else None
-        ),
+        "authority": authority_json(s),
         "holder": s.holder.model_dump(mode="json") if s.holder else None,
         "hold": (
             {
@@ -112,6 +135,8 @@ def state_json(
                 "to_team": s.last_packet.to_team,
                 "trigger": s.last_packet.trigger,
                 "sequence": s.last_packet.sequence,
+                "describes_sequence": s.last_packet.basis,
+                "current": s.packet_changed_at <= s.last_packet.basis,
             }
             if s.last_packet
             else None

@@ -17,6 +17,7 @@ from conn_api.deps import CurrentUser, RuntimeDep, require_role
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import (
     AcceptTakeover,
+    ApproveAuthority,
     CloseIncident,
     DeclareAuthority,
     HandoffRequest,
@@ -26,14 +27,24 @@ from conn_api.models import (
     ResumeRequest,
 )
 from conn_api.packets import packet_for
-from conn_api.present import decision_packet, directive_json, state_json, summary_json
+from conn_api.present import (
+    authority_json,
+    decision_packet,
+    directive_json,
+    state_json,
+    summary_json,
+)
 from conn_api.runtime import PRODUCER, Runtime
-from conn_core.authority import AuthorityFileError, parse_authority
-from conn_core.rules import ControlEvent, check_control
+from conn_core.authority import AuthorityFileError, parse_authority, widenings
+from conn_core.rules import ControlEvent, check_authority, check_control
 from conn_core.state import IncidentState
 from conn_runtime.stops import GLOBAL_SCOPE, set_stop
 from conn_schemas.events import (
     GLOBAL_INCIDENT,
+    AuthorityChangeApproved,
+    AuthorityChangeApprovedPayload,
+    AuthorityChangeProposed,
+    AuthorityChangeProposedPayload,
     AuthorityDeclared,
     AuthorityDeclaredPayload,
     HoldDeclared,
@@ -160,18 +171,36 @@ def _read_runbook(rt: Runtime, name: str) -> tuple[bytes, str]:
 
 
 @router.post(
-    "/incidents/{incident_id}/authority", status_code=201, tags=["incidents"], responses=ERRORS
+    "/incidents/{incident_id}/authority",
+    status_code=201,
+    tags=["incidents"],
+    responses={
+        **ERRORS,
+        201: {"description": "Declared: AuthorityDeclared (the first one, or a narrowing)"},
+        202: {"description": "Proposed: it widens the boundary, a second person must approve"},
+    },
 )
 async def declare_authority(
     incident_id: IncidentPath, body: DeclareAuthority, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
-    """Declare the authority boundary (AuthorityDeclared); the caller holds the conn."""
+) -> JSONResponse:
+    """Declare the authority boundary from a versioned runbook file (its SHA-256 is
+    recorded); the caller holds the conn. During an incident the holder may only
+    narrow it: a change that widens it becomes an AuthorityChangeProposed (202) that
+    takes effect when a second commander or admin who does not hold the conn
+    approves it (`.../authority/proposals/{id}/approve`)."""
     require_role(me, Role.COMMANDER, doing="declare authority")
     if (body.runbook is None) == (body.content is None):
         raise ApiError(422, "invalid_request", "give exactly one of 'runbook' or 'content'")
     if body.runbook is not None:
         content, source = _read_runbook(rt, body.runbook)
     else:
+        if rt.settings.api.conn_env != "development":
+            raise ApiError(
+                422,
+                "invalid_request",
+                "inline authority content is accepted only in development: declare a "
+                "versioned runbook from the runbooks directory by name",
+            )
         assert body.content is not None
         content, source = body.content.encode(), body.source_file or "request"
     try:
@@ -180,16 +209,7 @@ async def declare_authority(
         raise ApiError(422, "invalid_authority", f"invalid authority file: {exc}") from exc
     async with rt.locks[incident_id]:
         state = _open_state(rt, incident_id)
-        if state.closed:
-            raise ApiError.refused(
-                RefusalReason.INCIDENT_CLOSED, f"incident {incident_id} is closed"
-            )
-        if state.holder is not None and state.holder.identity != me.id:
-            raise ApiError.refused(
-                RefusalReason.NOT_CONN_HOLDER,
-                f"{me.id} does not hold the conn ({state.holder.identity} does)",
-            )
-        event = new_event(
+        declared = new_event(
             AuthorityDeclared,
             incident_id=incident_id,
             payload=AuthorityDeclaredPayload(
@@ -198,12 +218,149 @@ async def declare_authority(
             actor=me.actor(),
             producer=rt.producer.principal,
         )
-        written = await rt.append_and_fold(event)
+        refusal = check_authority(state, declared)
+        if refusal is None:
+            written = await rt.append_and_fold(declared)
+            metrics.CONTROL.labels(verb="declare_authority", outcome="accepted").inc()
+            return JSONResponse(
+                {
+                    "incident_id": incident_id,
+                    "status": "declared",
+                    "authority": f"{authority.name}@{authority.version}",
+                    "content_sha256": digest,
+                    "source_file": source,
+                    "holder": me.id,
+                    **written,
+                },
+                status_code=201,
+            )
+        if refusal.reason is not RefusalReason.AUTHORITY_WIDENING or state.authority is None:
+            metrics.CONTROL.labels(verb="declare_authority", outcome=refusal.reason.value).inc()
+            raise ApiError.refused(refusal.reason, refusal.detail)
+        assert state.authority_sha256 is not None
+        wider = widenings(state.authority, authority)
+        proposal = new_event(
+            AuthorityChangeProposed,
+            incident_id=incident_id,
+            payload=AuthorityChangeProposedPayload(
+                proposal_id=f"ap-{uuid.uuid4().hex[:12]}",
+                authority=authority,
+                source_file=source,
+                content_sha256=digest,
+                base_sha256=state.authority_sha256,
+                widenings=tuple(w[:500] for w in wider[:100]),
+                detail=body.detail,
+            ),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        refusal = check_authority(state, proposal)
+        if refusal is not None:
+            metrics.CONTROL.labels(verb="propose_authority", outcome=refusal.reason.value).inc()
+            raise ApiError.refused(refusal.reason, refusal.detail)
+        written = await rt.append_and_fold(proposal)
+    metrics.CONTROL.labels(verb="propose_authority", outcome="accepted").inc()
+    log.info(
+        "authority change proposed",
+        extra={"incident_id": incident_id, "actor": me.id, "widenings": len(wider)},
+    )
+    return JSONResponse(
+        {
+            "incident_id": incident_id,
+            "status": "proposed",
+            "proposal_id": proposal.payload.proposal_id,
+            "authority": f"{authority.name}@{authority.version}",
+            "content_sha256": digest,
+            "source_file": source,
+            "widenings": wider,
+            "needs": "approval by a second commander or admin who does not hold the conn",
+            **written,
+        },
+        status_code=202,
+    )
+
+
+@router.get("/incidents/{incident_id}/authority", tags=["incidents"], responses=ERRORS)
+async def get_authority(
+    incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
+) -> dict[str, Any]:
+    """The authority in force (name, version, SHA-256, file) and proposed changes."""
+    state = _open_state(rt, incident_id)
+    return {"incident_id": incident_id, "authority": authority_json(state)}
+
+
+ProposalPath = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
+@router.post(
+    "/incidents/{incident_id}/authority/proposals/{proposal_id}/approve",
+    tags=["incidents"],
+    responses=ERRORS,
+)
+async def approve_authority(
+    incident_id: IncidentPath,
+    proposal_id: ProposalPath,
+    body: ApproveAuthority,
+    rt: RuntimeDep,
+    me: CurrentUser,
+) -> dict[str, Any]:
+    """Approve a proposed authority change (a commander or admin who neither holds the
+    conn nor proposed it), naming the exact content hash reviewed. The approval and
+    the declaration it allows are both recorded in the ledger."""
+    require_role(me, Role.COMMANDER, Role.ADMIN, doing="approve authority changes")
+    async with rt.locks[incident_id]:
+        state = _open_state(rt, incident_id)
+        proposal = state.authority_proposals.get(proposal_id)
+        if proposal is None:
+            raise ApiError(404, "not_found", f"no authority proposal {proposal_id}")
+        approval = new_event(
+            AuthorityChangeApproved,
+            incident_id=incident_id,
+            payload=AuthorityChangeApprovedPayload(
+                proposal_id=proposal_id, content_sha256=body.content_sha256, detail=body.detail
+            ),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        refusal = check_authority(state, approval)
+        if refusal is not None:
+            metrics.CONTROL.labels(verb="approve_authority", outcome=refusal.reason.value).inc()
+            raise ApiError.refused(refusal.reason, refusal.detail)
+        approved = await rt.append_and_fold(approval)
+        declared = new_event(
+            AuthorityDeclared,
+            incident_id=incident_id,
+            payload=AuthorityDeclaredPayload(
+                authority=proposal.authority,
+                source_file=proposal.source_file,
+                content_sha256=proposal.content_sha256,
+                approval=proposal_id,
+            ),
+            actor=me.actor(),
+            producer=PRODUCER,
+        )
+        written = await rt.append_and_fold(declared)
+        if written["folded"] and rt.view.state(incident_id).authority_sha256 != (
+            proposal.content_sha256
+        ):
+            raise ApiError(
+                409, "conflict", "the approved change was not applied: re-read the authority"
+            )
+    metrics.CONTROL.labels(verb="approve_authority", outcome="accepted").inc()
+    log.info(
+        "authority change approved",
+        extra={"incident_id": incident_id, "actor": me.id, "proposal_id": proposal_id},
+    )
     return {
         "incident_id": incident_id,
-        "authority": f"{authority.name}@{authority.version}",
-        "content_sha256": digest,
-        "holder": me.id,
+        "status": "declared",
+        "proposal_id": proposal_id,
+        "approved_by": me.id,
+        "authority": f"{proposal.authority.name}@{proposal.authority.version}",
+        "content_sha256": proposal.content_sha256,
+        "approval_event_id": approved["event_id"],
         **written,
     }
 
@@ -394,21 +551,20 @@ async def handoff(
 async def accept_takeover(
     incident_id: IncidentPath, body: AcceptTakeover, rt: RuntimeDep, me: CurrentUser
 ) -> dict[str, Any]:
-    """Accept the latest takeover packet explicitly (a specialist of the team): the conn moves."""
+    """Accept the takeover packet explicitly, naming its exact hash (a specialist of the
+    addressed team): the conn moves. Refused if the packet is not the current one (a
+    newer packet exists, or the incident changed since: a newer one is due)."""
     team = body.team or me.team
     if team is None:
         raise ApiError(422, "invalid_request", "no team given and the caller has no team")
     async with rt.locks[incident_id]:
-        state = _open_state(rt, incident_id)
-        sha = body.packet_sha256 or (state.last_packet.sha256 if state.last_packet else None)
-        if sha is None:
-            raise ApiError.refused(
-                RefusalReason.INVALID_BASE, "no takeover packet has been published"
-            )
+        await rt.view.wait_current(incident_id, 1.0)
         event = new_event(
             TakeoverAccepted,
             incident_id=incident_id,
-            payload=TakeoverAcceptedPayload(team=team, packet_sha256=sha, detail=body.detail),
+            payload=TakeoverAcceptedPayload(
+                team=team, packet_sha256=body.packet_sha256, detail=body.detail
+            ),
             actor=me.actor(),
             producer=rt.producer.principal,
         )
@@ -440,7 +596,30 @@ async def close_incident(
             actor=me.actor(),
             producer=rt.producer.principal,
         )
-        written = await rt.append_and_fold(event)
+        # A closed incident is stopped for good: the stop is committed before the
+        # close is answered, so no side effect can pass the executor's gate after it.
+        await set_stop(
+            rt.db,
+            incident_id,
+            engaged=True,
+            reason=f"incident closed: {body.resolution[:200]}",
+            changed_by=me.id,
+            changed_at=event.occurred_at,
+            event_id=str(event.event_id),
+        )
+        try:
+            written = await rt.append_and_fold(event)
+        except ApiError:
+            if not rt.view.state(incident_id).closed:
+                await set_stop(
+                    rt.db,
+                    incident_id,
+                    engaged=False,
+                    reason="close not recorded",
+                    changed_by=PRODUCER,
+                    changed_at=datetime.now(UTC),
+                )
+            raise
     metrics.CONTROL.labels(verb="close", outcome="accepted").inc()
     return {"incident_id": incident_id, "verb": "close", **written}
 

@@ -1,15 +1,21 @@
 """The executor's claims in PostgreSQL: at most one side effect per correlation ID.
 
 One row per directive the executor has taken up (`correlation_id` PRIMARY KEY).
-Lifecycle: claimed -> refused | started -> succeeded | failed | unknown (and
-claimed -> succeeded for read-only / record directives).
+Life cycle (`conn_executor.lifecycle`): claimed -> refused | started -> succeeded |
+failed | unknown (and claimed -> succeeded / failed for read-only, record and
+not-started directives).
 
 Fencing: a row carries the consumer-group generation and the executor id that
-claimed it. Moving a claim to `started` (the last gate before the side effect)
-requires both to still match, so an executor that lost its partitions in a
-rebalance (a "zombie" still finishing a handler) cannot act once the new owner
-has taken the claim over (which bumps the generation). A row that reached
-`started` is never taken over: its outcome is unknown, never re-run.
+owns it, and EVERY transition requires both to still match: `start` (the gate
+before the side effect), `finish`, and `take_over` (which only a newer generation,
+or the owner itself, may do, and which bumps the fencing token). An executor that
+lost its partitions in a rebalance (a "zombie" still finishing a handler) can
+therefore neither act nor change the claim once the new owner took it over.
+
+The gate is one SQL statement that also reads the stops table: a hold or the kill
+switch committed before it always wins (the directive API commits the stop row
+before it answers). A row that reached `started` is never run again: its outcome
+is unknown unless recorded.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, TypeVar
 
 import asyncpg
 
-from conn_runtime.stops import STOPS_DDL
+from conn_executor.lifecycle import FINAL, ClaimStatus
+from conn_runtime.stops import GLOBAL_SCOPE, STOPS_DDL
+
+__all__ = ["CLAIMS_DDL", "CLAIMS_LOCK_KEY", "Claim", "ClaimStatus", "ClaimStore", "Gate"]
 
 CLAIMS_LOCK_KEY = 0x0C0EC1A1
 
@@ -52,20 +60,6 @@ CREATE INDEX IF NOT EXISTS executor_claims_open
 )
 
 
-class ClaimStatus(StrEnum):
-    CLAIMED = "claimed"
-    REFUSED = "refused"
-    STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-FINAL = frozenset(
-    {ClaimStatus.REFUSED, ClaimStatus.SUCCEEDED, ClaimStatus.FAILED, ClaimStatus.UNKNOWN}
-)
-
-
 @dataclass(frozen=True)
 class Claim:
     correlation_id: str
@@ -83,6 +77,23 @@ class Claim:
     @property
     def final(self) -> bool:
         return self.status in FINAL
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The answer of the gate before a side effect."""
+
+    started: bool
+    """True: the claim is now `started`; act."""
+    stop_scope: str | None = None
+    """A stop was engaged ('_global' = kill switch, else the incident): do not act."""
+    stop_reason: str = ""
+    stop_changed_at: datetime | None = None
+
+    @property
+    def fenced(self) -> bool:
+        """Neither started nor stopped: the claim is no longer ours (or not claimed)."""
+        return not self.started and self.stop_scope is None
 
 
 def _claim(row: asyncpg.Record) -> Claim:
@@ -117,9 +128,9 @@ async def _once(call: Callable[[], Awaitable[T]], _what: str) -> T:
 
 
 class ClaimStore:
-    """Every statement except `mark_started` is safe to repeat (a read, an insert that
+    """Every statement except `start` is safe to repeat (a read, an insert that
     does nothing on conflict, an update guarded by the state it moves from), so they
-    go through `persist`, which waits out a PostgreSQL restart. `mark_started` is the
+    go through `persist`, which waits out a PostgreSQL restart. `start` is the
     fenced gate before the side effect and is never repeated blindly: if it fails, the
     record is redelivered and recovery decides from the claim and the log."""
 
@@ -174,52 +185,117 @@ class ClaimStore:
         )
         return None if row is None else _claim(row)
 
-    async def take_over(self, correlation_id: str, *, generation: int, executor_id: str) -> bool:
-        """Take a `claimed` (not started) claim from an older owner: bumps the fencing
-        token so the old owner can no longer start it."""
-        result = await self.persist(
-            lambda: self.pool.execute(
+    async def take_over(
+        self, correlation_id: str, *, generation: int, executor_id: str
+    ) -> Claim | None:
+        """Become the owner of an unfinished claim (claimed or started): only with a
+        newer generation than its owner's, or as its owner. Bumps the fencing token,
+        so the previous owner can no longer start or finish it. Returns the claim as
+        it was before (its previous owner and status), or None if fenced off. Safe to
+        repeat (as its new owner it succeeds again), so it waits out a PostgreSQL restart."""
+        result: Claim | None = await self.persist(
+            lambda: self._take_over(correlation_id, generation, executor_id), "take a claim over"
+        )
+        return result
+
+    async def _take_over(
+        self, correlation_id: str, generation: int, executor_id: str
+    ) -> Claim | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM executor_claims WHERE correlation_id = $1 FOR UPDATE",
+                correlation_id,
+            )
+            if row is None:
+                return None
+            before = _claim(row)
+            if before.final or not (
+                before.generation < generation or before.executor_id == executor_id
+            ):
+                return None
+            await conn.execute(
                 """
-            UPDATE executor_claims SET generation = $2, executor_id = $3, updated_at = now()
-            WHERE correlation_id = $1 AND status = 'claimed'
-              AND (generation < $2 OR executor_id = $3)
-            """,
+                UPDATE executor_claims SET generation = $2, executor_id = $3, updated_at = now()
+                WHERE correlation_id = $1
+                """,
                 correlation_id,
                 generation,
                 executor_id,
-            ),
-            "take a claim over",
-        )
-        return bool(result == "UPDATE 1")
+            )
+            return before
 
-    async def mark_started(self, correlation_id: str, *, generation: int, executor_id: str) -> bool:
-        """The fenced gate before a side effect: False if the claim is no longer ours."""
-        result = await self.pool.execute(
+    async def start(
+        self, correlation_id: str, *, generation: int, executor_id: str, incident_id: str
+    ) -> Gate:
+        """The gate before a side effect, in ONE statement: the claim moves to
+        `started` only if it is still ours (generation + executor id), still
+        `claimed`, and neither the kill switch nor the incident's hold is engaged in
+        the stops table. A stop committed before this statement always wins. Never
+        repeated blindly (not through `persist`): if it fails, the record is redelivered
+        and recovery decides from the claim and the log."""
+        row = await self.pool.fetchrow(
             """
-            UPDATE executor_claims SET status = 'started', started_at = now(), updated_at = now()
-            WHERE correlation_id = $1 AND status = 'claimed'
-              AND generation = $2 AND executor_id = $3
+            WITH stop AS (
+                SELECT scope, reason, changed_at FROM conn_stops
+                WHERE engaged AND scope = ANY($4::text[])
+                ORDER BY (scope = $5) DESC LIMIT 1
+            ), gate AS (
+                UPDATE executor_claims SET status = 'started', started_at = now(),
+                    updated_at = now()
+                WHERE correlation_id = $1 AND status = 'claimed'
+                  AND generation = $2 AND executor_id = $3
+                  AND NOT EXISTS (SELECT 1 FROM stop)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gate) AS started,
+                   (SELECT scope FROM stop) AS scope,
+                   (SELECT reason FROM stop) AS reason,
+                   (SELECT changed_at FROM stop) AS changed_at
             """,
             correlation_id,
             generation,
             executor_id,
+            [GLOBAL_SCOPE, incident_id],
+            GLOBAL_SCOPE,
         )
-        return bool(result == "UPDATE 1")
+        assert row is not None
+        return Gate(
+            started=bool(row["started"]),
+            stop_scope=row["scope"],
+            stop_reason=row["reason"] or "",
+            stop_changed_at=row["changed_at"],
+        )
 
-    async def finish(self, correlation_id: str, status: ClaimStatus, detail: str = "") -> None:
-        await self.persist(
+    async def finish(
+        self,
+        correlation_id: str,
+        status: ClaimStatus,
+        detail: str = "",
+        *,
+        generation: int,
+        executor_id: str,
+    ) -> bool:
+        """Close the claim (fenced): False if it is not ours or already final. Safe to
+        repeat (guarded by the state it moves from); a repeat after a lost answer
+        reports False."""
+        result = await self.persist(
             lambda: self.pool.execute(
                 """
             UPDATE executor_claims SET status = $2, detail = $3, finished_at = now(),
                 updated_at = now()
             WHERE correlation_id = $1 AND status IN ('claimed', 'started')
+              AND generation = $4 AND executor_id = $5
+              AND (status = 'claimed' OR $2 IN ('succeeded', 'failed', 'unknown'))
             """,
                 correlation_id,
                 status.value,
                 detail[:1000],
+                generation,
+                executor_id,
             ),
             "record a claim's outcome",
         )
+        return bool(result == "UPDATE 1")
 
     async def open_claims(self, topic: str, partitions: list[int]) -> list[Claim]:
         rows = await self.persist(

@@ -1,11 +1,15 @@
 """Reading an incident's records *after* a position, up to the current end.
 
-When a DirectiveIssued is delivered again after a crash or a rebalance (its
-claim is already in PostgreSQL), what the previous owner appended for it
-(DirectiveAccepted, StepStarted, an outcome...) sits later in the partition
-than the record in hand. The executor reads ahead with this separate,
-group-less consumer to learn what happened before it decides what to do;
-it never guesses from the claim row alone.
+The executor handles a directive when its consumer reaches it, but the log may
+already hold more: a close, a takeover, an authority change, a hold or a failing
+verification appended after the directive, or (after a crash or a rebalance)
+what a previous owner appended for it (DirectiveAccepted, StepStarted, an
+outcome...). Immediately before a side effect, and before resuming a claim, the
+executor reads the incident's partition ahead to its end with this separate,
+group-less consumer and folds what it finds: it decides at the moment of acting
+on everything the log knows, never on the claim row or the prefix alone.
+Records of the incident can only be on its one partition
+(`conn_runtime.partitioning`), so reading that partition is reading them all.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ class LookAhead:
     async def read(self, topic: str, partition: int, start: int, incident_id: str) -> list[Event]:
         """Trusted events of `incident_id` at offsets >= start, up to the partition's end now
         (forged or unreadable records are skipped exactly as the event loop skips them)."""
+        events, _ = await self.read_to_end(topic, partition, start, incident_id)
+        return events
+
+    async def read_to_end(
+        self, topic: str, partition: int, start: int, incident_id: str
+    ) -> tuple[list[Event], int]:
+        """(events of `incident_id` at offsets >= start, the partition's end offset
+        they were read up to: where to continue next time)."""
         tp = TopicPartition(topic, partition)
         async with self._lock:
             try:
@@ -62,20 +74,22 @@ class LookAhead:
                     f"reading {topic}/{partition} from {start} took over {self.timeout}s"
                 ) from exc
 
-    async def _read(self, tp: TopicPartition, start: int, incident_id: str) -> list[Event]:
+    async def _read(
+        self, tp: TopicPartition, start: int, incident_id: str
+    ) -> tuple[list[Event], int]:
         consumer = self._consumer
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         out: list[Event] = []
         if start >= end:
-            return out
+            return out, max(start, end)
         consumer.seek(tp, start)
         key = incident_id.encode()
         while True:
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=500)
             for record in batch.get(tp, []):
                 if record.offset >= end:
-                    return out
+                    return out, end
                 if record.key != key:
                     continue
                 try:
@@ -85,4 +99,4 @@ class LookAhead:
                 if event.incident_id == incident_id:
                     out.append(event)
             if await consumer.position(tp) >= end:
-                return out
+                return out, end

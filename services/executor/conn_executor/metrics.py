@@ -44,3 +44,14 @@ RECOVERIES = Counter(
     "Unfinished claims found after a restart or rebalance, by what was done",
     ["result"],
 )
+RECHECKS = Counter(
+    "conn_executor_rechecks_total",
+    "Re-checks of a directive against its partition's latest record, right before a side "
+    "effect (stage: before_accept | at_gate), by outcome (ok or the refusal reason)",
+    ["stage", "outcome"],
+)
+LOOKAHEAD_SECONDS = Histogram(
+    "conn_executor_lookahead_seconds",
+    "Reading an incident's partition ahead to its end (one look before a side effect)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,18 +1,24 @@
 """The executor: decides each DirectiveIssued against the log prefix before it,
-gathers live state, claims the step, records intent, acts once, records the
-outcome; after a crash or rebalance it reports unfinished steps as
-StepOutcomeUnknown and never re-runs them.
+gathers live state, re-checks it against everything its partition holds right
+before acting, claims the step, records intent, passes a fenced gate, acts once,
+records the outcome; a call that times out or is interrupted, and a step left
+unfinished by a crash or a rebalance, is re-gathered and reported as
+StepOutcomeUnknown — never re-run, never reported as failed.
 
 Events appended per directive (correlation_id = the directive's):
 
 - refused:            DirectiveRefused(refused_by="executor")
 - consequential:      StateGathered(pre_step) -> DirectiveRefused (conflict/partial state:
-                      the fold derives a hold) | DirectiveAccepted -> StepStarted ->
-                      StepSucceeded | StepFailed -> IncidentRecordUpdated
+                      the fold derives a hold; or a re-check against the latest record
+                      refuses it) | DirectiveAccepted -> StepStarted ->
+                      StepSucceeded | StepFailed | StepFailed(not_started: a re-check or
+                      a stop at the gate) | StepOutcomeUnknown (timed out / interrupted)
+                      -> IncidentRecordUpdated
 - gather_state:       DirectiveAccepted -> StateGathered(directed)
 - verify:             DirectiveAccepted (the verifier reacts to it)
-- update_incident_record: DirectiveAccepted -> IncidentRecordUpdated
-- recovered step:     StepOutcomeUnknown(observation) -> IncidentRecordUpdated
+- update_incident_record: (re-check) DirectiveAccepted -> IncidentRecordUpdated
+- recovered step:     StepOutcomeUnknown(observation) | StepFailed(not_started)
+                      -> IncidentRecordUpdated
 """
 
 from __future__ import annotations
@@ -33,11 +39,19 @@ from aiokafka import TopicPartition
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
 from conn_core.fold import evolve
 from conn_core.ports import PortError
-from conn_core.rules import Accepted, Refused, check_control, check_observation, decide
-from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
+from conn_core.rules import (
+    Accepted,
+    Refused,
+    check_control,
+    check_observation,
+    decide,
+    recheck,
+)
+from conn_core.state import DirectiveRecord, IncidentState
 from conn_executor import metrics as m
 from conn_executor.claims import CLAIMS_DDL, CLAIMS_LOCK_KEY, Claim, ClaimStatus, ClaimStore
 from conn_executor.gather import Gatherer, plan_for_outcome, plan_for_regions, plan_for_step
+from conn_executor.lifecycle import LOG_OUTCOME, Recovery, recovery
 from conn_executor.lookahead import LookAhead
 from conn_executor.redact import failure_summary, scrub, step_summary, unknown_summary
 from conn_executor.settings import ExecutorSettings
@@ -92,12 +106,9 @@ from conn_schemas.values import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_LOG_STATUS = {
-    DirectiveStatus.SUCCEEDED: ClaimStatus.SUCCEEDED,
-    DirectiveStatus.FAILED: ClaimStatus.FAILED,
-    DirectiveStatus.OUTCOME_UNKNOWN: ClaimStatus.UNKNOWN,
-    DirectiveStatus.REFUSED: ClaimStatus.REFUSED,
-}
+
+STOPS = frozenset({RefusalReason.ON_HOLD, RefusalReason.KILL_SWITCH, RefusalReason.INCIDENT_CLOSED})
+"""Refusals at the last gate that are a stop (not a changed picture)."""
 
 
 def _now() -> datetime:
@@ -115,6 +126,11 @@ class Step:
     position: Position
     generation: int
     issuer: Actor | None = None
+    view: IncidentState | None = None
+    """The incident folded through the directive and everything read after it (a
+    private copy: the live fold is never touched)."""
+    view_next: int = 0
+    """Offset of the partition to continue the look-ahead from."""
 
     @property
     def action(self) -> Action:
@@ -258,10 +274,10 @@ class ExecutorService(ConsumerService):
                 log.warning("open claim with no directive in the log", extra=_claim_log(claim))
                 continue
             async with self._locks[claim.incident_id]:
-                ahead = await self.lookahead.read(
+                after = copy.deepcopy(state)
+                ahead, end = await self.lookahead.read_to_end(
                     claim.topic, claim.partition, committed, claim.incident_id
                 )
-                after = copy.deepcopy(state)
                 for e in ahead:
                     evolve(after, e)
                 record = after.directives[claim.correlation_id]
@@ -276,8 +292,11 @@ class ExecutorService(ConsumerService):
                     cause=None,
                     position=Position(claim.topic, claim.partition, claim.directive_offset),
                     generation=self.loop.generation(),
+                    issuer=record.issuer,
+                    view=after,
+                    view_next=end,
                 )
-                await self._resume(step, claim, record, after, before=None)
+                await self._resume(step, claim, record, before=None)
 
     # -- directives ------------------------------------------------------------------
 
@@ -315,12 +334,74 @@ class ExecutorService(ConsumerService):
                 generation=step.generation,
                 executor_id=self.settings.id,
             )
+            self._start_view(step, before, event)
             if claim is not None:
                 await self._decide_and_run(step, before)
                 return
-            await self._redelivered(step, event, before)
+            await self._redelivered(step, before)
 
-    async def _redelivered(self, step: Step, event: DirectiveIssued, before: IncidentState) -> None:
+    def _start_view(self, step: Step, before: IncidentState, event: DirectiveIssued) -> None:
+        """A private copy of the fold through the directive, to read ahead from."""
+        step.view = copy.deepcopy(before)
+        evolve(step.view, event)
+        step.view_next = step.position.offset + 1
+
+    async def _look(self, step: Step) -> IncidentState:
+        """Bring the step's view up to the latest record of its partition."""
+        assert step.view is not None, "no view to read ahead from"
+        started = time.perf_counter()
+        ahead, end = await self.lookahead.read_to_end(
+            step.position.topic, step.position.partition, step.view_next, step.incident_id
+        )
+        m.LOOKAHEAD_SECONDS.observe(time.perf_counter() - started)
+        for e in ahead:
+            evolve(step.view, e)
+        step.view_next = max(step.view_next, end)
+        return step.view
+
+    async def _recheck(self, step: Step, stage: str) -> Refused | None:
+        """Decide again at the moment of acting: on everything the log holds now."""
+        state = await self._look(step)
+        # We hold the claim (fresh, or taken over): the fenced gate decides who acts.
+        refusal = recheck(
+            state,
+            step.correlation_id,
+            self.folds.control,
+            executor_id=self.settings.id,
+            owns_claim=True,
+        )
+        m.RECHECKS.labels(stage, refusal.reason.value if refusal else "ok").inc()
+        if refusal is not None:
+            log.info(
+                "directive refused by the re-check against the latest record",
+                extra={**_step_log(step), "stage": stage, "reason": refusal.reason.value},
+            )
+        return refusal
+
+    async def _decided_elsewhere(self, step: Step, refusal: Refused) -> bool:
+        """The log already has this directive finished by another executor (we lost
+        the claim, e.g. paused past our session timeout; or one that lost it wrote a
+        refusal first): add nothing to the log, and close the claim to match the log
+        if it is still ours (fenced: otherwise its owner does)."""
+        if refusal.reason is not RefusalReason.DUPLICATE:
+            return False
+        m.DIRECTIVES.labels("fenced", "decided_elsewhere").inc()
+        log.warning(
+            "directive finished in the log by another executor; not acting",
+            extra={**_step_log(step), "detail": refusal.detail},
+        )
+        record = step.view.directives.get(step.correlation_id) if step.view else None
+        if record is not None and record.status in LOG_OUTCOME:
+            await self.claims.finish(
+                step.correlation_id,
+                LOG_OUTCOME[record.status],
+                refusal.detail,
+                generation=step.generation,
+                executor_id=self.settings.id,
+            )
+        return True
+
+    async def _redelivered(self, step: Step, before: IncidentState) -> None:
         """The claim exists: this record was handled (at least partly) before a crash,
         a rebalance or a failed attempt. Read what was appended after it, then finish."""
         claim = await self.claims.get(step.correlation_id)
@@ -329,66 +410,83 @@ class ExecutorService(ConsumerService):
         if claim.final:
             m.DIRECTIVES.labels("redelivered", claim.status.value).inc()
             return
-        ahead = await self.lookahead.read(
-            step.position.topic, step.position.partition, step.position.offset + 1, step.incident_id
-        )
-        after = copy.deepcopy(before)
-        evolve(after, event)
-        for e in ahead:
-            evolve(after, e)
-        await self._resume(step, claim, after.directives[step.correlation_id], after, before=before)
+        state = await self._look(step)
+        await self._resume(step, claim, state.directives[step.correlation_id], before=before)
 
     async def _resume(
         self,
         step: Step,
         claim: Claim,
         record: DirectiveRecord,
-        after: IncidentState,
         *,
         before: IncidentState | None,
     ) -> None:
-        extra = {**_claim_log(claim), "log_status": record.status.value}
-        if record.status in _LOG_STATUS:
-            await self.claims.finish(step.correlation_id, _LOG_STATUS[record.status])
-            m.RECOVERIES.labels("already_recorded").inc()
-            log.info("unfinished claim already has its outcome in the log", extra=extra)
-            return
-        if record.status is DirectiveStatus.STARTED or claim.status is ClaimStatus.STARTED:
-            await self._outcome_unknown(step, claim)
-            return
-        # Neither the log nor the claim says it started: no side effect can have begun.
+        """Finish a claim left open, as `lifecycle.recovery` says, after taking it
+        over (fenced: a newer owner wins, the old one can no longer move it)."""
+        action = recovery(record.status, claim.status, prefix_known=before is not None)
+        extra = {**_claim_log(claim), "log_status": record.status.value, "recovery": action}
         step.generation = self.loop.generation()
-        if not await self.claims.take_over(
+        owned = await self.claims.take_over(
             step.correlation_id, generation=step.generation, executor_id=self.settings.id
-        ):
-            current = await self.claims.get(step.correlation_id)
-            if current is not None and current.status is ClaimStatus.STARTED:
-                await self._outcome_unknown(step, current)
-                return
+        )
+        if owned is None:
             m.DIRECTIVES.labels("fenced", "claim_held_elsewhere").inc()
             log.warning("claim held by another executor; not taken over", extra=extra)
             return
-        m.RECOVERIES.labels("taken_over").inc()
-        log.info("taking over an unfinished claim", extra=extra)
-        if record.status is DirectiveStatus.ISSUED:
-            if before is None:
-                await self._refuse(
-                    step,
-                    after.sequence,
-                    Refused(
-                        RefusalReason.STALE_BASE,
-                        "the executor restarted while deciding this directive; nothing was "
-                        "executed: re-read the ledger and re-issue it",
-                    ),
-                )
-                return
+        if owned.status is not claim.status:
+            # It moved between our read and the take-over: decide on what it is now.
+            action = recovery(record.status, owned.status, prefix_known=before is not None)
+        if owned.executor_id != self.settings.id:
+            m.RECOVERIES.labels("taken_over").inc()
+        log.info("resuming an unfinished claim", extra=extra)
+        if action is Recovery.FINISH_FROM_LOG:
+            await self._finish(step, LOG_OUTCOME[record.status])
+            m.RECOVERIES.labels("already_recorded").inc()
+        elif action is Recovery.OUTCOME_UNKNOWN:
+            await self._outcome_unknown(
+                step,
+                f"executor {owned.executor_id} (generation {owned.generation}) started this "
+                "step and stopped before recording its outcome; it was not re-run. The state "
+                "observed now is attached.",
+                note="executor restarted mid-step; not re-run",
+            )
+        elif action is Recovery.NOT_STARTED:
+            await self._fail_unstarted(
+                step,
+                f"executor {owned.executor_id} recorded StepStarted but stopped before its "
+                "side effect (its claim never passed the gate): nothing was executed; "
+                "re-read the ledger and re-issue it",
+            )
+        elif action is Recovery.REFUSE_RESTARTED:
+            assert step.view is not None
+            await self._refuse(
+                step,
+                step.view.sequence,
+                Refused(
+                    RefusalReason.STALE_BASE,
+                    "the executor restarted while deciding this directive; nothing was "
+                    "executed: re-read the ledger and re-issue it",
+                ),
+            )
+        elif action is Recovery.DECIDE:
+            assert before is not None
             await self._decide_and_run(step, before)
-            return
-        # ACCEPTED, never started.
+        else:  # CONTINUE: accepted, never started
+            await self._continue_accepted(step)
+
+    async def _continue_accepted(self, step: Step) -> None:
         if not step.consequential:
-            await self._run_non_consequential(step, after, accepted=True)
+            refusal = None
+            if step.action.action not in READ_ONLY_ACTIONS:
+                refusal = await self._recheck(step, "before_accept")
+            if refusal is not None:
+                if not await self._decided_elsewhere(step, refusal):
+                    await self._fail_unstarted(step, f"not executed: {refusal.detail}")
+                return
+            assert step.view is not None
+            await self._run_non_consequential(step, step.view, accepted=True)
             return
-        stop = await self._stop_signal(step.incident_id, after)
+        stop = await self._stop_signal(step.incident_id, step.view)
         if stop is not None:
             await self._fail_unstarted(step, f"stopped before side effect: {stop.reason}")
             return
@@ -417,7 +515,8 @@ class ExecutorService(ConsumerService):
     async def _decide_and_run(self, step: Step, before: IncidentState) -> None:
         assert step.issuer is not None
         decision = decide(before, step.payload, step.issuer, self.folds.control)
-        if isinstance(decision, Accepted) and step.action.action not in READ_ONLY_ACTIONS:
+        read_only = step.action.action in READ_ONLY_ACTIONS
+        if isinstance(decision, Accepted) and not read_only:
             stop = await self._stop_signal(step.incident_id, None)
             if stop is not None:
                 reason = (
@@ -429,15 +528,27 @@ class ExecutorService(ConsumerService):
         if isinstance(decision, Refused):
             await self._refuse(step, before.sequence, decision)
             return
-        if not step.consequential:
+        if read_only:
             await self._run_non_consequential(step, before, accepted=False)
             return
-        conflict = await self._gather_before_step(step)
-        if conflict is not None:
-            await self._refuse(step, before.sequence, conflict)
+        if step.consequential:
+            conflict = await self._gather_before_step(step)
+            if conflict is not None:
+                await self._refuse(step, before.sequence, conflict)
+                return
+        # Look before you leap: the log may hold more than the prefix `decide` saw.
+        refusal = await self._recheck(step, "before_accept")
+        if refusal is not None:
+            if await self._decided_elsewhere(step, refusal):
+                return
+            assert step.view is not None
+            await self._refuse(step, step.view.sequence, refusal)
             return
         await self._accept(step, before.sequence)
-        await self._execute_step(step)
+        if step.consequential:
+            await self._execute_step(step)
+        else:
+            await self._run_non_consequential(step, before, accepted=True)
 
     async def _accept(self, step: Step, sequence: int) -> None:
         await self._append(
@@ -462,12 +573,29 @@ class ExecutorService(ConsumerService):
                 checked_at_sequence=sequence,
             ),
         )
-        await self.claims.finish(step.correlation_id, ClaimStatus.REFUSED, refusal.reason.value)
+        await self._finish(step, ClaimStatus.REFUSED, refusal.reason.value)
         m.DIRECTIVES.labels("refused", refusal.reason.value).inc()
         log.info(
             "directive refused",
             extra={**_step_log(step), "reason": refusal.reason.value, "detail": refusal.detail},
         )
+
+    async def _finish(self, step: Step, status: ClaimStatus, detail: str = "") -> bool:
+        """Close the claim, fenced: a claim another executor took over is not ours."""
+        done = await self.claims.finish(
+            step.correlation_id,
+            status,
+            detail,
+            generation=step.generation,
+            executor_id=self.settings.id,
+        )
+        if not done:
+            m.DIRECTIVES.labels("fenced", "finish").inc()
+            log.warning(
+                "claim no longer ours: not closed (its new owner decides)",
+                extra={**_step_log(step), "status": status.value},
+            )
+        return done
 
     async def _run_non_consequential(
         self, step: Step, state: IncidentState, *, accepted: bool
@@ -488,20 +616,14 @@ class ExecutorService(ConsumerService):
             await self._record(step, scrub(action.note, limit=4000), key=step.correlation_id)
         elif isinstance(action, Verify):
             pass  # the verifier reacts to DirectiveAccepted
-        await self.claims.finish(step.correlation_id, ClaimStatus.SUCCEEDED)
+        await self._finish(step, ClaimStatus.SUCCEEDED)
 
     # -- the step ---------------------------------------------------------------------
 
     async def _execute_step(self, step: Step) -> None:
         cid = step.correlation_id
-        if not await self.claims.mark_started(
-            cid, generation=step.generation, executor_id=self.settings.id
-        ):
-            m.DIRECTIVES.labels("fenced", "lost_claim").inc()
-            log.warning(
-                "claim fenced off before the side effect; not acting", extra=_step_log(step)
-            )
-            return
+        # Intent before action: StepStarted is in the log before the gate below, so a
+        # crash anywhere after it is never mistaken for "nothing happened"...
         await self._append(
             StepStarted,
             step,
@@ -515,48 +637,68 @@ class ExecutorService(ConsumerService):
         if self.faults.pause_before_side_effect:
             log.warning("fault: pausing before the side effect", extra=_step_log(step))
             await asyncio.sleep(self.faults.pause_before_side_effect)
-        # The last gate: stop signals read immediately before the side effect.
-        stop = await self._stop_signal(step.incident_id, None)
-        if stop is not None:
-            m.STOPS_ENFORCED.labels(stop.kind).inc()
-            error = f"stopped before side effect: {stop.reason}"
-            await self._append(
-                StepFailed,
-                step,
-                StepFailedPayload(
-                    action=step.action,
-                    error=error,
-                    summary=failure_summary(step.action, error),
-                    duration_ms=0.0,
-                ),
+        # ...and right before acting: everything the partition holds now...
+        refusal = await self._recheck(step, "at_gate")
+        if refusal is not None:
+            if await self._decided_elsewhere(step, refusal):
+                return
+            if refusal.reason in STOPS:
+                m.STOPS_ENFORCED.labels(refusal.reason.value).inc()
+                await self._fail_unstarted(step, f"stopped before side effect: {refusal.detail}")
+            else:
+                await self._fail_unstarted(step, f"not executed: {refusal.detail}")
+            return
+        # ...then the gate: fenced, and no stop committed before it (one statement).
+        gate = await self.claims.start(
+            cid,
+            generation=step.generation,
+            executor_id=self.settings.id,
+            incident_id=step.incident_id,
+        )
+        if gate.stop_scope is not None:
+            kind = "kill_switch" if gate.stop_scope == GLOBAL_SCOPE else "hold"
+            if gate.stop_changed_at is not None:
+                self._observe_stop(kind, gate.stop_scope, gate.stop_changed_at)
+            m.STOPS_ENFORCED.labels(kind).inc()
+            await self._fail_unstarted(step, f"stopped before side effect: {gate.stop_reason}")
+            return
+        if not gate.started:
+            m.DIRECTIVES.labels("fenced", "lost_claim").inc()
+            log.warning(
+                "claim fenced off before the side effect; not acting", extra=_step_log(step)
             )
-            await self.claims.finish(cid, ClaimStatus.FAILED, error)
-            m.STEPS.labels(step.action.action.value, "stopped").inc()
-            await self._record(step, failure_summary(step.action, error), key=f"{cid}/record")
             return
 
         started = time.perf_counter()
         self._note_side_effect(step.incident_id)
         result: ActionResult | None = None
         error = ""
-        retriable = timed_out = False
+        unknown = ""
         try:
             async with asyncio.timeout(self.settings.step_timeout):
                 result = await self._act(step.action, cid)
         except TimeoutError:
-            error, retriable, timed_out = (
-                f"timed out after {self.settings.step_timeout}s",
-                True,
-                True,
-            )
+            unknown = f"no answer within {self.settings.step_timeout}s: the call may have landed"
         except PortError as exc:
-            error, retriable, timed_out = str(exc), exc.retriable, exc.timeout
+            if exc.rejected:
+                error = str(exc)  # the target refused: nothing changed
+            else:
+                unknown = f"{scrub(str(exc))}: the call may have landed"
         duration = time.perf_counter() - started
         m.STEP_SECONDS.labels(step.action.action.value).observe(duration)
         if self.faults.pause_after_side_effect:
             log.warning("fault: pausing after the side effect", extra=_step_log(step))
             await asyncio.sleep(self.faults.pause_after_side_effect)
 
+        if unknown:
+            m.STEPS.labels(step.action.action.value, "timed_out").inc()
+            await self._outcome_unknown(
+                step,
+                f"{unknown}. Not retried; the state observed after it is attached, and the "
+                "step is verified against the state gathered before it.",
+                note="no answer from the target; outcome unknown, not retried",
+            )
+            return
         if result is not None:
             summary = step_summary(step.action, result)
             await self._append(
@@ -566,24 +708,23 @@ class ExecutorService(ConsumerService):
                     action=step.action, result=result, summary=summary, duration_ms=duration * 1000
                 ),
             )
-            await self.claims.finish(cid, ClaimStatus.SUCCEEDED)
+            await self._finish(step, ClaimStatus.SUCCEEDED)
             m.STEPS.labels(step.action.action.value, "succeeded").inc()
         else:
-            summary = failure_summary(step.action, error, timed_out=timed_out)
+            summary = failure_summary(step.action, error)
             await self._append(
                 StepFailed,
                 step,
                 StepFailedPayload(
                     action=step.action,
                     error=error,
-                    retriable=retriable,
-                    timed_out=timed_out,
+                    retriable=False,
                     summary=summary,
                     duration_ms=duration * 1000,
                 ),
             )
-            await self.claims.finish(cid, ClaimStatus.FAILED, error)
-            m.STEPS.labels(step.action.action.value, "timed_out" if timed_out else "failed").inc()
+            await self._finish(step, ClaimStatus.FAILED, error)
+            m.STEPS.labels(step.action.action.value, "failed").inc()
         log.info(
             "step finished",
             extra={**_step_log(step), "ok": result is not None, "duration_ms": duration * 1000},
@@ -605,10 +746,11 @@ class ExecutorService(ConsumerService):
             return await self.adapters.orchestrator.restart_tier(
                 action.tier, action.region, idempotency_key=key
             )
-        raise PortError(f"{action.action.value} is not a side effect")
+        raise PortError(f"{action.action.value} is not a side effect", rejected=True)
 
     async def _fail_unstarted(self, step: Step, error: str) -> None:
-        """An accepted step taken over after a crash that must not run after all."""
+        """The side effect never began (refused at the last gate, or never started
+        before a crash): StepFailed(not_started), which holds nothing."""
         await self._append(
             StepFailed,
             step,
@@ -617,31 +759,30 @@ class ExecutorService(ConsumerService):
                 error=error,
                 summary=failure_summary(step.action, error),
                 duration_ms=0.0,
+                not_started=True,
             ),
         )
-        await self.claims.finish(step.correlation_id, ClaimStatus.FAILED, error)
+        await self._finish(step, ClaimStatus.FAILED, error)
         m.STEPS.labels(step.action.action.value, "stopped").inc()
-
-    async def _outcome_unknown(self, step: Step, claim: Claim) -> None:
-        observation = await self.gatherer.observe(plan_for_outcome(step.action))
-        reason = (
-            f"executor {claim.executor_id} (generation {claim.generation}) stopped after "
-            f"starting this step and before recording its outcome; it was not re-run. "
-            f"The state observed now is attached."
+        await self._record(
+            step, failure_summary(step.action, error), key=f"{step.correlation_id}/record"
         )
+
+    async def _outcome_unknown(self, step: Step, reason: str, *, note: str) -> None:
+        """Re-gather the target and report StepOutcomeUnknown: never re-run, never
+        "failed". The verifier judges it against the pre-step state."""
+        observation = await self.gatherer.observe(plan_for_outcome(step.action))
         await self._append(
             StepOutcomeUnknown,
             step,
             StepOutcomeUnknownPayload(action=step.action, reason=reason, observation=observation),
         )
-        await self.claims.finish(step.correlation_id, ClaimStatus.UNKNOWN, reason)
+        await self._finish(step, ClaimStatus.UNKNOWN, reason)
         m.RECOVERIES.labels("outcome_unknown").inc()
         m.STEPS.labels(step.action.action.value, "unknown").inc()
-        log.warning("step outcome unknown after recovery", extra=_claim_log(claim))
+        log.warning("step outcome unknown", extra={**_step_log(step), "reason": reason})
         await self._record(
-            step,
-            unknown_summary(step.action, "executor restarted mid-step; not re-run"),
-            key=f"{step.correlation_id}/record",
+            step, unknown_summary(step.action, note), key=f"{step.correlation_id}/record"
         )
 
     async def _record(self, step: Step, summary: str, *, key: str) -> None:

@@ -117,6 +117,7 @@ def build_app(
     )
     ledger = app.Table("ledger", default=dict, partitions=partitions, key_type=str)
     packager.set_startup_end(ends)
+    packager.partitions = partitions
 
     async def packager_started() -> bool:
         return packager.started

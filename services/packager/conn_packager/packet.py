@@ -294,6 +294,8 @@ def bridge_state(state: IncidentState, head_hash: str) -> dict[str, Any]:
             "to_team": state.last_packet.to_team,
             "trigger": state.last_packet.trigger,
             "sequence": state.last_packet.sequence,
+            "describes_sequence": state.last_packet.basis,
+            "current": state.packet_changed_at <= state.last_packet.basis,
         }
         if state.last_packet
         else None,
@@ -303,6 +305,8 @@ def bridge_state(state: IncidentState, head_hash: str) -> dict[str, Any]:
             "holds": state.holds_declared,
             "takeovers_accepted": state.takeovers_accepted,
             "ignored_controls": state.ignored_controls,
+            "ignored_authority": state.ignored_authority,
+            "conflicting_records": state.conflicting_records,
             "refusals": {k.value: v for k, v in sorted(state.refusals.items())},
         },
     }

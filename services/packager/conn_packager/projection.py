@@ -3,8 +3,12 @@
 
 Pure (no I/O). It advances the incident's fold (`conn_core.fold.evolve`) and
 hash chain (`conn_core.chain.link`) and decides whether the event makes a
-takeover packet due: the fold's hold went from None to set, or a handoff
-(TakeoverRequested) was honoured by the fold.
+takeover packet due. Packets are always current (invariant 9): while a takeover
+is possible (the incident is on hold or a handoff was requested, and it is not
+closed), a new packet is due whenever the fold says a packet's content changed
+(`IncidentState.packet_changed_at`: hold reason, verdicts, partial changes,
+pending/blocked directives, holder, authority, readings...) since the last one.
+The same rule makes the core refuse accepting a packet the incident moved past.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from conn_schemas.codec import to_raw
 from conn_schemas.events import (
     Envelope,
     TakeoverPacketPublished,
-    TakeoverRequested,
     VerificationSnapshot,
 )
 from conn_schemas.packet import TakeoverPacket
@@ -45,10 +48,20 @@ class IncidentProjection:
 
     state: IncidentState
     head: str = GENESIS
+    packet_basis: int = 0
+    """Ledger position of the last packet made due (0: none yet)."""
 
     @classmethod
     def new(cls, incident_id: str) -> IncidentProjection:
         return cls(IncidentState(incident_id=incident_id))
+
+    def advance(self, event: Envelope) -> tuple[Trigger, str | None] | None:
+        """Fold `event`; return (trigger, to_team) if it makes a new packet due."""
+        evolve(self.state, event)
+        due = packet_due(self.state, self.packet_basis)
+        if due is not None:
+            self.packet_basis = self.state.sequence
+        return due
 
 
 @dataclass(frozen=True)
@@ -75,25 +88,32 @@ class Rows:
     notes: list[str] = field(default_factory=list)
 
 
-def _trigger(
-    before_hold: bool, ignored_before: int, state: IncidentState, event: Envelope
-) -> tuple[Trigger, str | None] | None:
-    if isinstance(event, TakeoverRequested) and state.ignored_controls == ignored_before:
-        return "handoff", event.payload.to_team
-    if not before_hold and state.hold is not None:
-        return "hold", state.takeover_requested_to
-    return None
+def takeover_possible(state: IncidentState) -> bool:
+    """A takeover packet is meaningful: on hold, or a handoff requested (not closed)."""
+    return (
+        state.opened
+        and not state.closed
+        and (state.hold is not None or state.takeover_requested_to is not None)
+    )
+
+
+def packet_due(state: IncidentState, last_basis: int) -> tuple[Trigger, str | None] | None:
+    """A new packet is due when a takeover is possible and its content changed since
+    the last packet (made at `last_basis`)."""
+    if not takeover_possible(state) or state.packet_changed_at <= last_basis:
+        return None
+    if state.takeover_requested_to is not None:
+        return "handoff", state.takeover_requested_to
+    return "hold", None
 
 
 def project(proj: IncidentProjection, event: Envelope, where: Where) -> Rows:
     """Fold `event` into `proj` (mutated) and return the rows it produces."""
     state = proj.state
-    before_hold = state.hold is not None
-    ignored_before = state.ignored_controls
     raw = to_raw(event)
     prev = proj.head
     proj.head = link_raw(prev, raw)
-    evolve(state, event)
+    due = proj.advance(event)
 
     ledger = {
         "incident_id": event.incident_id,
@@ -156,7 +176,6 @@ def project(proj: IncidentProjection, event: Envelope, where: Where) -> Rows:
             "published_event_id": event.event_id,
         }
 
-    due = _trigger(before_hold, ignored_before, state, event)
     if due is not None:
         packet = build_packet(
             state,

@@ -51,6 +51,7 @@ from conn_packager.store import (
 )
 from conn_packager.timeline import build_timeline, render_timeline_markdown
 from conn_runtime.kafka import client_options
+from conn_runtime.partitioning import misplaced
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_runtime.trust import Trust, trust_for
 from conn_schemas.codec import UnreadableRecord
@@ -77,6 +78,8 @@ class ReplayResult:
     records: int = 0
     events: int = 0
     unreadable: int = 0
+    misplaced: int = 0
+    """Records not on their incident's partition: left out, as the live fold does."""
     problems: list[str] = field(default_factory=list)
     untrusted: list[str] = field(default_factory=list)
     """Records refused by their signature or signer: position, reason, detail."""
@@ -93,8 +96,17 @@ class ReplayResult:
     def first_problem(self) -> str | None:
         return self.problems[0] if self.problems else None
 
-    def open(self, trust: Trust, rec: Record) -> Event | None:
-        """Verify one record: its event, or None (counted and, if forged, listed)."""
+    def open(
+        self,
+        trust: Trust,
+        rec: Record,
+        *,
+        kafka: KafkaSettings | None = None,
+        partitions: int | None = None,
+    ) -> Event | None:
+        """Verify one record: its event, or None (counted and, if forged, listed). With
+        `kafka` and `partitions`: also the live fold's ordering rule (a record counts
+        only on its incident's partition; others are counted as misplaced)."""
         self.records += 1
         try:
             trusted = trust.open(rec)
@@ -106,6 +118,13 @@ class ReplayResult:
         except UnreadableRecord:
             self.unreadable += 1
             return None
+        if (
+            kafka is not None
+            and partitions
+            and not _placed(kafka, trusted.event, rec.partition, partitions)
+        ):
+            self.misplaced += 1
+            return None
         self.events += 1
         self.signed_by[trusted.principal] += 1
         self.keys_used.setdefault(trusted.principal, set()).add(trusted.key_id)
@@ -113,6 +132,21 @@ class ReplayResult:
 
 
 # --- reading the topic -----------------------------------------------------------------
+
+
+def _placed(kafka: KafkaSettings, event: Envelope, partition: int, partitions: int) -> bool:
+    """The same ordering rule as the live fold: an incident's records count only on
+    the partition its key hashes to (`conn_runtime.partitioning`)."""
+    topics = kafka.topics
+    wrong = misplaced(
+        event.incident_id,
+        topic=topics.events,
+        partition=partition,
+        partitions=partitions,
+        events_topic=topics.events,
+        control_topic=topics.control,
+    )
+    return wrong is None
 
 
 async def read_topic(
@@ -231,7 +265,7 @@ async def rebuild(
             last: dict[int, int] = {}
             async for rec in records:
                 last[rec.partition] = rec.offset + 1
-                event = result.open(trust, rec)
+                event = result.open(trust, rec, kafka=kafka, partitions=len(ends))
                 if event is not None:
                     proj = projections.get(event.incident_id)
                     if proj is None:
@@ -383,11 +417,11 @@ async def verify_since(
     and compare each ledger row with the live one."""
     topic = kafka.topics.events
     trust = trust_for(kafka)
-    _, _, records = await read_topic(kafka, since=since)
+    _, ends, records = await read_topic(kafka, since=since)
     projections: dict[str, IncidentProjection] = {}
     async with pool.acquire() as conn:
         async for rec in records:
-            event = result.open(trust, rec)
+            event = result.open(trust, rec, kafka=kafka, partitions=len(ends))
             if event is None:
                 continue
             proj = projections.get(event.incident_id)
@@ -469,16 +503,17 @@ async def verify_control(kafka: KafkaSettings, result: ReplayResult) -> None:
 
 
 async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelope]:
-    """The incident's trusted events, in log order (forged records are left out)."""
+    """The incident's trusted events, in log order (forged records and records on a wrong
+    partition are left out)."""
     trust = trust_for(kafka)
-    _, _, records = await read_topic(kafka)
+    _, ends, records = await read_topic(kafka)
     out: list[Envelope] = []
     async for rec in records:
         try:
             event = trust.open(rec).event
         except UnreadableRecord:
             continue
-        if event.incident_id == incident_id:
+        if event.incident_id == incident_id and _placed(kafka, event, rec.partition, len(ends)):
             out.append(event)
     return out
 
@@ -555,7 +590,7 @@ def replay(
         raise typer.Exit(2) from None
     summary = (
         f"{result.records} records, {result.events} events, {result.unreadable} unreadable, "
-        f"{len(result.untrusted)} untrusted"
+        f"{len(result.untrusted)} untrusted, {result.misplaced} on a wrong partition"
     )
     err.print(signers_table(result))
     if result.untrusted:

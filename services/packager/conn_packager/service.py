@@ -38,6 +38,7 @@ from conn_packager.store import (
 )
 from conn_runtime import metrics as runtime_metrics
 from conn_runtime.kafka import EventProducer, client_options
+from conn_runtime.partitioning import WRONG_PARTITION, misplaced
 from conn_runtime.resilience import dependency_of
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RecordLike, trust_for
@@ -92,6 +93,8 @@ class Packager:
         self.next: dict[int, int] = {}
         self.startup_end: dict[int, int] = {}
         self.published: set[str] = set()
+        self.partitions: int | None = None
+        """Partition count of conn.events (one incident, one partition), once known."""
         self.lock = asyncio.Lock()
         self._started = False
         self._schema_ready = False
@@ -305,6 +308,26 @@ class Packager:
             if untrusted:
                 runtime_metrics.RECORDS_UNTRUSTED.labels(consumer=PRODUCER, reason=exc.reason).inc()
             return Rejected(record, exc.reason, exc.detail)
+        wrong = (
+            misplaced(
+                event.incident_id,
+                topic=record.topic,
+                partition=record.partition,
+                partitions=self.partitions,
+                events_topic=self.topics.events,
+                control_topic=self.topics.control,
+            )
+            if self.partitions
+            else None
+        )
+        if wrong is not None:
+            # Not in the incident's order: left out exactly as every other reader does.
+            log.warning(
+                "record on the wrong partition skipped",
+                extra={"reason": wrong, "where": where},
+            )
+            metrics.RECORDS_SKIPPED.labels(reason=WRONG_PARTITION).inc()
+            return Rejected(record, WRONG_PARTITION, wrong)
         incident = event.incident_id
         proj = self.projections.get(incident)
         if proj is None:

@@ -15,7 +15,6 @@ import asyncpg
 import orjson
 
 from conn_core.chain import GENESIS
-from conn_core.fold import evolve
 from conn_packager.projection import IncidentProjection, Rows
 from conn_schemas.codec import UnreadableRecord, decode_raw
 
@@ -246,7 +245,7 @@ async def load_projection(
             event = decode_raw(rec["raw"])
         except UnreadableRecord:  # pragma: no cover - rows were written from decoded events
             raise
-        evolve(proj.state, event)
+        proj.advance(event)
         head = rec["hash"]
     proj.head = head
     return proj

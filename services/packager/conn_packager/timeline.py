@@ -13,6 +13,9 @@ from typing import Any
 from conn_core.fold import evolve
 from conn_core.state import IncidentState
 from conn_schemas.events import (
+    AuthorityChangeApproved,
+    AuthorityChangeProposed,
+    AuthorityDeclared,
     DirectiveAccepted,
     DirectiveIssued,
     DirectiveRefused,
@@ -32,7 +35,16 @@ from conn_schemas.events import (
 )
 from conn_schemas.values import Verdict, describe_action
 
-INSTRUCTIONS = (DirectiveIssued, HoldDeclared, ResumeDirected, TakeoverRequested, TakeoverAccepted)
+INSTRUCTIONS = (
+    DirectiveIssued,
+    HoldDeclared,
+    ResumeDirected,
+    TakeoverRequested,
+    TakeoverAccepted,
+    AuthorityDeclared,
+    AuthorityChangeProposed,
+    AuthorityChangeApproved,
+)
 ACTIONS = (
     DirectiveAccepted,
     DirectiveRefused,
@@ -69,7 +81,20 @@ def _summary(event: Envelope) -> str:
     if isinstance(event, DirectiveRefused):
         return f"refused: {p.reason.value} ({p.detail})"
     if isinstance(event, StepFailed):
-        return f"failed: {p.error}"
+        return f"not executed: {p.error}" if p.not_started else f"failed: {p.error}"
+    if isinstance(event, AuthorityDeclared):
+        how = f", approved proposal {p.approval}" if p.approval else ""
+        return (
+            f"authority {p.authority.name}@{p.authority.version} "
+            f"(sha256 {p.content_sha256[:12]}{how})"
+        )
+    if isinstance(event, AuthorityChangeProposed):
+        return (
+            f"authority change proposed ({p.proposal_id}): {p.authority.name}@"
+            f"{p.authority.version}, widens: {'; '.join(p.widenings[:3])}"
+        )
+    if isinstance(event, AuthorityChangeApproved):
+        return f"authority change {p.proposal_id} approved (sha256 {p.content_sha256[:12]})"
     if isinstance(event, StepOutcomeUnknown):
         return f"outcome unknown: {p.reason}"
     if isinstance(event, VerificationSnapshot):

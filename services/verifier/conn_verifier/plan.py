@@ -50,7 +50,8 @@ class Expected:
 
     action: StepAction
     generation_before: int | None = None
-    """Tier generation before a restart (from the StepSucceeded result), if known."""
+    """Tier generation before a restart (from the StepSucceeded result, else the
+    pre-step StateGathered), if known. Unknown: the restart cannot be proven."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,19 @@ class Job:
 
 
 def generation_before(record: DirectiveRecord) -> int | None:
-    if record.result is None:
-        return None
-    value: Any = record.result.before.get("generation")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
+    """The tier's generation before the restart: from the step's result when it
+    succeeded, else (an unknown outcome: no result) from the state the executor
+    gathered right before the step. A restart is proven only by a newer generation."""
+    if record.result is not None:
+        value: Any = record.result.before.get("generation")
+        if not isinstance(value, bool) and isinstance(value, int | float):
+            return int(value)
+    action = record.action
+    if record.pre_step is not None and isinstance(action, RestartDependencyTier):
+        for tier in record.pre_step.tiers:
+            if (tier.tier, tier.region) == (action.tier, action.region):
+                return tier.generation
+    return None
 
 
 def expected_for(record: DirectiveRecord) -> tuple[Expected, ...]:

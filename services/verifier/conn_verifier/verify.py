@@ -93,11 +93,14 @@ async def check_control_plane(expected: Expected, ports: ReadPorts) -> ControlPl
             )
         tier = await ports.orchestrator.get_tier(a.tier, a.region)
         before = expected.generation_before
-        restarted = before is None or tier.generation > before
+        # No data is not health: without the generation before the step, nothing
+        # proves the restart happened (a restart that never ran must not verify).
+        restarted = before is not None and tier.generation > before
         wanted = (
             f"restarted (generation > {before}), healthy, not restarting"
             if before is not None
-            else "healthy, not restarting (generation before the step unknown)"
+            else "restarted, healthy, not restarting (generation before the step unknown: "
+            "the restart cannot be proven)"
         )
         return ControlPlaneCheck(
             subject=subject,
