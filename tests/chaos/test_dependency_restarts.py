@@ -48,6 +48,7 @@ from chaos_run import (
     run_replay_tool,
     wait_quiescent,
 )
+from kafka_support import Identities
 from stack_support import OwnStack
 
 from conn_localstack.ephemeral import Pipeline, Proc, free_port
@@ -150,6 +151,7 @@ async def test_pipeline_rides_out_a_restart_under_traffic(
     pipeline: Callable[..., Pipeline],
     own_stack: OwnStack,
     conn_topics: Topics,
+    trust: Identities,
     dependency: str,
 ) -> None:
     own_stack.require(dependency)
@@ -228,7 +230,7 @@ async def test_pipeline_rides_out_a_restart_under_traffic(
     # -- nothing lost, nothing twice -----------------------------------------------------------
     await wait_quiescent(p, config, report, conn_topics.events)
     raws = await read_topic(p.kafka_bootstrap, conn_topics.events, at_least=report.records_seen)
-    events, unreadable = decode_all(raws)
+    events, unreadable = decode_all(raws, trust.reader(p.kafka_bootstrap, conn_topics))
     assert unreadable == []
     problems = check_log(events, report, strict=True)
     ids = Counter(str(e.event_id) for e in events)
@@ -237,7 +239,7 @@ async def test_pipeline_rides_out_a_restart_under_traffic(
     succeeded = {e.correlation_id for e in events if isinstance(e, StepSucceeded)}
     noted = {e.payload.idempotency_key for e in events if isinstance(e, IncidentRecordUpdated)}
     unnoted = sorted(c for c in succeeded if f"{c}/record" not in noted)
-    await run_replay_tool(p, report)
+    await run_replay_tool(p, report, untrusted=0)
 
     figures.update(
         directives=report.directives_issued,
@@ -269,6 +271,7 @@ async def test_services_started_while_a_dependency_is_away_wait_for_it(
     conn_topics: Topics,
     fresh_database: str,
     kafka_bootstrap: str,
+    trust: Identities,
     dependency: str,
 ) -> None:
     """A service started before its dependency is up (a node reboot, a deploy racing the
@@ -293,6 +296,14 @@ async def test_services_started_while_a_dependency_is_away_wait_for_it(
         "verifier": ("conn_verifier", "CONN_VERIFIER_METRICS_PORT"),
         "packager": ("conn_packager", "CONN_PACKAGER_METRICS_PORT"),
     }
+    # Each process logs in to Kafka as its own principal and signs with its own key of
+    # the session's test keyring, like every other service a test starts.
+    principal = {
+        "api": "directive-api",
+        "executor-0": "executor",
+        "verifier": "verifier",
+        "packager": "packager",
+    }
     await own_stack.stop(dependency)
     procs: dict[str, Proc] = {}
     try:
@@ -303,7 +314,7 @@ async def test_services_started_while_a_dependency_is_away_wait_for_it(
                 start_process,
                 f"{name}-early",
                 module,
-                env={**base, var: str(port)},
+                env={**base, **trust.env(principal[name]), var: str(port)},
                 port=port,
                 health_path="/healthz",  # alive, not ready
                 timeout=60,

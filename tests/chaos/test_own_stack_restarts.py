@@ -10,6 +10,7 @@ import uuid
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka_support import Identities
 from stack_support import OwnStack
 
 from conn_localstack import stack_status
@@ -23,11 +24,19 @@ async def _pids() -> dict[str, object]:
 
 
 async def test_own_stack_restarts_kafka_and_postgres_and_keeps_their_data(
-    own_stack: OwnStack, kafka_bootstrap: str, fresh_database: str, conn_topics: Topics
+    own_stack: OwnStack,
+    kafka_bootstrap: str,
+    fresh_database: str,
+    conn_topics: Topics,
+    trust: Identities,
 ) -> None:
     own_stack.require("kafka", "postgres")
     marker = uuid.uuid4().hex
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    # Through the broker's front door: an executor may write the dead-letter topic,
+    # the read-only SRE principal reads it back.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", **trust.kafka_options("executor")
+    )
     await producer.start()
     try:
         md = await producer.send_and_wait(conn_topics.deadletter, marker.encode(), key=b"m")
@@ -53,7 +62,9 @@ async def test_own_stack_restarts_kafka_and_postgres_and_keeps_their_data(
         assert await conn.fetchval("SELECT v FROM marker") == marker
     finally:
         await conn.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, **trust.kafka_options("sre")
+    )
     await consumer.start()
     try:
         tp = TopicPartition(md.topic, md.partition)

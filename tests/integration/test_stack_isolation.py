@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import asyncpg
 import psutil
@@ -26,13 +27,20 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stack_cli import ROOT, StackCli
 
+from conn_localstack.trust import DevTrust
+
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 MARKER_TOPIC = "conn.deadletter"  # exists on every stack; a stray record there is harmless
 
 
-async def _produce_marker(bootstrap: str, marker: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+def _demo_trust(demo: StackCli) -> DevTrust:
+    """The demo stack's own broker logins (its `.local/trust`, not the session's)."""
+    return DevTrust(demo.directory / "trust")
+
+
+async def _produce_marker(bootstrap: str, marker: str, login: dict[str, Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **login)
     await producer.start()
     try:
         await producer.send_and_wait(MARKER_TOPIC, marker.encode(), key=b"isolation-test")
@@ -40,8 +48,8 @@ async def _produce_marker(bootstrap: str, marker: str) -> None:
         await producer.stop()
 
 
-async def _markers(bootstrap: str) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _markers(bootstrap: str, login: dict[str, Any]) -> list[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **login)
     await consumer.start()
     try:
         await consumer._client.set_topics([MARKER_TOPIC])
@@ -85,7 +93,10 @@ async def _check_untouched(demo: StackCli) -> None:
     marker = uuid.uuid4().hex
     await asyncio.to_thread(demo.run, "up", timeout=600)
     before = await asyncio.to_thread(demo.wait, "demo healthy", _all_healthy)
-    await _produce_marker(demo_bootstrap, marker)
+    # The demo broker authenticates: an executor may write the dead-letter topic, the
+    # read-only SRE principal reads it back.
+    logins = _demo_trust(demo)
+    await _produce_marker(demo_bootstrap, marker, logins.client_options("executor"))
     conn = await asyncpg.connect(demo_dsn)
     try:
         await conn.execute("CREATE TABLE isolation_marker (v text)")
@@ -133,7 +144,7 @@ async def _check_untouched(demo: StackCli) -> None:
     for name, size in logs_before.items():
         new = demo.log(name)[size:]
         assert "start [" not in new and "stopped on request" not in new, (name, new[-2000:])
-    assert await _markers(demo_bootstrap) == [marker]
+    assert await _markers(demo_bootstrap, logins.client_options("sre")) == [marker]
     conn = await asyncpg.connect(demo_dsn)
     try:
         assert await conn.fetchval("SELECT v FROM isolation_marker") == marker
