@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, restamp
 
-from conn_runtime.kafka import EventProducer, Position
+from conn_runtime.kafka import EventProducer, Position, event_headers
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_runtime.trust import Trust, trust_for, write_keyring_file
+from conn_schemas.codec import encode
 from conn_schemas.events import Envelope
 from conn_schemas.signing import SignerRole, private_key_pem
 
@@ -176,6 +178,30 @@ class LedgerWriter:
         principal = self.principal_for(event)
         stamped = self.stamp(event, principal)
         return stamped, await (await self.producer(principal)).append(stamped)
+
+    async def append_to_partition(self, event: Envelope, partition: int) -> Position:
+        """Append `event` exactly as its rightful producer signs it (key = its incident),
+        but onto an explicit `partition`: what another client's partitioner does. The
+        record is trusted; only its place is wrong (`conn_runtime.partitioning`)."""
+        principal = self.principal_for(event)
+        stamped = self.stamp(event, principal)
+        value = encode(stamped)
+        headers = [*event_headers(stamped), *self.trust.keys.headers(value, principal)]
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", **self.trust.kafka_options(principal)
+        )
+        await producer.start()
+        try:
+            md = await producer.send_and_wait(
+                self.topics.events,
+                value,
+                key=stamped.incident_id.encode(),
+                headers=headers,
+                partition=partition,
+            )
+        finally:
+            await producer.stop()
+        return Position(md.topic, md.partition, md.offset)
 
     async def stop(self) -> None:
         for p in self._producers.values():

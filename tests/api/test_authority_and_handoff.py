@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from api_support import ROOT, TOKENS_FILE, Api, of_incident, read_log, running_api, settings_for
+from kafka_support import LedgerWriter, current
 
 from conn_core.authority import parse_authority
 from conn_runtime.kafka import EventProducer
@@ -110,7 +111,10 @@ async def test_the_holder_narrows_and_a_second_person_approves_a_widening(
         # Only the holder declares, and only a commander.
         assert code(await api.post(path, "rob", {"runbook": "checkout-narrow"}))[0] == 403
 
-        # A widening written around the API (straight to Kafka) changes nothing.
+        # A widening written around the API's checks (straight to Kafka, signed with the
+        # directive-api's own key, e.g. by a buggy replica) changes nothing: the fold
+        # re-checks it. (A signer not entitled to AuthorityDeclared is refused earlier,
+        # by the signature check: tests/integration/test_trust_boundary.py.)
         producer = EventProducer(api.settings.kafka, producer_name="rogue")
         await producer.start()
         try:
@@ -122,7 +126,7 @@ async def test_the_holder_narrows_and_a_second_person_approves_a_widening(
                     authority=wide, source_file="x.yaml", content_sha256=sha
                 ),
                 actor=Actor(kind="human", id="alice", roles=(Role.COMMANDER,)),
-                producer="rogue",
+                producer=producer.principal,
             )
             pos = await producer.append(event)
         finally:
@@ -166,10 +170,10 @@ async def inject_packet(api: Api, inc: str, team: str | None) -> str:
     """What the packager publishes: a packet describing the incident's current head."""
     state = api.app.state.runtime.view.state(inc)
     sha = f"{state.sequence:02d}" * 32
-    producer = EventProducer(api.settings.kafka, producer_name="test-packager")
-    await producer.start()
-    try:
-        pos = await producer.append(
+    kafka = api.settings.kafka
+    # Signed by the packager principal, the only one entitled to publish packets.
+    async with LedgerWriter(current(), kafka.kafka_bootstrap_servers, kafka.topics) as writer:
+        _, pos = await writer.append_at(
             ev.new_event(
                 ev.TakeoverPacketPublished,
                 incident_id=inc,
@@ -185,8 +189,6 @@ async def inject_packet(api: Api, inc: str, team: str | None) -> str:
                 producer="packager",
             )
         )
-    finally:
-        await producer.stop()
     assert await api.app.state.runtime.view.wait_applied(pos, 10)
     return sha
 

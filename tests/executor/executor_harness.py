@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from fixtures_services import Proc, free_port
-from kafka_support import Identities
+from kafka_support import Identities, LedgerWriter
 
 from conn_core.authority import parse_authority
 from conn_core.fold import fold
@@ -75,6 +75,8 @@ class Harness:
         self.trust = trust
         self.kafka = trust.settings(kafka_bootstrap, self.prefix, DRIVER)
         self.producer = EventProducer(self.kafka, producer_name="test-driver")
+        self.writer = LedgerWriter(trust, kafka_bootstrap, topics)
+        """Any other event type, as its rightful producer writes and signs it."""
         self.reader_trust = trust.reader(kafka_bootstrap, self.prefix)
         self.group = f"{self.prefix}conn-executor"
         self._reader: AIOKafkaConsumer[Any, Any] | None = None
@@ -105,6 +107,7 @@ class Harness:
 
     async def stop(self) -> None:
         await self.producer.stop()
+        await self.writer.stop()
         if self._reader is not None:
             await self._reader.stop()
 
@@ -215,17 +218,18 @@ class Harness:
         actor: Actor = ALICE,
         correlation_id: str | None = None,
     ) -> Event:
-        """Append one event of `cls` as `actor` (what the API / a service would write)."""
+        """Append one event of `cls` as `actor` (what the API / a service would write),
+        signed by the principal entitled to its type (a service writes as itself).
+        Returns the event exactly as written."""
         event = ev.new_event(
             cls,
             incident_id=incident_id,
             payload=payload,
             actor=actor,
-            producer="test-driver",
+            producer=DRIVER,
             correlation_id=correlation_id,
         )
-        await self.producer.append(event)
-        return event
+        return await self.writer.append(event)
 
     async def take_over(self, incident_id: str, actor: Actor = DANA) -> None:
         """Handoff -> a current packet (as the packager publishes it) -> acceptance."""
@@ -276,7 +280,9 @@ class Harness:
 
     async def group_members(self) -> int:
         """Members of the executors' consumer group, as the group coordinator sees it."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, **self.trust.kafka_options("admin")
+        )
         await admin.start()
         try:
             (response,) = await admin.describe_consumer_groups([self.group])

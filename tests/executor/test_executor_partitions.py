@@ -10,11 +10,11 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from executor_harness import ALICE, decided, of_type, partition_for, step_recorded
+from kafka_support import current
 
 from conn_schemas import events as ev
-from conn_schemas.codec import encode
 from conn_schemas.values import DrainWorkerPool, GatherState
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,9 @@ def incident_on(partition: int, partitions: int, prefix: str) -> str:
 async def wrong_partition_letters(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
     """Dead letters with reason wrong_partition, from every partition of `topic`
     (waits until at least one is there)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **current().kafka_options("sre")
+    )
     await consumer.start()
     try:
         await consumer._client.set_topics([topic])  # metadata outside a group
@@ -78,24 +80,18 @@ async def test_a_record_on_the_wrong_partition_is_dead_lettered_and_the_incident
     first = await h.issue(inc, GatherState())
     await h.wait_for(inc, decided(first), what="a first decision", procs=(proc,))
 
-    # A close of `inc`, keyed by its id, but on partition 1 (e.g. a client whose
-    # partitioner is not murmur2): no place in the incident's order.
-    producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap, acks="all")
-    await producer.start()
-    try:
-        closing = ev.new_event(
-            ev.IncidentClosed,
-            incident_id=inc,
-            payload=ev.IncidentClosedPayload(resolution="sent elsewhere"),
-            actor=ALICE,
-            producer="other-client",
-        )
-        md = await producer.send_and_wait(
-            h.topics.events, encode(closing), key=inc.encode(), partition=wrong
-        )
-        assert md.partition == wrong and md.offset > 20
-    finally:
-        await producer.stop()
+    # A close of `inc`, keyed by its id and signed by its rightful producer, but on
+    # partition 1 (e.g. a client whose partitioner is not murmur2): trusted, yet with
+    # no place in the incident's order.
+    closing = ev.new_event(
+        ev.IncidentClosed,
+        incident_id=inc,
+        payload=ev.IncidentClosedPayload(resolution="sent elsewhere"),
+        actor=ALICE,
+        producer="directive-api",
+    )
+    md = await h.writer.append_to_partition(closing, wrong)
+    assert md.partition == wrong and md.offset > 20
 
     key = await h.issue(inc, DRAIN)
     events = await h.wait_for(inc, step_recorded(key), what="the step after it", procs=(proc,))

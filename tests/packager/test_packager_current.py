@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from fixtures_services import free_port
+from kafka_support import LedgerWriter, current
 from packager.packager_scenario import ALICE, EXECUTOR, mixed_state
 from packager.test_packager_live import SCHEMA, _append, _caught_up, _env, _kafka, _start, _wait_for
 
@@ -17,7 +17,6 @@ from conn_packager import replay as replay_mod
 from conn_packager.store import create_pool
 from conn_runtime.partitioning import partition_for
 from conn_runtime.settings import Topics
-from conn_schemas.codec import encode
 from conn_schemas.events import (
     HoldDeclared,
     HoldDeclaredPayload,
@@ -60,21 +59,17 @@ async def test_a_new_packet_whenever_its_content_changes_and_replay_agrees(
         # client's partitioner): no place in its order, for anyone.
         partitions = len(await replay_mod.end_offsets(kafka))
         wrong = (partition_for("inc-current", partitions) + 1) % partitions
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            closing = new_event(
-                IncidentClosed,
-                incident_id="inc-current",
-                payload=IncidentClosedPayload(resolution="elsewhere"),
-                actor=ALICE,
-                producer="other-client",
-            )
-            await producer.send_and_wait(
-                kafka.topics.events, encode(closing), key=b"inc-current", partition=wrong
-            )
-        finally:
-            await producer.stop()
+        # Signed by its rightful producer: trusted, only its place is wrong.
+        closing = new_event(
+            IncidentClosed,
+            incident_id="inc-current",
+            payload=IncidentClosedPayload(resolution="elsewhere"),
+            actor=ALICE,
+            producer="directive-api",
+        )
+        async with LedgerWriter(current(), kafka_bootstrap, conn_topics) as writer:
+            md = await writer.append_to_partition(closing, wrong)
+        assert md.partition == wrong
         packets = 3
         await _wait_for(
             lambda: _caught_up(pool, kafka, len(events) + 1 + packets), proc=proc, timeout=90
