@@ -37,29 +37,42 @@ async def console_database(database_url: str) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def console_topics(kafka_bootstrap: str) -> AsyncIterator[Any]:
+async def console_topics(kafka_bootstrap: str, trust: Any) -> AsyncIterator[Any]:
+    """The session's console topics, created as the broker's admin with the production
+    ACLs of every service principal (groups prefixed like the topics), as `conn_topics`."""
+    from conn_localstack.trust import dev_acls
+    from conn_runtime.acls import delete_acls, ensure_acls
     from conn_runtime.settings import Topics
     from conn_runtime.topics import delete_topics, ensure_topics, topic_specs
 
-    topics = Topics.with_prefix(f"c{uuid.uuid4().hex[:8]}.")
+    prefix = f"c{uuid.uuid4().hex[:8]}."
+    topics = Topics.with_prefix(prefix)
     specs = topic_specs(topics, events_partitions=3)
-    await ensure_topics(kafka_bootstrap, specs)
+    admin = trust.kafka_options("admin")
+    await ensure_topics(kafka_bootstrap, specs, **admin)
+    acls = dev_acls(topics, prefix) if trust.sasl else []
+    await ensure_acls(kafka_bootstrap, acls, **admin)
     try:
         yield topics
     finally:
         with contextlib.suppress(Exception):
-            await delete_topics(kafka_bootstrap, [s.name for s in specs])
+            await delete_topics(kafka_bootstrap, [s.name for s in specs], **admin)
+        with contextlib.suppress(Exception):
+            await delete_acls(kafka_bootstrap, acls, **admin)
 
 
 @pytest.fixture(scope="session")
 def console_stack(
-    kafka_bootstrap: str, console_database: str, console_topics: Any
+    kafka_bootstrap: str, console_database: str, console_topics: Any, trust: Any
 ) -> Iterator[Pipeline]:
+    """Each process logs in to Kafka as its own principal and signs with its key of the
+    session's test keyring."""
     p = Pipeline(
         kafka_bootstrap=kafka_bootstrap,
         database_url=console_database,
         topic_prefix=console_topics.events.removesuffix("conn.events"),
         log_dir=LOGS / "console",
+        identity=trust.env,
     )
     try:
         yield p.start()
