@@ -9,19 +9,27 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from unit.builders import ALICE, History
+from unit.builders import ALICE, RUNBOOK, History
 
 from conn_api.auth import Identity
-from conn_api.console.adapter import BridgeReader, Controls, PacketPage, PacketRefView
+from conn_api.console.adapter import (
+    BridgeReader,
+    Controls,
+    PacketPage,
+    PacketRefView,
+    packet_freshness,
+)
 from conn_api.console.render import Renderer, spark
 from conn_api.console.web import _safe_next
 from conn_api.view import LedgerEntry
+from conn_core.authority import parse_authority
 from conn_core.chain import GENESIS, link
 from conn_core.fold import evolve, evolve_control
+from conn_core.rules import check_control
 from conn_core.state import ControlState, IncidentState
 from conn_runtime.kafka import Position
 from conn_schemas import events as ev
-from conn_schemas.values import Role, Verdict
+from conn_schemas.values import Actor, DisableFlagRule, Role, Verdict
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> **b** [l](javascript:x) {{7*7}}"
 
@@ -139,7 +147,7 @@ def test_every_template_escapes_what_people_typed() -> None:
         now=page.now,
         page=packet,
         ks=page.kill_switch,
-        current=True,
+        freshness="current",
         incident_id="inc-hostile",
     )
     _no_markup_from_data(html)
@@ -193,8 +201,84 @@ def test_controls_follow_role_and_the_core_rules() -> None:
     assert closed.controls == Controls(kill_switch=None) and closed.row.status == "closed"
 
 
+def test_the_packet_page_says_current_due_or_superseded_as_the_api_decides() -> None:
+    """Invariant 9 on the page: "current" only while accepting that hash can succeed.
+    The oracle is the core's own acceptance rule (`check_control` on the TakeoverAccepted
+    the addressed team would send), not the adapter."""
+
+    def accepting(state: IncidentState, sha: str) -> bool:
+        accept = ev.new_event(
+            ev.TakeoverAccepted,
+            incident_id=state.incident_id,
+            payload=ev.TakeoverAcceptedPayload(team="database-platform", packet_sha256=sha),
+            actor=DANA_ID.actor(),
+            producer="directive-api",
+        )
+        return check_control(state, accept) is None
+
+    def freshness(h: History, sha: str) -> tuple[str, bool]:
+        view = FoldedView().feed(*h.events)
+        return packet_freshness(view.state(h.incident_id), sha), accepting(
+            view.state(h.incident_id), sha
+        )
+
+    h = History("inc-p").open().declare()
+    h.hold()
+    h.request_takeover("database-platform")
+    first = h.packet("a" * 64, team="database-platform")
+    assert freshness(h, first) == ("current", True)
+    # The incident changes after the packet (a directive now blocked by the hold): a
+    # newer packet is due; the page must not call this one current.
+    h.direct(DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west"))
+    assert freshness(h, first) == ("due", False)
+    second = h.packet("b" * 64, team="database-platform")
+    assert freshness(h, second) == ("current", True)
+    assert freshness(h, first) == ("superseded", False)
+
+    render = Renderer()
+    for state, words in (
+        ("current", "Current"),
+        ("due", "a newer one is due"),
+        ("superseded", "Superseded"),
+    ):
+        html = render.render("panels/packet_current.html", freshness=state, incident_id="inc-p")
+        assert words in html
+
+
+def test_open_authority_proposals_are_shown_and_never_as_in_force() -> None:
+    wide = RUNBOOK.read_bytes().replace(
+        b"max_consequential_steps: 10", b"max_consequential_steps: 30"
+    )
+    h = History("inc-w").open().declare()
+    in_force = FoldedView().feed(*h.events).state("inc-w").authority_sha256
+    sha = h.propose(wide)
+    view = FoldedView().feed(*h.events)
+    page = reader(view).incident(OLIVE_ID, "inc-w")
+    assert page.authority is not None and page.authority.sha256 == in_force != sha
+    (proposal,) = page.authority.proposals
+    assert (proposal.sha256, proposal.proposed_by, proposal.approved_by) == (sha, "alice", None)
+    kinds = {row.event_type: row.summary for row in page.ledger}
+    assert "not in force" in kinds["AuthorityChangeProposed"]
+    html = Renderer().render("panels/authority.html", page=page)
+    assert "Proposed, not in force" in html and sha in html
+    h.approve("p-1", sha, ev_actor("root"))
+    h.declare(content=wide, actor=ev_actor("root"), approval="p-1")
+    view = FoldedView().feed(*h.events)
+    page = reader(view).incident(OLIVE_ID, "inc-w")
+    assert page.authority is not None and page.authority.sha256 == parse_authority(wide)[1]
+    assert page.authority.proposals == (), "applied: in force, no longer a proposal"
+    assert (
+        "approved proposal p-1"
+        in {r.event_type: r.summary for r in page.ledger}["AuthorityChangeApproved"]
+    )
+
+
+def ev_actor(who: str) -> Actor:
+    return Actor(kind="human", id=who, roles=(Role.ADMIN,))
+
+
 def test_the_incident_page_reads_the_fold() -> None:
-    from conn_schemas.values import DisableFlagRule, RefusalReason
+    from conn_schemas.values import RefusalReason
 
     h = History("inc-r").open().declare()
     action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")

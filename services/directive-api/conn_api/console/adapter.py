@@ -31,6 +31,8 @@ from conn_core.rules import check_control
 from conn_core.state import ControlState, DirectiveRecord, IncidentState
 from conn_schemas.events import (
     AlertReceived,
+    AuthorityChangeApproved,
+    AuthorityChangeProposed,
     AuthorityDeclared,
     DirectiveAccepted,
     DirectiveIssued,
@@ -131,6 +133,20 @@ class StepView:
 
 
 @dataclass(frozen=True)
+class ProposalView:
+    """A wider boundary the holder proposed, not in force until a second person approves."""
+
+    proposal_id: str
+    name: str
+    version: str
+    sha256: str
+    proposed_by: str
+    sequence: int
+    widenings: tuple[str, ...]
+    approved_by: str | None
+
+
+@dataclass(frozen=True)
 class AuthorityView:
     name: str
     version: str
@@ -138,6 +154,9 @@ class AuthorityView:
     source_file: str | None
     regions: tuple[str, ...]
     takeover_teams: tuple[str, ...]
+    proposals: tuple[ProposalView, ...] = ()
+    """Open widening proposals (not applied, still about the boundary in force and the
+    same holder): shown, never in force."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +249,9 @@ class PacketPage:
     controls: Controls
     kill_switch: KillSwitchView
     current: bool = True
+    freshness: str = "current"
+    """`packet_freshness`: "current", "due" (the incident changed since: a newer packet is
+    due, acceptance is refused) or "superseded"."""
     accepted_by: str | None = None
     """"dana (database-platform) at #35" once a team accepted this very packet."""
     errors: list[str] = field(default_factory=list)
@@ -309,6 +331,18 @@ def summarize(event: Envelope) -> tuple[str, str]:
         return "control", (
             f"{a.name}@{a.version} (sha256 {event.payload.content_sha256[:12]}…), "
             f"conn held by {a.holder.identity}"
+        )
+    if isinstance(event, AuthorityChangeProposed):
+        p = event.payload
+        return "control", (
+            f"proposed {p.authority.name}@{p.authority.version} (sha256 {p.content_sha256[:12]}…), "
+            f"wider: {'; '.join(p.widenings)} — not in force until a second person approves"
+        )
+    if isinstance(event, AuthorityChangeApproved):
+        p = event.payload
+        return "control", (
+            f"approved proposal {p.proposal_id} (sha256 {p.content_sha256[:12]}…)"
+            + (f" — {p.detail}" if p.detail else "")
         )
     if isinstance(event, DirectiveIssued):
         text = describe_action(event.payload.action)
@@ -503,6 +537,44 @@ def refusals(ledger: Iterable[LedgerEntry]) -> tuple[RefusalView, ...]:
     return tuple(out)
 
 
+def open_proposals(state: IncidentState) -> tuple[ProposalView, ...]:
+    """Widening proposals that may still be approved (the API's rule: not applied, about
+    the boundary in force, made by the current holder)."""
+    holder = state.holder.identity if state.holder else None
+    return tuple(
+        ProposalView(
+            proposal_id=p.proposal_id,
+            name=p.authority.name,
+            version=p.authority.version,
+            sha256=p.content_sha256,
+            proposed_by=p.proposer,
+            sequence=p.proposed_sequence,
+            widenings=tuple(p.widenings),
+            approved_by=p.approved_by,
+        )
+        for p in state.authority_proposals.values()
+        if not p.applied and p.base_sha256 == state.authority_sha256 and p.proposer == holder
+    )
+
+
+def packet_freshness(state: IncidentState, sha256: str) -> str:
+    """The API's rule for the packet `sha256` (`/v1/.../packet` "current"):
+    "current" — the latest packet, and the incident has not changed since the position it
+    describes; "due" — the latest, but the incident changed since and a takeover is
+    pending, so a newer packet is due (accepting this one is refused as stale);
+    "superseded" — a newer packet exists, or the incident moved on with no takeover
+    pending."""
+    latest = state.last_packet
+    if latest is None or latest.sha256 != sha256:
+        return "superseded"
+    if state.packet_changed_at <= latest.basis:
+        return "current"
+    pending = not state.closed and (
+        state.hold is not None or state.takeover_requested_to is not None
+    )
+    return "due" if pending else "superseded"
+
+
 def packet_ref(state: IncidentState) -> PacketRefView | None:
     p = state.last_packet
     if p is None:
@@ -672,6 +744,7 @@ class BridgeReader:
                     source_file=source,
                     regions=tuple(state.authority.regions),
                     takeover_teams=tuple(state.authority.takeover_teams),
+                    proposals=open_proposals(state),
                 )
                 if state.authority
                 else None
@@ -716,6 +789,7 @@ class BridgeReader:
                 matches = False
         ledger = self.ledger(incident_id)
         controls = available_controls(who, state, self.control, accepted_packets(ledger))
+        freshness = packet_freshness(state, ref.sha256)
         accepted_by = next(
             (
                 f"{e.event.actor.id} ({e.event.payload.team}) at #{e.sequence}"
@@ -745,7 +819,8 @@ class BridgeReader:
             source=found["source"],
             controls=controls,
             kill_switch=self.kill_switch(),
-            current=state.last_packet is not None and state.last_packet.sha256 == ref.sha256,
+            current=freshness == "current",
+            freshness=freshness,
             accepted_by=accepted_by,
             errors=errors,
         )

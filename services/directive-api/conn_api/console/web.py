@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from conn_api import routes
 from conn_api.auth import AuthError, Identity
 from conn_api.console import stream
-from conn_api.console.adapter import BridgeReader, Controls, IncidentPage, available_controls
+from conn_api.console.adapter import (
+    BridgeReader,
+    Controls,
+    IncidentPage,
+    available_controls,
+    packet_freshness,
+)
 from conn_api.console.config import ConsoleSettings
 from conn_api.console.render import Renderer, digest
 from conn_api.console.security import (
@@ -328,7 +334,7 @@ class Console:
             flash=flash,
             page=page,
             ks=page.kill_switch,
-            current=page.current,
+            freshness=page.freshness,
             incident_id=incident_id,
         )
 
@@ -393,10 +399,9 @@ class Console:
             panels: dict[str, str] = {}
             rows: list[dict[str, Any]] = []
             if packet_view:
-                current = reader.state(incident_id).last_packet
                 html = self.render_panel(
                     "packet_current",
-                    current=current is not None and current.sha256 == packet,
+                    freshness=packet_freshness(reader.state(incident_id), packet),
                     incident_id=incident_id,
                 )
                 panels["packet_current"] = html
