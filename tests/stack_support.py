@@ -88,9 +88,6 @@ class _Isolation:
 _ISOLATION: _Isolation | None = None
 
 
-_ISOLATION: _Isolation | None = None
-
-
 def isolate() -> _Isolation:
     """Point conn_localstack at a private directory and free ports (idempotent)."""
     global _ISOLATION
