@@ -207,6 +207,7 @@ class OrchestratorContract:
         monkeypatch.setattr(orch, "_get", racing_get)
         result = await orch.restart_tier(TIER, REGION, idempotency_key="k-409")
         assert result.changed and calls >= 2
+        target.settle()  # a real controller creates the new ReplicaSet asynchronously
         assert target.spec_changes(TIER) == 1
 
     async def test_unknown_deployment_is_a_port_error(self, orch: Orchestrator) -> None:
