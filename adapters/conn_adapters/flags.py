@@ -3,7 +3,9 @@
 A Conn "rule" is an Unleash strategy on the flag, found by its `title` (or by its
 `name` when it has no title); a region maps to an Unleash environment. Disabling
 a rule sets the strategy's `disabled: true` (JSON Patch on the strategy), which
-keeps it visible and reversible in the Unleash UI.
+keeps it visible and reversible in the Unleash UI; enabling it again (a recorded undo)
+sets `disabled: false`. A preview (dry run) only reads: Unleash has no dry-run mode, so the
+change is a computed diff.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import httpx
 
 from conn_adapters._common import bounded, now_utc, raise_for_status
 from conn_core.ports import ActionResult, FlagRuleState, PortError
+from conn_schemas.undo import ChangePreview, FieldChange
+from conn_schemas.values import Action, DisableFlagRule, EnableFlagRule
 
 
 class UnleashFeatureFlags:
@@ -79,17 +83,29 @@ class UnleashFeatureFlags:
     async def disable_rule(
         self, flag: str, rule: str, region: str, *, idempotency_key: str
     ) -> ActionResult:
+        return await self._set_rule(flag, rule, region, False, idempotency_key)
+
+    @bounded
+    async def enable_rule(
+        self, flag: str, rule: str, region: str, *, idempotency_key: str
+    ) -> ActionResult:
+        """The inverse of `disable_rule` (a recorded undo): `disabled: false`."""
+        return await self._set_rule(flag, rule, region, True, idempotency_key)
+
+    async def _set_rule(
+        self, flag: str, rule: str, region: str, enabled: bool, idempotency_key: str
+    ) -> ActionResult:
         if idempotency_key in self._done:
             return self._done[idempotency_key].model_copy(update={"changed": False})
         s = await self._strategy(flag, rule, region)
         before = self._state(flag, rule, region, s).model_dump(mode="json")
         output: dict[str, Any] = {"strategy_id": s["id"], "environment": self.environment(region)}
         changed = False
-        if not s.get("disabled", False):
+        if bool(s.get("disabled", False)) == enabled:
             url = f"{self._path(flag)}/environments/{self.environment(region)}/strategies/{s['id']}"
             response = await self._client.patch(
                 url,
-                json=[{"op": "replace", "path": "/disabled", "value": True}],
+                json=[{"op": "replace", "path": "/disabled", "value": not enabled}],
                 headers={"Idempotency-Key": idempotency_key},
             )
             output["response"] = raise_for_status(response)
@@ -104,6 +120,40 @@ class UnleashFeatureFlags:
         )
         self._done[idempotency_key] = result
         return result
+
+    @bounded
+    async def preview_rule(
+        self, flag: str, rule: str, region: str, *, enabled: bool
+    ) -> ChangePreview:
+        """Unleash has no dry-run mode: a computed diff from a read (GET only) of the
+        strategy, the exact JSON Patch that would be sent, and nothing written."""
+        s = await self._strategy(flag, rule, region)
+        env = self.environment(region)
+        disabled = bool(s.get("disabled", False))
+        would_change = disabled == enabled
+        before = {"strategy_id": s.get("id"), "environment": env, "disabled": disabled}
+        after = {**before, "disabled": not enabled}
+        action: Action = (
+            EnableFlagRule(flag=flag, rule=rule, region=region)
+            if enabled
+            else DisableFlagRule(flag=flag, rule=rule, region=region)
+        )
+        return ChangePreview(
+            action=action,
+            method="computed_diff",
+            target=f"{self.project}/{flag}/{env}/strategies/{s.get('id')}",
+            would_change=would_change,
+            changes=(FieldChange(path="/disabled", before=disabled, after=not enabled),)
+            if would_change
+            else (),
+            before=before,
+            after=after if would_change else before,
+            detail=(
+                f"would PATCH [{{op: replace, path: /disabled, value: {str(not enabled).lower()}}}]"
+                if would_change
+                else f"rule {rule} is already {'enabled' if enabled else 'disabled'}: no write"
+            ),
+        )
 
 
 class SimulatorFeatureFlags(UnleashFeatureFlags):

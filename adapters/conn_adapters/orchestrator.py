@@ -1,7 +1,8 @@
 """Orchestrator over the Kubernetes apps/v1 Deployment API.
 
 Region -> namespace, pool/tier -> Deployment (both mappings configurable).
-Drain = scale the Deployment to 0 through the `scale` subresource; restart =
+Drain = scale the Deployment to 0 through the `scale` subresource (scale_pool, the
+recorded undo of a drain, scales it back to the size recorded before); restart =
 rollout restart (patch `spec.template.metadata.annotations
 ["kubectl.kubernetes.io/restartedAt"]`, as `kubectl rollout restart` does).
 Every write carries `metadata.resourceVersion`; a 409 Conflict is retried with a
@@ -19,6 +20,9 @@ Safety at the edge: region -> namespace and pool/tier -> Deployment names must b
 labels, checked before any request, so a name can never change the URL it is used in
 (`a/b`, `..`, `%2F`...). A paused Deployment refuses a restart (the template would change but
 nothing would roll), and an RBAC denial is a clear, non-retriable PortError.
+
+Dry run (`preview_scale`, `preview_restart`): the same patch sent with `dryRun=All`, so the
+API server validates it and answers with the object it would store, and persists nothing.
 
 `SimulatorOrchestrator` speaks the same API with httpx (the simulator's
 Kubernetes-shaped API); `KubernetesOrchestrator` uses lightkube against a real
@@ -46,6 +50,8 @@ from lightkube.types import PatchType
 
 from conn_adapters._common import bounded, now_utc, raise_for_status
 from conn_core.ports import ActionResult, PortError, TierState, WorkerPoolState
+from conn_schemas.undo import ChangePreview, FieldChange
+from conn_schemas.values import Action, DrainWorkerPool, RestartDependencyTier, ScaleWorkerPool
 
 IDEMPOTENCY_ANNOTATION = "conn.dev/idempotency-key"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -104,12 +110,15 @@ class DeploymentOrchestrator(ABC):
     async def _get(self, ns: str, name: str) -> dict[str, Any]: ...
 
     @abstractmethod
-    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
-        """Merge-patch the Deployment; raise Conflict on 409."""
+    async def _patch(
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Merge-patch the Deployment; raise Conflict on 409. `dry_run`: the server
+        validates and answers with the result but persists nothing (dryRun=All)."""
 
     @abstractmethod
     async def _patch_scale(
-        self, ns: str, name: str, body: dict[str, Any], key: str
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
     ) -> dict[str, Any]:
         """Merge-patch the Deployment's scale subresource; raise Conflict on 409."""
 
@@ -210,6 +219,20 @@ class DeploymentOrchestrator(ABC):
 
     @bounded
     async def drain_pool(self, pool: str, region: str, *, idempotency_key: str) -> ActionResult:
+        return await self._scale(pool, region, 0, idempotency_key)
+
+    @bounded
+    async def scale_pool(
+        self, pool: str, region: str, replicas: int, *, idempotency_key: str
+    ) -> ActionResult:
+        """Scale to an exact size (the inverse of a drain: the size recorded before it)."""
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise PortError(f"replicas must be a non-negative integer, not {replicas!r}")
+        return await self._scale(pool, region, replicas, idempotency_key)
+
+    async def _scale(
+        self, pool: str, region: str, replicas: int, idempotency_key: str
+    ) -> ActionResult:
         ns, name = self._where(pool, region)
         d = await self._get(ns, name)
         before = self._pool_state(pool, region, d).model_dump(mode="json")
@@ -218,12 +241,12 @@ class DeploymentOrchestrator(ABC):
                 idempotency_key=idempotency_key, changed=False, before=before, after=before
             )
         changed = False
-        # Scale first, then record the key: scaling to 0 is itself idempotent, so a
-        # crash in between is repaired by repeating the call.
+        # Scale first, then record the key: scaling to a fixed size is itself
+        # idempotent, so a crash in between is repaired by repeating the call.
         for _ in range(self.conflict_retries):
-            if int((d.get("spec") or {}).get("replicas") or 0) == 0:
+            if int((d.get("spec") or {}).get("replicas") or 0) == replicas:
                 break
-            body = {"metadata": {"resourceVersion": self._rv(d)}, "spec": {"replicas": 0}}
+            body = {"metadata": {"resourceVersion": self._rv(d)}, "spec": {"replicas": replicas}}
             try:
                 await self._patch_scale(ns, name, body, idempotency_key)
                 changed = True
@@ -231,7 +254,9 @@ class DeploymentOrchestrator(ABC):
             except Conflict:
                 d = await self._get(ns, name)
         else:
-            raise PortError(f"{ns}/{name}: too many conflicts scaling to 0", retriable=True)
+            raise PortError(
+                f"{ns}/{name}: too many conflicts scaling to {replicas}", retriable=True
+            )
         d = await self._get(ns, name)
         await self._annotate_key(ns, name, d, idempotency_key)
         after = await self._get(ns, name)
@@ -240,7 +265,101 @@ class DeploymentOrchestrator(ABC):
             changed=changed,
             before=before,
             after=self._pool_state(pool, region, after).model_dump(mode="json"),
-            output={"namespace": ns, "deployment": name, "scaled_to": 0},
+            output={"namespace": ns, "deployment": name, "scaled_to": replicas},
+        )
+
+    # dry run ----------------------------------------------------------------
+
+    @bounded
+    async def preview_scale(self, pool: str, region: str, replicas: int) -> ChangePreview:
+        """Server-side dry run (dryRun=All) of the scale a drain (0) or a scale would
+        write: the API server validates and answers, and persists nothing."""
+        ns, name = self._where(pool, region)
+        d = await self._get(ns, name)
+        current = int((d.get("spec") or {}).get("replicas") or 0)
+        action: Action = (
+            DrainWorkerPool(pool=pool, region=region)
+            if replicas == 0
+            else ScaleWorkerPool(pool=pool, region=region, replicas=replicas)
+        )
+        before = {"spec.replicas": current, "resourceVersion": self._rv(d)}
+        if current == replicas:
+            return ChangePreview(
+                action=action,
+                method="server_dry_run",
+                target=f"{ns}/{name}",
+                would_change=False,
+                before=before,
+                after=before,
+                detail=f"already at {replicas} replicas: no write would be sent",
+            )
+        body = {"metadata": {"resourceVersion": self._rv(d)}, "spec": {"replicas": replicas}}
+        try:
+            answer = await self._patch_scale(ns, name, body, "", dry_run=True)
+        except Conflict as e:
+            raise PortError(
+                f"{ns}/{name} changed during the dry run; repeat it", retriable=True
+            ) from e
+        would = int((answer.get("spec") or {}).get("replicas") or 0)
+        return ChangePreview(
+            action=action,
+            method="server_dry_run",
+            target=f"{ns}/{name}/scale",
+            would_change=would != current,
+            changes=(FieldChange(path="spec.replicas", before=current, after=would),),
+            before=before,
+            after={"spec.replicas": would},
+            detail=f"the API server would scale {ns}/{name} from {current} to {would} replicas",
+        )
+
+    @bounded
+    async def preview_restart(self, tier: str, region: str) -> ChangePreview:
+        """Server-side dry run (dryRun=All) of the rollout restart's template patch."""
+        ns, name = self._where(tier, region)
+        d = await self._get(ns, name)
+        if (d.get("spec") or {}).get("paused"):
+            raise PortError(
+                f"deployment {ns}/{name} is paused (spec.paused=true): a rollout restart "
+                "would roll nothing"
+            )
+        restarted_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = {
+            "metadata": {"resourceVersion": self._rv(d)},
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}},
+        }
+        try:
+            answer = await self._patch(ns, name, body, "", dry_run=True)
+        except Conflict as e:
+            raise PortError(
+                f"{ns}/{name} changed during the dry run; repeat it", retriable=True
+            ) from e
+
+        def template_ann(x: dict[str, Any]) -> Any:
+            spec = x.get("spec") or {}
+            return (
+                ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+            ).get(RESTARTED_AT)
+
+        gen_before = int((d.get("metadata") or {}).get("generation") or 0)
+        gen_after = int((answer.get("metadata") or {}).get("generation") or 0)
+        changes = (
+            FieldChange(
+                path=f"spec.template.metadata.annotations.{RESTARTED_AT}",
+                before=template_ann(d),
+                after=template_ann(answer),
+            ),
+            FieldChange(path="metadata.generation", before=gen_before, after=gen_after),
+        )
+        return ChangePreview(
+            action=RestartDependencyTier(tier=tier, region=region),
+            method="server_dry_run",
+            target=f"{ns}/{name}",
+            would_change=template_ann(answer) != template_ann(d),
+            changes=changes,
+            before={"metadata.generation": gen_before, "resourceVersion": self._rv(d)},
+            after={"metadata.generation": gen_after},
+            detail=f"the API server would roll {ns}/{name} (a new pod template: every pod "
+            "is replaced); a restart has no undo",
         )
 
     @bounded
@@ -322,23 +441,31 @@ class SimulatorOrchestrator(DeploymentOrchestrator):
             raise PortError(f"deployment {ns}/{name} not found")
         return dict(raise_for_status(response))
 
-    async def _send(self, url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    async def _send(
+        self, url: str, body: dict[str, Any], key: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if key:
+            headers["Idempotency-Key"] = key
         response = await self._client.patch(
             url,
             json=body,
-            headers={"Content-Type": "application/merge-patch+json", "Idempotency-Key": key},
+            headers=headers,
+            params={"dryRun": "All"} if dry_run else None,
         )
         if response.status_code == 409:
             raise Conflict(response.text)
         return dict(raise_for_status(response))
 
-    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
-        return await self._send(self._url(ns, name), body, key)
+    async def _patch(
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        return await self._send(self._url(ns, name), body, key, dry_run=dry_run)
 
     async def _patch_scale(
-        self, ns: str, name: str, body: dict[str, Any], key: str
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
     ) -> dict[str, Any]:
-        return await self._send(self._url(ns, name) + "/scale", body, key)
+        return await self._send(self._url(ns, name) + "/scale", body, key, dry_run=dry_run)
 
 
 _current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -429,11 +556,13 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
             raise _denied(e, "get", ns, name) or e from e
         return dict(obj.to_dict())
 
-    async def _patch(self, ns: str, name: str, body: dict[str, Any], key: str) -> dict[str, Any]:
-        token = _current_key.set(key)
+    async def _patch(
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        token = _current_key.set(key or None)
         try:
             obj = await self._client.patch(
-                Deployment, name, body, namespace=ns, patch_type=PatchType.MERGE
+                Deployment, name, body, namespace=ns, patch_type=PatchType.MERGE, dry_run=dry_run
             )
         except KubeApiError as e:
             if e.status.code == 409:
@@ -444,12 +573,17 @@ class KubernetesOrchestrator(DeploymentOrchestrator):
         return dict(obj.to_dict())
 
     async def _patch_scale(
-        self, ns: str, name: str, body: dict[str, Any], key: str
+        self, ns: str, name: str, body: dict[str, Any], key: str, *, dry_run: bool = False
     ) -> dict[str, Any]:
-        token = _current_key.set(key)
+        token = _current_key.set(key or None)
         try:
             obj = await self._client.patch(
-                Deployment.Scale, name, body, namespace=ns, patch_type=PatchType.MERGE
+                Deployment.Scale,
+                name,
+                body,
+                namespace=ns,
+                patch_type=PatchType.MERGE,
+                dry_run=dry_run,
             )
         except KubeApiError as e:
             if e.status.code == 409:

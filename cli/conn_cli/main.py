@@ -28,7 +28,7 @@ authority_app = typer.Typer(
     help="The authority boundary: declare (narrow-only during an incident), show, approve.",
     no_args_is_help=True,
 )
-direct_app = typer.Typer(help="Direct one bounded action.", no_args_is_help=True)
+direct_app: typer.Typer = typer.Typer(help="Direct one bounded action.", no_args_is_help=True)
 kill_app = typer.Typer(help="Global kill switch (admin).", no_args_is_help=True)
 alerts_app = typer.Typer(help="Post alerts (integrations).", no_args_is_help=True)
 app.add_typer(incident_app, name="incident")
@@ -284,6 +284,15 @@ BasedOn = Annotated[
 ]
 Rationale = Annotated[str, typer.Option(help="For humans; never parsed")]
 IdemKey = Annotated[str | None, typer.Option("--idempotency-key", help="Default: a fresh key")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Check it against the authority and ask the target for the exact change it "
+        "would make (server-side dry run where supported, a computed diff otherwise); "
+        "records nothing in the ledger and changes nothing",
+    ),
+]
 
 
 def _direct(
@@ -294,6 +303,7 @@ def _direct(
     expectation: dict[str, Any] | None,
     idem: str | None,
     as_json: bool,
+    dry_run: bool = False,
 ) -> None:
     client = Client()
     if based_on is None:
@@ -301,6 +311,14 @@ def _direct(
     body: dict[str, Any] = {"action": action, "based_on_sequence": based_on, "rationale": rationale}
     if expectation is not None:
         body["expectation"] = expectation
+    if dry_run:
+        from conn_cli.undo import show_dry_run
+
+        show_dry_run(
+            client.request("POST", f"/v1/incidents/{incident}/directives/dry-run", json=body),
+            as_json,
+        )
+        return
     r = client.request(
         "POST",
         f"/v1/incidents/{incident}/directives",
@@ -364,6 +382,7 @@ def direct_disable_flag_rule(
     rationale: Rationale = "",
     idempotency_key: IdemKey = None,
     as_json: JsonOpt = False,
+    dry_run: DryRun = False,
 ) -> None:
     exp = None
     if expect_enabled is not None:
@@ -375,7 +394,7 @@ def direct_disable_flag_rule(
             "enabled": expect_enabled,
         }
     action = {"action": "disable_flag_rule", "flag": flag, "rule": rule, "region": region}
-    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json, dry_run)
 
 
 @direct_app.command("drain-worker-pool")
@@ -390,12 +409,13 @@ def direct_drain(
     rationale: Rationale = "",
     idempotency_key: IdemKey = None,
     as_json: JsonOpt = False,
+    dry_run: DryRun = False,
 ) -> None:
     exp = None
     if expect_serving is not None:
         exp = {"kind": "worker_pool", "pool": pool, "region": region, "drained": not expect_serving}
     action = {"action": "drain_worker_pool", "pool": pool, "region": region}
-    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json, dry_run)
 
 
 @direct_app.command("restart-dependency-tier")
@@ -410,12 +430,13 @@ def direct_restart(
     rationale: Rationale = "",
     idempotency_key: IdemKey = None,
     as_json: JsonOpt = False,
+    dry_run: DryRun = False,
 ) -> None:
     exp = None
     if expect_healthy is not None:
         exp = {"kind": "tier", "tier": tier, "region": region, "healthy": expect_healthy}
     action = {"action": "restart_dependency_tier", "tier": tier, "region": region}
-    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json)
+    _direct(incident, action, based_on, rationale, exp, idempotency_key, as_json, dry_run)
 
 
 @direct_app.command("update-incident-record")
@@ -692,3 +713,8 @@ _mount_replay()
 
 if __name__ == "__main__":
     app()
+
+
+# Undo, the inverse actions and the dry-run display live in their own module; importing it
+# registers `conn direct undo`, `enable-flag-rule` and `scale-worker-pool`.
+import conn_cli.undo  # noqa: E402, F401

@@ -56,6 +56,7 @@ from conn_schemas.values import (
     HoldReason,
     RefusalReason,
     RestartDependencyTier,
+    ScaleWorkerPool,
     Verdict,
 )
 
@@ -341,6 +342,7 @@ def _(event: StepStarted, state: IncidentState) -> None:
     _set_status(state, record, DirectiveStatus.STARTED)
     record.started_at = event.occurred_at
     record.started_by = event.payload.executor_id
+    record.undo = event.payload.undo
     action = record.action
     if record.consequential:
         state.consequential_steps += 1
@@ -352,6 +354,9 @@ def _(event: StepStarted, state: IncidentState) -> None:
     elif isinstance(action, RestartDependencyTier):
         key = (action.tier, action.region)
         state.restarts[key] = state.restarts.get(key, 0) + 1
+    elif isinstance(action, ScaleWorkerPool):
+        # Scaled back (e.g. an undo of a drain): no longer counts as drained.
+        state.drained_pools.get(action.region, set()).discard(action.pool)
     _state_changed(state)
 
 

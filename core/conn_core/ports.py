@@ -21,6 +21,7 @@ from conn_schemas.observations import (
     TierState,
     WorkerPoolState,
 )
+from conn_schemas.undo import ChangePreview
 
 
 class PortError(Exception):
@@ -48,6 +49,7 @@ class PortError(Exception):
 # Observed-state types live in the contract package because they are carried in events.
 __all__ = [
     "ActionResult",
+    "ChangePreview",
     "FeatureFlags",
     "FlagRuleState",
     "IncidentRecord",
@@ -72,12 +74,35 @@ class FeatureFlags(Protocol):
         self, flag: str, rule: str, region: str, *, idempotency_key: str
     ) -> ActionResult: ...
 
+    async def enable_rule(
+        self, flag: str, rule: str, region: str, *, idempotency_key: str
+    ) -> ActionResult: ...
+
+    async def preview_rule(
+        self, flag: str, rule: str, region: str, *, enabled: bool
+    ) -> ChangePreview:
+        """The exact change setting the rule to `enabled` would make; changes nothing."""
+        ...
+
 
 @runtime_checkable
 class Orchestrator(Protocol):
     async def get_pool(self, pool: str, region: str) -> WorkerPoolState: ...
 
     async def drain_pool(self, pool: str, region: str, *, idempotency_key: str) -> ActionResult: ...
+
+    async def scale_pool(
+        self, pool: str, region: str, replicas: int, *, idempotency_key: str
+    ) -> ActionResult: ...
+
+    async def preview_scale(self, pool: str, region: str, replicas: int) -> ChangePreview:
+        """The exact change scaling the pool would make (a server-side dry run where the
+        target supports it); changes nothing."""
+        ...
+
+    async def preview_restart(self, tier: str, region: str) -> ChangePreview:
+        """The exact change a rollout restart would make; changes nothing."""
+        ...
 
     async def get_tier(self, tier: str, region: str) -> TierState: ...
 

@@ -29,10 +29,12 @@ from conn_schemas.values import (
     Actor,
     DisableFlagRule,
     DrainWorkerPool,
+    EnableFlagRule,
     FlagRuleExpectation,
     RefusalReason,
     RestartDependencyTier,
     Role,
+    ScaleWorkerPool,
     TierExpectation,
     WorkerPoolExpectation,
     action_regions,
@@ -350,6 +352,8 @@ def check_observation(
                 f"pool {action.pool} in {action.region} is mid-change "
                 f"(desired {pool.desired_replicas}, ready {pool.ready_replicas})",
             )
+    elif isinstance(action, EnableFlagRule | ScaleWorkerPool):
+        return check_inverse_observation(action, observation)
     elif isinstance(action, RestartDependencyTier):
         tier = next(
             (t for t in observation.tiers if (t.tier, t.region) == (action.tier, action.region)),
@@ -362,6 +366,48 @@ def check_observation(
                 RefusalReason.PARTIAL_STATE,
                 f"tier {action.tier} in {action.region} is already restarting",
             )
+    return None
+
+
+def check_inverse_observation(
+    action: EnableFlagRule | ScaleWorkerPool, observation: Observation
+) -> Refused | None:
+    """Before an inverse step (an undo): the target is observable, clean, and not already
+    in the state the step would produce (a second undo of the same step is refused)."""
+    if isinstance(action, EnableFlagRule):
+        rule = next(
+            (
+                f
+                for f in observation.flags
+                if (f.flag, f.rule, f.region) == (action.flag, action.rule, action.region)
+            ),
+            None,
+        )
+        if rule is None:
+            return Refused(RefusalReason.EXPECTATION_CONFLICT, f"rule {action.rule} not observable")
+        if rule.enabled:
+            return Refused(
+                RefusalReason.PARTIAL_STATE,
+                f"rule {action.rule} of {action.flag} is already enabled in {action.region}",
+            )
+        return None
+    pool = next(
+        (p for p in observation.pools if (p.pool, p.region) == (action.pool, action.region)),
+        None,
+    )
+    if pool is None:
+        return Refused(RefusalReason.EXPECTATION_CONFLICT, f"pool {action.pool} not observable")
+    if pool.ready_replicas != pool.desired_replicas:
+        return Refused(
+            RefusalReason.PARTIAL_STATE,
+            f"pool {action.pool} in {action.region} is mid-change "
+            f"(desired {pool.desired_replicas}, ready {pool.ready_replicas})",
+        )
+    if pool.desired_replicas == action.replicas:
+        return Refused(
+            RefusalReason.PARTIAL_STATE,
+            f"pool {action.pool} in {action.region} is already at {action.replicas} replicas",
+        )
     return None
 
 

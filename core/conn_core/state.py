@@ -16,6 +16,7 @@ from uuid import UUID
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
+from conn_schemas.undo import RecordedUndo
 from conn_schemas.values import (
     Action,
     Actor,
@@ -80,6 +81,8 @@ class DirectiveRecord:
     incident's state while it had not finished (what the executor re-checks)."""
     superseded_by: str = ""
     """That record's event type."""
+    undo: RecordedUndo | None = None
+    """The inverse recorded in its StepStarted (before the side effect), if any."""
 
     @property
     def verified(self) -> bool:

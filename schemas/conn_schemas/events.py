@@ -21,6 +21,7 @@ from conn_schemas.observations import (
     MetricsReading,
     Observation,
 )
+from conn_schemas.undo import RecordedUndo
 from conn_schemas.values import (
     Action,
     Actor,
@@ -161,6 +162,11 @@ class StepStartedPayload(Frozen):
     idempotency_key: str
     executor_id: str
     fencing_token: int = Field(ge=0, description="Consumer generation at claim time")
+    undo: RecordedUndo | None = Field(
+        default=None,
+        description="The step's inverse, read from the target before acting "
+        "(None: not recorded, e.g. a record written before undo existed)",
+    )
 
 
 class StepSucceededPayload(Frozen):

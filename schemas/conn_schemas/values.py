@@ -59,6 +59,10 @@ class ActionType(StrEnum):
     RESTART_DEPENDENCY_TIER = "restart_dependency_tier"
     VERIFY = "verify"
     UPDATE_INCIDENT_RECORD = "update_incident_record"
+    ENABLE_FLAG_RULE = "enable_flag_rule"
+    """The recorded inverse of disable_flag_rule (issued by `conn direct undo`)."""
+    SCALE_WORKER_POOL = "scale_worker_pool"
+    """The recorded inverse of drain_worker_pool: back to the pool's previous size."""
 
 
 CONSEQUENTIAL_ACTIONS = frozenset(
@@ -66,6 +70,8 @@ CONSEQUENTIAL_ACTIONS = frozenset(
         ActionType.DISABLE_FLAG_RULE,
         ActionType.DRAIN_WORKER_POOL,
         ActionType.RESTART_DEPENDENCY_TIER,
+        ActionType.ENABLE_FLAG_RULE,
+        ActionType.SCALE_WORKER_POOL,
     }
 )
 """Actions that change a target system (and so must be verified before the next)."""
@@ -97,6 +103,30 @@ class RestartDependencyTier(Frozen):
     region: Name
 
 
+class EnableFlagRule(Frozen):
+    """Enable one flag rule again (the inverse of disable_flag_rule)."""
+
+    action: Literal[ActionType.ENABLE_FLAG_RULE] = ActionType.ENABLE_FLAG_RULE
+    flag: Name
+    rule: Name
+    region: Name
+
+
+MAX_POOL_REPLICAS = 1000
+"""Upper bound of a scale_worker_pool directive (a bounded action, never a free number)."""
+
+
+class ScaleWorkerPool(Frozen):
+    """Scale one worker pool to an exact size (the inverse of drain_worker_pool: the
+    size recorded before the drain). Never to 0: draining is drain_worker_pool, with
+    its own blast-radius limit."""
+
+    action: Literal[ActionType.SCALE_WORKER_POOL] = ActionType.SCALE_WORKER_POOL
+    pool: Name
+    region: Name
+    replicas: int = Field(ge=1, le=MAX_POOL_REPLICAS)
+
+
 class Verify(Frozen):
     action: Literal[ActionType.VERIFY] = ActionType.VERIFY
     regions: tuple[Name, ...] = ()
@@ -113,16 +143,18 @@ Action = Annotated[
     | DrainWorkerPool
     | RestartDependencyTier
     | Verify
-    | UpdateIncidentRecord,
+    | UpdateIncidentRecord
+    | EnableFlagRule
+    | ScaleWorkerPool,
     Field(discriminator="action"),
 ]
 
 
 def action_target(action: Action) -> str | None:
     """The exact target an action touches (flag/rule, pool or tier), if any."""
-    if isinstance(action, DisableFlagRule):
+    if isinstance(action, DisableFlagRule | EnableFlagRule):
         return f"{action.flag}/{action.rule}"
-    if isinstance(action, DrainWorkerPool):
+    if isinstance(action, DrainWorkerPool | ScaleWorkerPool):
         return action.pool
     if isinstance(action, RestartDependencyTier):
         return action.tier
@@ -131,7 +163,14 @@ def action_target(action: Action) -> str | None:
 
 def action_regions(action: Action) -> tuple[str, ...]:
     """Regions an action touches ((), for "all regions of the incident")."""
-    if isinstance(action, DisableFlagRule | DrainWorkerPool | RestartDependencyTier):
+    if isinstance(
+        action,
+        DisableFlagRule
+        | DrainWorkerPool
+        | RestartDependencyTier
+        | EnableFlagRule
+        | ScaleWorkerPool,
+    ):
         return (action.region,)
     if isinstance(action, GatherState | Verify):
         return action.regions
@@ -145,6 +184,8 @@ def describe_action(action: Action) -> str:
     parts = [action.action.value]
     if target:
         parts.append(target)
+    if isinstance(action, ScaleWorkerPool):
+        parts.append(f"to {action.replicas}")
     if regions:
         parts.append("in " + ", ".join(regions))
     return " ".join(parts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 import uuid
 from collections import Counter
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, Request, Response
+from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +38,7 @@ ANONYMOUS_KEY = "-"
 
 Key = Annotated[str | None, Header(alias="Idempotency-Key")]
 Auth = Annotated[str | None, Header()]
+DryRun = Annotated[str | None, Query(alias="dryRun", max_length=40)]
 
 
 class ApiError(Exception):
@@ -235,6 +237,40 @@ class Simulation:
             meta["generation"] += 1
         meta["resourceVersion"] = self._next_rv()
         self.publish()
+
+    def preview_patch(self, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`dryRun=All`: validate the patch as `patch_deployment` would and answer with
+        the Deployment it would store, changing nothing (no count, no new version)."""
+        kind, meta = self._lookup(ns, name)
+        metadata = body.get("metadata") or {}
+        want_rv = metadata.get("resourceVersion")
+        if want_rv is not None and str(want_rv) != meta["resourceVersion"]:
+            raise ApiError(
+                409, "Conflict", f'deployments.apps "{name}": the object has been modified'
+            )
+        spec = body.get("spec") or {}
+        replicas = spec.get("replicas")
+        if replicas is not None and (
+            not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0
+        ):
+            raise ApiError(422, "Invalid", "spec.replicas: must be a non-negative integer")
+        d = copy.deepcopy(self.deployment(ns, name))
+        _merge(d["metadata"]["annotations"], metadata.get("annotations"))
+        changed = False
+        if replicas is not None and replicas != d["spec"]["replicas"]:
+            if kind == "tier":
+                raise ApiError(422, "Invalid", "the simulator does not scale dependency tiers")
+            d["spec"]["replicas"] = replicas
+            changed = True
+        template_ann = ((spec.get("template") or {}).get("metadata") or {}).get("annotations")
+        if template_ann is not None:
+            ann = d["spec"]["template"]["metadata"]["annotations"]
+            before = dict(ann)
+            _merge(ann, template_ann)
+            changed = changed or ann != before
+        if changed:
+            d["metadata"]["generation"] += 1
+        return d
 
     # --- unleash shape -------------------------------------------------------
 
@@ -551,10 +587,17 @@ def create_app(
 
     @app.patch(deploy + "/{name}")
     async def patch_deployment(
-        ns: str, name: str, request: Request, authorization: Auth = None, key: Key = None
+        ns: str,
+        name: str,
+        request: Request,
+        authorization: Auth = None,
+        key: Key = None,
+        dry_run: DryRun = None,
     ) -> dict[str, Any]:
         sim.check_token(authorization)
         body = await _merge_patch_body(request)
+        if _is_dry_run(dry_run):
+            return sim.preview_patch(ns, name, body)
         sim.patch_deployment(ns, name, body, key)
         await answer_late()
         return sim.deployment(ns, name)
@@ -566,7 +609,12 @@ def create_app(
 
     @app.api_route(deploy + "/{name}/scale", methods=["PATCH", "PUT"])
     async def patch_scale(
-        ns: str, name: str, request: Request, authorization: Auth = None, key: Key = None
+        ns: str,
+        name: str,
+        request: Request,
+        authorization: Auth = None,
+        key: Key = None,
+        dry_run: DryRun = None,
     ) -> dict[str, Any]:
         sim.check_token(authorization)
         body = await _merge_patch_body(request)
@@ -576,11 +624,24 @@ def create_app(
             patch["metadata"]["resourceVersion"] = rv
         if "replicas" in (body.get("spec") or {}):
             patch["spec"] = {"replicas": body["spec"]["replicas"]}
+        if _is_dry_run(dry_run):
+            d = sim.preview_patch(ns, name, patch)
+            scale = sim.scale(ns, name)
+            scale["spec"]["replicas"] = d["spec"]["replicas"]
+            return scale
         sim.patch_deployment(ns, name, patch, key)
         await answer_late()
         return sim.scale(ns, name)
 
     return app
+
+
+def _is_dry_run(value: str | None) -> bool:
+    if value is None:
+        return False
+    if value != "All":
+        raise ApiError(400, "BadRequest", f"dryRun must be 'All', not {value[:40]!r}")
+    return True
 
 
 async def _merge_patch_body(request: Request) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def directive_json(d: DirectiveRecord) -> dict[str, Any]:
         "started_at": _iso(d.started_at),
         "finished_at": _iso(d.finished_at),
         "not_started": d.not_started,
+        "undo": d.undo.model_dump(mode="json") if d.undo else None,
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 
+from conn_adapters.config import Adapters
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ApiError
@@ -82,6 +83,8 @@ class Runtime:
         self.read_model: ReadModel | None = None
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.alert_lock = asyncio.Lock()
+        self.adapters: Adapters | None = None
+        """Target adapters, built on the first dry run (conn_api.dryrun)."""
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -147,6 +150,9 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
         await self.deps.stop()
+        if self.adapters is not None:
+            with contextlib.suppress(Exception):
+                await self.adapters.aclose()
         await self.view.stop()
         with contextlib.suppress(Exception):
             await self.producer.stop()

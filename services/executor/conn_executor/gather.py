@@ -23,9 +23,11 @@ from conn_schemas.values import (
     AuthorityBoundary,
     DisableFlagRule,
     DrainWorkerPool,
+    EnableFlagRule,
     Expectation,
     FlagRuleExpectation,
     RestartDependencyTier,
+    ScaleWorkerPool,
     TierExpectation,
     WorkerPoolExpectation,
 )
@@ -47,10 +49,10 @@ def plan_for_step(action: Action, expectation: Expectation | None) -> ReadPlan:
     """Before a consequential step: its exact target, what the commander expects,
     and the health of the regions involved."""
     plan = ReadPlan()
-    if isinstance(action, DisableFlagRule):
+    if isinstance(action, DisableFlagRule | EnableFlagRule):
         plan.flags.add((action.flag, action.rule, action.region))
         plan.regions.add(action.region)
-    elif isinstance(action, DrainWorkerPool):
+    elif isinstance(action, DrainWorkerPool | ScaleWorkerPool):
         plan.pools.add((action.pool, action.region))
         plan.regions.add(action.region)
     elif isinstance(action, RestartDependencyTier):

@@ -55,6 +55,8 @@ from conn_executor.lifecycle import LOG_OUTCOME, Recovery, recovery
 from conn_executor.lookahead import LookAhead
 from conn_executor.redact import failure_summary, scrub, step_summary, unknown_summary
 from conn_executor.settings import ExecutorSettings
+from conn_executor.undo import act as act_inverse
+from conn_executor.undo import record_undo
 from conn_runtime import db
 from conn_runtime.kafka import Consumed, Position
 from conn_runtime.resilience import POSTGRES, retry
@@ -94,11 +96,13 @@ from conn_schemas.values import (
     Actor,
     DisableFlagRule,
     DrainWorkerPool,
+    EnableFlagRule,
     Expectation,
     Frozen,
     GatherState,
     RefusalReason,
     RestartDependencyTier,
+    ScaleWorkerPool,
     UpdateIncidentRecord,
     Verify,
 )
@@ -622,6 +626,8 @@ class ExecutorService(ConsumerService):
 
     async def _execute_step(self, step: Step) -> None:
         cid = step.correlation_id
+        # The undo is read from the target before acting and recorded with the intent.
+        undo = await record_undo(self.adapters, step.action, self.settings.gather_timeout)
         # Intent before action: StepStarted is in the log before the gate below, so a
         # crash anywhere after it is never mistaken for "nothing happened"...
         await self._append(
@@ -632,6 +638,7 @@ class ExecutorService(ConsumerService):
                 idempotency_key=cid,
                 executor_id=self.settings.id,
                 fencing_token=max(0, step.generation),
+                undo=undo,
             ),
         )
         if self.faults.pause_before_side_effect:
@@ -746,6 +753,8 @@ class ExecutorService(ConsumerService):
             return await self.adapters.orchestrator.restart_tier(
                 action.tier, action.region, idempotency_key=key
             )
+        if isinstance(action, EnableFlagRule | ScaleWorkerPool):
+            return await act_inverse(self.adapters, action, key)
         raise PortError(f"{action.action.value} is not a side effect", rejected=True)
 
     async def _fail_unstarted(self, step: Step, error: str) -> None:

@@ -17,13 +17,17 @@ from conn_schemas.values import (
     ActionType,
     DisableFlagRule,
     DrainWorkerPool,
+    EnableFlagRule,
     RestartDependencyTier,
+    ScaleWorkerPool,
     VerificationCriteria,
     Verify,
     action_regions,
 )
 
-StepAction: TypeAlias = DisableFlagRule | DrainWorkerPool | RestartDependencyTier
+StepAction: TypeAlias = (
+    DisableFlagRule | DrainWorkerPool | RestartDependencyTier | EnableFlagRule | ScaleWorkerPool
+)
 
 RAN = frozenset(
     {DirectiveStatus.STARTED, DirectiveStatus.SUCCEEDED, DirectiveStatus.OUTCOME_UNKNOWN}
@@ -88,7 +92,14 @@ def generation_before(record: DirectiveRecord) -> int | None:
 
 def expected_for(record: DirectiveRecord) -> tuple[Expected, ...]:
     action = record.action
-    if not isinstance(action, DisableFlagRule | DrainWorkerPool | RestartDependencyTier):
+    if not isinstance(
+        action,
+        DisableFlagRule
+        | DrainWorkerPool
+        | RestartDependencyTier
+        | EnableFlagRule
+        | ScaleWorkerPool,
+    ):
         return ()
     if record.status not in FINISHED:
         return ()

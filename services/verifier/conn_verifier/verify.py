@@ -18,7 +18,7 @@ from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError
 from conn_core.verdict import judge
 from conn_schemas.events import ControlPlaneCheck, VerificationSnapshotPayload, utcnow
 from conn_schemas.observations import MetricsReading
-from conn_schemas.values import DisableFlagRule, DrainWorkerPool
+from conn_schemas.values import DisableFlagRule, DrainWorkerPool, EnableFlagRule, ScaleWorkerPool
 from conn_verifier import metrics as m
 from conn_verifier.plan import Expected, Job
 
@@ -70,9 +70,9 @@ async def _read(metrics: Metrics, region: str) -> MetricsReading | str:
 async def check_control_plane(expected: Expected, ports: ReadPorts) -> ControlPlaneCheck:
     """Read (never change) the state a step should have produced."""
     a = expected.action
-    if isinstance(a, DisableFlagRule):
+    if isinstance(a, DisableFlagRule | EnableFlagRule):
         subject = f"flag {a.flag}/{a.rule} in {a.region}"
-    elif isinstance(a, DrainWorkerPool):
+    elif isinstance(a, DrainWorkerPool | ScaleWorkerPool):
         subject = f"pool {a.pool} in {a.region}"
     else:
         subject = f"tier {a.tier} in {a.region}"
@@ -82,6 +82,20 @@ async def check_control_plane(expected: Expected, ports: ReadPorts) -> ControlPl
             observed = "enabled" if rule.enabled else "disabled"
             return ControlPlaneCheck(
                 subject=subject, expected="disabled", observed=observed, matches=not rule.enabled
+            )
+        if isinstance(a, EnableFlagRule):
+            rule = await ports.flags.get_rule(a.flag, a.rule, a.region)
+            observed = "enabled" if rule.enabled else "disabled"
+            return ControlPlaneCheck(
+                subject=subject, expected="enabled", observed=observed, matches=rule.enabled
+            )
+        if isinstance(a, ScaleWorkerPool):
+            pool = await ports.orchestrator.get_pool(a.pool, a.region)
+            return ControlPlaneCheck(
+                subject=subject,
+                expected=f"scaled (desired {a.replicas}, ready {a.replicas})",
+                observed=f"desired {pool.desired_replicas}, ready {pool.ready_replicas}",
+                matches=pool.desired_replicas == a.replicas and pool.ready_replicas == a.replicas,
             )
         if isinstance(a, DrainWorkerPool):
             pool = await ports.orchestrator.get_pool(a.pool, a.region)
@@ -112,7 +126,7 @@ async def check_control_plane(expected: Expected, ports: ReadPorts) -> ControlPl
             matches=restarted and tier.healthy and not tier.restarting,
         )
     except Exception as exc:  # noqa: BLE001 - unreadable state is reported, never assumed
-        port = "flags" if isinstance(a, DisableFlagRule) else "orchestrator"
+        port = "flags" if isinstance(a, DisableFlagRule | EnableFlagRule) else "orchestrator"
         m.PORT_ERRORS.labels(port=port).inc()
         if not isinstance(exc, PortError):
             log.warning("control-plane adapter raised", extra={"error": repr(exc)})
