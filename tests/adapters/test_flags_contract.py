@@ -56,6 +56,39 @@ class FlagsContract:
             await flags.get_rule(FLAG, "no-such-rule", self.region)
         assert not err.value.retriable
 
+    # -- recorded undo and dry run (issue 19) ---------------------------------------
+
+    async def test_enable_restores_a_disabled_rule(self, flags: FeatureFlags) -> None:
+        await flags.disable_rule(FLAG, RULE, self.region, idempotency_key="k-off")
+        result = await flags.enable_rule(FLAG, RULE, self.region, idempotency_key="k-on")
+        assert result.changed and not result.before["enabled"] and result.after["enabled"]
+        assert (await flags.get_rule(FLAG, RULE, self.region)).enabled is True
+        again = await flags.enable_rule(FLAG, RULE, self.region, idempotency_key="k-on")
+        assert not again.changed
+
+    async def test_dry_run_changes_nothing(
+        self, flags: UnleashFeatureFlags, side_effects: Callable[[], dict[str, int]] | None
+    ) -> None:
+        async def feature() -> Any:
+            r = await flags._client.get(flags._path(FLAG))
+            r.raise_for_status()
+            return r.json()
+
+        before = await feature()
+        counted = side_effects() if side_effects is not None else None
+        preview = await flags.preview_rule(FLAG, RULE, self.region, enabled=False)
+        assert preview.method == "computed_diff" and preview.would_change
+        assert [(c.path, c.before, c.after) for c in preview.changes] == [
+            ("/disabled", False, True)
+        ]
+        noop = await flags.preview_rule(FLAG, RULE, self.region, enabled=True)
+        assert not noop.would_change and noop.changes == ()
+        # The target's own record of the flag, every field, is untouched.
+        assert await feature() == before
+        assert (await flags.get_rule(FLAG, RULE, self.region)).enabled is True
+        if side_effects is not None:
+            assert side_effects() == counted
+
 
 class TestSimulatorFlags(FlagsContract):
     @pytest.fixture

@@ -215,6 +215,45 @@ class OrchestratorContract:
             await orch.get_pool("no-such-pool", REGION)
         assert not err.value.retriable
 
+    # -- recorded undo and dry run (issue 19) ---------------------------------------
+
+    async def test_scale_pool_restores_the_size_before_a_drain(
+        self, orch: Orchestrator, target: Target
+    ) -> None:
+        before = await orch.get_pool(POOL, REGION)
+        await orch.drain_pool(POOL, REGION, idempotency_key="k-drain-u")
+        target.settle()
+        result = await orch.scale_pool(
+            POOL, REGION, before.desired_replicas, idempotency_key="k-undo"
+        )
+        assert result.changed and result.before["desired_replicas"] == 0
+        again = await orch.scale_pool(
+            POOL, REGION, before.desired_replicas, idempotency_key="k-undo"
+        )
+        assert not again.changed
+        target.settle()
+        pool = await orch.get_pool(POOL, REGION)
+        assert (pool.desired_replicas, pool.ready_replicas) == (6, 6)
+
+    async def test_dry_run_changes_nothing(self, orch: Orchestrator, target: Target) -> None:
+        markers = {name: target.write_marker(name) for name in (POOL, TIER)}
+        drain = await orch.preview_scale(POOL, REGION, 0)
+        assert drain.method == "server_dry_run" and drain.would_change
+        assert [(c.path, c.before, c.after) for c in drain.changes] == [("spec.replicas", 6, 0)]
+        restart = await orch.preview_restart(TIER, REGION)
+        assert restart.method == "server_dry_run" and restart.would_change
+        generation = next(c for c in restart.changes if c.path == "metadata.generation")
+        assert generation.after == generation.before + 1  # what the server would store
+        same = await orch.preview_scale(POOL, REGION, 6)
+        assert not same.would_change
+        target.settle()
+        # The platform's own records: not a single write, no drain, no new rollout.
+        assert {name: target.write_marker(name) for name in (POOL, TIER)} == markers
+        assert target.spec_changes(POOL) == 0 and target.spec_changes(TIER) == 0
+        pool = await orch.get_pool(POOL, REGION)
+        assert (pool.desired_replicas, pool.ready_replicas) == (6, 6)
+        assert (await orch.get_tier(TIER, REGION)).generation == 0
+
 
 BAD_NAMES = ["a/b", "..", ".", "a.b", "Pricing", "x" * 64, "", "-a", "a-", "a b", "a%2Fb", "é"]
 
@@ -274,6 +313,11 @@ class TestSimulatorOrchestrator(OrchestratorContract, NameSafetyContract):
         await orch.restart_tier(TIER, REGION, idempotency_key="k-r")
         await orch.restart_tier(TIER, REGION, idempotency_key="k-r")
         assert sim.side_effects() == {"k-d": 1, "k-r": 1}
+
+    async def test_dry_run_counts_no_side_effect(self, orch: Orchestrator, sim: Sim) -> None:
+        await orch.preview_scale(POOL, REGION, 0)
+        await orch.preview_restart(TIER, REGION)
+        assert sim.side_effects() == {}
 
 
 @pytest.mark.integration
