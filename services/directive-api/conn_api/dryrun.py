@@ -32,8 +32,9 @@ from pydantic import Field, ValidationError
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
 from conn_api import directives
 from conn_api.deps import CurrentUser, RuntimeDep
-from conn_api.errors import ApiError
+from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import Body, DirectiveRequest
+from conn_api.routes import ERRORS
 from conn_api.runtime import Runtime
 from conn_core.ports import PortError
 from conn_core.rules import Refused, decide
@@ -175,6 +176,11 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
 @router.post(
     "/incidents/{incident_id}/directives/dry-run",
     tags=["directives"],
+    responses={
+        **ERRORS,
+        200: {"description": "Would be issued: the exact change (nothing appended)"},
+        502: {"model": ErrorResponse, "description": "The target could not answer the dry run"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -192,7 +198,17 @@ async def post_dry_run(
     return await dry_run(rt, incident_id, body, me)
 
 
-@router.post("/incidents/{incident_id}/directives/{correlation_id}/undo", tags=["directives"])
+@router.post(
+    "/incidents/{incident_id}/directives/{correlation_id}/undo",
+    status_code=202,
+    tags=["directives"],
+    responses={
+        **ERRORS,
+        200: {"description": "dry_run: the inverse's exact change (nothing appended)"},
+        202: {"description": "Issued: the recorded inverse, appended as DirectiveIssued"},
+        502: {"model": ErrorResponse, "description": "The target could not answer the dry run"},
+    },
+)
 async def post_undo(
     incident_id: IncidentPath,
     correlation_id: CorrelationPath,
@@ -200,7 +216,7 @@ async def post_undo(
     rt: RuntimeDep,
     me: CurrentUser,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
-) -> Any:
+) -> JSONResponse:
     """Issue the inverse recorded (before acting) in step `correlation_id`'s StepStarted
     as a bounded directive of its own, decided and verified like any other."""
     await rt.view.wait_current(incident_id, 1.0)
@@ -224,8 +240,9 @@ async def post_undo(
         "rationale": rationale,
     }
     if body.dry_run:
-        return {**await dry_run(rt, incident_id, directive, me), "undoes": correlation_id}
+        answer = await dry_run(rt, incident_id, directive, me)
+        return JSONResponse({**answer, "undoes": correlation_id}, status_code=200)
     status, response = await directives.issue(rt, incident_id, directive, me, idempotency_key)
     if status >= 400:
         return JSONResponse(response, status_code=status)
-    return {**response, "undoes": correlation_id}
+    return JSONResponse({**response, "undoes": correlation_id}, status_code=status)
