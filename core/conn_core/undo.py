@@ -147,4 +147,16 @@ def undo_action(state: IncidentState, correlation_id: str) -> Action | NoUndo:
             f"step {correlation_id} is irreversible (before it: {undo.previous})"
             + (f": {undo.detail}" if undo.detail else ""),
         )
+    for later in state.directives.values():
+        if (
+            later.issued_sequence > record.issued_sequence
+            and later.action == undo.inverse
+            and later.status is not DirectiveStatus.REFUSED
+            and not later.not_started
+        ):
+            return NoUndo(
+                "already_undone",
+                f"{describe_action(undo.inverse)} was already directed after step "
+                f"{correlation_id} (directive {later.correlation_id}, {later.status.value})",
+            )
     return undo.inverse

@@ -269,3 +269,16 @@ def test_a_second_undo_is_refused_before_acting() -> None:
         check_observation(ev.DirectiveIssuedPayload(action=ENABLE, based_on_sequence=0), drained)
         is None
     )
+
+
+def test_an_undo_already_directed_is_not_issued_twice() -> None:
+    h, cid = _ran(DRAIN, undo_for(DRAIN, pool(6)))
+    h.snapshot(cid, Verdict.RECOVERED)
+    inverse = undo_action(fold(h.events, h.incident_id), cid)
+    assert isinstance(inverse, ScaleWorkerPool)
+    refused = h.direct(inverse)
+    h.refuse(refused, inverse, RefusalReason.STEP_UNVERIFIED)
+    assert undo_action(fold(h.events, h.incident_id), cid) == inverse  # refused: may retry
+    h.direct(inverse)
+    answer = undo_action(fold(h.events, h.incident_id), cid)
+    assert isinstance(answer, NoUndo) and answer.code == "already_undone"

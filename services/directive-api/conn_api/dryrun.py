@@ -11,7 +11,7 @@
 - `POST /v1/incidents/{id}/directives/{correlation_id}/undo` issues the inverse recorded
   in that step's StepStarted as a bounded directive of its own (through the same path as
   any directive: idempotency, `decide`, DirectiveIssued, the executor's re-checks, the
-  verifier). 404 if no such step, 409 `no_undo` / `irreversible` otherwise. With
+  verifier). 404 if no such step, 409 `no_undo` / `irreversible` / `already_undone`. With
   `"dry_run": true` it previews the inverse instead.
 
 The API needs the adapters' settings (CONN_FLAGS_BACKEND, CONN_ORCHESTRATOR_BACKEND...)
