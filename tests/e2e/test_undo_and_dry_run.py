@@ -205,6 +205,14 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
         api,
         "alice",
         "POST",
+        f"/v1/incidents/{inc}/directives/{cid}/undo",
+        {"based_on_sequence": sequence(api, inc)},
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_undone", r.text
+    r = request(
+        api,
+        "alice",
+        "POST",
         f"/v1/incidents/{inc}/directives/no-such-step/undo",
         {"based_on_sequence": sequence(api, inc)},
     )
