@@ -105,6 +105,15 @@ def pool(sim: str, name: str, region: str) -> tuple[int, int]:
     return int(d["spec"]["replicas"]), int(d["status"]["readyReplicas"])
 
 
+def rule_enabled(sim: str) -> bool:
+    f = httpx.get(
+        f"{sim}/api/admin/projects/default/features/checkout-pricing", headers=SIM_AUTH, timeout=10
+    ).json()
+    (env,) = [e for e in f["environments"] if e["name"] == "eu-west"]
+    (s,) = [s for s in env["strategies"] if (s.get("title") or s["name"]) == "canary-10pct"]
+    return not s.get("disabled", False)
+
+
 def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any) -> None:
     p = pipeline("seed_outage")
     api, sim = p.api.url, p.simulator.url
@@ -146,6 +155,7 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
     assert p.side_effects() == before_effects, "a dry run caused a side effect"
     assert ledger(api, inc) == before_log, "a dry run wrote to the ledger"
     assert pool(sim, "cache-invalidation", "us-east") == (6, 6)
+    assert rule_enabled(sim) is True
 
     # --- the undo is recorded before acting -------------------------------------------
     issued = call(
@@ -209,6 +219,30 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
         {"based_on_sequence": sequence(api, inc)},
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "already_undone", r.text
+    # --- the same for a flag rule: disabled, then enabled again by its undo ------------
+    fcid = call(
+        api,
+        "alice",
+        "POST",
+        f"/v1/incidents/{inc}/directives",
+        {"action": disable, "based_on_sequence": sequence(api, inc)},
+    )["correlation_id"]
+    assert snapshot_of(api, inc, fcid)["payload"]["verdict"] == "recovered"
+    assert rule_enabled(sim) is False
+    fundo = call(
+        api,
+        "alice",
+        "POST",
+        f"/v1/incidents/{inc}/directives/{fcid}/undo",
+        {"based_on_sequence": sequence(api, inc)},
+    )
+    assert fundo["action"] == {**disable, "action": "enable_flag_rule"}
+    fsnap = snapshot_of(api, inc, fundo["correlation_id"])
+    (fcheck,) = fsnap["payload"]["control_plane"]
+    assert fcheck["matches"] and fcheck["observed"] == "enabled", fcheck
+    assert fsnap["payload"]["verdict"] == "recovered", fsnap["payload"]["detail"]
+    assert rule_enabled(sim) is True
+
     r = request(
         api,
         "alice",
