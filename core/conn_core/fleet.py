@@ -42,7 +42,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from conn_core.fold import evolve
@@ -616,3 +616,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             cells = [week["week"]] + [value for _, value in iter_rows(week)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def parse_time(value: str) -> datetime:
+    """A window bound: an ISO 8601 date or time (`Z` allowed; naive means UTC).
+    Raises ValueError with a message fit for a user."""
+    text = value.strip()
+    if not text or len(text) > 64:
+        raise ValueError(f"{value[:64]!r} is not an ISO 8601 date or time")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value[:64]!r} is not an ISO 8601 date or time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """Parse both bounds; `since` must come before `until`."""
+    start = parse_time(since) if since else None
+    end = parse_time(until) if until else None
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
+    return start, end
