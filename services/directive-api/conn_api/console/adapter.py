@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,6 +27,7 @@ from conn_api.auth import Identity
 from conn_api.packets import packet_for
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.view import LedgerEntry
+from conn_core import fleet
 from conn_core.chain import sha256_json
 from conn_core.rules import check_control
 from conn_core.state import ControlState, DirectiveRecord, IncidentState
@@ -673,6 +675,10 @@ def available_controls(
     )
 
 
+_FLEET_CACHE: dict[str, Any] = {}
+"""The last fleet summary and the ledger fingerprint it was computed at."""
+
+
 class BridgeReader:
     """Reads for the console over one API runtime."""
 
@@ -701,6 +707,19 @@ class BridgeReader:
         ]
         epoch = datetime.min.replace(tzinfo=UTC)
         rows.sort(key=lambda r: r.last_event_at or epoch, reverse=True)
+        return rows
+
+    def fleet_summary(self) -> list[tuple[str, str]]:
+        """The fleet SLIs (conn_core.fleet, as GET /v1/fleet/report totals), as rows."""
+        key = (id(self.rt), self.fingerprint())
+        if _FLEET_CACHE.get("key") != key:
+            report = fleet.fleet_report(
+                entry.event
+                for incident_id in sorted(self.rt.view.ledgers)
+                for entry in self.ledger(incident_id)
+            )
+            _FLEET_CACHE.update(key=key, rows=list(fleet.iter_rows(report["totals"])))
+        rows: list[tuple[str, str]] = _FLEET_CACHE["rows"]
         return rows
 
     def fingerprint(self) -> tuple[object, ...]:
