@@ -361,3 +361,28 @@ async def test_an_unreachable_session_store_is_a_503_not_a_stack_trace() -> None
         await store.get(DownPool(), "x" * 43, None)  # type: ignore[arg-type]
     with pytest.raises(StoreUnavailable):
         await store.create(DownPool(), ALICE_ID, token="t")  # type: ignore[arg-type]
+
+
+def test_the_incident_list_shows_the_fleet_summary() -> None:
+    """The same figures as GET /v1/fleet/report's totals (conn_core.fleet), live."""
+    from conn_schemas.values import DrainWorkerPool, Verdict
+
+    drain = DrainWorkerPool(pool="checkout-workers", region="eu-west")
+    h = History("inc-fleet")
+    h.open().declare()
+    cid = h.direct(drain)
+    h.accept(cid, drain)
+    h.start(cid, drain)
+    h.succeed(cid, drain)
+    h.snapshot(cid, Verdict.RECOVERED)
+    h.close()
+    r = reader(FoldedView().feed(*h.events))
+    rows = dict(r.fleet_summary())
+    assert rows["Safe completion"] == "100.0% (1/1)"
+    assert rows["Trace completeness"] == "100.0% (1/1)"
+    assert rows["Unauthorized side effects"] == "0"
+    html = Renderer().render("panels/fleet_summary.html", fleet=r.fleet_summary())
+    assert "<dt>Safe completion</dt><dd>100.0% (1/1)</dd>" in html
+    # a new record changes the summary (it is not cached past a change)
+    view = FoldedView().feed(*h.events[:-1])
+    assert dict(reader(view).fleet_summary())["Safe completion"] == "n/a (0/0)"
