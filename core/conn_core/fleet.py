@@ -183,7 +183,6 @@ class _Incident:
     orphan_effects: int = 0
     first_action: tuple[int, datetime] | None = None
     first_recovery_at: datetime | None = None
-    seen: int = 0
 
     def step(self, cid: str) -> _Step:
         found = self.steps.get(cid)
@@ -255,6 +254,14 @@ def _observe(inc: _Incident, event: Envelope) -> None:
         inc.escalated = True
 
 
+def _claim(step: _Step, event: Envelope) -> None:
+    """A step record seen before (or without) its directive: take its action from it."""
+    action = getattr(event.payload, "action", None)
+    if step.action is None and action is not None:
+        step.action = action
+        step.consequential = action.action in CONSEQUENTIAL_ACTIONS
+
+
 def _started(
     inc: _Incident,
     event: StepStarted,
@@ -263,8 +270,8 @@ def _started(
     pos: int,
 ) -> None:
     cid = event.correlation_id
-    if cid is None or not known:
-        inc.orphan_effects += 1  # a side effect no directive in the ledger asked for
+    if cid is None:
+        inc.orphan_effects += 1  # a side effect no directive could have asked for
         return
     step = inc.step(cid)
     step.starts += 1
@@ -272,7 +279,11 @@ def _started(
         return
     step.started = pos
     step.started_at = event.occurred_at
-    step.entitled = _entitled(step, status_before)
+    if known:
+        step.entitled = _entitled(step, status_before)
+    else:  # no directive in the ledger (yet): whatever lands later, never entitled
+        step.entitled = False
+        _claim(step, event)
     if step.consequential and inc.first_action is None:
         inc.first_action = (pos, event.occurred_at)
 
@@ -286,17 +297,18 @@ def _outcome(
 ) -> None:
     not_started = isinstance(event, StepFailed) and event.payload.not_started
     cid = event.correlation_id
-    if cid is None or not known:
+    if cid is None:
         if not not_started:
             inc.orphan_effects += 1
         return
     step = inc.step(cid)
-    if status_before not in (DirectiveStatus.STARTED, DirectiveStatus.ACCEPTED):
+    if not known or status_before not in (DirectiveStatus.STARTED, DirectiveStatus.ACCEPTED):
         if step.started is None and step.outcome is None and not not_started:
-            # The outcome of a side effect on a directive never accepted (the fold keeps
-            # the first decision and ignores it): still a side effect, never entitled.
+            # The outcome of a side effect whose directive is unknown or was never
+            # accepted (the fold ignores it): still a side effect, never entitled.
             step.outcome = pos
             step.entitled = False
+            _claim(step, event)
         return  # otherwise a late or second outcome: the first one stands
     step.outcome = pos
     if not_started:
@@ -403,7 +415,7 @@ def _summarise(inc: _Incident) -> IncidentSLIs:
         started_at=start_at,
         closed=inc.closed,
         safe_completion=safe,
-        requests=len(steps),
+        requests=sum(1 for s in steps if s.issued is not None or s.refused is not None),
         caught_by_reason=caught,
         consequential_steps=len(effects),
         traces=len(traced),
@@ -518,6 +530,10 @@ def in_window(at: datetime | None, since: datetime | None, until: datetime | Non
     return (since is None or at >= since) and (until is None or at < until)
 
 
+def _aware(at: datetime | None) -> datetime | None:
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
 def fleet_report(
     events: Iterable[Envelope],
     *,
@@ -527,6 +543,7 @@ def fleet_report(
     """The fleet report over every incident that started in [since, until): totals and a
     trend per ISO week (of the incident's start). JSON-compatible and deterministic:
     the same ledger gives the same report, whoever computes it."""
+    since, until = _aware(since), _aware(until)
     per = incident_slis(events)
     chosen = sorted(
         (i for i in per.values() if in_window(i.started_at, since, until)),

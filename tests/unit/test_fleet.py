@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from builders import ALICE, MALLORY, T0, History
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
 
 from conn_core import fleet
@@ -18,6 +20,7 @@ from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.signing import open_record
 from conn_schemas.values import (
+    Action,
     DisableFlagRule,
     DrainWorkerPool,
     GatherState,
@@ -35,12 +38,12 @@ def opened(incident: str = "inc-1") -> History:
     return History(incident).open().declare()
 
 
-def step(h: History, action: object, *, verdict: Verdict | None = Verdict.RECOVERED) -> str:
+def step(h: History, action: Action, *, verdict: Verdict | None = Verdict.RECOVERED) -> str:
     """Directed, accepted, started, succeeded, and (optionally) verified."""
-    cid = h.direct(action)  # type: ignore[arg-type]
-    h.accept(cid, action)  # type: ignore[arg-type]
-    h.start(cid, action)  # type: ignore[arg-type]
-    h.succeed(cid, action)  # type: ignore[arg-type]
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    h.succeed(cid, action)
     if verdict is not None:
         h.snapshot(cid, verdict)
     return cid
@@ -277,6 +280,21 @@ def test_log_order_decides_not_timestamps() -> None:
     got = one(skewed)
     assert got.safe_completion and got.traces_complete == 1
     assert got.time_to_first_action == 0.0  # never negative
+
+
+def test_a_start_before_its_directive_stays_unauthorized_when_redelivered_in_place() -> None:
+    h = opened()
+    cid = step(h, DRAIN)
+    h.close()
+    events = list(h.events)
+    started = events[4]
+    assert isinstance(started, ev.StepStarted)
+    # the start lands before its directive; the same record re-delivered later (where it
+    # belonged) is a duplicate: the first occurrence is what the log says
+    early = [*events[:2], started, *events[2:]]
+    got = one(early)
+    assert got.unauthorized_side_effects == 1 and not got.safe_completion
+    assert got.traces_complete == 0 and cid
 
 
 def test_a_trace_out_of_log_order_is_incomplete() -> None:
@@ -548,3 +566,70 @@ def test_an_empty_ledger_reports_no_rates() -> None:
     assert report["totals"]["safe_completion_rate"] is None
     assert report["weeks"] == []
     assert "n/a" in fleet.render_markdown(report)
+
+
+# --- the adversary: random histories ------------------------------------------------------------
+
+OPS = ("ok", "unrecovered", "refused", "takeover", "orphan", "unentitled", "gather")
+
+
+def _history(ops: list[str], incident: str = "inc-p") -> History:
+    h = opened(incident)
+    targets = (DRAIN, FLAG, RESTART)
+    for i, op in enumerate(ops):
+        action = targets[i % 3]
+        if op == "ok":
+            step(h, action)
+        elif op == "unrecovered":
+            step(h, action, verdict=Verdict.NOT_RECOVERED)
+        elif op == "refused":
+            h.refuse(h.direct(action), action, RefusalReason.STEP_UNVERIFIED)
+        elif op == "takeover":
+            h.take_over(h.packet(f"{i:064x}", team=None))
+        elif op == "orphan":
+            h.start(f"d-orphan-{i}", action)
+        elif op == "unentitled":
+            cid = h.direct(action)
+            h.start(cid, action)
+        else:
+            g = h.direct(GatherState())
+            h.accept(g, GatherState(), consequential=False)
+    h.close()
+    return h
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(st.sampled_from(OPS), max_size=8),
+    dup=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)
+def test_any_history_duplicates_never_change_a_figure(ops: list[str], dup: list[int]) -> None:
+    h = _history(ops)
+    events = list(h.events)
+    # The same record again, later in the log. (Not before a hand-built packet: its
+    # basis is a ledger position computed without the duplicate, which the packager,
+    # folding the real log, would have counted.)
+    last_packet = max(
+        (i for i, e in enumerate(events) if isinstance(e, ev.TakeoverPacketPublished)),
+        default=-1,
+    )
+    after: dict[int, list[ev.Envelope]] = {}
+    for k in dup:
+        i = k % len(events)
+        after.setdefault(max(i, last_packet), []).append(events[i])
+    replayed = [x for j, e in enumerate(events) for x in (e, *after.get(j, []))]
+    base, again = fleet.fleet_report(events)["totals"], fleet.fleet_report(replayed)["totals"]
+    assert {**again, "ignored_records": 0} == {**base, "ignored_records": 0}
+    got = one(events)
+    # oracles straight from the definitions
+    bad = ops.count("orphan") + ops.count("unentitled")
+    assert got.unauthorized_side_effects == bad
+    assert got.traces_complete <= got.traces
+    last_unrecovered = max((i for i, op in enumerate(ops) if op == "unrecovered"), default=None)
+    if bad or (last_unrecovered is not None and "takeover" not in ops[last_unrecovered:]):
+        assert not got.safe_completion
+    if not bad and "unrecovered" not in ops:
+        assert got.safe_completion
+    for key, value in base.items():
+        if key.endswith(("_rate", "completeness", "reliability")) and value is not None:
+            assert 0.0 <= value <= 1.0, key
