@@ -41,10 +41,12 @@ def tables(report: dict[str, Any]) -> list[Table]:
     if report["weeks"]:
         trend = Table(title="Trend per ISO week", title_justify="left")
         trend.add_column("week")
-        for label, _, _ in fleet.ROWS:
-            trend.add_column(label, justify="right")
+        for _, key, _ in fleet.ROWS:
+            trend.add_column(fleet.SHORT[key], justify="right")
         for week in report["weeks"]:
-            trend.add_row(week["week"], *(value for _, value in fleet.iter_rows(week)))
+            trend.add_row(
+                week["week"], *(value for _, value in fleet.iter_rows(week, compact=True))
+            )
         out.append(trend)
     return out
 

@@ -590,22 +590,42 @@ _COUNTS = {
 }
 
 
-def format_value(fig: Mapping[str, Any], key: str, kind: str) -> str:
-    """One figure as text: a rate with its counts, a duration, or a count."""
+SHORT = {
+    "incidents": "Inc.",
+    "safe_completion_rate": "Safe",
+    "caught_rate": "Caught",
+    "trace_completeness": "Traced",
+    "false_action_rate": "False action",
+    "packet_reliability": "Packets ok",
+    "escalation_rate": "Escal.",
+    "time_to_first_action_seconds": "1st action",
+    "time_to_verified_recovery_seconds": "Recov.",
+    "unauthorized_side_effects": "Unauth.",
+    "duplicate_side_effects": "Dup.",
+}
+"""Column headings of the weekly trend (same order as ROWS)."""
+
+
+def format_value(fig: Mapping[str, Any], key: str, kind: str, *, compact: bool = False) -> str:
+    """One figure as text: a rate with its counts, a duration, or a count (`compact`:
+    without the counts, for the trend)."""
     value = fig[key]
     if kind == "rate":
         num, den = _COUNTS[key]
         shown = "n/a" if value is None else f"{value * 100:.1f}%"
-        return f"{shown} ({fig[num]}/{fig[den]})"
+        return shown if compact else f"{shown} ({fig[num]}/{fig[den]})"
     if kind == "duration":
         median = value["median"]
-        return "n/a" if median is None else f"{median:.1f}s (n={value['count']})"
+        if median is None:
+            return "n/a"
+        return f"{median:.1f}s" if compact else f"{median:.1f}s (n={value['count']})"
     return str(value)
 
 
-def iter_rows(fig: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+def iter_rows(fig: Mapping[str, Any], *, compact: bool = False) -> Iterator[tuple[str, str]]:
+    """(label, text) of the headline figures; `compact`: short labels and values."""
     for label, key, kind in ROWS:
-        yield label, format_value(fig, key, kind)
+        yield (SHORT[key] if compact else label), format_value(fig, key, kind, compact=compact)
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -626,11 +646,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "## Caught, by reason", "", "| Reason | Refusals |", "|---|---|"]
         lines += [f"| {r} | {n} |" for r, n in totals["caught_by_reason"].items()]
     if report["weeks"]:
-        heads = ["Week"] + [label for label, _, _ in ROWS]
+        heads = ["Week"] + [SHORT[key] for _, key, _ in ROWS]
         lines += ["", "## Trend per ISO week", "", "| " + " | ".join(heads) + " |"]
         lines.append("|" + "---|" * len(heads))
         for week in report["weeks"]:
-            cells = [week["week"]] + [value for _, value in iter_rows(week)]
+            cells = [week["week"]] + [value for _, value in iter_rows(week, compact=True)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
