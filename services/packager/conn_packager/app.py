@@ -196,6 +196,8 @@ def build_app(
             return
         backoff["failures"] = 0
 
+    fleet_mark: dict[str, tuple[int, int]] = {}
+
     @app.timer(interval=settings.packager.conn_packager_fleet_interval)
     async def refresh_fleet() -> None:
         """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet)."""
@@ -203,14 +205,19 @@ def build_app(
         if pool is None or not packager.started:
             return
         try:
-            report = await readmodel.fleet_report(pool, schema=settings.schema)
+            mark = await readmodel.ledger_mark(pool, schema=settings.schema)
+            if mark != fleet_mark.get("mark"):  # recompute only when the ledger grew
+                report = await readmodel.fleet_report(pool, schema=settings.schema)
+                fleet_gauges.publish(report, now=time.time())
+                fleet_mark["mark"] = mark
+            else:
+                fleet_gauges.REFRESHED.set(time.time())
         except Exception as exc:
             if dependency_of(exc) is None:
                 log.exception("fleet report failed; the gauges keep their last values")
             else:
                 deps.report(exc)
             return  # a timer that raises crashes the faust app
-        fleet_gauges.publish(report, now=time.time())
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
