@@ -543,10 +543,20 @@ def fleet_report(
     """The fleet report over every incident that started in [since, until): totals and a
     trend per ISO week (of the incident's start). JSON-compatible and deterministic:
     the same ledger gives the same report, whoever computes it."""
+    return report_from(incident_slis(events).values(), since=since, until=until)
+
+
+def report_from(
+    incidents: Iterable[IncidentSLIs],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """`fleet_report` from per-incident facts already computed (`incident_slis`): a
+    caller may keep them per incident and recompute only the incidents that changed."""
     since, until = _aware(since), _aware(until)
-    per = incident_slis(events)
     chosen = sorted(
-        (i for i in per.values() if in_window(i.started_at, since, until)),
+        (i for i in incidents if in_window(i.started_at, since, until)),
         key=lambda i: (i.started_at.isoformat() if i.started_at else "", i.incident_id),
     )
     weeks: dict[str, list[IncidentSLIs]] = {}

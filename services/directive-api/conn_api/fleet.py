@@ -7,16 +7,15 @@ pure function over one sequence)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Query
 
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.runtime import Runtime
+from conn_api.view import LedgerEntry
 from conn_core import fleet
-from conn_schemas.events import Envelope
 from conn_schemas.values import Role
 
 router = APIRouter(prefix="/v1")
@@ -32,11 +31,28 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 Bound = Annotated[str | None, Query(max_length=64, description="ISO 8601 date or time (UTC)")]
 
 
-def ledger_events(rt: Runtime) -> Iterator[Envelope]:
-    """Every incident's folded events, each incident in its log order."""
-    for incident_id in sorted(rt.view.ledgers):
-        for entry in rt.view.ledger(incident_id):
-            yield entry.event
+_CACHE: dict[str, tuple[int, str, fleet.IncidentSLIs]] = {}
+"""incident -> (ledger length, head hash, its facts): an incident is recomputed only
+when its ledger changed (the head hash covers every entry before it)."""
+
+
+class Ledgers(Protocol):
+    ledgers: dict[str, list[LedgerEntry]]
+
+
+def incident_figures(view: Ledgers) -> list[fleet.IncidentSLIs]:
+    """Every incident's fleet facts (conn_core.fleet.incident_slis) over its ledger."""
+    out = []
+    for incident_id, ledger in list(view.ledgers.items()):
+        if not ledger:
+            continue
+        mark = (len(ledger), ledger[-1].hash)
+        hit = _CACHE.get(incident_id)
+        if hit is None or hit[:2] != mark:
+            facts = fleet.incident_slis(entry.event for entry in ledger)[incident_id]
+            hit = _CACHE[incident_id] = (*mark, facts)
+        out.append(hit[2])
+    return out
 
 
 def report(rt: Runtime, since: str | None = None, until: str | None = None) -> dict[str, Any]:
@@ -44,7 +60,8 @@ def report(rt: Runtime, since: str | None = None, until: str | None = None) -> d
         start, end = fleet.window(since, until)
     except ValueError as exc:
         raise ApiError(422, "invalid_window", str(exc)) from None
-    return fleet.fleet_report(ledger_events(rt), since=start, until=end)
+    answer: dict[str, Any] = fleet.report_from(incident_figures(rt.view), since=start, until=end)
+    return answer
 
 
 @router.get("/fleet/report", tags=["reads"], responses=ERRORS)

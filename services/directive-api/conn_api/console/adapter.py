@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
+from conn_api import fleet as fleet_api
 from conn_api.auth import Identity
 from conn_api.packets import packet_for
 from conn_api.runtime import PRODUCER, Runtime
@@ -675,10 +675,6 @@ def available_controls(
     )
 
 
-_FLEET_CACHE: dict[str, Any] = {}
-"""The last fleet summary and the ledger fingerprint it was computed at."""
-
-
 class BridgeReader:
     """Reads for the console over one API runtime."""
 
@@ -711,16 +707,8 @@ class BridgeReader:
 
     def fleet_summary(self) -> list[tuple[str, str]]:
         """The fleet SLIs (conn_core.fleet, as GET /v1/fleet/report totals), as rows."""
-        key = (id(self.rt), self.fingerprint())
-        if _FLEET_CACHE.get("key") != key:
-            report = fleet.fleet_report(
-                entry.event
-                for incident_id in sorted(self.rt.view.ledgers)
-                for entry in self.ledger(incident_id)
-            )
-            _FLEET_CACHE.update(key=key, rows=list(fleet.iter_rows(report["totals"])))
-        rows: list[tuple[str, str]] = _FLEET_CACHE["rows"]
-        return rows
+        report = fleet.report_from(fleet_api.incident_figures(self.rt.view))
+        return list(fleet.iter_rows(report["totals"]))
 
     def fingerprint(self) -> tuple[object, ...]:
         """Changes whenever the incident list would (cheap; no rendering)."""
