@@ -104,7 +104,6 @@ class _Step:
     refused: str | None = None
     """Reason of the first decision, if that was a refusal."""
     started: int | None = None
-    started_at: datetime | None = None
     starts: int = 0
     entitled: bool = True
     outcome: int | None = None
@@ -278,7 +277,6 @@ def _started(
     if step.started is not None:
         return
     step.started = pos
-    step.started_at = event.occurred_at
     if known:
         step.entitled = _entitled(step, status_before)
     else:  # no directive in the ledger (yet): whatever lands later, never entitled
