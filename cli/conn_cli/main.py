@@ -699,6 +699,15 @@ def _mount_keys() -> None:
 _mount_keys()
 
 
+def _mount_report() -> None:
+    from conn_cli.report import report
+
+    app.command("report")(report)
+
+
+_mount_report()
+
+
 def _mount_replay() -> None:
     try:
         from conn_packager.replay import app as replay_app  # type: ignore[import-not-found]

@@ -95,11 +95,19 @@ def main() -> int:
             f"  .venv/bin/conn direct gather-state {incident}\n"
             f"  .venv/bin/conn direct restart-dependency-tier {incident} --tier orders-db --region eu-west\n"
             "  set -a; . .local/trust/env/sre.env; set +a   # read the log as the SRE principal\n"
-            "  .venv/bin/conn replay            # verify signatures and the chain, rebuild the read model\n\n"
+            "  .venv/bin/conn replay            # verify signatures and the chain, rebuild the read model\n"
+            "  .venv/bin/conn report --format markdown   # the fleet SLIs (README, Fleet SLIs)\n\n"
             "Stop the stack: make down    (data stays in .local/; `make clean` deletes it)",
             title="what next",
         )
     )
+    console.print(
+        Rule(
+            "[bold]14. The fleet report: is Conn doing its job? (all incidents)[/bold]",
+            align="left",
+        )
+    )
+    _cli(console, "olive", "report")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,25 @@ def test_cli_drives_an_incident(
     )
     assert r.exit_code == 3 and "cannot reach" in r.output
     assert conn("alice", "close", inc, "--resolution", "fixed").exit_code == 0
+    # the fleet report: this incident closed, the drain caught at the API
+    r = conn("olive", "report", "--format", "json")
+    assert r.exit_code == 0, r.output
+    totals = json.loads(r.output)["totals"]
+    assert (totals["incidents"], totals["closed"]) == (1, 1)
+    assert totals["caught_by_reason"].get("previous_step_unverified") == 1
+    r = conn("olive", "report", "--format", "markdown", "--since", "2020-01-01")
+    assert r.exit_code == 0 and "| Caught (refused before acting) |" in r.output, r.output
+    r = conn("olive", "report")
+    assert r.exit_code == 0 and "Trace completeness" in r.output, r.output
+    r = conn("olive", "report", "--until", "2020-01-01", "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)["totals"]["incidents"] == 0
+    for bad in (
+        ["--since", "yesterday"],
+        ["--format", "xml"],
+        ["--since", "2027", "--until", "2026"],
+    ):
+        r = conn("olive", "report", *bad)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
 
 
 def test_cli_packet_and_takeover_with_the_packager(

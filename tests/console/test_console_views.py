@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from markupsafe import escape
 from unit.builders import ALICE, RUNBOOK, History
 
 from conn_api.auth import Identity
@@ -98,7 +99,12 @@ def _no_markup_from_data(html: str) -> None:
     assert "javascript:" not in html.replace("javascript:x", "")  # only ever as escaped text
     assert 'href="javascript' not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "{{7*7}}" in html and "49" not in re.sub(r"[0-9a-f]{12,}", "", html)
+    # Data is never evaluated as a template: the text arrives verbatim (escaped), and
+    # its evaluated form (where "{{7*7}}" became "49") is nowhere. Not a bare "49",
+    # which a timestamp or a hash may contain.
+    assert str(escape(HOSTILE)) in html
+    evaluated = escape(HOSTILE).replace("{{7*7}}", "49")
+    assert evaluated not in html and "javascript:x) 49" not in html
 
 
 def test_every_template_escapes_what_people_typed() -> None:
@@ -119,6 +125,7 @@ def test_every_template_escapes_what_people_typed() -> None:
         flash={"ok": False, "status": 403, "code": "x", "message": HOSTILE},
         now=page.now,
         rows=r.incidents(),
+        fleet=r.fleet_summary(),
         filter="all",
         filters=(("all", "All"),),
         ks=page.kill_switch,
@@ -354,3 +361,28 @@ async def test_an_unreachable_session_store_is_a_503_not_a_stack_trace() -> None
         await store.get(DownPool(), "x" * 43, None)  # type: ignore[arg-type]
     with pytest.raises(StoreUnavailable):
         await store.create(DownPool(), ALICE_ID, token="t")  # type: ignore[arg-type]
+
+
+def test_the_incident_list_shows_the_fleet_summary() -> None:
+    """The same figures as GET /v1/fleet/report's totals (conn_core.fleet), live."""
+    from conn_schemas.values import DrainWorkerPool, Verdict
+
+    drain = DrainWorkerPool(pool="checkout-workers", region="eu-west")
+    h = History("inc-fleet")
+    h.open().declare()
+    cid = h.direct(drain)
+    h.accept(cid, drain)
+    h.start(cid, drain)
+    h.succeed(cid, drain)
+    h.snapshot(cid, Verdict.RECOVERED)
+    h.close()
+    r = reader(FoldedView().feed(*h.events))
+    rows = dict(r.fleet_summary())
+    assert rows["Safe completion"] == "100.0% (1/1)"
+    assert rows["Trace completeness"] == "100.0% (1/1)"
+    assert rows["Unauthorized side effects"] == "0"
+    html = Renderer().render("panels/fleet_summary.html", fleet=r.fleet_summary())
+    assert "<dt>Safe completion</dt><dd>100.0% (1/1)</dd>" in html
+    # a new record changes the summary (it is not cached past a change)
+    view = FoldedView().feed(*h.events[:-1])
+    assert dict(reader(view).fleet_summary())["Safe completion"] == "n/a (0/0)"

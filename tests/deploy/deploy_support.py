@@ -178,6 +178,7 @@ METRIC_MODULES = (
     "conn_executor.metrics",
     "conn_verifier.metrics",
     "conn_packager.metrics",
+    "conn_packager.fleet",
 )
 # Labels Prometheus adds at scrape time (ServiceMonitor / static config), and histogram buckets.
 SCRAPE_LABELS = {"namespace", "job", "instance", "pod", "service", "container", "le"}
@@ -187,7 +188,10 @@ def exported_metrics() -> dict[str, set[str]]:
     """Every series name the services expose -> its label names."""
     out: dict[str, set[str]] = {}
     for module in METRIC_MODULES:
-        for obj in vars(importlib.import_module(module)).values():
+        found = vars(importlib.import_module(module)).values()
+        # a module may keep its metrics in a dict (conn_packager.fleet.GAUGES)
+        nested = [v for d in found if isinstance(d, dict) for v in d.values()]
+        for obj in [*found, *nested]:
             if not isinstance(obj, MetricWrapperBase):
                 continue
             name, labels = obj._name, set(obj._labelnames)

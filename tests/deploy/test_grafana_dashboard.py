@@ -87,3 +87,15 @@ def test_the_safety_signals_have_panels(dash: dict[str, Any]) -> None:
         'status=~"5.."',
     ):
         assert needle in text, needle
+
+
+def test_the_fleet_slis_have_a_panel_row(dash: dict[str, Any]) -> None:
+    from conn_packager import fleet as fleet_gauges
+
+    rows = [p["title"] for p in _panels(dash) if p["type"] == "row"]
+    assert any(t.startswith("Fleet SLIs") for t in rows)
+    text = " ".join(e for _, e in _exprs(dash))
+    for key in fleet_gauges.RATES + fleet_gauges.DURATIONS:
+        assert f"conn_fleet_{key}" in text, key
+    assert "conn_fleet_unauthorized_side_effects" in text
+    assert "conn_fleet_caught_by_reason" in text

@@ -736,6 +736,7 @@ def test_prometheus_rule_only_when_enabled_and_its_rules_are_valid(
         "ConnDeadLetters",
         "ConnVerifierStaleMetrics",
         "ConnApi5xx",
+        "ConnFleetUnauthorizedSideEffect",
     ):
         assert alert in by_name, alert
     assert by_name["ConnConsumerLagHigh"]["expr"].rstrip().endswith("> 250")

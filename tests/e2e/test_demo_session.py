@@ -10,7 +10,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from conn_demo.session import run_session
+from conn_demo.session import load_tokens, run_session
 from conn_packager import readmodel, store
 
 pytestmark = pytest.mark.integration
@@ -111,6 +111,26 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     assert packet["ledger_head"]["sequence"] == request_seq
     head_entry = next(e for e in result.ledger if e["sequence"] == request_seq)
     assert packet["ledger_head"]["hash"] == head_entry["hash"]
+
+    # The fleet report over this run (its only incident): the answer README's
+    # definitions give for the scenario (3 consequential steps, each fully traced;
+    # 2 of 7 requests caught at the API; escalated, 1 packet accepted, still open).
+    r = httpx.get(
+        p.api.url + "/v1/fleet/report",
+        headers={"Authorization": f"Bearer {load_tokens()['olive']}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    fleet = r.json()["totals"]
+    assert (fleet["incidents"], fleet["closed"], fleet["safe_completion_rate"]) == (1, 0, None)
+    assert fleet["caught_by_reason"] == {"reserved_to_team": 1, "stale_base_position": 1}
+    assert (fleet["caught"], fleet["requests"]) == (2, 7)
+    assert (fleet["consequential_steps"], fleet["traces"], fleet["traces_complete"]) == (3, 3, 3)
+    assert fleet["unauthorized_side_effects"] == fleet["duplicate_side_effects"] == 0
+    assert (fleet["escalated"], fleet["packets_accepted"], fleet["packets_judged"]) == (1, 1, 0)
+    assert fleet["false_actions"] == 0
+    assert fleet["time_to_first_action_seconds"]["count"] == 1
+    assert fleet["time_to_verified_recovery_seconds"]["count"] == 1
 
 
 def _leaves(doc: object) -> list[object]:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from conn_api import alerts, console, dryrun, metrics, routes
+from conn_api import alerts, console, dryrun, fleet, metrics, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dryrun.router)
     app.include_router(routes.router)
     app.include_router(alerts.router)
+    app.include_router(fleet.router)
     console.mount(app)  # the bridge console under /console (conn_api.console)
 
     @app.middleware("http")

@@ -28,7 +28,8 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 
-from conn_packager import metrics
+from conn_packager import fleet as fleet_gauges
+from conn_packager import metrics, readmodel
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
 from conn_runtime.ops import OpsServer
@@ -194,6 +195,29 @@ def build_app(
             )
             return
         backoff["failures"] = 0
+
+    fleet_mark: dict[str, tuple[int, int]] = {}
+
+    @app.timer(interval=settings.packager.conn_packager_fleet_interval)
+    async def refresh_fleet() -> None:
+        """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet)."""
+        pool = packager.pool
+        if pool is None or not packager.started:
+            return
+        try:
+            mark = await readmodel.ledger_mark(pool, schema=settings.schema)
+            if mark != fleet_mark.get("mark"):  # recompute only when the ledger grew
+                report = await readmodel.fleet_report(pool, schema=settings.schema)
+                fleet_gauges.publish(report, now=time.time())
+                fleet_mark["mark"] = mark
+            else:
+                fleet_gauges.REFRESHED.set(time.time())
+        except Exception as exc:
+            if dependency_of(exc) is None:
+                log.exception("fleet report failed; the gauges keep their last values")
+            else:
+                deps.report(exc)
+            return  # a timer that raises crashes the faust app
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:

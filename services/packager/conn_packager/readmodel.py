@@ -12,15 +12,18 @@ datetimes/UUIDs) or None when nothing is found.
 - list_ledger(db, incident_id, *, after_sequence=0, limit=100, event_types=None)
 - latest_packet(db, incident_id) -> {packet, packet_sha256, markdown, ...} or None
 - timeline(db, incident_id) -> post-incident report (conn_packager.timeline)
+- fleet_report(db, *, since=None, until=None) -> fleet SLIs (conn_core.fleet)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from conn_core import fleet
 from conn_packager.store import check_schema
 from conn_packager.timeline import build_timeline
 from conn_schemas.codec import decode_raw
@@ -99,3 +102,33 @@ async def timeline(
     if not rows:
         return None
     return build_timeline([decode_raw(r["raw"]) for r in rows])
+
+
+async def ledger_mark(db: Db, *, schema: str = DEFAULT_SCHEMA) -> tuple[int, int]:
+    """(incidents, ledger entries): changes whenever the ledger grows (cheap: one row
+    per incident)."""
+    s = check_schema(schema)
+    row = await db.fetchrow(
+        f"SELECT count(*) AS n, coalesce(sum(sequence), 0) AS total FROM {s}.incidents"
+    )
+    return (int(row["n"]), int(row["total"])) if row else (0, 0)
+
+
+async def fleet_events(db: Db, *, schema: str = DEFAULT_SCHEMA) -> list[Any]:
+    """Every incident's ledger events, each incident in its ledger order."""
+    s = check_schema(schema)
+    rows = await db.fetch(f"SELECT raw FROM {s}.ledger_entries ORDER BY incident_id, sequence")
+    return [decode_raw(r["raw"]) for r in rows]
+
+
+async def fleet_report(
+    db: Db,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> dict[str, Any]:
+    """Fleet SLIs (conn_core.fleet) over the read model's ledger: the same events, in
+    the same order, as `conn replay` rebuilds from the topic."""
+    events = await fleet_events(db, schema=schema)
+    return fleet.fleet_report(events, since=since, until=until)

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from conn_core import fleet
 from conn_core.chain import GENESIS, link_raw
 from conn_packager.main import topic_partitions
 from conn_packager.projection import IncidentProjection, Where, project
@@ -518,6 +519,32 @@ async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelo
     return out
 
 
+async def topic_events(kafka: KafkaSettings) -> list[Envelope]:
+    """Every trusted event of the topic in log order (forged records and records on a
+    wrong partition left out): what the live fold and the read model hold."""
+    trust = trust_for(kafka)
+    _, ends, records = await read_topic(kafka)
+    out: list[Envelope] = []
+    async for rec in records:
+        try:
+            event = trust.open(rec).event
+        except UnreadableRecord:
+            continue
+        if _placed(kafka, event, rec.partition, len(ends)):
+            out.append(event)
+    return out
+
+
+async def export_fleet_report(kafka: KafkaSettings, fmt: str) -> str:
+    """The fleet report (conn_core.fleet) recomputed from the topic alone."""
+    report = fleet.fleet_report(await topic_events(kafka))
+    if fmt == "json":
+        return (
+            orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        )
+    return fleet.render_markdown(report)
+
+
 async def export_timeline(kafka: KafkaSettings, incident_id: str, fmt: str) -> str:
     events = await incident_events(kafka, incident_id)
     if not events:
@@ -558,7 +585,10 @@ def replay(
     export_timeline_for: str = typer.Option(
         None, "--export-timeline", help="Print the post-incident timeline of this incident"
     ),
-    fmt: str = typer.Option("md", "--format", help="Timeline format: md or json"),
+    fleet_report: bool = typer.Option(
+        False, "--fleet-report", help="Print the fleet SLI report recomputed from the topic"
+    ),
+    fmt: str = typer.Option("md", "--format", help="Timeline/report format: md or json"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     import os
@@ -567,6 +597,11 @@ def replay(
     kafka = KafkaSettings()
     database_url = DatabaseSettings().database_url
     try:
+        if fleet_report:
+            if fmt not in ("md", "json"):
+                raise typer.BadParameter("--format must be md or json")
+            sys.stdout.write(asyncio.run(export_fleet_report(kafka, fmt)))
+            return
         if export_timeline_for:
             if fmt not in ("md", "json"):
                 raise typer.BadParameter("--format must be md or json")

@@ -2,7 +2,8 @@
 CONN_PACKAGER_METRICS_PORT (default 18103), CONN_READ_SCHEMA (default conn_read),
 CONN_PACKAGER_HOST (ops server bind, default 127.0.0.1),
 CONN_PACKAGER_REPLICATION (faust changelog replication factor, default 1),
-CONN_PACKAGER_DATADIR (faust local data, default <tmp>/conn-faust)."""
+CONN_PACKAGER_DATADIR (faust local data, default <tmp>/conn-faust),
+CONN_PACKAGER_FLEET_INTERVAL (seconds between conn_fleet_* gauge refreshes, default 15)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class PackagerSettings(BaseSettings):
     conn_packager_datadir: Path = Field(
         default=Path(tempfile.gettempdir()) / "conn-faust",
         description="Where faust keeps its local data (one folder per app id)",
+    )
+    conn_packager_fleet_interval: float = Field(
+        default=15.0, ge=0.5, le=3600, description="Seconds between conn_fleet_* refreshes"
     )
 
     @field_validator("conn_read_schema")

@@ -22,10 +22,12 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from conn_api import fleet as fleet_api
 from conn_api.auth import Identity
 from conn_api.packets import packet_for
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.view import LedgerEntry
+from conn_core import fleet
 from conn_core.chain import sha256_json
 from conn_core.rules import check_control
 from conn_core.state import ControlState, DirectiveRecord, IncidentState
@@ -702,6 +704,11 @@ class BridgeReader:
         epoch = datetime.min.replace(tzinfo=UTC)
         rows.sort(key=lambda r: r.last_event_at or epoch, reverse=True)
         return rows
+
+    def fleet_summary(self) -> list[tuple[str, str]]:
+        """The fleet SLIs (conn_core.fleet, as GET /v1/fleet/report totals), as rows."""
+        report = fleet.report_from(fleet_api.incident_figures(self.rt.view))
+        return list(fleet.iter_rows(report["totals"]))
 
     def fingerprint(self) -> tuple[object, ...]:
         """Changes whenever the incident list would (cheap; no rendering)."""

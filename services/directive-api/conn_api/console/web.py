@@ -76,6 +76,7 @@ PANEL_IDS = {
     "killswitch": "panel-killswitch",
     "incident_rows": "panel-incident-rows",
     "packet_current": "panel-packet-current",
+    "fleet_summary": "panel-fleet-summary",
 }
 
 
@@ -287,6 +288,7 @@ class Console:
             csrf=session.csrf,
             flash=flash,
             rows=self._incident_rows(reader, flt),
+            fleet=reader.fleet_summary(),
             filter=flt,
             filters=FILTERS,
             ks=reader.kill_switch(),
@@ -465,6 +467,7 @@ class Console:
                     "incident_rows", rows=self._incident_rows(reader, flt)
                 ),
                 "killswitch": self.render_panel("killswitch", ks=reader.kill_switch()),
+                "fleet_summary": self.render_panel("fleet_summary", fleet=reader.fleet_summary()),
             }
             changed = {
                 PANEL_IDS[name]: {"html": html, "hash": digest(html)}
