@@ -6,7 +6,8 @@ JSON), CONN_API_JWKS_FILE / CONN_API_JWKS_URL (+ CONN_API_JWT_ISSUER,
 CONN_API_JWT_AUDIENCE), CONN_RUNBOOKS_DIR, CONN_PAGERDUTY_WEBHOOK_SECRET,
 CONN_ALERT_DEDUP_WINDOW_SECONDS, CONN_READ_SCHEMA (the packager's read model, default
 conn_read), CONN_API_READ_MODEL (true: ledger/packet reads from it when caught up),
-CONN_API_READ_MODEL_WAIT_SECONDS, plus the shared KAFKA_* and DATABASE_URL.
+CONN_API_READ_MODEL_WAIT_SECONDS, CONN_API_MAX_BODY_BYTES (65536) and
+CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), plus the shared KAFKA_* and DATABASE_URL.
 Outside development, placeholder secrets and development-only token files are refused.
 """
 
@@ -26,6 +27,8 @@ DEV_TOKENS_FILE = ROOT / "deploy" / "local" / "tokens.yaml"
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "placeholder"})
 DEV_PAGERDUTY_SECRET = "conn-dev-pagerduty-secret"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_ALERT_BODY_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,12 @@ class ApiSettings(BaseSettings):
     conn_read_schema: str = "conn_read"
     conn_api_read_model: bool = True
     conn_api_read_model_wait_seconds: float = Field(default=1.0, ge=0, le=30)
+    conn_api_max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="Request-body limit (413 above)"
+    )
+    conn_api_max_alert_body_bytes: int = Field(
+        default=DEFAULT_MAX_ALERT_BODY_BYTES, ge=1024, description="... under /v1/alerts/"
+    )
 
     @field_validator("conn_read_schema")
     @classmethod

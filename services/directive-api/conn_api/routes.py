@@ -34,7 +34,7 @@ from conn_api.present import (
     state_json,
     summary_json,
 )
-from conn_api.runtime import PRODUCER, Runtime
+from conn_api.runtime import OUTCOME_UNKNOWN, PRODUCER, Runtime
 from conn_core.authority import AuthorityFileError, parse_authority, widenings
 from conn_core.rules import ControlEvent, check_authority, check_control
 from conn_core.state import IncidentState
@@ -462,8 +462,9 @@ async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str
         )
         try:
             written = await rt.append_and_fold(event)
-        except ApiError:
-            if not rt.view.state(incident_id).on_hold:
+        except ApiError as exc:
+            # Outcome unknown: the hold may be in the log, so the stop stays (fail safe).
+            if exc.code != OUTCOME_UNKNOWN and not rt.view.state(incident_id).on_hold:
                 await set_stop(
                     rt.db,
                     incident_id,
@@ -609,8 +610,8 @@ async def close_incident(
         )
         try:
             written = await rt.append_and_fold(event)
-        except ApiError:
-            if not rt.view.state(incident_id).closed:
+        except ApiError as exc:
+            if exc.code != OUTCOME_UNKNOWN and not rt.view.state(incident_id).closed:
                 await set_stop(
                     rt.db,
                     incident_id,

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS conn_api_idempotency (
     completed_at    timestamptz,
     PRIMARY KEY (principal, idem_key)
 );
+ALTER TABLE conn_api_idempotency
+    ADD COLUMN IF NOT EXISTS outcome_unknown boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS conn_api_alerts (
     fingerprint     text PRIMARY KEY,
     source          text NOT NULL,
@@ -51,6 +53,8 @@ class IdempotencyRecord:
     correlation_id: str
     status_code: int | None
     response: dict[str, Any] | None
+    outcome_unknown: bool = False
+    """The append was not acknowledged: it may be in the log (see directives.issue)."""
 
     @property
     def completed(self) -> bool:
@@ -99,8 +103,8 @@ async def claim_key(
 
 async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> IdempotencyRecord | None:
     row = await pool.fetchrow(
-        "SELECT request_sha256, correlation_id, status_code, response FROM conn_api_idempotency"
-        " WHERE principal = $1 AND idem_key = $2",
+        "SELECT request_sha256, correlation_id, status_code, response, outcome_unknown"
+        " FROM conn_api_idempotency WHERE principal = $1 AND idem_key = $2",
         principal,
         key,
     )
@@ -108,7 +112,21 @@ async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> Idempotenc
         return None
     response = json.loads(row["response"]) if row["response"] is not None else None
     return IdempotencyRecord(
-        row["request_sha256"], row["correlation_id"], row["status_code"], response
+        row["request_sha256"],
+        row["correlation_id"],
+        row["status_code"],
+        response,
+        bool(row["outcome_unknown"]),
+    )
+
+
+async def mark_outcome_unknown(pool: asyncpg.Pool, *, principal: str, key: str) -> None:
+    """Keep the claim: its append may have landed (a retry looks in the log first)."""
+    await pool.execute(
+        "UPDATE conn_api_idempotency SET outcome_unknown = true"
+        " WHERE principal = $1 AND idem_key = $2 AND status_code IS NULL",
+        principal,
+        key,
     )
 
 
