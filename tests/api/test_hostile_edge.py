@@ -7,6 +7,8 @@ as such and resolved by a retry with the same Idempotency-Key, never executed tw
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
 
 import pytest
 from aiokafka.errors import KafkaError
@@ -119,3 +121,76 @@ async def test_an_unacknowledged_directive_is_outcome_unknown_and_resolved_by_it
     # And the API keeps appending (a hold right after).
     r = await api.post(f"/v1/incidents/{incident}/hold", "alice", {})
     assert r.status_code == 200, r.text
+
+
+HOSTILE_VALUES: list[Any] = [
+    "a\x00b",
+    "x\x1b[31m",
+    "\u202e",
+    "\x7f",
+    "line\nbreak",
+    "\ufeff",
+    5,
+    [1],
+    {"a": {"b": None}},
+    None,
+    1e308,
+    True,
+]
+
+
+async def test_control_characters_and_unexpected_types_never_answer_5xx(
+    api: Api, kafka_bootstrap: str
+) -> None:
+    incident = await api.open_incident()
+    answers: list[tuple[str, Any, int]] = []
+    for value in HOSTILE_VALUES:
+        based_on = await api.position(incident)
+        for path, who, body in [
+            ("/v1/incidents", "alice", {"title": value, "service": "checkout"}),
+            ("/v1/incidents", "alice", {"title": "t", "service": value}),
+            (f"/v1/incidents/{incident}/hold", "alice", {"detail": value}),
+            (f"/v1/incidents/{incident}/resume", "alice", {"detail": value}),
+            (f"/v1/incidents/{incident}/handoff", "alice", {"to_team": value}),
+            (
+                f"/v1/incidents/{incident}/directives",
+                "alice",
+                {
+                    "action": {"action": "gather_state"},
+                    "based_on_sequence": based_on,
+                    "rationale": value,
+                },
+            ),
+            (
+                "/v1/alerts/alertmanager",
+                "alertbot",
+                {
+                    "version": "4",
+                    "status": "firing",
+                    "alerts": [
+                        {
+                            "status": "firing",
+                            "labels": {"alertname": value, "service": "checkout"},
+                            "annotations": {"summary": value},
+                        }
+                    ],
+                },
+            ),
+        ]:
+            r = await api.post(path, who, body, headers={"Idempotency-Key": f"k-{uuid4()}"})
+            answers.append((path.rsplit("/", 1)[-1], value, r.status_code))
+            assert r.status_code < 500, (path, value, r.text[:300])
+            if r.status_code >= 400:
+                error = r.json()["error"]
+                assert set(error) == {"code", "message", "detail"}
+                assert "Traceback" not in r.text
+        r = await api.post(f"/v1/incidents/{incident}/resume", "alice", {})  # if held
+        assert r.status_code in (200, 409), r.text
+    assert answers
+    # A directive answered with an error was never issued.
+    issued = of_incident(
+        await read_log(kafka_bootstrap, runtime(api).view.topics.events),
+        incident,
+        "DirectiveIssued",
+    )
+    assert all(e.payload.rationale in HOSTILE_VALUES for e in issued)

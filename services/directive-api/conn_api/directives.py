@@ -11,6 +11,7 @@ different body is a 422.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -124,8 +125,38 @@ async def _issue_claimed(
         if exc.code != OUTCOME_UNKNOWN:
             await _release(rt, identity, idem_key)
             raise
-        # It may be in the log: keep the claim, so a retry with this key finds it there
-        # instead of deciding (and maybe executing) the same directive a second time.
+        await _keep_unknown(rt, identity, idem_key)
+        raise
+    except asyncio.CancelledError:
+        await _keep_unknown(rt, identity, idem_key)  # maybe cancelled after the append
+        raise
+    except BaseException:
+        await _release(rt, identity, idem_key)
+        raise
+    try:
+        await _bookkeeping(
+            rt,
+            functools.partial(
+                complete_key,
+                rt.db,
+                principal=identity.id,
+                key=idem_key,
+                status_code=status,
+                response=response,
+            ),
+            "complete an idempotency key",
+        )
+    except Exception:
+        # Decided (and maybe appended): the answer stands, never a 500 after the fact.
+        log.exception("could not store the answer of an idempotency key")
+        await _keep_unknown(rt, identity, idem_key)
+    return status, response
+
+
+async def _keep_unknown(rt: Runtime, identity: Identity, idem_key: str) -> None:
+    """It may be in the log: keep the claim, so a retry with this key finds it there
+    instead of deciding (and maybe executing) the same directive a second time."""
+    with contextlib.suppress(Exception):
         await asyncio.shield(
             _bookkeeping(
                 rt,
@@ -133,23 +164,6 @@ async def _issue_claimed(
                 "mark an idempotency key's outcome unknown",
             )
         )
-        raise
-    except BaseException:
-        await _release(rt, identity, idem_key)
-        raise
-    await _bookkeeping(
-        rt,
-        functools.partial(
-            complete_key,
-            rt.db,
-            principal=identity.id,
-            key=idem_key,
-            status_code=status,
-            response=response,
-        ),
-        "complete an idempotency key",
-    )
-    return status, response
 
 
 async def _release(rt: Runtime, identity: Identity, idem_key: str) -> None:
@@ -285,6 +299,16 @@ async def _decide_and_append(
             producer=rt.producer.principal,
             correlation_id=correlation_id,
         )
+        # Everything that could fail is done before the append: once it is in the log
+        # the directive may execute, so nothing after it may turn the answer into a 5xx.
+        answer: dict[str, Any] = {
+            "status": "issued",
+            "incident_id": incident_id,
+            "correlation_id": correlation_id,
+            "consequential": decision.consequential,
+            "action": payload.action.model_dump(mode="json"),
+            "summary": describe_action(payload.action),
+        }
         written = await rt.append_and_fold(event)
     metrics.DIRECTIVES.labels(outcome="issued", reason="").inc()
     log.info(
@@ -293,19 +317,11 @@ async def _decide_and_append(
             "incident_id": incident_id,
             "correlation_id": correlation_id,
             "actor": identity.id,
-            "action": describe_action(payload.action),
+            "action": answer["summary"],
             "offset": written["position"]["offset"],
         },
     )
-    return 202, {
-        "status": "issued",
-        "incident_id": incident_id,
-        "correlation_id": correlation_id,
-        "consequential": decision.consequential,
-        "action": payload.action.model_dump(mode="json"),
-        "summary": describe_action(payload.action),
-        **written,
-    }
+    return 202, {**answer, **written}
 
 
 async def _refuse(

@@ -139,7 +139,8 @@ async def complete_key(
         principal,
         key,
         status_code,
-        json.dumps(response),
+        # jsonb refuses the escaped NUL that json.dumps writes for a "\x00" in a string.
+        json.dumps(response).replace("\\u0000", "\\ufffd"),
     )
 
 
