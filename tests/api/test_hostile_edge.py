@@ -194,3 +194,14 @@ async def test_control_characters_and_unexpected_types_never_answer_5xx(
         "DirectiveIssued",
     )
     assert all(e.payload.rationale in HOSTILE_VALUES for e in issued)
+
+
+async def test_an_authority_yaml_bomb_is_refused_with_a_4xx(api: Api) -> None:
+    incident = await api.open_incident(runbook=False)
+    laughs = ["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        laughs.append(f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]")
+    content = "\n".join([*laughs, "name: laughs", "version: '1'"])
+    r = await api.post(f"/v1/incidents/{incident}/authority", "alice", {"content": content})
+    assert r.status_code == 422, r.text
+    assert "aliases" in r.json()["error"]["message"]

@@ -106,3 +106,45 @@ async def test_a_malformed_content_length_is_400(value: bytes) -> None:
     await limited(scope, receive, send)
     assert sent[0]["status"] == 400
     assert app.called == 0
+
+
+# --- authority YAML ---------------------------------------------------------------------
+
+BILLION_LAUGHS = b"""
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+name: laughs
+"""
+
+
+def test_authority_yaml_with_aliases_is_refused_before_expansion() -> None:
+    from conn_core.authority import AuthorityFileError, parse_authority
+
+    with pytest.raises(AuthorityFileError, match="aliases are not allowed"):
+        parse_authority(BILLION_LAUGHS, holder="alice")
+    with pytest.raises(AuthorityFileError, match="aliases are not allowed"):
+        parse_authority(b"base: &x {a: 1}\nother: *x\n")
+
+
+def test_authority_yaml_over_the_size_limit_is_refused_unparsed() -> None:
+    from conn_core.authority import MAX_AUTHORITY_BYTES, AuthorityFileError, parse_authority
+
+    with pytest.raises(AuthorityFileError, match="larger than"):
+        parse_authority(b"#" * (MAX_AUTHORITY_BYTES + 1))
+
+
+def test_the_shipped_runbook_still_parses() -> None:
+    from pathlib import Path
+
+    from conn_core.authority import parse_authority
+
+    root = Path(__file__).resolve().parents[2]
+    boundary, _ = parse_authority((root / "runbooks" / "checkout-authority.yaml").read_bytes())
+    assert boundary.name
