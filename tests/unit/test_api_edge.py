@@ -3,7 +3,11 @@ front of every route), and the production-by-default settings check."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from conn_api.limits import BodyLimit
 
 LIMIT = 1024
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
@@ -148,3 +153,125 @@ def test_the_shipped_runbook_still_parses() -> None:
     root = Path(__file__).resolve().parents[2]
     boundary, _ = parse_authority((root / "runbooks" / "checkout-authority.yaml").read_bytes())
     assert boundary.name
+
+
+# --- production by default ---------------------------------------------------------------
+
+
+@pytest.fixture
+def production_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of a deployment that set nothing (the test session sets
+    CONN_ENV=development for every other test)."""
+    for name in (
+        "CONN_ENV",
+        "CONN_PAGERDUTY_WEBHOOK_SECRET",
+        "CONN_API_TOKENS_FILE",
+        "CONN_API_TOKENS",
+        "DATABASE_URL",
+        "CONN_SIGNING_KEY_FILE",
+        "CONN_KEYRING_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_api_defaults_to_production_and_refuses_a_missing_webhook_secret(
+    production_env: None,
+) -> None:
+    from pydantic import ValidationError
+
+    from conn_api.config import ApiSettings
+
+    with pytest.raises(ValidationError, match="CONN_PAGERDUTY_WEBHOOK_SECRET is not set"):
+        ApiSettings(conn_api_tokens='[{"identity": "x"}]')
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"conn_pagerduty_webhook_secret": "conn-dev-pagerduty-secret"}, "public development"),
+        ({"conn_pagerduty_webhook_secret": "changeme"}, "placeholder"),
+        ({"conn_api_tokens": None}, "no credentials configured"),
+    ],
+)
+def test_production_refuses_development_secrets(
+    production_env: None, overrides: dict[str, Any], refusal: str
+) -> None:
+    from pydantic import ValidationError
+
+    from conn_api.config import ApiSettings
+
+    values: dict[str, Any] = {
+        "conn_pagerduty_webhook_secret": "a-real-secret-from-a-vault",
+        "conn_api_tokens": "[]",
+        **overrides,
+    }
+    with pytest.raises(ValidationError, match=refusal):
+        ApiSettings(**values)
+    # The same configuration is accepted only with the explicit development flag.
+    ApiSettings(**{**values, "conn_env": "development"})
+
+
+def test_production_accepts_real_secrets(production_env: None) -> None:
+    from conn_api.config import ApiSettings
+
+    settings = ApiSettings(conn_pagerduty_webhook_secret="s3cr3t-from-vault", conn_api_tokens="[]")
+    assert settings.conn_env == "production"
+    assert settings.tokens_path() is None
+
+
+def test_production_refuses_the_development_tokens_file(production_env: None) -> None:
+    from conn_api.auth import Authenticator
+    from conn_api.config import DEV_TOKENS_FILE, ApiSettings, ConfigError
+
+    settings = ApiSettings(
+        conn_pagerduty_webhook_secret="s3cr3t-from-vault", conn_api_tokens_file=DEV_TOKENS_FILE
+    )
+    with pytest.raises(ConfigError, match="development-only"):
+        Authenticator.from_settings(settings)
+
+
+def test_development_gets_the_development_webhook_secret(production_env: None) -> None:
+    from conn_api.config import DEV_PAGERDUTY_SECRET, ApiSettings
+
+    settings = ApiSettings(conn_env="development")
+    assert settings.conn_pagerduty_webhook_secret == DEV_PAGERDUTY_SECRET
+
+
+def test_every_service_refuses_development_keys_and_the_default_database(
+    production_env: None, tmp_path: Path
+) -> None:
+    from pydantic import ValidationError
+
+    from conn_runtime.settings import DatabaseSettings, KafkaSettings
+
+    dev_key = tmp_path / ".local" / "trust" / "keys" / "executor.pem"
+    with pytest.raises(ValidationError, match="development trust material"):
+        KafkaSettings(conn_signing_key_file=dev_key)
+    with pytest.raises(ValidationError, match="DATABASE_URL is not set"):
+        DatabaseSettings()
+    KafkaSettings(conn_signing_key_file=tmp_path / "keys" / "executor.pem")
+    DatabaseSettings(database_url="postgresql://conn:real@db:5432/conn")
+    KafkaSettings(conn_signing_key_file=dev_key, conn_env="development")
+    DatabaseSettings(conn_env="development")
+
+
+@pytest.mark.parametrize("module", ["conn_api", "conn_executor", "conn_verifier", "conn_packager"])
+def test_a_service_without_the_development_flag_exits_with_the_reason(
+    module: str, tmp_path: Path
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "CONN_SIGNING_KEY_FILE": str(tmp_path / ".local" / "trust" / "keys" / "x.pem"),
+        "CONN_API_TOKENS_FILE": str(ROOT / "deploy" / "local" / "tokens.yaml"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, (done.returncode, done.stdout[-500:], done.stderr[-1500:])
+    assert "CONN_ENV=production" in done.stderr, done.stderr[-1500:]

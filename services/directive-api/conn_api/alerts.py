@@ -265,9 +265,8 @@ async def pagerduty_webhook(
 ) -> dict[str, Any]:
     """PagerDuty v3 webhook, authenticated by its HMAC-SHA256 signature."""
     raw = await request.body()
-    if not verify_pagerduty_signature(
-        rt.settings.api.conn_pagerduty_webhook_secret, raw, signature
-    ):
+    secret = rt.settings.api.conn_pagerduty_webhook_secret
+    if not secret or not verify_pagerduty_signature(secret, raw, signature):
         raise ApiError(401, "unauthorized", "missing or invalid X-PagerDuty-Signature")
     try:
         body = orjson.loads(raw)
