@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from conn_api import directives, metrics
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
+from conn_api.disclosure import for_reader, ledger_items, privileged
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import (
     AcceptTakeover,
@@ -407,7 +408,7 @@ async def list_directives(
     incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
 ) -> dict[str, Any]:
     state = _open_state(rt, incident_id)
-    return {"items": [directive_json(d) for d in state.directives.values()]}
+    return {"items": [for_reader(me, directive_json(d)) for d in state.directives.values()]}
 
 
 @router.get(
@@ -420,7 +421,7 @@ async def get_directive(
     record = state.directives.get(correlation_id)
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
-    return directive_json(record)
+    return dict(for_reader(me, directive_json(record)))
 
 
 @router.get(
@@ -437,7 +438,8 @@ async def get_decision_packet(
     record = state.directives.get(correlation_id)
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
-    return decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
+    packet = decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
+    return dict(for_reader(me, packet))
 
 
 # --- control verbs ---------------------------------------------------------------------
@@ -720,8 +722,11 @@ async def get_ledger(
     """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence.
 
     Served from the packager's read model when it has caught up with this service's
-    fold for the incident (`source: "read_model"`), else from the fold (`"fold"`)."""
+    fold for the incident (`source: "read_model"`), else from the fold (`"fold"`).
+    Raw tool output and unscrubbed errors only for commander, specialist and admin
+    (`view: "full"`); everyone else gets them withheld and scrubbed (`"redacted"`)."""
     _open_state(rt, incident_id)
+    view = "full" if privileged(me) else "redacted"
     ledger = rt.view.ledger(incident_id)
     head = _head(rt, incident_id)
     rm = rt.read_model
@@ -742,7 +747,8 @@ async def get_ledger(
             items, next_after = page
             return {
                 "incident_id": incident_id,
-                "items": items,
+                "items": ledger_items(me, items),
+                "view": view,
                 "next_after": next_after,
                 "head": head,
                 "source": "read_model",
@@ -765,7 +771,8 @@ async def get_ledger(
         fold_items.append(entry.to_json())
     return {
         "incident_id": incident_id,
-        "items": fold_items,
+        "items": ledger_items(me, fold_items),
+        "view": view,
         "next_after": fold_next,
         "head": head,
         "source": "fold",
