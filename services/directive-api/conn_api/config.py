@@ -4,7 +4,8 @@ Env: CONN_API_HOST, CONN_API_PORT (18000), CONN_ENV (development|production),
 CONN_API_TOKENS_FILE (YAML of sha256 token hashes), CONN_API_TOKENS (same, inline
 JSON), CONN_API_JWKS_FILE / CONN_API_JWKS_URL (+ CONN_API_JWT_ISSUER,
 CONN_API_JWT_AUDIENCE), CONN_RUNBOOKS_DIR, CONN_PAGERDUTY_WEBHOOK_SECRET,
-CONN_ALERT_DEDUP_WINDOW_SECONDS, CONN_READ_SCHEMA (the packager's read model, default
+CONN_ALERT_DEDUP_WINDOW_SECONDS, CONN_WEBHOOK_DELIVERY_WINDOW_SECONDS (172800, at
+least a day), CONN_READ_SCHEMA (the packager's read model, default
 conn_read), CONN_API_READ_MODEL (true: ledger/packet reads from it when caught up),
 CONN_API_READ_MODEL_WAIT_SECONDS, CONN_API_MAX_BODY_BYTES (65536) and
 CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), plus the shared KAFKA_* and DATABASE_URL.
@@ -59,6 +60,11 @@ class ApiSettings(BaseSettings):
         default=None, description="Required outside development (the development one is public)"
     )
     conn_alert_dedup_window_seconds: float = 300.0
+    conn_webhook_delivery_window_seconds: float = Field(
+        default=2 * 24 * 3600,
+        ge=24 * 3600,
+        description="How long a PagerDuty delivery (webhook id, event id) is remembered",
+    )
     conn_api_read_your_writes_seconds: float = 5.0
     conn_api_idempotency_wait_seconds: float = 10.0
     conn_read_schema: str = "conn_read"
