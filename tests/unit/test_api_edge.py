@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
@@ -275,3 +277,54 @@ def test_a_service_without_the_development_flag_exits_with_the_reason(
     )
     assert done.returncode == 2, (done.returncode, done.stdout[-500:], done.stderr[-1500:])
     assert "CONN_ENV=production" in done.stderr, done.stderr[-1500:]
+
+
+# --- the limit as a property ---------------------------------------------------------------
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    chunks=st.lists(st.binary(max_size=700), max_size=12),
+    limit=st.integers(min_value=0, max_value=4000),
+    declare=st.booleans(),
+)
+async def test_the_app_sees_exactly_the_body_iff_it_is_within_the_limit(
+    chunks: list[bytes], limit: int, declare: bool
+) -> None:
+    """However a body is split (or declared), the application sees it byte for byte
+    when it is within the limit, and never runs when it is not (413)."""
+    seen: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen.append(body)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    total = b"".join(chunks)
+    messages: list[Message] = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ] or [{"type": "http.request", "body": b"", "more_body": False}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"content-length", str(len(total)).encode())] if declare else []
+    scope = {"type": "http", "method": "POST", "path": "/v1/x", "headers": headers}
+    await BodyLimit(app, default=limit)(scope, receive, send)
+    if len(total) <= limit:
+        assert seen == [total]
+        assert sent[0]["status"] == 204
+    else:
+        assert seen == []
+        assert sent[0]["status"] == 413
