@@ -89,7 +89,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "Conflicts with the incident's state (hold, kill switch, stale...)",
     },
+    413: {
+        "model": ErrorResponse,
+        "description": "Body over CONN_API_MAX_BODY_BYTES, or an event larger than the log accepts",
+    },
     422: {"model": ErrorResponse, "description": "Invalid request"},
+    503: {
+        "model": ErrorResponse,
+        "description": "A dependency is away (unavailable), or an append was not acknowledged "
+        "(outcome_unknown: retry with the same Idempotency-Key); Retry-After",
+    },
 }
 
 
