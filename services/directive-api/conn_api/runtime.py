@@ -180,8 +180,9 @@ class Runtime:
             raise ApiError(
                 503,
                 OUTCOME_UNKNOWN,
-                "the event log did not acknowledge the append: it may or may not have "
-                "been recorded; retry with the same Idempotency-Key",
+                f"the event log did not acknowledge the {event.event_type}: it may or may "
+                "not have been recorded; retry a directive with the same Idempotency-Key, "
+                "or read the ledger before repeating anything else",
                 {
                     "event_type": event.event_type,
                     "event_id": str(event.event_id),
