@@ -205,3 +205,23 @@ async def test_an_authority_yaml_bomb_is_refused_with_a_4xx(api: Api) -> None:
     r = await api.post(f"/v1/incidents/{incident}/authority", "alice", {"content": content})
     assert r.status_code == 422, r.text
     assert "aliases" in r.json()["error"]["message"]
+
+
+async def test_a_directive_with_very_long_lists_is_refused_or_recorded_never_dropped(
+    api: Api, kafka_bootstrap: str
+) -> None:
+    incident = await api.open_incident()
+    huge = {"action": "verify", "regions": [f"region-{i}" for i in range(20_000)]}
+    r = await api.direct(incident, "alice", huge)
+    assert r.status_code == 413, r.text  # ~300 KB: over the body limit, never parsed
+    # Within the body limit, whatever the answer, an issued directive is in the log.
+    long = {"action": "verify", "regions": [f"r{i}" for i in range(5_000)]}
+    r = await api.direct(incident, "alice", long)
+    assert r.status_code < 500, r.text
+    if r.status_code == 202:
+        issued = of_incident(
+            await read_log(kafka_bootstrap, runtime(api).view.topics.events),
+            incident,
+            "DirectiveIssued",
+        )
+        assert r.json()["correlation_id"] in [e.correlation_id for e in issued]
