@@ -48,6 +48,9 @@ CORE_TOPICS_EVENTS_PARTITIONS = 3
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Conn services default to production; the tests run them (in-process and as child
+    # processes, which inherit this) with development tokens, keys and secrets.
+    os.environ["CONN_ENV"] = "development"
     isolate()
 
 

@@ -23,13 +23,38 @@ class AuthorityFileError(ValueError):
     """The file is not a valid authority declaration; the message says where."""
 
 
+MAX_AUTHORITY_BYTES = 256 * 1024
+"""An authority file is a few KiB; anything near this is not one."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (`*name`): an authority file never needs them,
+    and expanding them is how a small document becomes a huge one (billion laughs)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases are not allowed in an authority file", event.start_mark
+            )
+        node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[arg-type]
+        return node
+
+
+def load_yaml(content: bytes) -> object:
+    """Parse one YAML document without aliases, bounded in size."""
+    if len(content) > MAX_AUTHORITY_BYTES:
+        raise AuthorityFileError(f"larger than {MAX_AUTHORITY_BYTES} bytes")
+    try:
+        return yaml.load(content, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise AuthorityFileError(f"not valid YAML: {exc}") from exc
+
+
 def parse_authority(content: bytes, *, holder: str | None = None) -> tuple[AuthorityBoundary, str]:
     """Parse YAML bytes; `holder` overrides who holds the conn (the declaring commander)."""
     digest = hashlib.sha256(content).hexdigest()
-    try:
-        data = yaml.safe_load(content)
-    except yaml.YAMLError as exc:
-        raise AuthorityFileError(f"not valid YAML: {exc}") from exc
+    data = load_yaml(content)
     if not isinstance(data, dict):
         raise AuthorityFileError("the authority file must be a YAML mapping")
     if holder is not None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from conn_runtime import metrics
@@ -46,13 +46,29 @@ from conn_runtime.resilience import (
 )
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RecordLike, Signer, Trust, signer_for, trust_for
-from conn_schemas.codec import UnreadableRecord, encode
+from conn_schemas.codec import MAX_RECORD_BYTES, UnreadableRecord, encode
 from conn_schemas.events import Envelope, Event
 from conn_schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER, SignerRole, UntrustedRecord
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+
+MAX_REQUEST_SIZE = 2_000_000
+DEFAULT_SEND_TIMEOUT = 30.0
+"""Seconds to wait for an acknowledgement before the outcome is reported unknown."""
+
+
+class RecordTooLarge(KafkaError):  # type: ignore[misc]
+    """The record is larger than the client or the broker accepts: it is NOT in the log."""
+
+    retriable = False
+
+
+class AppendOutcomeUnknown(KafkaError):  # type: ignore[misc]
+    """The record may or may not be in the log (no acknowledgement): retry idempotently."""
+
+    retriable = True
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -101,25 +117,99 @@ class EventProducer:
         producer_name: str,
         linger_ms: int = 0,
         expect_role: SignerRole | None = None,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.name = producer_name
         self.signer: Signer = signer_for(settings, expect_role=expect_role)
-        self._producer = AIOKafkaProducer(
-            **client_options(settings),
+        self.linger_ms = linger_ms
+        self.send_timeout = send_timeout
+        self._producer = self._new_producer()
+        self._started = False
+        self._broken = False
+        """An indefinite error left the client unusable: replaced before the next send."""
+        self._reset_lock = asyncio.Lock()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **client_options(self.settings),
             acks="all",
             enable_idempotence=True,
-            linger_ms=linger_ms,
-            client_id=producer_name,
-            max_request_size=2_000_000,
+            linger_ms=self.linger_ms,
+            client_id=self.name,
+            max_request_size=MAX_REQUEST_SIZE,
         )
 
     async def start(self) -> None:
         await self._producer.start()
+        self._started = True
 
     async def stop(self) -> None:
+        self._started = False
         await self._producer.stop()
+
+    async def _replace(self) -> None:
+        """A fresh client (new producer id, sequences from 0) instead of one whose
+        idempotent sequence has a gap after a failed or abandoned batch: without this,
+        every later send to that partition fails (OutOfOrderSequenceNumber) until restart."""
+        async with self._reset_lock:
+            if not self._broken:
+                return
+            old, self._producer = self._producer, self._new_producer()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 5)
+            if self._started:
+                await self._producer.start()  # Kafka away: stays broken, retried next send
+            self._broken = False
+            metrics.PRODUCER_RESETS.labels(producer=self.name).inc()
+            log.warning(
+                "producer replaced after an indefinite error", extra={"producer": self.name}
+            )
+
+    async def _send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> RecordMetadata:
+        """Send and wait for the acknowledgement, classifying failures:
+
+        - `RecordTooLarge`: the record was refused (by the client or the broker) and
+          is not in the log;
+        - `AppendOutcomeUnknown`: no acknowledgement within `send_timeout`, or the
+          client failed after the record may have been sent: it may or may not be in
+          the log;
+        in both cases (and after any other failure once the record was handed to the
+        client) the client is replaced before the next send."""
+        if self._broken:
+            await self._replace()
+        try:
+            future = await self._producer.send(topic, value, key=key, headers=headers)
+        except MessageSizeTooLargeError as exc:  # refused before anything was sent
+            raise RecordTooLarge(str(exc)) from exc
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.send_timeout)
+        except MessageSizeTooLargeError as exc:  # the broker refused the batch
+            await self._replace_now()
+            raise RecordTooLarge(str(exc)) from exc
+        except (TimeoutError, KafkaTimeoutError) as exc:
+            # Replaced before answering: closing the old client settles the record (it
+            # lands or is abandoned), so a retry can look for it in the log.
+            await self._replace_now()
+            raise AppendOutcomeUnknown(f"no acknowledgement within {self.send_timeout}s") from exc
+        except KafkaError as exc:
+            await self._replace_now()
+            if getattr(exc, "errno", None) is not None and not exc.retriable:
+                raise  # a definite refusal by the broker (e.g. not authorized)
+            raise AppendOutcomeUnknown(repr(exc)) from exc
+        except asyncio.CancelledError:
+            self._broken = True  # the batch may still go out: fresh sequences next time
+            raise
+
+    async def _replace_now(self) -> None:
+        self._broken = True
+        try:
+            await self._replace()
+        except (KafkaError, OSError) as exc:  # Kafka away: stays broken, replaced next send
+            log.warning("producer not replaced yet", extra={"error": repr(exc)[:300]})
 
     async def __aenter__(self) -> EventProducer:
         await self.start()
@@ -143,27 +233,32 @@ class EventProducer:
         """Append one event to `conn.events` (or `topic`), keyed by incident, signed."""
         target = topic or self.topics.events
         value, headers = self.signed(event)
-        md = await self._producer.send_and_wait(
-            target, value, key=event.incident_id.encode(), headers=headers
-        )
+        if len(value) > MAX_RECORD_BYTES:  # every consumer would dead-letter it
+            raise RecordTooLarge(f"{len(value)} bytes > {MAX_RECORD_BYTES} (consumers' limit)")
+        md = await self._send(target, value, event.incident_id.encode(), headers)
         metrics.RECORDS_PRODUCED.labels(topic=target, event_type=event.event_type).inc()
         return _position(md)
 
     async def append_many(self, events: Iterable[Envelope]) -> list[Position]:
         """Append several events; all are acknowledged when this returns, in order."""
+        if self._broken:
+            await self._replace()
         futures = []
-        for event in events:
-            value, headers = self.signed(event)
-            futures.append(
-                await self._producer.send(
-                    self.topics.events, value, key=event.incident_id.encode(), headers=headers
+        try:
+            for event in events:
+                value, headers = self.signed(event)
+                if len(value) > MAX_RECORD_BYTES:
+                    raise RecordTooLarge(f"{len(value)} bytes > {MAX_RECORD_BYTES}")
+                futures.append(
+                    await self._producer.send(
+                        self.topics.events, value, key=event.incident_id.encode(), headers=headers
+                    )
                 )
-            )
-        out = []
-        for fut, md in zip(futures, await asyncio.gather(*futures), strict=True):
-            del fut
-            out.append(_position(md))
-        return out
+            mds = await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout)
+        except BaseException:
+            self._broken = bool(futures)  # a batch may have gone out: fresh sequences
+            raise
+        return [_position(md) for md in mds]
 
     async def publish(
         self,
@@ -178,7 +273,7 @@ class EventProducer:
         all_headers = list(headers or [])
         if sign and value is not None:
             all_headers += self.signer.headers(value)
-        md = await self._producer.send_and_wait(topic, value, key=key, headers=all_headers)
+        md = await self._send(topic, value, key, all_headers)
         metrics.RECORDS_PRODUCED.labels(topic=topic, event_type="raw").inc()
         return _position(md)
 

@@ -31,3 +31,8 @@ RECORDS_UNTRUSTED = Counter(
     "entitled to them (never folded; dead-lettered by the consumer-group owners)",
     ["consumer", "reason"],
 )
+PRODUCER_RESETS = Counter(
+    "conn_producer_resets_total",
+    "Producer clients replaced after an indefinite error (record too large, timeout)",
+    ["producer"],
+)

@@ -7,13 +7,43 @@ fixtures, the Helm chart and an operator's own deployment.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://conn:conn@127.0.0.1:15432/conn"
+
+Environment = Literal["development", "production"]
+DEVELOPMENT: Environment = "development"
+"""CONN_ENV: production unless a process is told otherwise. `make up`, `make demo`
+and the test fixtures set CONN_ENV=development explicitly; a deployment that
+forgets it runs with production checks (no development keys, tokens or secrets)."""
+
+
+class ProductionConfigError(ValueError):
+    """A production process was given development material or no secret at all."""
+
+
+def development_material(path: Path | None) -> bool:
+    """Is `path` part of the local stack's generated trust material (`.local/trust/`:
+    development signing keys, SCRAM passwords)?"""
+    if path is None:
+        return False
+    parts = Path(path).expanduser().absolute().parts
+    return any(a == ".local" and b == "trust" for a, b in itertools.pairwise(parts))
+
+
+def refuse_in_production(env: str, problems: list[str]) -> None:
+    """Raise with every problem at once (not the first), unless CONN_ENV=development."""
+    if env != DEVELOPMENT and problems:
+        raise ProductionConfigError(
+            "; ".join(problems)
+            + f" (CONN_ENV={env}; set CONN_ENV=development only on a development machine)"
+        )
 
 
 class Topics(BaseModel):
@@ -59,6 +89,20 @@ class KafkaSettings(BaseSettings):
     conn_keyring_file: Path | None = None
     conn_signing_key_file: Path | None = None
     conn_signing_key_id: str | None = None
+    conn_env: Environment = "production"
+
+    @model_validator(mode="after")
+    def _no_development_keys_in_production(self) -> KafkaSettings:
+        problems = [
+            f"{name} {path} is development trust material (.local/trust)"
+            for name, path in (
+                ("CONN_SIGNING_KEY_FILE", self.conn_signing_key_file),
+                ("CONN_KEYRING_FILE", self.conn_keyring_file),
+            )
+            if development_material(path)
+        ]
+        refuse_in_production(self.conn_env, problems)
+        return self
 
     @property
     def topics(self) -> Topics:
@@ -71,6 +115,15 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    conn_env: Environment = "production"
+
+    @model_validator(mode="after")
+    def _no_development_database_in_production(self) -> DatabaseSettings:
+        problems = []
+        if self.database_url == DEFAULT_DATABASE_URL:
+            problems.append("DATABASE_URL is not set (the default is the local stack's conn:conn)")
+        refuse_in_production(self.conn_env, problems)
+        return self
 
 
 class OpsSettings(BaseSettings):

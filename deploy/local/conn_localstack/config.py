@@ -129,4 +129,5 @@ def stack_env() -> dict[str, str]:
     env = {k: str(port(k)) for k in _defaults()}
     env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap()
     env["DATABASE_URL"] = database_url()
+    env["CONN_ENV"] = "development"  # the services default to production (and refuse dev keys)
     return env

@@ -97,7 +97,11 @@ class DevTrust:
     def service_env(self, principal: str) -> dict[str, str]:
         """Everything a Conn process acting as `principal` needs: its Kafka identity,
         the keyring, and (for signers) its signing key."""
-        env = {**self.kafka_env(principal), "CONN_KEYRING_FILE": str(self.keyring_file)}
+        env = {
+            **self.kafka_env(principal),
+            "CONN_KEYRING_FILE": str(self.keyring_file),
+            "CONN_ENV": "development",  # this material is refused outside development
+        }
         if principal in DEV_SIGNERS:
             env["CONN_SIGNING_KEY_FILE"] = str(self.key_file(principal))
         return env

@@ -8,6 +8,7 @@ next AlertReceived) rather than re-appended. An alert never causes an action.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,11 +27,18 @@ from conn_api.errors import ApiError
 from conn_api.models import AlertmanagerWebhook
 from conn_api.routes import ERRORS, new_incident_id
 from conn_api.runtime import Runtime
-from conn_api.store import alert_appended, observe_alert
+from conn_api.store import (
+    AlertSeen,
+    alert_appended,
+    claim_delivery,
+    finish_delivery,
+    observe_alert,
+)
 from conn_core.chain import sha256_json
 from conn_schemas.events import (
     AlertReceived,
     AlertReceivedPayload,
+    IncidentClosed,
     IncidentOpened,
     IncidentOpenedPayload,
     new_event,
@@ -158,8 +166,34 @@ def _open_incident_for(rt: Runtime, service: str) -> str | None:
     return candidates[-1].incident_id
 
 
+def _after_close(rt: Runtime, alert: NormalizedAlert, seen: AlertSeen) -> str | None:
+    """The closed incident this alert belongs to, if any: the incident its fingerprint
+    was recorded in is closed, and this is the same alert (a PagerDuty incident is one
+    incident whatever its later events; an Alertmanager alert is the same occurrence
+    while its startsAt is). A new occurrence after a close is a new alert."""
+    if seen.incident_id is None:
+        return None
+    state = rt.view.state(seen.incident_id)
+    if not state.closed:
+        return None
+    if alert.source == "pagerduty" or seen.same_occurrence:
+        return seen.incident_id
+    return None
+
+
+def _recorded_since_close(rt: Runtime, incident_id: str, fingerprint: str) -> bool:
+    """Has this alert been recorded in the incident since it was closed?"""
+    for entry in reversed(rt.view.ledger(incident_id)):
+        event = entry.event
+        if isinstance(event, IncidentClosed):
+            return False
+        if isinstance(event, AlertReceived) and event.payload.fingerprint == fingerprint:
+            return True
+    return False
+
+
 async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> dict[str, Any]:
-    appended = folded = ignored = 0
+    appended = folded = ignored = after_close = 0
     incidents: list[str] = []
     async with rt.alert_lock:
         for alert in alerts:
@@ -172,39 +206,50 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                 status=alert.status,
                 now=now,
                 window_seconds=rt.settings.api.conn_alert_dedup_window_seconds,
+                occurrence=alert.starts_at.isoformat() if alert.starts_at else None,
             )
             attached = seen.incident_id
+            closed = _after_close(rt, alert, seen)
             if seen.duplicate and attached is not None:
                 state = rt.view.state(attached)
-                if state.opened and not state.closed:
+                if (state.opened and not state.closed) or (
+                    closed is not None and _recorded_since_close(rt, closed, alert.fingerprint)
+                ):
                     folded += 1
                     metrics.ALERTS.labels(source=alert.source, outcome="folded").inc()
                     incidents.append(attached)
                     continue
-            incident_id = _open_incident_for(rt, alert.service)
-            if incident_id is None:
-                if alert.status == "resolved":
+            opened: IncidentOpened | None = None
+            if closed is not None:
+                # Recorded in the closed incident's ledger for the commander to see;
+                # nothing is opened or re-opened (opening a new incident is theirs).
+                incident_id = closed
+                labels = {**alert.labels, "conn_after_close": "true"}
+            else:
+                labels = alert.labels
+                found = _open_incident_for(rt, alert.service)
+                if found is None and alert.status == "resolved":
                     ignored += 1
                     metrics.ALERTS.labels(source=alert.source, outcome="ignored").inc()
                     continue
-                incident_id = new_incident_id()
-                opened = new_event(
-                    IncidentOpened,
-                    incident_id=incident_id,
-                    payload=IncidentOpenedPayload(
-                        title=(alert.summary or f"{alert.service} alert")[:300],
-                        service=alert.service,
-                        severity=_SEVERITY.get(alert.severity.lower(), "sev2"),  # type: ignore[arg-type]
-                        opened_from_alert=alert.fingerprint,
-                    ),
-                    actor=actor,
-                    producer=rt.producer.principal,
-                )
-                await rt.append_and_fold(opened)
-                log.info(
-                    "incident opened from alert",
-                    extra={"incident_id": incident_id, "fingerprint": alert.fingerprint},
-                )
+                if found is None:
+                    incident_id = new_incident_id()
+                    opened = new_event(
+                        IncidentOpened,
+                        incident_id=incident_id,
+                        payload=IncidentOpenedPayload(
+                            title=(alert.summary or f"{alert.service} alert")[:300],
+                            service=alert.service,
+                            severity=_SEVERITY.get(alert.severity.lower(), "sev2"),  # type: ignore[arg-type]
+                            opened_from_alert=alert.fingerprint,
+                        ),
+                        actor=actor,
+                        producer=rt.producer.principal,
+                    )
+                else:
+                    incident_id = found
+            # Both events are built (validated) before either is appended: an alert the
+            # contract refuses opens nothing.
             event = new_event(
                 AlertReceived,
                 incident_id=incident_id,
@@ -215,25 +260,36 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                     status=alert.status,
                     severity=alert.severity,
                     summary=alert.summary,
-                    labels=alert.labels,
+                    labels=labels,
                     starts_at=alert.starts_at,
                     duplicates_folded=seen.folded_since,
                 ),
                 actor=actor,
                 producer=rt.producer.principal,
             )
+            if opened is not None:
+                await rt.append_and_fold(opened)
+                log.info(
+                    "incident opened from alert",
+                    extra={"incident_id": incident_id, "fingerprint": alert.fingerprint},
+                )
             await rt.append_and_fold(event)
             await alert_appended(
                 rt.db, fingerprint=alert.fingerprint, incident_id=incident_id, now=now
             )
-            appended += 1
-            metrics.ALERTS.labels(source=alert.source, outcome="appended").inc()
+            if closed is not None:
+                after_close += 1
+                metrics.ALERTS.labels(source=alert.source, outcome="after_close").inc()
+            else:
+                appended += 1
+                metrics.ALERTS.labels(source=alert.source, outcome="appended").inc()
             incidents.append(incident_id)
     return {
         "received": len(alerts),
         "appended": appended,
         "folded": folded,
         "ignored": ignored,
+        "recorded_after_close": after_close,
         "incidents": sorted(set(incidents)),
     }
 
@@ -262,12 +318,12 @@ async def pagerduty_webhook(
     request: Request,
     rt: RuntimeDep,
     signature: Annotated[str | None, Header(alias="X-PagerDuty-Signature", max_length=2000)] = None,
+    webhook_id: Annotated[str | None, Header(alias="X-Webhook-Id", max_length=200)] = None,
 ) -> dict[str, Any]:
     """PagerDuty v3 webhook, authenticated by its HMAC-SHA256 signature."""
     raw = await request.body()
-    if not verify_pagerduty_signature(
-        rt.settings.api.conn_pagerduty_webhook_secret, raw, signature
-    ):
+    secret = rt.settings.api.conn_pagerduty_webhook_secret
+    if not secret or not verify_pagerduty_signature(secret, raw, signature):
         raise ApiError(401, "unauthorized", "missing or invalid X-PagerDuty-Signature")
     try:
         body = orjson.loads(raw)
@@ -276,6 +332,60 @@ async def pagerduty_webhook(
         alert = from_pagerduty(body)
     except (ValueError, ValidationError) as exc:
         raise ApiError(422, "invalid_request", f"not a PagerDuty v3 webhook: {exc}") from exc
+    keys = delivery_keys(webhook_id, body)
+    if not keys:
+        return await _pagerduty_intake(rt, alert)
+    delivery = await claim_delivery(
+        rt.db,
+        source="pagerduty",
+        keys=keys,
+        now=datetime.now(UTC),
+        window_seconds=rt.settings.api.conn_webhook_delivery_window_seconds,
+    )
+    if not delivery.new:
+        if not delivery.done:
+            raise ApiError(
+                409,
+                "delivery_in_progress",
+                "this delivery is being processed; retry",
+                {"keys": keys},
+                headers={"Retry-After": "5"},
+            )
+        metrics.ALERTS.labels(source="pagerduty", outcome="replayed_delivery").inc()
+        return {**_NOTHING, "duplicate_delivery": True}
+    ok = False
+    try:
+        answer = await _pagerduty_intake(rt, alert)
+        ok = True
+        return answer
+    finally:
+        await asyncio.shield(finish_delivery(rt.db, source="pagerduty", keys=keys, ok=ok))
+
+
+_NOTHING: dict[str, Any] = {
+    "received": 0,
+    "appended": 0,
+    "folded": 0,
+    "ignored": 0,
+    "recorded_after_close": 0,
+    "incidents": [],
+}
+
+
+async def _pagerduty_intake(rt: Runtime, alert: NormalizedAlert | None) -> dict[str, Any]:
     if alert is None:
-        return {"received": 0, "appended": 0, "folded": 0, "ignored": 1, "incidents": []}
+        return {**_NOTHING, "ignored": 1}
     return await intake(rt, [alert], Actor.service("pagerduty"))
+
+
+def delivery_keys(webhook_id: str | None, body: dict[str, Any]) -> list[str]:
+    """What identifies a PagerDuty delivery: the X-Webhook-Id header (the same on every
+    retry of a delivery) and the event id (the same in every delivery of an event)."""
+    keys = []
+    if webhook_id:
+        keys.append(f"webhook:{webhook_id[:200]}")
+    event = body.get("event")
+    event_id = event.get("id") if isinstance(event, dict) else None
+    if isinstance(event_id, str) and event_id:
+        keys.append(f"event:{event_id[:200]}")
+    return keys

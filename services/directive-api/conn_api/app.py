@@ -21,6 +21,7 @@ from conn_api import alerts, console, dryrun, fleet, metrics, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
+from conn_api.limits import BodyLimit
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
 from conn_runtime.ops import RETRY_AFTER_SECONDS
@@ -82,6 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(fleet.router)
     console.mount(app)  # the bridge console under /console (conn_api.console)
+    # Before routing: no route (authenticated or not, console included) parses a body over it.
+    app.add_middleware(
+        BodyLimit,
+        default=settings.api.conn_api_max_body_bytes,
+        prefixes=[("/v1/alerts/", settings.api.conn_api_max_alert_body_bytes)],
+    )
 
     @app.middleware("http")
     async def _timing(

@@ -11,6 +11,7 @@ different body is a 422.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -24,8 +25,15 @@ from conn_api import metrics
 from conn_api.auth import Identity
 from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
 from conn_api.models import DirectiveRequest
-from conn_api.runtime import Runtime
-from conn_api.store import claim_key, complete_key, get_key, release_key
+from conn_api.runtime import OUTCOME_UNKNOWN, Runtime
+from conn_api.store import (
+    IdempotencyRecord,
+    claim_key,
+    complete_key,
+    get_key,
+    mark_outcome_unknown,
+    release_key,
+)
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
 from conn_runtime.resilience import dependency_of
@@ -83,6 +91,8 @@ async def issue(
             )
         deadline = time.monotonic() + rt.settings.api.conn_api_idempotency_wait_seconds
         record = existing
+        if not record.completed and record.outcome_unknown:
+            return await _resolve_unknown(rt, incident_id, body, identity, idem_key, record)
         while not record.completed and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             found = await get_key(rt.db, principal=identity.id, key=idem_key)
@@ -98,31 +108,117 @@ async def issue(
             )
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
         return record.status_code, _mark_replayed(record.status_code, record.response)
+    return await _issue_claimed(rt, incident_id, body, identity, idem_key, correlation_id)
+
+
+async def _issue_claimed(
+    rt: Runtime,
+    incident_id: str,
+    body: Any,
+    identity: Identity,
+    idem_key: str,
+    correlation_id: str,
+) -> tuple[int, dict[str, Any]]:
     try:
         status, response = await _decide_and_append(rt, incident_id, body, identity, correlation_id)
+    except ApiError as exc:
+        if exc.code != OUTCOME_UNKNOWN:
+            await _release(rt, identity, idem_key)
+            raise
+        await _keep_unknown(rt, identity, idem_key)
+        raise
+    except asyncio.CancelledError:
+        await _keep_unknown(rt, identity, idem_key)  # maybe cancelled after the append
+        raise
     except BaseException:
-        # Nothing was appended: free the key so a retry can proceed.
+        await _release(rt, identity, idem_key)
+        raise
+    try:
+        await _bookkeeping(
+            rt,
+            functools.partial(
+                complete_key,
+                rt.db,
+                principal=identity.id,
+                key=idem_key,
+                status_code=status,
+                response=response,
+            ),
+            "complete an idempotency key",
+        )
+    except Exception:
+        # Decided (and maybe appended): the answer stands, never a 500 after the fact.
+        log.exception("could not store the answer of an idempotency key")
+        await _keep_unknown(rt, identity, idem_key)
+    return status, response
+
+
+async def _keep_unknown(rt: Runtime, identity: Identity, idem_key: str) -> None:
+    """It may be in the log: keep the claim, so a retry with this key finds it there
+    instead of deciding (and maybe executing) the same directive a second time."""
+    with contextlib.suppress(Exception):
         await asyncio.shield(
             _bookkeeping(
                 rt,
-                functools.partial(release_key, rt.db, principal=identity.id, key=idem_key),
-                "release an idempotency key",
+                functools.partial(mark_outcome_unknown, rt.db, principal=identity.id, key=idem_key),
+                "mark an idempotency key's outcome unknown",
             )
         )
-        raise
-    await _bookkeeping(
-        rt,
-        functools.partial(
-            complete_key,
-            rt.db,
-            principal=identity.id,
-            key=idem_key,
-            status_code=status,
-            response=response,
-        ),
-        "complete an idempotency key",
+
+
+async def _release(rt: Runtime, identity: Identity, idem_key: str) -> None:
+    """Nothing was appended: free the key so a retry can proceed."""
+    await asyncio.shield(
+        _bookkeeping(
+            rt,
+            functools.partial(release_key, rt.db, principal=identity.id, key=idem_key),
+            "release an idempotency key",
+        )
     )
-    return status, response
+
+
+async def _resolve_unknown(
+    rt: Runtime,
+    incident_id: str,
+    body: Any,
+    identity: Identity,
+    idem_key: str,
+    record: IdempotencyRecord,
+) -> tuple[int, dict[str, Any]]:
+    """A retry of a request whose append was not acknowledged. The producer that sent
+    it has been replaced, so it either is in the log by now or never will be: if our
+    fold holds the directive, answer as if it had been acknowledged; else decide anew
+    under the same claim (the same correlation id)."""
+    async with rt.locks[incident_id]:
+        await rt.view.wait_log_end(incident_id, rt.settings.api.conn_api_read_your_writes_seconds)
+        found = rt.view.state(incident_id).directives.get(record.correlation_id)
+    if found is not None and found.refusal is None:
+        response: dict[str, Any] = {
+            "status": "issued",
+            "incident_id": incident_id,
+            "correlation_id": record.correlation_id,
+            "consequential": found.consequential,
+            "action": found.action.model_dump(mode="json"),
+            "summary": describe_action(found.action),
+            "sequence": found.issued_sequence,
+            "folded": True,
+            "recovered": "the earlier append had landed",
+        }
+        await _bookkeeping(
+            rt,
+            functools.partial(
+                complete_key,
+                rt.db,
+                principal=identity.id,
+                key=idem_key,
+                status_code=202,
+                response=response,
+            ),
+            "complete an idempotency key",
+        )
+        metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
+        return 202, {**response, "replayed": True}
+    return await _issue_claimed(rt, incident_id, body, identity, idem_key, record.correlation_id)
 
 
 async def _bookkeeping(rt: Runtime, call: Callable[[], Awaitable[None]], what: str) -> None:
@@ -203,6 +299,16 @@ async def _decide_and_append(
             producer=rt.producer.principal,
             correlation_id=correlation_id,
         )
+        # Everything that could fail is done before the append: once it is in the log
+        # the directive may execute, so nothing after it may turn the answer into a 5xx.
+        answer: dict[str, Any] = {
+            "status": "issued",
+            "incident_id": incident_id,
+            "correlation_id": correlation_id,
+            "consequential": decision.consequential,
+            "action": payload.action.model_dump(mode="json"),
+            "summary": describe_action(payload.action),
+        }
         written = await rt.append_and_fold(event)
     metrics.DIRECTIVES.labels(outcome="issued", reason="").inc()
     log.info(
@@ -211,19 +317,11 @@ async def _decide_and_append(
             "incident_id": incident_id,
             "correlation_id": correlation_id,
             "actor": identity.id,
-            "action": describe_action(payload.action),
+            "action": answer["summary"],
             "offset": written["position"]["offset"],
         },
     )
-    return 202, {
-        "status": "issued",
-        "incident_id": incident_id,
-        "correlation_id": correlation_id,
-        "consequential": decision.consequential,
-        "action": payload.action.model_dump(mode="json"),
-        "summary": describe_action(payload.action),
-        **written,
-    }
+    return 202, {**answer, **written}
 
 
 async def _refuse(

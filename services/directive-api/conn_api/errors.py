@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conn_api.auth import AuthError
@@ -147,6 +147,16 @@ def install_handlers(app: FastAPI) -> None:
         where = ".".join(first["loc"])
         return error_response(422, "invalid_request", f"{where}: {first['msg']}", errors)
 
+    @app.exception_handler(ValidationError)
+    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
+        """A model built inside a route (an event payload from request fields) refused
+        a value: the request's fault, answered like a body that failed validation."""
+        errors = _clean_validation_errors(list(exc.errors()))
+        first = errors[0] if errors else {"loc": [], "msg": "invalid value"}
+        where = ".".join(first["loc"]) or exc.title
+        log.info("request refused by a model", extra={"path": request.url.path, "where": where})
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}", errors)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
@@ -156,6 +166,14 @@ def install_handlers(app: FastAPI) -> None:
 
     async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
         """A dependency went away under this request: 503 + Retry-After, never a 500."""
+        if isinstance(exc, asyncpg.DataError):
+            # e.g. a NUL character or a value out of range for its column: bad input.
+            return error_response(
+                422,
+                "invalid_request",
+                "the request holds a value that cannot be stored (e.g. a NUL character)",
+                {"sqlstate": getattr(exc, "sqlstate", None)},
+            )
         dependency = dependency_of(exc)
         if dependency is None:
             return await _unexpected(request, exc)

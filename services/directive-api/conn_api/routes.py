@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from conn_api import directives, metrics
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
+from conn_api.disclosure import for_reader, ledger_items, privileged
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import (
     AcceptTakeover,
@@ -34,7 +35,7 @@ from conn_api.present import (
     state_json,
     summary_json,
 )
-from conn_api.runtime import PRODUCER, Runtime
+from conn_api.runtime import OUTCOME_UNKNOWN, PRODUCER, Runtime
 from conn_core.authority import AuthorityFileError, parse_authority, widenings
 from conn_core.rules import ControlEvent, check_authority, check_control
 from conn_core.state import IncidentState
@@ -88,7 +89,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "Conflicts with the incident's state (hold, kill switch, stale...)",
     },
+    413: {
+        "model": ErrorResponse,
+        "description": "Body over CONN_API_MAX_BODY_BYTES, or an event larger than the log accepts",
+    },
     422: {"model": ErrorResponse, "description": "Invalid request"},
+    503: {
+        "model": ErrorResponse,
+        "description": "A dependency is away (unavailable), or an append was not acknowledged "
+        "(outcome_unknown: retry with the same Idempotency-Key); Retry-After",
+    },
 }
 
 
@@ -407,7 +417,7 @@ async def list_directives(
     incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
 ) -> dict[str, Any]:
     state = _open_state(rt, incident_id)
-    return {"items": [directive_json(d) for d in state.directives.values()]}
+    return {"items": [for_reader(me, directive_json(d)) for d in state.directives.values()]}
 
 
 @router.get(
@@ -420,7 +430,7 @@ async def get_directive(
     record = state.directives.get(correlation_id)
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
-    return directive_json(record)
+    return dict(for_reader(me, directive_json(record)))
 
 
 @router.get(
@@ -437,7 +447,8 @@ async def get_decision_packet(
     record = state.directives.get(correlation_id)
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
-    return decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
+    packet = decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
+    return dict(for_reader(me, packet))
 
 
 # --- control verbs ---------------------------------------------------------------------
@@ -462,8 +473,9 @@ async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str
         )
         try:
             written = await rt.append_and_fold(event)
-        except ApiError:
-            if not rt.view.state(incident_id).on_hold:
+        except ApiError as exc:
+            # Outcome unknown: the hold may be in the log, so the stop stays (fail safe).
+            if exc.code != OUTCOME_UNKNOWN and not rt.view.state(incident_id).on_hold:
                 await set_stop(
                     rt.db,
                     incident_id,
@@ -609,8 +621,8 @@ async def close_incident(
         )
         try:
             written = await rt.append_and_fold(event)
-        except ApiError:
-            if not rt.view.state(incident_id).closed:
+        except ApiError as exc:
+            if exc.code != OUTCOME_UNKNOWN and not rt.view.state(incident_id).closed:
                 await set_stop(
                     rt.db,
                     incident_id,
@@ -719,8 +731,11 @@ async def get_ledger(
     """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence.
 
     Served from the packager's read model when it has caught up with this service's
-    fold for the incident (`source: "read_model"`), else from the fold (`"fold"`)."""
+    fold for the incident (`source: "read_model"`), else from the fold (`"fold"`).
+    Raw tool output and unscrubbed errors only for commander, specialist and admin
+    (`view: "full"`); everyone else gets them withheld and scrubbed (`"redacted"`)."""
     _open_state(rt, incident_id)
+    view = "full" if privileged(me) else "redacted"
     ledger = rt.view.ledger(incident_id)
     head = _head(rt, incident_id)
     rm = rt.read_model
@@ -741,7 +756,8 @@ async def get_ledger(
             items, next_after = page
             return {
                 "incident_id": incident_id,
-                "items": items,
+                "items": ledger_items(me, items),
+                "view": view,
                 "next_after": next_after,
                 "head": head,
                 "source": "read_model",
@@ -764,7 +780,8 @@ async def get_ledger(
         fold_items.append(entry.to_json())
     return {
         "incident_id": incident_id,
-        "items": fold_items,
+        "items": ledger_items(me, fold_items),
+        "view": view,
         "next_after": fold_next,
         "head": head,
         "source": "fold",

@@ -27,7 +27,7 @@ from conn_api.readmodel import ReadModel
 from conn_api.store import DDL, SCHEMA_LOCK_KEY
 from conn_api.view import LogView
 from conn_runtime import db
-from conn_runtime.kafka import EventProducer, Position
+from conn_runtime.kafka import AppendOutcomeUnknown, EventProducer, Position, RecordTooLarge
 from conn_runtime.ops import RETRY_AFTER_SECONDS, kafka_ready
 from conn_runtime.resilience import (
     KAFKA,
@@ -44,6 +44,7 @@ from conn_schemas.signing import SignerRole
 log = logging.getLogger(__name__)
 
 PRODUCER = "directive-api"
+OUTCOME_UNKNOWN = "outcome_unknown"
 
 _WHAT = {KAFKA: "the event log (Kafka)", POSTGRES: "the database (PostgreSQL)"}
 
@@ -161,9 +162,41 @@ class Runtime:
                 await self.pool.close()
 
     async def append(self, event: Envelope, *, topic: str | None = None) -> Position:
+        """Append one event. A record too large is a 413 (not appended); an append whose
+        outcome is unknown (no acknowledgement) is a 503 `outcome_unknown` — it may have
+        landed, so the client must retry with the same Idempotency-Key, never assume it
+        did not. Either way the producer is replaced, so the next append succeeds."""
         self.require(KAFKA)
         try:
             return await self.producer.append(event, topic=topic)
+        except RecordTooLarge as exc:
+            log.warning("record too large", extra={"event_type": event.event_type})
+            raise ApiError(
+                413,
+                "record_too_large",
+                f"the {event.event_type} this request makes is larger than the event log "
+                "accepts; nothing was appended",
+                {"event_type": event.event_type, "appended": False},
+            ) from exc
+        except AppendOutcomeUnknown as exc:
+            log.error(
+                "append outcome unknown",
+                extra={"event_type": event.event_type, "event_id": str(event.event_id)},
+            )
+            raise ApiError(
+                503,
+                OUTCOME_UNKNOWN,
+                f"the event log did not acknowledge the {event.event_type}: it may or may "
+                "not have been recorded; retry a directive with the same Idempotency-Key, "
+                "or read the ledger before repeating anything else",
+                {
+                    "event_type": event.event_type,
+                    "event_id": str(event.event_id),
+                    "correlation_id": event.correlation_id,
+                    "appended": None,
+                },
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from exc
         except KafkaError as exc:
             if dependency_of(exc) is not None:  # Kafka away (not e.g. a record too large)
                 self.deps.report_down(KAFKA, exc)

@@ -1,11 +1,11 @@
-"""PostgreSQL tables owned by the directive API: idempotency keys and alert
-de-duplication. (The stop table `conn_stops` belongs to conn_runtime.stops.)"""
+"""PostgreSQL tables owned by the directive API: idempotency keys, alert
+de-duplication and webhook deliveries already seen. (The stop table `conn_stops` belongs to conn_runtime.stops.)"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS conn_api_idempotency (
     completed_at    timestamptz,
     PRIMARY KEY (principal, idem_key)
 );
+ALTER TABLE conn_api_idempotency
+    ADD COLUMN IF NOT EXISTS outcome_unknown boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS conn_api_alerts (
     fingerprint     text PRIMARY KEY,
     source          text NOT NULL,
@@ -41,6 +43,16 @@ CREATE TABLE IF NOT EXISTS conn_api_alerts (
     received        integer NOT NULL DEFAULT 1,
     folded_since    integer NOT NULL DEFAULT 0
 );
+ALTER TABLE conn_api_alerts ADD COLUMN IF NOT EXISTS occurrence text;
+CREATE TABLE IF NOT EXISTS conn_api_webhook_deliveries (
+    source          text NOT NULL,
+    delivery_key    text NOT NULL,
+    received_at     timestamptz NOT NULL,
+    done            boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (source, delivery_key)
+);
+CREATE INDEX IF NOT EXISTS conn_api_webhook_deliveries_received
+    ON conn_api_webhook_deliveries (received_at);
 """
 )
 
@@ -51,6 +63,8 @@ class IdempotencyRecord:
     correlation_id: str
     status_code: int | None
     response: dict[str, Any] | None
+    outcome_unknown: bool = False
+    """The append was not acknowledged: it may be in the log (see directives.issue)."""
 
     @property
     def completed(self) -> bool:
@@ -99,8 +113,8 @@ async def claim_key(
 
 async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> IdempotencyRecord | None:
     row = await pool.fetchrow(
-        "SELECT request_sha256, correlation_id, status_code, response FROM conn_api_idempotency"
-        " WHERE principal = $1 AND idem_key = $2",
+        "SELECT request_sha256, correlation_id, status_code, response, outcome_unknown"
+        " FROM conn_api_idempotency WHERE principal = $1 AND idem_key = $2",
         principal,
         key,
     )
@@ -108,7 +122,21 @@ async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> Idempotenc
         return None
     response = json.loads(row["response"]) if row["response"] is not None else None
     return IdempotencyRecord(
-        row["request_sha256"], row["correlation_id"], row["status_code"], response
+        row["request_sha256"],
+        row["correlation_id"],
+        row["status_code"],
+        response,
+        bool(row["outcome_unknown"]),
+    )
+
+
+async def mark_outcome_unknown(pool: asyncpg.Pool, *, principal: str, key: str) -> None:
+    """Keep the claim: its append may have landed (a retry looks in the log first)."""
+    await pool.execute(
+        "UPDATE conn_api_idempotency SET outcome_unknown = true"
+        " WHERE principal = $1 AND idem_key = $2 AND status_code IS NULL",
+        principal,
+        key,
     )
 
 
@@ -121,7 +149,8 @@ async def complete_key(
         principal,
         key,
         status_code,
-        json.dumps(response),
+        # jsonb refuses the escaped NUL that json.dumps writes for a "\x00" in a string.
+        json.dumps(response).replace("\\u0000", "\\ufffd"),
     )
 
 
@@ -136,11 +165,72 @@ async def release_key(pool: asyncpg.Pool, *, principal: str, key: str) -> None:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What we know of a webhook delivery's keys: `new` (claimed now, ours to process),
+    `done` (processed already: a replay), or neither (another request is processing it)."""
+
+    new: bool
+    done: bool
+
+
+async def claim_delivery(
+    pool: asyncpg.Pool, *, source: str, keys: list[str], now: datetime, window_seconds: float
+) -> Delivery:
+    """Claim every key of a delivery (e.g. the webhook id and the event id) at once.
+    Any key seen within the window makes it a repeat; expired keys are forgotten."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "DELETE FROM conn_api_webhook_deliveries WHERE received_at < $1",
+            now - timedelta(seconds=window_seconds),
+        )
+        rows = await conn.fetch(
+            "SELECT done FROM conn_api_webhook_deliveries"
+            " WHERE source = $1 AND delivery_key = ANY($2::text[]) FOR UPDATE",
+            source,
+            keys,
+        )
+        if rows:
+            return Delivery(new=False, done=any(r["done"] for r in rows))
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO conn_api_webhook_deliveries (source, delivery_key, received_at)
+            SELECT $1, k, $3 FROM unnest($2::text[]) AS k
+            ON CONFLICT DO NOTHING RETURNING 1
+            """,
+            source,
+            keys,
+            now,
+        )
+        return Delivery(new=bool(inserted), done=False)
+
+
+async def finish_delivery(pool: asyncpg.Pool, *, source: str, keys: list[str], ok: bool) -> None:
+    """Processed: remember it (a replay is answered as such); failed: forget it, so the
+    sender's retry is processed."""
+    if ok:
+        await pool.execute(
+            "UPDATE conn_api_webhook_deliveries SET done = true"
+            " WHERE source = $1 AND delivery_key = ANY($2::text[])",
+            source,
+            keys,
+        )
+    else:
+        await pool.execute(
+            "DELETE FROM conn_api_webhook_deliveries"
+            " WHERE source = $1 AND delivery_key = ANY($2::text[]) AND NOT done",
+            source,
+            keys,
+        )
+
+
+@dataclass(frozen=True)
 class AlertSeen:
     duplicate: bool
     incident_id: str | None
     folded_since: int
     """Duplicates folded since the last AlertReceived appended for this fingerprint."""
+    same_occurrence: bool = False
+    """The same occurrence as the one recorded (e.g. Alertmanager fingerprint + startsAt)."""
 
 
 async def observe_alert(
@@ -152,15 +242,18 @@ async def observe_alert(
     status: str,
     now: datetime,
     window_seconds: float,
+    occurrence: str | None = None,
 ) -> AlertSeen:
-    """Record a received alert. A repeat with the same status within the window is a
-    duplicate (counted, not re-appended)."""
+    """Record a received alert. A repeat with the same status is a duplicate (counted,
+    not re-appended) within the window, or at any time for the same `occurrence`
+    (an Alertmanager HA pair, or a re-notification, sends the same fingerprint and
+    startsAt again)."""
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             """
             INSERT INTO conn_api_alerts (fingerprint, source, service, status, first_seen,
-                                         last_seen, last_appended)
-            VALUES ($1, $2, $3, $4, $5, $5, $5)
+                                         last_seen, last_appended, occurrence)
+            VALUES ($1, $2, $3, $4, $5, $5, $5, $6)
             ON CONFLICT (fingerprint) DO NOTHING RETURNING 1
             """,
             fingerprint,
@@ -168,6 +261,7 @@ async def observe_alert(
             service,
             status,
             now,
+            occurrence,
         )
         if inserted:
             return AlertSeen(False, None, 0)
@@ -176,22 +270,28 @@ async def observe_alert(
         )
         assert row is not None
         age = (now - row["last_appended"]).total_seconds()
-        if row["status"] == status and age < window_seconds and row["incident_id"] is not None:
+        same = occurrence is not None and row["occurrence"] == occurrence
+        if (
+            row["status"] == status
+            and (age < window_seconds or same)
+            and row["incident_id"] is not None
+        ):
             await conn.execute(
                 "UPDATE conn_api_alerts SET received = received + 1,"
                 " folded_since = folded_since + 1, last_seen = $2 WHERE fingerprint = $1",
                 fingerprint,
                 now,
             )
-            return AlertSeen(True, row["incident_id"], row["folded_since"] + 1)
+            return AlertSeen(True, row["incident_id"], row["folded_since"] + 1, same)
         await conn.execute(
-            "UPDATE conn_api_alerts SET received = received + 1, status = $2, last_seen = $3"
-            " WHERE fingerprint = $1",
+            "UPDATE conn_api_alerts SET received = received + 1, status = $2, last_seen = $3,"
+            " occurrence = COALESCE($4, occurrence) WHERE fingerprint = $1",
             fingerprint,
             status,
             now,
+            occurrence,
         )
-        return AlertSeen(False, row["incident_id"], row["folded_since"])
+        return AlertSeen(False, row["incident_id"], row["folded_since"], same)
 
 
 async def alert_appended(

@@ -175,6 +175,20 @@ class LogView:
             return
         await self.wait_applied(Position(pos.topic, pos.partition, high - 1), within)
 
+    async def wait_log_end(self, incident_id: str, within: float) -> bool:
+        """Wait until everything the broker holds now for the incident's partition is
+        folded (asks the broker for the end offset: after an unacknowledged append,
+        this tells whether it landed). False if not folded within `within`."""
+        ledger = self.ledgers.get(incident_id)
+        if not ledger:
+            return True
+        pos = ledger[-1].position
+        tp = TopicPartition(pos.topic, pos.partition)
+        end = (await self.loop.consumer.end_offsets([tp]))[tp]
+        if end <= 0:
+            return True
+        return await self.wait_applied(Position(pos.topic, pos.partition, end - 1), within)
+
     # -- reads -------------------------------------------------------------------------
 
     def entry_for(self, event_id: str) -> LedgerEntry | None:

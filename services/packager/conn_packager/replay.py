@@ -594,8 +594,12 @@ def replay(
     import os
 
     err = Console(stderr=True)
-    kafka = KafkaSettings()
-    database_url = DatabaseSettings().database_url
+    try:
+        kafka = KafkaSettings()
+        database_url = DatabaseSettings().database_url
+    except ValueError as exc:  # e.g. development keys without CONN_ENV=development
+        err.print(f"conn replay: invalid configuration: {exc}")
+        raise typer.Exit(2) from None
     try:
         if fleet_report:
             if fmt not in ("md", "json"):
