@@ -18,6 +18,8 @@ from conn_schemas.observations import (
     WorkerPoolState,
 )
 from conn_schemas.values import (
+    MAX_LIST,
+    MAX_MACHINE_TEXT,
     Action,
     ActionType,
     AuthorityBoundary,
@@ -28,6 +30,7 @@ from conn_schemas.values import (
     RestartDependencyTier,
     TierExpectation,
     WorkerPoolExpectation,
+    clean_text,
 )
 
 T = TypeVar("T")
@@ -159,5 +162,7 @@ class Gatherer:
             pools=tuple(pools),
             tiers=tuple(tiers),
             metrics=tuple(readings),
-            errors=tuple(errors),
+            errors=tuple(
+                clean_text(e, MAX_MACHINE_TEXT, multiline=True) for e in errors[:MAX_LIST]
+            ),
         )

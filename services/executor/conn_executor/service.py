@@ -89,6 +89,7 @@ from conn_schemas.observations import ActionResult
 from conn_schemas.signing import SignerRole
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
+    MAX_MACHINE_TEXT,
     READ_ONLY_ACTIONS,
     Action,
     Actor,
@@ -101,6 +102,7 @@ from conn_schemas.values import (
     RestartDependencyTier,
     UpdateIncidentRecord,
     Verify,
+    clean_text,
 )
 
 log = logging.getLogger(__name__)
@@ -568,7 +570,7 @@ class ExecutorService(ConsumerService):
             DirectiveRefusedPayload(
                 action=step.action,
                 reason=refusal.reason,
-                detail=refusal.detail,
+                detail=clean_text(refusal.detail, MAX_MACHINE_TEXT, multiline=True),
                 refused_by="executor",
                 checked_at_sequence=sequence,
             ),
@@ -681,7 +683,8 @@ class ExecutorService(ConsumerService):
             unknown = f"no answer within {self.settings.step_timeout}s: the call may have landed"
         except PortError as exc:
             if exc.rejected:
-                error = str(exc)  # the target refused: nothing changed
+                # the target refused: nothing changed (its words, made to fit the contract)
+                error = clean_text(str(exc), MAX_MACHINE_TEXT, multiline=True)
             else:
                 unknown = f"{scrub(str(exc))}: the call may have landed"
         duration = time.perf_counter() - started
@@ -775,7 +778,11 @@ class ExecutorService(ConsumerService):
         await self._append(
             StepOutcomeUnknown,
             step,
-            StepOutcomeUnknownPayload(action=step.action, reason=reason, observation=observation),
+            StepOutcomeUnknownPayload(
+                action=step.action,
+                reason=clean_text(reason, MAX_MACHINE_TEXT, multiline=True),
+                observation=observation,
+            ),
         )
         await self._finish(step, ClaimStatus.UNKNOWN, reason)
         m.RECOVERIES.labels("outcome_unknown").inc()
@@ -802,7 +809,7 @@ class ExecutorService(ConsumerService):
             step,
             IncidentRecordUpdatedPayload(
                 destination=self.adapter_settings.record_backend,
-                summary=summary,
+                summary=clean_text(summary, MAX_MACHINE_TEXT, multiline=True),
                 delivered=delivered,
                 idempotency_key=key,
             ),

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from conn_core.chain import sha256_json
 from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_schemas.packet import (
+    MAX_PACKET_DIRECTIVES,
     AuthorityInForce,
     ControlPlaneItem,
     DirectiveItem,
@@ -19,7 +20,13 @@ from conn_schemas.packet import (
     RegionHealth,
     TakeoverPacket,
 )
-from conn_schemas.values import action_regions, action_target, describe_action
+from conn_schemas.values import (
+    MAX_MACHINE_TEXT,
+    action_regions,
+    action_target,
+    clean_text,
+    describe_action,
+)
 
 Trigger = Literal["hold", "handoff"]
 
@@ -46,7 +53,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
         status=record.status.value,
         verdict=record.verdict,
         refusal=record.refusal,
-        refusal_detail=record.refusal_detail,
+        refusal_detail=clean_text(record.refusal_detail, MAX_MACHINE_TEXT, multiline=True),
         started_at=record.started_at,
         finished_at=record.finished_at,
     )
@@ -104,8 +111,14 @@ def authority_in_force(state: IncidentState) -> AuthorityInForce | None:
     )
 
 
-def _by_sequence(records: list[DirectiveRecord]) -> tuple[DirectiveItem, ...]:
-    return tuple(directive_item(r) for r in sorted(records, key=lambda d: d.issued_sequence))
+def _by_sequence(
+    records: list[DirectiveRecord], limit: int | None = None
+) -> tuple[DirectiveItem, ...]:
+    """Directive items in ledger order; with `limit`, only the most recent ones."""
+    ordered = sorted(records, key=lambda d: d.issued_sequence)
+    if limit is not None:
+        ordered = ordered[-limit:]
+    return tuple(directive_item(r) for r in ordered)
 
 
 def build_packet(
@@ -130,7 +143,7 @@ def build_packet(
         generated_at=generated_at,
         hold=HoldInfo(
             reason=hold.reason,
-            detail=hold.detail,
+            detail=clean_text(hold.detail, MAX_MACHINE_TEXT, multiline=True),
             since_sequence=hold.since_sequence,
             correlation_id=hold.correlation_id,
         )
@@ -145,9 +158,9 @@ def build_packet(
             )
             for c in state.last_control_plane
         ),
-        pending_directives=_by_sequence(state.pending_directives()),
-        blocked_directives=_by_sequence(state.blocked_directives()),
-        partial_changes=_by_sequence(state.unverified_changes()),
+        pending_directives=_by_sequence(state.pending_directives(), MAX_PACKET_DIRECTIVES),
+        blocked_directives=_by_sequence(state.blocked_directives(), MAX_PACKET_DIRECTIVES),
+        partial_changes=_by_sequence(state.unverified_changes(), MAX_PACKET_DIRECTIVES),
         authority=authority_in_force(state),
         ledger_head=LedgerHead(sequence=state.sequence, hash=head_hash),
     )
