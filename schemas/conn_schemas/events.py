@@ -118,7 +118,7 @@ class IncidentOpenedPayload(Frozen):
     opened_from_alert: Token | None = Field(default=None, description="Alert fingerprint, if any")
 
 
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
 
 ProposalId = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")

@@ -178,7 +178,7 @@ def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
 
 JsonObject = Annotated[
     dict[str, Any],
-    Field(json_schema_extra={"x-conn-max-bytes": MAX_JSON_BYTES}),
+    Field(max_length=256, json_schema_extra={"x-conn-max-bytes": MAX_JSON_BYTES}),
     AfterValidator(_bounded_json),
 ]
 """A free-form JSON object (tool output), at most MAX_JSON_BYTES encoded."""
@@ -442,7 +442,9 @@ class AuthorityBoundary(Frozen):
     allowed: tuple[ActionGrant, ...] = Field(max_length=MAX_LIST)
     reservations: tuple[Reservation, ...] = Field(default=(), max_length=MAX_LIST)
     blast_radius: BlastRadius = BlastRadius()
-    verification: dict[ActionType, VerificationCriteria] = Field(default_factory=dict)
+    verification: dict[ActionType, VerificationCriteria] = Field(
+        default_factory=dict, max_length=len(ActionType)
+    )
     default_verification: VerificationCriteria = VerificationCriteria()
     takeover_teams: tuple[Team, ...] = Field(default=(), max_length=MAX_LIST)
     roles_may_direct: tuple[Role, ...] = Field(
