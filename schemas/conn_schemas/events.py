@@ -148,7 +148,7 @@ class AuthorityChangeProposedPayload(Frozen):
     base_sha256: Sha256 = Field(description="content_sha256 of the authority in force")
     widenings: tuple[Line, ...] = Field(
         min_length=1,
-        max_length=4 * MAX_LIST,
+        max_length=MAX_LIST,
         description="How the proposal widens the boundary in force, for humans",
     )
     detail: Detail = ""
@@ -189,7 +189,7 @@ class DirectiveRefusedPayload(Frozen):
 class StateGatheredPayload(Frozen):
     purpose: Literal["directed", "pre_step", "recovery"]
     observation: Observation
-    conflicts: tuple[MachineText, ...] = Field(default=(), max_length=MAX_LIST)
+    conflicts: tuple[Detail, ...] = Field(default=(), max_length=16)
 
 
 class StepStartedPayload(Frozen):
@@ -226,6 +226,9 @@ class StepOutcomeUnknownPayload(Frozen):
     observation: Observation
 
 
+MAX_CHECKS = 32
+"""Control-plane checks in a snapshot (and a packet)."""
+
 MAX_READINGS = 100
 """Readings per region in a snapshot (VerificationCriteria.samples is at most 100)."""
 
@@ -253,7 +256,7 @@ class VerificationSnapshotPayload(Frozen):
         default=None, description="The consequential step this verifies, if any"
     )
     regions: tuple[RegionReadings, ...] = Field(max_length=MAX_REGIONS)
-    control_plane: tuple[ControlPlaneCheck, ...] = Field(default=(), max_length=MAX_LIST)
+    control_plane: tuple[ControlPlaneCheck, ...] = Field(default=(), max_length=MAX_CHECKS)
     criteria: VerificationCriteria
     verdict: Verdict
     detail: MachineText

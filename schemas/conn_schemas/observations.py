@@ -14,7 +14,7 @@ from conn_schemas.values import (
     Frozen,
     JsonObject,
     Label,
-    MachineText,
+    Line,
     Region,
     SignalName,
     Token,
@@ -102,6 +102,6 @@ class Observation(Frozen):
     pools: tuple[WorkerPoolState, ...] = Field(default=(), max_length=MAX_LIST)
     tiers: tuple[TierState, ...] = Field(default=(), max_length=MAX_LIST)
     metrics: tuple[MetricsReading, ...] = Field(default=(), max_length=MAX_LIST)
-    errors: tuple[MachineText, ...] = Field(
+    errors: tuple[Line, ...] = Field(
         default=(), max_length=MAX_LIST, description="Reads that failed, and why"
     )

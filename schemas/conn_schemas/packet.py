@@ -17,12 +17,12 @@ from conn_schemas.values import (
     MAX_LIST,
     MAX_REGIONS,
     Action,
+    Detail,
     Frozen,
     HoldReason,
     Identifier,
     IncidentId,
     Line,
-    MachineText,
     RefusalReason,
     Region,
     Target,
@@ -31,7 +31,7 @@ from conn_schemas.values import (
     Verdict,
 )
 
-MAX_PACKET_DIRECTIVES = 50
+MAX_PACKET_DIRECTIVES = 8
 """Directives listed per section of a packet: the most recent ones (the API lists all)."""
 
 PACKET_VERSION: Literal[1] = 1
@@ -55,7 +55,7 @@ class AuthorityInForce(Frozen):
 
 class HoldInfo(Frozen):
     reason: HoldReason
-    detail: MachineText
+    detail: Detail
     since_sequence: int
     correlation_id: Token | None = None
 
@@ -65,7 +65,7 @@ class DirectiveItem(Frozen):
 
     correlation_id: Token
     action: Action
-    description: MachineText = Field(
+    description: Detail = Field(
         description="e.g. 'drain_worker_pool cache-invalidation in us-east'"
     )
     target: Target | None = None
@@ -78,7 +78,7 @@ class DirectiveItem(Frozen):
     )
     verdict: Verdict | None = None
     refusal: RefusalReason | None = None
-    refusal_detail: MachineText = ""
+    refusal_detail: Detail = ""
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
 
@@ -128,7 +128,7 @@ class TakeoverPacket(Frozen):
     )
     control_plane: tuple[ControlPlaneItem, ...] = Field(
         default=(),
-        max_length=MAX_LIST,
+        max_length=32,
         description="Expected vs observed control-plane state at the last verification",
     )
     pending_directives: tuple[DirectiveItem, ...] = Field(

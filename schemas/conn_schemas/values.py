@@ -163,6 +163,8 @@ def fit_token(raw: str) -> str:
 MAX_LIST = 64
 """Default bound of a list in a payload."""
 MAX_REGIONS = 8
+MAX_GRANTS = 32
+"""Grants, reservations and targets per grant in an authority boundary."""
 MAX_LABELS = 32
 MAX_EXTRA_SIGNALS = 8
 MAX_JSON_BYTES = 32_768
@@ -380,7 +382,7 @@ class ActionGrant(Frozen):
     action: ActionType
     targets: tuple[Target, ...] = Field(
         default=(),
-        max_length=MAX_LIST,
+        max_length=MAX_GRANTS,
         description="Allowed exact targets ('flag/rule', pool or tier); () = any",
     )
     regions: tuple[Region, ...] = Field(
@@ -394,7 +396,7 @@ class Reservation(Frozen):
     action: ActionType
     target: Target
     team: Team
-    reason: Detail = ""
+    reason: Line = ""
 
 
 class BlastRadius(Frozen):
@@ -439,8 +441,8 @@ class AuthorityBoundary(Frozen):
         max_length=MAX_REGIONS,
         description="Every region a directive may name (anything else is refused)",
     )
-    allowed: tuple[ActionGrant, ...] = Field(max_length=MAX_LIST)
-    reservations: tuple[Reservation, ...] = Field(default=(), max_length=MAX_LIST)
+    allowed: tuple[ActionGrant, ...] = Field(max_length=MAX_GRANTS)
+    reservations: tuple[Reservation, ...] = Field(default=(), max_length=MAX_GRANTS)
     blast_radius: BlastRadius = BlastRadius()
     verification: dict[ActionType, VerificationCriteria] = Field(
         default_factory=dict, max_length=len(ActionType)

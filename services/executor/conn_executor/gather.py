@@ -18,8 +18,8 @@ from conn_schemas.observations import (
     WorkerPoolState,
 )
 from conn_schemas.values import (
+    MAX_LINE,
     MAX_LIST,
-    MAX_MACHINE_TEXT,
     Action,
     ActionType,
     AuthorityBoundary,
@@ -162,7 +162,5 @@ class Gatherer:
             pools=tuple(pools),
             tiers=tuple(tiers),
             metrics=tuple(readings),
-            errors=tuple(
-                clean_text(e, MAX_MACHINE_TEXT, multiline=True) for e in errors[:MAX_LIST]
-            ),
+            errors=tuple(clean_text(e, MAX_LINE) for e in errors[:MAX_LIST]),
         )

@@ -89,6 +89,7 @@ from conn_schemas.observations import ActionResult
 from conn_schemas.signing import SignerRole
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
+    MAX_DETAIL,
     MAX_MACHINE_TEXT,
     READ_ONLY_ACTIONS,
     Action,
@@ -509,7 +510,9 @@ class ExecutorService(ConsumerService):
             StateGatheredPayload(
                 purpose="pre_step",
                 observation=observation,
-                conflicts=(conflict.detail,) if conflict else (),
+                conflicts=(clean_text(conflict.detail, MAX_DETAIL, multiline=True),)
+                if conflict
+                else (),
             ),
         )
         return conflict

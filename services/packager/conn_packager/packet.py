@@ -21,7 +21,7 @@ from conn_schemas.packet import (
     TakeoverPacket,
 )
 from conn_schemas.values import (
-    MAX_MACHINE_TEXT,
+    MAX_DETAIL,
     action_regions,
     action_target,
     clean_text,
@@ -44,7 +44,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
     return DirectiveItem(
         correlation_id=record.correlation_id,
         action=record.action,
-        description=describe_action(record.action),
+        description=clean_text(describe_action(record.action), MAX_DETAIL),
         target=action_target(record.action),
         regions=action_regions(record.action),
         consequential=record.consequential,
@@ -53,7 +53,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
         status=record.status.value,
         verdict=record.verdict,
         refusal=record.refusal,
-        refusal_detail=clean_text(record.refusal_detail, MAX_MACHINE_TEXT, multiline=True),
+        refusal_detail=clean_text(record.refusal_detail, MAX_DETAIL, multiline=True),
         started_at=record.started_at,
         finished_at=record.finished_at,
     )
@@ -143,7 +143,7 @@ def build_packet(
         generated_at=generated_at,
         hold=HoldInfo(
             reason=hold.reason,
-            detail=clean_text(hold.detail, MAX_MACHINE_TEXT, multiline=True),
+            detail=clean_text(hold.detail, MAX_DETAIL, multiline=True),
             since_sequence=hold.since_sequence,
             correlation_id=hold.correlation_id,
         )
