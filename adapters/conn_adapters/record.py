@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from conn_adapters._common import RETRIABLE_STATUS, bounded
+from conn_core.escaping import slack_mrkdwn
 from conn_core.ports import PortError, RecordNoteResult
 
 
@@ -38,7 +39,9 @@ class WebhookIncidentRecord:
         await self._client.aclose()
 
     def payload(self, incident_id: str, note: str) -> dict[str, Any]:
-        return {"text": f"[{incident_id}] {note}", "incident_id": incident_id}
+        """Slack-compatible: the note is escaped for mrkdwn (no mentions, broadcasts or
+        links can be injected); `incident_id` is a strict identifier."""
+        return {"text": f"[{incident_id}] {slack_mrkdwn(note)}", "incident_id": incident_id}
 
     @bounded
     async def append_note(
