@@ -139,7 +139,7 @@ def test_the_record_adapter_escapes_the_note() -> None:
     body = WebhookIncidentRecord("http://record.invalid").payload(
         "inc-1", "<!channel> see <http://x|here> & <@U1>"
     )
-    assert body["text"] == "[inc-1] &lt;!channel&gt; see &lt;http://x|here&gt; &amp; &lt;@U1&gt;"
+    assert body["text"] == "[inc-1] &lt;!channel&gt; see &lt;[redacted]&gt; &amp; &lt;@U1&gt;"
 
 
 @given(st.text(max_size=80))

@@ -12,6 +12,7 @@ from conn_core.chain import sha256_json
 from conn_core.escaping import markdown_code as code
 from conn_core.escaping import markdown_inline as md
 from conn_core.escaping import markdown_quote
+from conn_core.redaction import redact
 from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_schemas.packet import (
     MAX_PACKET_DIRECTIVES,
@@ -56,7 +57,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
         status=record.status.value,
         verdict=record.verdict,
         refusal=record.refusal,
-        refusal_detail=clean_text(record.refusal_detail, MAX_DETAIL, multiline=True),
+        refusal_detail=clean_text(redact(record.refusal_detail), MAX_DETAIL, multiline=True),
         started_at=record.started_at,
         finished_at=record.finished_at,
     )
@@ -146,7 +147,7 @@ def build_packet(
         generated_at=generated_at,
         hold=HoldInfo(
             reason=hold.reason,
-            detail=clean_text(hold.detail, MAX_DETAIL, multiline=True),
+            detail=clean_text(redact(hold.detail), MAX_DETAIL, multiline=True),
             since_sequence=hold.since_sequence,
             correlation_id=hold.correlation_id,
         )
