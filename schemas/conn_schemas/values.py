@@ -144,6 +144,15 @@ Token = Annotated[str, Field(min_length=1, max_length=256, pattern=TOKEN_PATTERN
 hashes): printable ASCII without spaces."""
 
 
+def bounded_lines(lines: list[str], limit: int = 64) -> tuple[str, ...]:
+    """At most `limit` one-line texts that fit the policy; when there are more, the
+    last one says how many were left out (nothing is dropped silently)."""
+    fitted = [clean_text(line, MAX_LINE) for line in lines]
+    if len(fitted) > limit:
+        fitted = [*fitted[: limit - 1], f"... and {len(fitted) - limit + 1} more"]
+    return tuple(fitted)
+
+
 def fit_identifier(raw: str | None, default: str = "unknown") -> str:
     """Make a foreign name (an alert label, a PagerDuty service) an Identifier:
     anything but letters, digits, '_' and '-' becomes '-', cut to 128."""

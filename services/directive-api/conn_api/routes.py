@@ -65,7 +65,7 @@ from conn_schemas.events import (
     TakeoverRequestedPayload,
     new_event,
 )
-from conn_schemas.values import HoldReason, RefusalReason, Role
+from conn_schemas.values import HoldReason, RefusalReason, Role, bounded_lines
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ async def declare_authority(
                 source_file=source,
                 content_sha256=digest,
                 base_sha256=state.authority_sha256,
-                widenings=tuple(w[:500] for w in wider[:100]),
+                widenings=bounded_lines(wider),
                 detail=body.detail,
             ),
             actor=me.actor(),
