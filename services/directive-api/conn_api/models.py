@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conn_schemas.values import (
-    MAX_LABELS,
     Action,
     Detail,
     Expectation,
@@ -22,8 +21,12 @@ from conn_schemas.values import (
 
 LabelKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 """A Prometheus/Alertmanager label name."""
-LabelValue = Annotated[str, Field(max_length=1024)]
-"""An alert label or annotation value: bounded here, made to fit the policy at intake."""
+LabelValue = Annotated[str, Field(max_length=4096)]
+"""An alert label value: bounded here, made to fit the policy at intake (cut, one line)."""
+AnnotationValue = Annotated[str, Field(max_length=16_384)]
+"""An annotation (a description can be long): only its first line-sized part is kept."""
+MAX_ALERT_LABELS = 128
+"""Labels or annotations accepted per alert (intake keeps at most MAX_LABELS)."""
 
 
 class Body(BaseModel):
@@ -119,8 +122,10 @@ class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["firing", "resolved"] = "firing"
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
-    annotations: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_ALERT_LABELS)
+    annotations: dict[LabelKey, AnnotationValue] = Field(
+        default_factory=dict, max_length=MAX_ALERT_LABELS
+    )
     startsAt: str | None = Field(default=None, max_length=64)
     endsAt: str | None = Field(default=None, max_length=64)
     fingerprint: Token | None = None
@@ -135,4 +140,6 @@ class AlertmanagerWebhook(BaseModel):
     status: Literal["firing", "resolved"] = "firing"
     receiver: str = Field(default="", max_length=256)
     alerts: list[AlertmanagerAlert] = Field(default_factory=list, max_length=1000)
-    commonLabels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    commonLabels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_ALERT_LABELS
+    )
