@@ -327,3 +327,58 @@ def test_codec_round_trips_what_the_model_accepts(
         assert info.value.reason == "invalid"
         return
     assert codec.decode(codec.encode(event)) == event
+
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    hostile_text.filter(lambda t: not any(0xD800 <= ord(c) <= 0xDFFF for c in t)),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_decode_of_any_mutated_record_is_an_event_or_a_dead_letter_reason(
+    event_type: str, data: st.DataObject
+) -> None:
+    raw = _sample(event_type)
+    path = data.draw(st.sampled_from(_paths(raw)))
+    node: object = raw
+    for key in path[:-1]:
+        node = node[key]  # type: ignore[index]
+    node[path[-1]] = data.draw(json_value)  # type: ignore[index]
+    try:
+        wire = orjson.dumps(raw)
+    except orjson.JSONEncodeError:
+        return  # not representable as JSON (e.g. an integer beyond 64 bits)
+    try:
+        event = codec.decode(wire)
+    except codec.UnreadableRecord as exc:
+        assert exc.reason in {
+            "invalid",
+            "unknown_event_type",
+            "unsupported_version",
+            "not_an_object",
+        }
+        return
+    assert codec.decode(codec.encode(event)) == event
