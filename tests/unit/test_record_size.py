@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 import pytest
 
 from conn_schemas import codec
@@ -109,3 +110,28 @@ def test_the_bound_is_a_real_bound() -> None:
     assert ascii_only(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
     assert not ascii_only(r"^[^\u0000-\u001f]*$")
     assert not ascii_only(r"^a.b$")
+
+
+def test_a_packet_after_many_refused_directives_still_builds_and_lists_the_latest() -> None:
+    """A hostile or busy commander cannot grow a packet past a record: each section
+    lists the most recent MAX_PACKET_DIRECTIVES directives (the API lists them all)."""
+    from builders import History
+
+    from conn_core.fold import fold
+    from conn_packager.packet import build_packet
+    from conn_schemas.packet import MAX_PACKET_DIRECTIVES
+    from conn_schemas.values import RefusalReason, UpdateIncidentRecord
+
+    h = History("inc-many").open().declare()
+    cids = []
+    for i in range(3 * MAX_PACKET_DIRECTIVES):
+        action = UpdateIncidentRecord(note=f"note {i} " + "\u00e9" * 3900)
+        cid = h.direct(action)
+        h.refuse(cid, action, RefusalReason.ON_HOLD, detail="x" * 3000)
+        cids.append(cid)
+    state = fold(h.events, "inc-many")
+    packet = build_packet(
+        state, head_hash="h", trigger="hold", to_team=None, generated_at=h.events[-1].occurred_at
+    )
+    assert [d.correlation_id for d in packet.blocked_directives] == cids[-MAX_PACKET_DIRECTIVES:]
+    assert len(orjson.dumps(packet.model_dump(mode="json"))) <= codec.MAX_RECORD_BYTES
