@@ -65,15 +65,23 @@ from conn_schemas.events import (
     TakeoverRequestedPayload,
     new_event,
 )
-from conn_schemas.values import HoldReason, RefusalReason, Role, bounded_lines
+from conn_schemas.values import (
+    INCIDENT_ID_PATTERN,
+    HoldReason,
+    IncidentId,
+    RefusalReason,
+    Role,
+    bounded_lines,
+)
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1")
 
 IncidentPath = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    IncidentId, Path(min_length=1, max_length=128, pattern=INCIDENT_ID_PATTERN)
 ]
+"""The input policy's incident id (reserved ids such as '_global' are 422 here)."""
 CorrelationPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
