@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 
 from conn_adapters._common import RETRIABLE_STATUS, bounded
+from conn_core.escaping import slack_mrkdwn
 from conn_core.ports import PortError, RecordNoteResult
+from conn_core.redaction import redact
 
 
 class WebhookIncidentRecord:
@@ -38,7 +40,11 @@ class WebhookIncidentRecord:
         await self._client.aclose()
 
     def payload(self, incident_id: str, note: str) -> dict[str, Any]:
-        return {"text": f"[{incident_id}] {note}", "incident_id": incident_id}
+        """Slack-compatible: the note is scrubbed of secrets (again: defence in depth) and
+        escaped for mrkdwn (no mentions, broadcasts or links can be injected);
+        `incident_id` is a strict identifier."""
+        text = slack_mrkdwn(redact(note))
+        return {"text": f"[{incident_id}] {text}", "incident_id": incident_id}
 
     @bounded
     async def append_note(

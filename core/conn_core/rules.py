@@ -135,10 +135,16 @@ def _check_boundary(
             f"{action.action.value} is not allowed by authority {authority.name}@{authority.version}",
         )
     regions = action_regions(action)
-    for region in regions:
+    named = list(regions)
+    if directive.expectation is not None:
+        named.append(directive.expectation.region)
+    for region in named:
         if region not in authority.regions:
             return Refused(
-                RefusalReason.REGION_NOT_ALLOWED, f"region {region} is outside the declared regions"
+                RefusalReason.REGION_NOT_ALLOWED,
+                f"region {region} is not declared by authority "
+                f"{authority.name}@{authority.version} (declared: "
+                f"{', '.join(authority.regions)})",
             )
     target = action_target(action)
     for reservation in authority.reservations:

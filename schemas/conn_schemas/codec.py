@@ -55,7 +55,7 @@ def decode_raw(raw: object) -> Event:
     if not isinstance(raw, dict):
         raise UnreadableRecord("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
     event_type = raw.get("event_type")
-    if event_type not in CURRENT_VERSIONS:
+    if not isinstance(event_type, str) or event_type not in CURRENT_VERSIONS:
         raise UnreadableRecord("unknown_event_type", f"event_type {event_type!r} is not known")
     try:
         raw = upcast(dict(raw), CURRENT_VERSIONS)

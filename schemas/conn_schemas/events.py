@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from conn_schemas.observations import (
     ActionResult,
@@ -23,24 +23,45 @@ from conn_schemas.observations import (
 )
 from conn_schemas.undo import RecordedUndo
 from conn_schemas.values import (
+    GLOBAL_INCIDENT,
+    INCIDENT_ID_PATTERN,
+    MAX_LABELS,
+    MAX_LIST,
+    MAX_REGIONS,
     Action,
     Actor,
     AuthorityBoundary,
+    Detail,
     Expectation,
     Frozen,
     HoldReason,
-    Name,
+    Identifier,
+    IncidentId,
+    Line,
+    MachineText,
+    NonEmptyDetail,
+    NonEmptyLine,
     RefusalReason,
+    Region,
+    Team,
+    Token,
     Verdict,
     VerificationCriteria,
 )
 
-GLOBAL_INCIDENT = "_global"
-"""`incident_id` of global control events (kill switch) on `conn.control`."""
+__all__ = ["GLOBAL_INCIDENT", "IncidentId"]
 
-IncidentId = Annotated[
+GLOBAL_EVENT_TYPES = frozenset({"KillSwitchEngaged", "KillSwitchReleased"})
+"""The only event types whose `incident_id` is the reserved GLOBAL_INCIDENT."""
+
+EnvelopeIncidentId = Annotated[
     str,
-    Field(min_length=1, max_length=128, pattern=r"^(_global|[A-Za-z0-9][A-Za-z0-9._-]*)$"),
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=f"^(?:{GLOBAL_INCIDENT}|{INCIDENT_ID_PATTERN[1:-1]})$",
+        description=f"An incident id; '{GLOBAL_INCIDENT}' only for KillSwitchEngaged/Released",
+    ),
 ]
 
 
@@ -51,16 +72,27 @@ class Envelope(Frozen):
     event_id: uuid.UUID
     event_type: str
     schema_version: int
-    incident_id: IncidentId
-    correlation_id: str | None = Field(default=None, description="The directive this serves")
-    causation_id: str | None = Field(default=None, description="event_id of the cause")
+    incident_id: EnvelopeIncidentId
+    correlation_id: Token | None = Field(default=None, description="The directive this serves")
+    causation_id: Token | None = Field(default=None, description="event_id of the cause")
     actor: Actor
     occurred_at: AwareDatetime
-    producer: str
+    producer: Token
     payload: Frozen
 
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+
+    @model_validator(mode="after")
+    def _reserved_incident_id(self) -> Envelope:
+        """The global-control id is reserved to the kill switch (and only there)."""
+        is_global = self.incident_id == GLOBAL_INCIDENT
+        if is_global != (self.event_type in GLOBAL_EVENT_TYPES):
+            raise ValueError(
+                f"incident_id {self.incident_id!r} is not allowed for {self.event_type} "
+                f"('{GLOBAL_INCIDENT}' is reserved to kill-switch events, which use only it)"
+            )
+        return self
 
 
 # --- payloads -----------------------------------------------------------------------
@@ -68,24 +100,26 @@ class Envelope(Frozen):
 
 class AlertReceivedPayload(Frozen):
     source: Literal["alertmanager", "pagerduty", "manual"]
-    fingerprint: str = Field(min_length=1, max_length=256)
-    service: Name
+    fingerprint: Token
+    service: Identifier
     status: Literal["firing", "resolved"] = "firing"
-    severity: str = "unknown"
-    summary: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
+    severity: Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = "unknown"
+    summary: Line = ""
+    labels: dict[
+        Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Line
+    ] = Field(default_factory=dict, max_length=MAX_LABELS)
     starts_at: AwareDatetime | None = None
     duplicates_folded: int = Field(default=0, ge=0)
 
 
 class IncidentOpenedPayload(Frozen):
-    title: str = Field(min_length=1, max_length=300)
-    service: Name
+    title: NonEmptyLine
+    service: Identifier
     severity: Literal["sev1", "sev2", "sev3", "sev4", "sev5"] = "sev2"
-    opened_from_alert: str | None = Field(default=None, description="Alert fingerprint, if any")
+    opened_from_alert: Token | None = Field(default=None, description="Alert fingerprint, if any")
 
 
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
 
 ProposalId = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -94,7 +128,7 @@ ProposalId = Annotated[
 
 class AuthorityDeclaredPayload(Frozen):
     authority: AuthorityBoundary
-    source_file: str = Field(description="The runbook file it was read from (its name)")
+    source_file: Line = Field(description="The runbook file it was read from (its name)")
     content_sha256: Sha256 = Field(description="SHA-256 of the file's exact bytes")
     approval: ProposalId | None = Field(
         default=None,
@@ -110,13 +144,15 @@ class AuthorityChangeProposedPayload(Frozen):
 
     proposal_id: ProposalId
     authority: AuthorityBoundary
-    source_file: str
+    source_file: Line
     content_sha256: Sha256
     base_sha256: Sha256 = Field(description="content_sha256 of the authority in force")
-    widenings: tuple[str, ...] = Field(
-        min_length=1, description="How the proposal widens the boundary in force, for humans"
+    widenings: tuple[Line, ...] = Field(
+        min_length=1,
+        max_length=MAX_LIST,
+        description="How the proposal widens the boundary in force, for humans",
     )
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
 
 
 class AuthorityChangeApprovedPayload(Frozen):
@@ -125,43 +161,43 @@ class AuthorityChangeApprovedPayload(Frozen):
 
     proposal_id: ProposalId
     content_sha256: Sha256
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
 
 
 class DirectiveIssuedPayload(Frozen):
     action: Action
     expectation: Expectation | None = None
     based_on_sequence: int = Field(
-        ge=0, description="The incident's ledger sequence the commander based this on"
+        ge=0, le=2**62, description="The incident's ledger sequence the commander based this on"
     )
-    rationale: str = Field(default="", max_length=2000, description="For humans; never parsed")
+    rationale: Detail = Field(default="", description="For humans; never parsed")
 
 
 class DirectiveAcceptedPayload(Frozen):
     action: Action
     consequential: bool
-    checked_at_sequence: int = Field(ge=0)
+    checked_at_sequence: int = Field(ge=0, le=2**62)
 
 
 class DirectiveRefusedPayload(Frozen):
     action: Action | None = None
     reason: RefusalReason
-    detail: str
+    detail: MachineText
     refused_by: Literal["directive-api", "executor"]
-    checked_at_sequence: int = Field(ge=0)
+    checked_at_sequence: int = Field(ge=0, le=2**62)
 
 
 class StateGatheredPayload(Frozen):
     purpose: Literal["directed", "pre_step", "recovery"]
     observation: Observation
-    conflicts: tuple[str, ...] = ()
+    conflicts: tuple[Detail, ...] = Field(default=(), max_length=16)
 
 
 class StepStartedPayload(Frozen):
     action: Action
-    idempotency_key: str
-    executor_id: str
-    fencing_token: int = Field(ge=0, description="Consumer generation at claim time")
+    idempotency_key: Token
+    executor_id: Token
+    fencing_token: int = Field(ge=0, le=2**62, description="Consumer generation at claim time")
     undo: RecordedUndo | None = Field(
         default=None,
         description="The step's inverse, read from the target before acting "
@@ -172,17 +208,17 @@ class StepStartedPayload(Frozen):
 class StepSucceededPayload(Frozen):
     action: Action
     result: ActionResult
-    summary: str = Field(description="Redacted, for the incident record")
-    duration_ms: float = Field(ge=0)
+    summary: MachineText = Field(description="Redacted, for the incident record")
+    duration_ms: float = Field(ge=0, allow_inf_nan=False)
 
 
 class StepFailedPayload(Frozen):
     action: Action
-    error: str
+    error: MachineText
     retriable: bool = False
     timed_out: bool = False
-    summary: str
-    duration_ms: float = Field(ge=0)
+    summary: MachineText
+    duration_ms: float = Field(ge=0, allow_inf_nan=False)
     not_started: bool = Field(
         default=False,
         description="True: refused at the last gate before the side effect, which never "
@@ -192,85 +228,94 @@ class StepFailedPayload(Frozen):
 
 class StepOutcomeUnknownPayload(Frozen):
     action: Action
-    reason: str
+    reason: MachineText
     observation: Observation
 
 
+MAX_CHECKS = 32
+"""Control-plane checks in a snapshot (and a packet)."""
+
+MAX_READINGS = 100
+"""Readings per region in a snapshot (VerificationCriteria.samples is at most 100)."""
+
+
 class RegionReadings(Frozen):
-    region: str
-    readings: tuple[MetricsReading, ...]
-    ages_seconds: tuple[float, ...] = Field(description="Age of each reading at snapshot time")
+    region: Region
+    readings: tuple[MetricsReading, ...] = Field(max_length=MAX_READINGS)
+    ages_seconds: tuple[Annotated[float, Field(allow_inf_nan=False)], ...] = Field(
+        max_length=MAX_READINGS, description="Age of each reading at snapshot time"
+    )
     healthy: bool
     fresh: bool
 
 
 class ControlPlaneCheck(Frozen):
-    subject: str = Field(description="e.g. 'flag checkout-pricing/canary-10pct in eu-west'")
-    expected: str
-    observed: str
+    subject: Line = Field(description="e.g. 'flag checkout-pricing/canary-10pct in eu-west'")
+    expected: Line
+    observed: Line
     matches: bool
 
 
 class VerificationSnapshotPayload(Frozen):
     trigger: Literal["step", "directive"]
-    step_correlation_id: str | None = Field(
+    step_correlation_id: Token | None = Field(
         default=None, description="The consequential step this verifies, if any"
     )
-    regions: tuple[RegionReadings, ...]
-    control_plane: tuple[ControlPlaneCheck, ...] = ()
+    regions: tuple[RegionReadings, ...] = Field(max_length=MAX_REGIONS)
+    control_plane: tuple[ControlPlaneCheck, ...] = Field(default=(), max_length=MAX_CHECKS)
     criteria: VerificationCriteria
     verdict: Verdict
-    detail: str
+    detail: MachineText
     window_started_at: AwareDatetime
     window_ended_at: AwareDatetime
 
 
 class HoldDeclaredPayload(Frozen):
     reason: HoldReason = HoldReason.MANUAL
-    detail: str = ""
+    detail: MachineText = ""
 
 
 class ResumeDirectedPayload(Frozen):
-    detail: str = ""
+    detail: Detail = ""
 
 
 class TakeoverRequestedPayload(Frozen):
-    to_team: Name
-    detail: str = ""
+    to_team: Team
+    detail: Detail = ""
 
 
 class TakeoverPacketPublishedPayload(Frozen):
-    packet_id: str
-    packet_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    to_team: Name | None
+    packet_id: Token
+    packet_sha256: Sha256
+    to_team: Team | None
     trigger: Literal["hold", "handoff"]
-    ledger_sequence: int = Field(ge=0)
-    ledger_hash: str
+    ledger_sequence: int = Field(ge=0, le=2**62)
+    ledger_hash: Token
 
 
 class TakeoverAcceptedPayload(Frozen):
-    team: Name
-    packet_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    detail: str = ""
+    team: Team
+    packet_sha256: Sha256
+    detail: Detail = ""
 
 
 class IncidentRecordUpdatedPayload(Frozen):
-    destination: str
-    summary: str = Field(description="Redacted note as delivered")
+    destination: Token
+    summary: MachineText = Field(description="Redacted note as delivered")
     delivered: bool
-    idempotency_key: str
+    idempotency_key: Token
 
 
 class KillSwitchEngagedPayload(Frozen):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: NonEmptyDetail
 
 
 class KillSwitchReleasedPayload(Frozen):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: NonEmptyDetail
 
 
 class IncidentClosedPayload(Frozen):
-    resolution: str = Field(min_length=1, max_length=2000)
+    resolution: NonEmptyDetail
 
 
 # --- events -------------------------------------------------------------------------------

@@ -12,13 +12,14 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from conn_schemas.events import EVENT_TYPES, Event
+from conn_schemas.events import EVENT_TYPES, GLOBAL_EVENT_TYPES, Event
 from conn_schemas.signing import (
     CEILING,
     CONTROL_EVENT_TYPES,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
 )
+from conn_schemas.values import GLOBAL_INCIDENT, INCIDENT_ID_PATTERN, RESERVED_INCIDENT_IDS
 
 JSON_DIR = Path(__file__).resolve().parent.parent / "json"
 
@@ -60,13 +61,55 @@ def extra_models() -> dict[str, Any]:
     return {"TakeoverPacket": TakeoverPacket}
 
 
+ALWAYS_REQUIRED = ("event_type", "schema_version", "action", "kind", "packet_version")
+"""Single-valued fields a reader needs to tell records apart (the envelope's type and
+version, the discriminators of actions and expectations, the packet's version). The
+models give them defaults for convenience, which pydantic reports as optional; on the
+wire they are required (a record without them is dead-lettered)."""
+
+
+def strict(schema: Any) -> Any:
+    """Mark ALWAYS_REQUIRED const properties required, in every (sub)schema."""
+    if isinstance(schema, dict):
+        props = schema.get("properties")
+        if isinstance(props, dict):
+            must = [
+                k for k in ALWAYS_REQUIRED if isinstance(props.get(k), dict) and "const" in props[k]
+            ]
+            if must:
+                schema["required"] = list(dict.fromkeys([*must, *schema.get("required", [])]))
+        for value in schema.values():
+            strict(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            strict(value)
+    return schema
+
+
+def incident_id_rule(event_schema: dict[str, Any], event_type: str) -> None:
+    """The reserved global-control id is the only id of kill-switch events and never
+    the id of anything else (the envelope model checks this across two fields)."""
+    prop = event_schema["properties"]["incident_id"]
+    if event_type in GLOBAL_EVENT_TYPES:
+        prop.pop("pattern", None)
+        prop["const"] = GLOBAL_INCIDENT
+    else:
+        prop["pattern"] = INCIDENT_ID_PATTERN
+        prop["not"] = {"enum": sorted(RESERVED_INCIDENT_IDS)}
+
+
 def render() -> dict[str, str]:
     docs: dict[str, Any] = {}
-    docs["Event"] = {**TypeAdapter(Event).json_schema(), "x-conn-record": record(None)}
+    union = strict(TypeAdapter(Event).json_schema())
+    for name in EVENT_TYPES:
+        incident_id_rule(union["$defs"][name], name)
+    docs["Event"] = {**union, "x-conn-record": record(None)}
     for name, cls in EVENT_TYPES.items():
-        docs[name] = {**cls.model_json_schema(), "x-conn-record": record(name)}
+        schema = strict(cls.model_json_schema())
+        incident_id_rule(schema, name)
+        docs[name] = {**schema, "x-conn-record": record(name)}
     for name, cls in extra_models().items():
-        docs[name] = cls.model_json_schema()
+        docs[name] = strict(cls.model_json_schema())
     out: dict[str, str] = {}
     for name, schema in docs.items():
         schema = {

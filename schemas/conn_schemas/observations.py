@@ -8,22 +8,32 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
-from conn_schemas.values import Frozen
+from conn_schemas.values import (
+    MAX_EXTRA_SIGNALS,
+    MAX_LIST,
+    Frozen,
+    JsonObject,
+    Label,
+    Line,
+    Region,
+    SignalName,
+    Token,
+)
 
 
 class FlagRuleState(Frozen):
-    flag: str
-    rule: str
-    region: str
+    flag: Label
+    rule: Label
+    region: Region
     enabled: bool
     observed_at: AwareDatetime
 
 
 class WorkerPoolState(Frozen):
-    pool: str
-    region: str
-    desired_replicas: int
-    ready_replicas: int
+    pool: Label
+    region: Region
+    desired_replicas: int = Field(ge=-(2**31), le=2**31)
+    ready_replicas: int = Field(ge=-(2**31), le=2**31)
     observed_at: AwareDatetime
 
     @property
@@ -32,10 +42,12 @@ class WorkerPoolState(Frozen):
 
 
 class TierState(Frozen):
-    tier: str
-    region: str
+    tier: Label
+    region: Region
     healthy: bool
-    generation: int = Field(description="Increments on every completed rollout restart")
+    generation: int = Field(
+        ge=-(2**62), le=2**62, description="Increments on every completed rollout restart"
+    )
     restarting: bool = False
     observed_at: AwareDatetime
 
@@ -53,12 +65,14 @@ class MetricsReading(Frozen):
     A value the source could not give (no series, NaN such as 0/0 with no traffic,
     an infinity) is recorded as None, never as 0: no data is not health."""
 
-    region: str
+    region: Region
     error_rate: FiniteValue | None = Field(description=f"errors / requests, 0..1; {NO_DATA}")
     queue_depth: FiniteValue | None = Field(description=NO_DATA)
     request_rate: FiniteValue | None = Field(description=f"requests per second; {NO_DATA}")
     observed_at: AwareDatetime
-    extra: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+    extra: dict[SignalName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=MAX_EXTRA_SIGNALS
+    )
 
     def age_seconds(self, now: datetime) -> float:
         return max(0.0, (now - self.observed_at).total_seconds())
@@ -67,15 +81,15 @@ class MetricsReading(Frozen):
 class ActionResult(Frozen):
     """Outcome of one mutating call."""
 
-    idempotency_key: str
+    idempotency_key: Token
     changed: bool = Field(description="False when the key had been seen already, or no-op")
-    before: dict[str, Any]
-    after: dict[str, Any]
-    output: dict[str, Any] = Field(default_factory=dict, description="Raw tool output (audit)")
+    before: JsonObject
+    after: JsonObject
+    output: JsonObject = Field(default_factory=dict, description="Raw tool output (audit)")
 
 
 class RecordNoteResult(Frozen):
-    idempotency_key: str
+    idempotency_key: Token
     delivered: bool
     duplicate: bool = False
     output: dict[str, Any] = Field(default_factory=dict)
@@ -84,8 +98,10 @@ class RecordNoteResult(Frozen):
 class Observation(Frozen):
     """A gathered picture of the platform at one moment (any part may be empty)."""
 
-    flags: tuple[FlagRuleState, ...] = ()
-    pools: tuple[WorkerPoolState, ...] = ()
-    tiers: tuple[TierState, ...] = ()
-    metrics: tuple[MetricsReading, ...] = ()
-    errors: tuple[str, ...] = Field(default=(), description="Reads that failed, and why")
+    flags: tuple[FlagRuleState, ...] = Field(default=(), max_length=MAX_LIST)
+    pools: tuple[WorkerPoolState, ...] = Field(default=(), max_length=MAX_LIST)
+    tiers: tuple[TierState, ...] = Field(default=(), max_length=MAX_LIST)
+    metrics: tuple[MetricsReading, ...] = Field(default=(), max_length=MAX_LIST)
+    errors: tuple[Line, ...] = Field(
+        default=(), max_length=MAX_LIST, description="Reads that failed, and why"
+    )

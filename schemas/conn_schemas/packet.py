@@ -9,18 +9,30 @@ ledger head, so `conn replay` can rebuild it and prove the hash.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
 from conn_schemas.values import (
+    MAX_LIST,
+    MAX_REGIONS,
     Action,
+    Detail,
     Frozen,
     HoldReason,
-    Name,
+    Identifier,
+    IncidentId,
+    Line,
     RefusalReason,
+    Region,
+    Target,
+    Team,
+    Token,
     Verdict,
 )
+
+MAX_PACKET_DIRECTIVES = 8
+"""Directives listed per section of a packet: the most recent ones (the API lists all)."""
 
 PACKET_VERSION: Literal[1] = 1
 
@@ -29,40 +41,44 @@ class LedgerHead(Frozen):
     """The incident's ledger position the packet describes."""
 
     sequence: int = Field(ge=0)
-    hash: str
+    hash: Token
 
 
 class AuthorityInForce(Frozen):
-    name: str
-    version: str
-    sha256: str | None = Field(description="SHA-256 of the declared authority file")
-    holder: str = Field(description="Who holds the conn")
-    holder_team: str | None = None
-    takeover_teams: tuple[str, ...] = ()
+    name: Identifier
+    version: Identifier
+    sha256: Token | None = Field(description="SHA-256 of the declared authority file")
+    holder: Identifier = Field(description="Who holds the conn")
+    holder_team: Team | None = None
+    takeover_teams: tuple[Team, ...] = Field(default=(), max_length=MAX_LIST)
 
 
 class HoldInfo(Frozen):
     reason: HoldReason
-    detail: str
+    detail: Detail
     since_sequence: int
-    correlation_id: str | None = None
+    correlation_id: Token | None = None
 
 
 class DirectiveItem(Frozen):
     """One directive with its exact action and target, and where it stands."""
 
-    correlation_id: str
+    correlation_id: Token
     action: Action
-    description: str = Field(description="e.g. 'drain_worker_pool cache-invalidation in us-east'")
-    target: str | None = None
-    regions: tuple[str, ...] = ()
+    description: Detail = Field(
+        description="e.g. 'drain_worker_pool cache-invalidation in us-east'"
+    )
+    target: Target | None = None
+    regions: tuple[Region, ...] = Field(default=(), max_length=MAX_REGIONS)
     consequential: bool
-    issued_by: str
+    issued_by: Identifier
     issued_sequence: int
-    status: str = Field(description="issued/accepted/refused/started/succeeded/failed/...")
+    status: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]+$")] = Field(
+        description="issued/accepted/refused/started/succeeded/failed/..."
+    )
     verdict: Verdict | None = None
     refusal: RefusalReason | None = None
-    refusal_detail: str = ""
+    refusal_detail: Detail = ""
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
 
@@ -70,7 +86,7 @@ class DirectiveItem(Frozen):
 class RegionHealth(Frozen):
     """The latest health reading of one region, and how old it was at packet time."""
 
-    region: str
+    region: Region
     error_rate: float | None = None
     queue_depth: float | None = None
     request_rate: float | None = None
@@ -84,9 +100,9 @@ class RegionHealth(Frozen):
 
 
 class ControlPlaneItem(Frozen):
-    subject: str
-    expected: str
-    observed: str
+    subject: Line
+    expected: Line
+    observed: Line
     matches: bool
 
 
@@ -95,26 +111,36 @@ class TakeoverPacket(Frozen):
     carrying `packet_sha256` (checked by `conn_core.rules.check_control`)."""
 
     packet_version: Literal[1] = PACKET_VERSION
-    packet_id: str
-    incident_id: str
-    title: str
-    service: str
+    packet_id: Token
+    incident_id: IncidentId
+    title: Line
+    service: Identifier
     trigger: Literal["hold", "handoff"]
-    to_team: Name | None = None
+    to_team: Team | None = None
     generated_at: AwareDatetime = Field(
         description="occurred_at of the event at the ledger head (ages are relative to it)"
     )
     hold: HoldInfo | None = None
     last_step: DirectiveItem | None = Field(description="The exact last directed step")
     last_verdict: Verdict | None = None
-    regions: tuple[RegionHealth, ...] = Field(description="Current health per region")
-    control_plane: tuple[ControlPlaneItem, ...] = Field(
-        default=(), description="Expected vs observed control-plane state at the last verification"
+    regions: tuple[RegionHealth, ...] = Field(
+        max_length=MAX_REGIONS, description="Current health per region"
     )
-    pending_directives: tuple[DirectiveItem, ...] = ()
-    blocked_directives: tuple[DirectiveItem, ...] = ()
+    control_plane: tuple[ControlPlaneItem, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Expected vs observed control-plane state at the last verification",
+    )
+    pending_directives: tuple[DirectiveItem, ...] = Field(
+        default=(), max_length=MAX_PACKET_DIRECTIVES
+    )
+    blocked_directives: tuple[DirectiveItem, ...] = Field(
+        default=(), max_length=MAX_PACKET_DIRECTIVES
+    )
     partial_changes: tuple[DirectiveItem, ...] = Field(
-        default=(), description="Consequential steps started but not verified (exact targets)"
+        default=(),
+        max_length=MAX_PACKET_DIRECTIVES,
+        description="Consequential steps started but not verified (exact targets)",
     )
     authority: AuthorityInForce | None = None
     ledger_head: LedgerHead

@@ -21,8 +21,10 @@ from conn_schemas.values import (
     Action,
     DisableFlagRule,
     DrainWorkerPool,
+    Detail,
     EnableFlagRule,
     Frozen,
+    Line,
     ScaleWorkerPool,
 )
 
@@ -40,13 +42,15 @@ class RecordedUndo(Frozen):
     inverse: UndoAction | None = Field(
         default=None, description="The bounded action that restores the previous state"
     )
-    previous: str = Field(
-        max_length=300, description="The previous state, for humans (e.g. 'desired 3 replicas')"
-    )
+    previous: Line = Field(description="The previous state, for humans (e.g. 'desired 3 replicas')")
     previous_enabled: bool | None = Field(default=None, description="Flag rule, before")
-    previous_replicas: int | None = Field(default=None, ge=0, description="Pool size, before")
-    previous_generation: int | None = Field(default=None, ge=0, description="Tier, before")
-    detail: str = Field(default="", max_length=500)
+    previous_replicas: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="Pool size, before"
+    )
+    previous_generation: int | None = Field(
+        default=None, ge=0, le=2**62, description="Tier, before"
+    )
+    detail: Detail = ""
 
     @model_validator(mode="after")
     def _inverse_iff_reversible(self) -> RecordedUndo:

@@ -4,6 +4,13 @@ An upcaster takes the raw JSON dict of `(event_type, version)` and returns the
 dict of `version + 1`. `upcast` applies them until the current version, so a
 v1 record written years ago still reads as today's model. History itself is
 never rewritten: upcasting happens on read.
+
+The input policy (issue 14: NFC text without control characters, DNS-1123 names,
+bounded lists) tightened the models without a version bump. Deliberately, no upcaster
+loosens or repairs an old record that breaks it: such a record is exactly what the
+policy refuses (a '..' region, an escape sequence in a title), so it is dead-lettered
+on read like a new one. Every name the demo, the simulator, the runbooks and the tests
+use already satisfies the policy, so no history Conn wrote itself becomes unreadable.
 """
 
 from __future__ import annotations

@@ -7,10 +7,15 @@ human note (`rationale`, `note`); no code turns it into an action.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Frozen(BaseModel):
@@ -19,10 +24,195 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-Name = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+# --- input policy --------------------------------------------------------------------
+#
+# One policy for every string and list that crosses a trust boundary (API request
+# bodies, event payloads, packets; README "Input limits"). Free text is normalised to
+# NFC, bounded in length and free of control characters: Unicode category Cc,
+# bidirectional overrides and isolates, line/paragraph separators and lone surrogates.
+# Only fields that document newlines (notes, details, rationale) accept "\n", and
+# nothing accepts "\r" or "\t". Identifiers match strict patterns: DNS-1123 labels for
+# every name that maps to a Kubernetes or feature-flag name (regions, flags, rules,
+# pools, tiers, teams), so no '/', '.', '..', upper case or leading/trailing '-'. Every
+# list and map is bounded. A value that breaks the policy is refused by the models:
+# the API answers 422 and a consumer dead-letters the record, with the reason.
+
+_FORBIDDEN = (
+    r"\u0000-\u0009\u000b-\u001f\u007f-\u009f"
+    r"\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+)
+MULTILINE_PATTERN = f"^[^{_FORBIDDEN}]*$"
+"""JSON Schema pattern of multi-line free text ("\\n" is its only control character)."""
+LINE_PATTERN = rf"^[^\u000a{_FORBIDDEN}]*$"
+"""JSON Schema pattern of single-line free text."""
+
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def forbidden_char(text: str, *, multiline: bool) -> str | None:
+    """The first character the policy refuses in free text, if any."""
+    for ch in text:
+        if ch == "\n" and multiline:
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs") or ch in _BIDI or ch in "\u2028\u2029":
+            return ch
+    return None
+
+
+def _text_validator(max_length: int, *, multiline: bool) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        bad = forbidden_char(value, multiline=multiline)
+        if bad is not None:
+            raise ValueError(f"control character U+{ord(bad):04X} is not allowed here")
+        value = unicodedata.normalize("NFC", value)
+        if len(value) > max_length:
+            raise ValueError(f"at most {max_length} characters (after NFC normalisation)")
+        return value
+
+    return check
+
+
+def clean_text(text: str, limit: int, *, multiline: bool = False) -> str:
+    """Make foreign text (an exception message, tool output) fit the policy: NFC,
+    control characters replaced by a space (keeping "\\n" where allowed), and cut to
+    `limit` characters. For services building events from text they did not write."""
+    text = unicodedata.normalize("NFC", text)
+    if forbidden_char(text, multiline=multiline) is not None:
+        text = "".join(
+            " " if forbidden_char(ch, multiline=multiline) is not None else ch for ch in text
+        )
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text
+
+
+def _text(max_length: int, *, multiline: bool, min_length: int = 0) -> Any:
+    return (
+        Field(
+            min_length=min_length,
+            max_length=max_length,
+            json_schema_extra={"pattern": MULTILINE_PATTERN if multiline else LINE_PATTERN},
+        ),
+        AfterValidator(_text_validator(max_length, multiline=multiline)),
+    )
+
+
+MAX_LINE = 300
+MAX_DETAIL = 2000
+MAX_NOTE = 4000
+MAX_MACHINE_TEXT = 4000
+
+Line = Annotated[str, *_text(MAX_LINE, multiline=False)]
+"""One line of free text (a title, an alert summary or severity, a subject)."""
+NonEmptyLine = Annotated[str, *_text(MAX_LINE, multiline=False, min_length=1)]
+Detail = Annotated[str, *_text(MAX_DETAIL, multiline=True)]
+"""A human note of a few lines (details, rationale): "\\n" allowed."""
+NonEmptyDetail = Annotated[str, *_text(MAX_DETAIL, multiline=True, min_length=1)]
+Note = Annotated[str, *_text(MAX_NOTE, multiline=True, min_length=1)]
+"""An incident-record note: multi-line."""
+MachineText = Annotated[str, *_text(MAX_MACHINE_TEXT, multiline=True)]
+"""Text a service wrote (an error, a summary, a reason); services build it with
+`clean_text(..., MAX_MACHINE_TEXT, multiline=True)` from anything foreign."""
+
+DNS_LABEL_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+Label = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+"""A DNS-1123 label (regions, flags, rules, pools, tiers, teams): lower-case letters,
+digits and '-', not at either end, at most 63 characters."""
+Region = Label
+Team = Label
+SignalName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""A metric signal name (Prometheus style, e.g. 'p99_ms')."""
+
+TARGET_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)?$"
+Target = Annotated[str, Field(min_length=1, max_length=127, pattern=TARGET_PATTERN)]
+"""An exact action target: a pool or tier label, or 'flag/rule' (two labels)."""
+
+_SEGMENT = r"[A-Za-z0-9](?:[A-Za-z0-9_@+-]*[A-Za-z0-9])?"
+IDENTIFIER_PATTERN = rf"^{_SEGMENT}(?:\.{_SEGMENT})*$"
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)]
+"""An identity or name that is not a Kubernetes name (actor ids such as
+'alice@example.com', services, authority name and version): letters, digits and
+'_@+-' in dot-separated segments that start and end with a letter or digit; no
+'/', no '..', no spaces."""
+Name = Identifier
+"""Kept for compatibility: a name that is not free text."""
+
+TOKEN_PATTERN = r"^[\x21-\x7e]+$"
+Token = Annotated[str, Field(min_length=1, max_length=256, pattern=TOKEN_PATTERN)]
+"""A machine-made opaque id (correlation and idempotency keys, producer, executor id,
+hashes): printable ASCII without spaces."""
+
+
+def bounded_lines(lines: list[str], limit: int = 64) -> tuple[str, ...]:
+    """At most `limit` one-line texts that fit the policy; when there are more, the
+    last one says how many were left out (nothing is dropped silently)."""
+    fitted = [clean_text(line, MAX_LINE) for line in lines]
+    if len(fitted) > limit:
+        fitted = [*fitted[: limit - 1], f"... and {len(fitted) - limit + 1} more"]
+    return tuple(fitted)
+
+
+def fit_identifier(raw: str | None, default: str = "unknown") -> str:
+    """Make a foreign name (an alert label, a PagerDuty service) an Identifier:
+    anything but letters, digits, '_' and '-' becomes '-', cut to 128."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", (raw or "").strip())
+    name = re.sub(r"-{2,}", "-", name)[:128].strip("-_")
+    return name or default
+
+
+def fit_token(raw: str) -> str:
+    """Make a foreign opaque id (a fingerprint, an incident key) a Token: kept when it
+    already is one, else replaced by a stable digest of it."""
+    if 0 < len(raw) <= 256 and re.fullmatch(r"[\x21-\x7e]+", raw):
+        return raw
+    return "sha256:" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+MAX_LIST = 64
+"""Default bound of a list in a payload."""
+MAX_REGIONS = 8
+MAX_GRANTS = 32
+"""Grants, reservations and targets per grant in an authority boundary."""
+MAX_LABELS = 32
+MAX_EXTRA_SIGNALS = 8
+MAX_JSON_BYTES = 32_768
+"""Bound of a free-form JSON object (raw tool output, before/after state)."""
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(orjson.dumps(value))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{size} bytes of JSON > {MAX_JSON_BYTES}")
+    return value
+
+
+JsonObject = Annotated[
+    dict[str, Any],
+    Field(max_length=256, json_schema_extra={"x-conn-max-bytes": MAX_JSON_BYTES}),
+    AfterValidator(_bounded_json),
 ]
-"""A target or region name: no spaces, no free text."""
+"""A free-form JSON object (tool output), at most MAX_JSON_BYTES encoded."""
+
+
+def _not_reserved(value: Any) -> Any:
+    if isinstance(value, str) and value.casefold() in RESERVED_INCIDENT_IDS:
+        raise ValueError(f"{value!r} is a reserved identifier, not an incident id")
+    return value
+
+
+GLOBAL_INCIDENT = "_global"
+"""`incident_id` of global control events (kill switch) on `conn.control`."""
+RESERVED_INCIDENT_IDS = frozenset({GLOBAL_INCIDENT, "global", "control", "kill-switch"})
+
+INCIDENT_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,126}[A-Za-z0-9])?$"
+IncidentId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=INCIDENT_ID_PATTERN),
+    BeforeValidator(_not_reserved),
+]
+"""An incident id ('INC-20261204-a1b2c3'): letters, digits, '_' and '-', starting and
+ending with a letter or digit; reserved ids (the global-control id) are refused."""
 
 
 # --- who ---------------------------------------------------------------------------
@@ -40,9 +230,9 @@ class Actor(Frozen):
     """Who appended an event: an authenticated human, or a service."""
 
     kind: Literal["human", "service"]
-    id: Name
-    roles: tuple[Role, ...] = ()
-    team: Name | None = None
+    id: Identifier
+    roles: tuple[Role, ...] = Field(default=(), max_length=8)
+    team: Team | None = None
 
     @classmethod
     def service(cls, name: str) -> Actor:
@@ -81,26 +271,26 @@ READ_ONLY_ACTIONS = frozenset({ActionType.GATHER_STATE, ActionType.VERIFY})
 
 class GatherState(Frozen):
     action: Literal[ActionType.GATHER_STATE] = ActionType.GATHER_STATE
-    regions: tuple[Name, ...] = ()
+    regions: tuple[Region, ...] = Field(default=(), max_length=MAX_REGIONS)
 
 
 class DisableFlagRule(Frozen):
     action: Literal[ActionType.DISABLE_FLAG_RULE] = ActionType.DISABLE_FLAG_RULE
-    flag: Name
-    rule: Name
-    region: Name
+    flag: Label
+    rule: Label
+    region: Region
 
 
 class DrainWorkerPool(Frozen):
     action: Literal[ActionType.DRAIN_WORKER_POOL] = ActionType.DRAIN_WORKER_POOL
-    pool: Name
-    region: Name
+    pool: Label
+    region: Region
 
 
 class RestartDependencyTier(Frozen):
     action: Literal[ActionType.RESTART_DEPENDENCY_TIER] = ActionType.RESTART_DEPENDENCY_TIER
-    tier: Name
-    region: Name
+    tier: Label
+    region: Region
 
 
 class EnableFlagRule(Frozen):
@@ -129,12 +319,12 @@ class ScaleWorkerPool(Frozen):
 
 class Verify(Frozen):
     action: Literal[ActionType.VERIFY] = ActionType.VERIFY
-    regions: tuple[Name, ...] = ()
+    regions: tuple[Region, ...] = Field(default=(), max_length=MAX_REGIONS)
 
 
 class UpdateIncidentRecord(Frozen):
     action: Literal[ActionType.UPDATE_INCIDENT_RECORD] = ActionType.UPDATE_INCIDENT_RECORD
-    note: str = Field(min_length=1, max_length=4000)
+    note: Note
 
 
 Action = Annotated[
@@ -196,23 +386,23 @@ def describe_action(action: Action) -> str:
 
 class FlagRuleExpectation(Frozen):
     kind: Literal["flag_rule"] = "flag_rule"
-    flag: Name
-    rule: Name
-    region: Name
+    flag: Label
+    rule: Label
+    region: Region
     enabled: bool
 
 
 class WorkerPoolExpectation(Frozen):
     kind: Literal["worker_pool"] = "worker_pool"
-    pool: Name
-    region: Name
+    pool: Label
+    region: Region
     drained: bool
 
 
 class TierExpectation(Frozen):
     kind: Literal["tier"] = "tier"
-    tier: Name
-    region: Name
+    tier: Label
+    region: Region
     healthy: bool
 
 
@@ -240,64 +430,78 @@ class ActionGrant(Frozen):
     """One kind of action the holder of the conn may direct, and where."""
 
     action: ActionType
-    targets: tuple[Name, ...] = Field(
-        default=(), description="Allowed exact targets ('flag/rule', pool or tier); () = any"
+    targets: tuple[Target, ...] = Field(
+        default=(),
+        max_length=MAX_GRANTS,
+        description="Allowed exact targets ('flag/rule', pool or tier); () = any",
     )
-    regions: tuple[Name, ...] = Field(default=(), description="Allowed regions; () = any")
+    regions: tuple[Region, ...] = Field(
+        default=(), max_length=MAX_REGIONS, description="Allowed regions; () = any"
+    )
 
 
 class Reservation(Frozen):
     """An action on a target that only a named team may direct."""
 
     action: ActionType
-    target: Name
-    team: Name
-    reason: str = ""
+    target: Target
+    team: Team
+    reason: Line = ""
 
 
 class BlastRadius(Frozen):
-    max_drained_pools_per_region: int = Field(default=1, ge=0)
-    max_restarts_per_tier_region: int = Field(default=1, ge=0)
-    max_consequential_steps: int = Field(default=20, ge=0)
+    max_drained_pools_per_region: int = Field(default=1, ge=0, le=1000)
+    max_restarts_per_tier_region: int = Field(default=1, ge=0, le=1000)
+    max_consequential_steps: int = Field(default=20, ge=0, le=10_000)
 
 
 class VerificationCriteria(Frozen):
     """How a step's effect is judged. Comes from the runbook, never from code."""
 
-    settle_seconds: float = Field(default=5.0, ge=0)
-    window_seconds: float = Field(default=5.0, ge=0)
+    settle_seconds: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
+    window_seconds: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
     samples: int = Field(default=3, ge=1, le=100)
     max_error_rate: float = Field(default=0.02, ge=0, le=1)
-    max_queue_depth: float = Field(default=100.0, ge=0)
-    max_reading_age_seconds: float = Field(default=30.0, gt=0)
+    max_queue_depth: float = Field(default=100.0, ge=0, allow_inf_nan=False)
+    max_reading_age_seconds: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)
     scope: Literal["all_regions", "step_regions"] = Field(
         default="all_regions",
         description="Judge every declared region, or only the regions the step touched",
     )
-    extra_max: dict[str, float] = Field(
-        default_factory=dict, description="Extra signal name -> maximum allowed value"
+    extra_max: dict[SignalName, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        max_length=MAX_EXTRA_SIGNALS,
+        description="Extra signal name -> maximum allowed value",
     )
 
 
 class ConnHolder(Frozen):
-    identity: Name
-    team: Name | None = None
+    identity: Identifier
+    team: Team | None = None
 
 
 class AuthorityBoundary(Frozen):
     """The declared boundary within which the holder of the conn may direct."""
 
-    name: Name
-    version: Name
+    name: Identifier
+    version: Identifier
     holder: ConnHolder
-    regions: tuple[Name, ...]
-    allowed: tuple[ActionGrant, ...]
-    reservations: tuple[Reservation, ...] = ()
+    regions: tuple[Region, ...] = Field(
+        min_length=1,
+        max_length=MAX_REGIONS,
+        description="Every region a directive may name (anything else is refused)",
+    )
+    allowed: tuple[ActionGrant, ...] = Field(max_length=MAX_GRANTS)
+    reservations: tuple[Reservation, ...] = Field(default=(), max_length=MAX_GRANTS)
     blast_radius: BlastRadius = BlastRadius()
-    verification: dict[ActionType, VerificationCriteria] = Field(default_factory=dict)
+    verification: dict[ActionType, VerificationCriteria] = Field(
+        default_factory=dict, max_length=len(ActionType)
+    )
     default_verification: VerificationCriteria = VerificationCriteria()
-    takeover_teams: tuple[Name, ...] = ()
-    roles_may_direct: tuple[Role, ...] = (Role.COMMANDER, Role.SPECIALIST)
+    takeover_teams: tuple[Team, ...] = Field(default=(), max_length=MAX_LIST)
+    roles_may_direct: tuple[Role, ...] = Field(
+        default=(Role.COMMANDER, Role.SPECIALIST), max_length=8
+    )
 
     def criteria_for(self, action: ActionType) -> VerificationCriteria:
         return self.verification.get(action, self.default_verification)

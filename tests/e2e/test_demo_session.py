@@ -68,7 +68,13 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     # while the full tool output stays in the ledger's audit payload only.
     notes = httpx.get(p.simulator.url + "/sim/incident-record", timeout=5).json()
     succeeded = [e["payload"] for e in events if e["event_type"] == "StepSucceeded"]
-    assert [n["text"].split("] ", 1)[1] for n in notes] == [s["summary"] for s in succeeded]
+    # The record adapter escapes notes for Slack mrkdwn (&, <, > as entities): compare
+    # what Slack displays.
+    shown = [
+        n["text"].split("] ", 1)[1].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        for n in notes
+    ]
+    assert shown == [s["summary"] for s in succeeded]
     for note, step in zip(notes, succeeded, strict=True):
         raw_output = step["result"]["output"]
         assert raw_output, "the audit payload keeps the tool's full output"

@@ -226,9 +226,12 @@ def test_a_signed_record_that_is_not_an_event_is_unreadable() -> None:
 def test_producer_must_name_the_signer_or_one_of_its_instances() -> None:
     event = stamped("StepStarted")
     assert open_as(event.model_copy(update={"producer": "executor/executor-eu-1"}), "executor")
-    for wrong in ("executor2", "directive-api", "executorx/1", ""):
+    for wrong in ("executor2", "directive-api", "executorx/1"):
         forged = event.model_copy(update={"producer": wrong})
         assert reason_of(lambda f=forged: open_as(f, "executor")) == "producer_mismatch"
+    # An empty producer breaks the input policy before the binding is even checked.
+    forged = event.model_copy(update={"producer": ""})
+    assert reason_of(lambda f=forged: open_as(f, "executor")) == "invalid"
 
 
 def test_a_service_writes_only_as_itself() -> None:

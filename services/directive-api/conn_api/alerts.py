@@ -43,7 +43,15 @@ from conn_schemas.events import (
     IncidentOpenedPayload,
     new_event,
 )
-from conn_schemas.values import Actor, Role
+from conn_schemas.values import (
+    MAX_LABELS,
+    MAX_LINE,
+    Actor,
+    Role,
+    clean_text,
+    fit_identifier,
+    fit_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +70,23 @@ _SEVERITY = {
 
 
 def service_name(raw: str | None) -> str:
-    """A label value made into a valid Name (no spaces or free text)."""
-    name = re.sub(r"[^A-Za-z0-9._:/-]+", "-", (raw or "").strip()).strip("-._:/")
-    return name[:128] or "unknown"
+    """A label value made into a valid Identifier (no spaces, dots or free text)."""
+    return fit_identifier(raw)
+
+
+def _severity(raw: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "", raw)[:32] or "unknown"
+
+
+def _labels(raw: dict[str, str]) -> dict[str, str]:
+    """Alert labels as the contract carries them: valid names, one-line bounded values."""
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if len(out) >= MAX_LABELS:
+            break
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
+            out[key] = clean_text(str(value), MAX_LINE)
+    return out
 
 
 @dataclass(frozen=True)
@@ -97,18 +119,19 @@ def from_alertmanager(hook: AlertmanagerWebhook) -> list[NormalizedAlert]:
         out.append(
             NormalizedAlert(
                 source="alertmanager",
-                fingerprint=fingerprint[:256],
+                fingerprint=fit_token(fingerprint),
                 service=service_name(
                     labels.get("service") or labels.get("job") or labels.get("alertname")
                 ),
                 status=a.status,
-                severity=labels.get("severity", "unknown")[:64],
-                summary=(
+                severity=_severity(labels.get("severity", "unknown")),
+                summary=clean_text(
                     a.annotations.get("summary")
                     or a.annotations.get("description")
-                    or labels.get("alertname", "")
-                )[:500],
-                labels={k[:128]: v[:512] for k, v in list(labels.items())[:50]},
+                    or labels.get("alertname", ""),
+                    MAX_LINE,
+                ),
+                labels=_labels(labels),
                 starts_at=_parse_time(a.startsAt),
             )
         )
@@ -136,12 +159,12 @@ def from_pagerduty(body: dict[str, Any]) -> NormalizedAlert | None:
     )
     return NormalizedAlert(
         source="pagerduty",
-        fingerprint=fingerprint[:256],
+        fingerprint=fit_token(fingerprint),
         service=service_name(str(service.get("summary") or service.get("id") or "")),
         status=status,
-        severity=str(data.get("urgency") or "unknown")[:64],
-        summary=str(data.get("title") or "")[:500],
-        labels={"pagerduty_event": event_type[:128], "pagerduty_id": str(data.get("id", ""))[:128]},
+        severity=_severity(str(data.get("urgency") or "unknown")),
+        summary=clean_text(str(data.get("title") or ""), MAX_LINE),
+        labels=_labels({"pagerduty_event": event_type, "pagerduty_id": str(data.get("id", ""))}),
         starts_at=_parse_time(str(data.get("created_at") or "")),
     )
 
@@ -238,7 +261,7 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                         IncidentOpened,
                         incident_id=incident_id,
                         payload=IncidentOpenedPayload(
-                            title=(alert.summary or f"{alert.service} alert")[:300],
+                            title=clean_text(alert.summary or f"{alert.service} alert", MAX_LINE),
                             service=alert.service,
                             severity=_SEVERITY.get(alert.severity.lower(), "sev2"),  # type: ignore[arg-type]
                             opened_from_alert=alert.fingerprint,

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conn_api.config import ApiSettings, ConfigError
-from conn_schemas.values import Actor, Name, Role
+from conn_schemas.values import Actor, Identifier, Role, Team
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    identity: Name
+    identity: Identifier
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     roles: tuple[Role, ...] = ()
-    team: Name | None = None
+    team: Team | None = Field(default=None, description="A DNS-1123 label, like every team")
     kind: Literal["human", "service"] = "human"
 
 

@@ -44,7 +44,7 @@ from conn_schemas.events import (
     DirectiveRefusedPayload,
     new_event,
 )
-from conn_schemas.values import RefusalReason, describe_action
+from conn_schemas.values import MAX_DETAIL, RefusalReason, clean_text, describe_action
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ async def _refuse(
         payload=DirectiveRefusedPayload(
             action=payload.action if payload else None,
             reason=reason,
-            detail=detail[:2000],
+            detail=clean_text(detail, MAX_DETAIL, multiline=True),
             refused_by="directive-api",
             checked_at_sequence=sequence,
         ),

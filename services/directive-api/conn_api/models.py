@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conn_schemas.events import IncidentId
-from conn_schemas.values import Action, Expectation, Name
+from conn_schemas.values import (
+    Action,
+    Detail,
+    Expectation,
+    Identifier,
+    IncidentId,
+    Line,
+    NonEmptyDetail,
+    NonEmptyLine,
+    Team,
+    Token,
+)
+
+LabelKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""A Prometheus/Alertmanager label name."""
+LabelValue = Annotated[str, Field(max_length=4096)]
+"""An alert label value: bounded here, made to fit the policy at intake (cut, one line)."""
+AnnotationValue = Annotated[str, Field(max_length=16_384)]
+"""An annotation (a description can be long): only its first line-sized part is kept."""
+MAX_ALERT_LABELS = 128
+"""Labels or annotations accepted per alert (intake keeps at most MAX_LABELS)."""
 
 
 class Body(BaseModel):
@@ -15,8 +34,8 @@ class Body(BaseModel):
 
 
 class OpenIncident(Body):
-    title: str = Field(min_length=1, max_length=300)
-    service: Name
+    title: NonEmptyLine
+    service: Identifier
     severity: Literal["sev1", "sev2", "sev3", "sev4", "sev5"] = "sev2"
     incident_id: IncidentId | None = Field(
         default=None, description="Optional id; generated (INC-YYYYMMDD-xxxxxx) if omitted"
@@ -42,8 +61,8 @@ class DeclareAuthority(Body):
         max_length=200_000,
         description="The authority YAML itself: development only (CONN_ENV=development)",
     )
-    source_file: str = Field(default="", max_length=300, description="Where `content` came from")
-    detail: str = Field(default="", max_length=2000, description="Why (for a proposal)")
+    source_file: Line = Field(default="", description="Where `content` came from")
+    detail: Detail = Field(default="", description="Why (for a proposal)")
 
 
 class ApproveAuthority(Body):
@@ -52,7 +71,7 @@ class ApproveAuthority(Body):
     content_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$", description="sha256 of the proposed runbook file"
     )
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
 
 
 class DirectiveRequest(Body):
@@ -62,52 +81,54 @@ class DirectiveRequest(Body):
     action: Action
     expectation: Expectation | None = None
     based_on_sequence: int = Field(ge=0, le=2**62)
-    rationale: str = Field(default="", max_length=2000)
+    rationale: Detail = ""
 
 
 class HoldRequest(Body):
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
     reason: Literal["manual"] = Field(
         default="manual", description="Only a manual hold can be declared by a person"
     )
 
 
 class ResumeRequest(Body):
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
 
 
 class HandoffRequest(Body):
-    to_team: Name
-    detail: str = Field(default="", max_length=2000)
+    to_team: Team
+    detail: Detail = ""
 
 
 class AcceptTakeover(Body):
-    team: Name | None = Field(default=None, description="Defaults to the caller's team")
+    team: Team | None = Field(default=None, description="Defaults to the caller's team")
     packet_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$",
         description="The exact hash of the packet you read (required: there is no "
         "default; refused if a newer packet exists or is due)",
     )
-    detail: str = Field(default="", max_length=2000)
+    detail: Detail = ""
 
 
 class KillSwitchRequest(Body):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: NonEmptyDetail
 
 
 class CloseIncident(Body):
-    resolution: str = Field(min_length=1, max_length=2000)
+    resolution: NonEmptyDetail
 
 
 class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["firing", "resolved"] = "firing"
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str | None = None
-    endsAt: str | None = None
-    fingerprint: str | None = Field(default=None, max_length=256)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_ALERT_LABELS)
+    annotations: dict[LabelKey, AnnotationValue] = Field(
+        default_factory=dict, max_length=MAX_ALERT_LABELS
+    )
+    startsAt: str | None = Field(default=None, max_length=64)
+    endsAt: str | None = Field(default=None, max_length=64)
+    fingerprint: Token | None = None
 
 
 class AlertmanagerWebhook(BaseModel):
@@ -115,8 +136,10 @@ class AlertmanagerWebhook(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    version: str = "4"
+    version: str = Field(default="4", max_length=16)
     status: Literal["firing", "resolved"] = "firing"
-    receiver: str = ""
+    receiver: str = Field(default="", max_length=256)
     alerts: list[AlertmanagerAlert] = Field(default_factory=list, max_length=1000)
-    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_ALERT_LABELS
+    )

@@ -66,15 +66,23 @@ from conn_schemas.events import (
     TakeoverRequestedPayload,
     new_event,
 )
-from conn_schemas.values import HoldReason, RefusalReason, Role
+from conn_schemas.values import (
+    INCIDENT_ID_PATTERN,
+    HoldReason,
+    IncidentId,
+    RefusalReason,
+    Role,
+    bounded_lines,
+)
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1")
 
 IncidentPath = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    IncidentId, Path(min_length=1, max_length=128, pattern=INCIDENT_ID_PATTERN)
 ]
+"""The input policy's incident id (reserved ids such as '_global' are 422 here)."""
 CorrelationPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -258,7 +266,7 @@ async def declare_authority(
                 source_file=source,
                 content_sha256=digest,
                 base_sha256=state.authority_sha256,
-                widenings=tuple(w[:500] for w in wider[:100]),
+                widenings=bounded_lines(wider),
                 detail=body.detail,
             ),
             actor=me.actor(),

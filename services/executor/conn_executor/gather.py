@@ -18,6 +18,8 @@ from conn_schemas.observations import (
     WorkerPoolState,
 )
 from conn_schemas.values import (
+    MAX_LINE,
+    MAX_LIST,
     Action,
     ActionType,
     AuthorityBoundary,
@@ -30,6 +32,7 @@ from conn_schemas.values import (
     ScaleWorkerPool,
     TierExpectation,
     WorkerPoolExpectation,
+    clean_text,
 )
 
 T = TypeVar("T")
@@ -161,5 +164,5 @@ class Gatherer:
             pools=tuple(pools),
             tiers=tuple(tiers),
             metrics=tuple(readings),
-            errors=tuple(errors),
+            errors=tuple(clean_text(e, MAX_LINE) for e in errors[:MAX_LIST]),
         )

@@ -91,6 +91,8 @@ from conn_schemas.observations import ActionResult
 from conn_schemas.signing import SignerRole
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
+    MAX_DETAIL,
+    MAX_MACHINE_TEXT,
     READ_ONLY_ACTIONS,
     Action,
     Actor,
@@ -105,6 +107,7 @@ from conn_schemas.values import (
     ScaleWorkerPool,
     UpdateIncidentRecord,
     Verify,
+    clean_text,
 )
 
 log = logging.getLogger(__name__)
@@ -511,7 +514,9 @@ class ExecutorService(ConsumerService):
             StateGatheredPayload(
                 purpose="pre_step",
                 observation=observation,
-                conflicts=(conflict.detail,) if conflict else (),
+                conflicts=(clean_text(conflict.detail, MAX_DETAIL, multiline=True),)
+                if conflict
+                else (),
             ),
         )
         return conflict
@@ -572,7 +577,7 @@ class ExecutorService(ConsumerService):
             DirectiveRefusedPayload(
                 action=step.action,
                 reason=refusal.reason,
-                detail=refusal.detail,
+                detail=clean_text(refusal.detail, MAX_MACHINE_TEXT, multiline=True),
                 refused_by="executor",
                 checked_at_sequence=sequence,
             ),
@@ -688,7 +693,8 @@ class ExecutorService(ConsumerService):
             unknown = f"no answer within {self.settings.step_timeout}s: the call may have landed"
         except PortError as exc:
             if exc.rejected:
-                error = str(exc)  # the target refused: nothing changed
+                # the target refused: nothing changed (its words, made to fit the contract)
+                error = clean_text(str(exc), MAX_MACHINE_TEXT, multiline=True)
             else:
                 unknown = f"{scrub(str(exc))}: the call may have landed"
         duration = time.perf_counter() - started
@@ -784,7 +790,11 @@ class ExecutorService(ConsumerService):
         await self._append(
             StepOutcomeUnknown,
             step,
-            StepOutcomeUnknownPayload(action=step.action, reason=reason, observation=observation),
+            StepOutcomeUnknownPayload(
+                action=step.action,
+                reason=clean_text(reason, MAX_MACHINE_TEXT, multiline=True),
+                observation=observation,
+            ),
         )
         await self._finish(step, ClaimStatus.UNKNOWN, reason)
         m.RECOVERIES.labels("outcome_unknown").inc()
@@ -811,7 +821,7 @@ class ExecutorService(ConsumerService):
             step,
             IncidentRecordUpdatedPayload(
                 destination=self.adapter_settings.record_backend,
-                summary=summary,
+                summary=clean_text(summary, MAX_MACHINE_TEXT, multiline=True),
                 delivered=delivered,
                 idempotency_key=key,
             ),

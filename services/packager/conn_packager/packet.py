@@ -9,8 +9,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from conn_core.chain import sha256_json
+from conn_core.escaping import markdown_code as code
+from conn_core.escaping import markdown_inline as md
+from conn_core.escaping import markdown_quote
+from conn_core.redaction import redact
 from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_schemas.packet import (
+    MAX_PACKET_DIRECTIVES,
     AuthorityInForce,
     ControlPlaneItem,
     DirectiveItem,
@@ -19,7 +24,13 @@ from conn_schemas.packet import (
     RegionHealth,
     TakeoverPacket,
 )
-from conn_schemas.values import action_regions, action_target, describe_action
+from conn_schemas.values import (
+    MAX_DETAIL,
+    action_regions,
+    action_target,
+    clean_text,
+    describe_action,
+)
 
 Trigger = Literal["hold", "handoff"]
 
@@ -37,7 +48,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
     return DirectiveItem(
         correlation_id=record.correlation_id,
         action=record.action,
-        description=describe_action(record.action),
+        description=clean_text(describe_action(record.action), MAX_DETAIL),
         target=action_target(record.action),
         regions=action_regions(record.action),
         consequential=record.consequential,
@@ -46,7 +57,7 @@ def directive_item(record: DirectiveRecord) -> DirectiveItem:
         status=record.status.value,
         verdict=record.verdict,
         refusal=record.refusal,
-        refusal_detail=record.refusal_detail,
+        refusal_detail=clean_text(redact(record.refusal_detail), MAX_DETAIL, multiline=True),
         started_at=record.started_at,
         finished_at=record.finished_at,
     )
@@ -104,8 +115,14 @@ def authority_in_force(state: IncidentState) -> AuthorityInForce | None:
     )
 
 
-def _by_sequence(records: list[DirectiveRecord]) -> tuple[DirectiveItem, ...]:
-    return tuple(directive_item(r) for r in sorted(records, key=lambda d: d.issued_sequence))
+def _by_sequence(
+    records: list[DirectiveRecord], limit: int | None = None
+) -> tuple[DirectiveItem, ...]:
+    """Directive items in ledger order; with `limit`, only the most recent ones."""
+    ordered = sorted(records, key=lambda d: d.issued_sequence)
+    if limit is not None:
+        ordered = ordered[-limit:]
+    return tuple(directive_item(r) for r in ordered)
 
 
 def build_packet(
@@ -130,7 +147,7 @@ def build_packet(
         generated_at=generated_at,
         hold=HoldInfo(
             reason=hold.reason,
-            detail=hold.detail,
+            detail=clean_text(redact(hold.detail), MAX_DETAIL, multiline=True),
             since_sequence=hold.since_sequence,
             correlation_id=hold.correlation_id,
         )
@@ -145,9 +162,9 @@ def build_packet(
             )
             for c in state.last_control_plane
         ),
-        pending_directives=_by_sequence(state.pending_directives()),
-        blocked_directives=_by_sequence(state.blocked_directives()),
-        partial_changes=_by_sequence(state.unverified_changes()),
+        pending_directives=_by_sequence(state.pending_directives(), MAX_PACKET_DIRECTIVES),
+        blocked_directives=_by_sequence(state.blocked_directives(), MAX_PACKET_DIRECTIVES),
+        partial_changes=_by_sequence(state.unverified_changes(), MAX_PACKET_DIRECTIVES),
         authority=authority_in_force(state),
         ledger_head=LedgerHead(sequence=state.sequence, hash=head_hash),
     )
@@ -165,28 +182,33 @@ def _item_line(item: DirectiveItem) -> str:
     if item.verdict is not None:
         extra += f", verified: **{item.verdict.value}**"
     if item.refusal is not None:
-        extra += f", refused: {item.refusal.value} ({item.refusal_detail})"
+        extra += f", refused: {item.refusal.value} ({md(item.refusal_detail)})"
     return (
-        f"- `{item.description}` — **{item.status}**{extra}  \n"
-        f"  by {item.issued_by} at #{item.issued_sequence}, id `{item.correlation_id}`"
+        f"- {code(item.description)} — **{md(item.status)}**{extra}  \n"
+        f"  by {md(item.issued_by)} at #{item.issued_sequence}, id {code(item.correlation_id)}"
     )
 
 
 def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
+    """The packet for people. Every user-supplied string is escaped for Markdown
+    (`conn_core.escaping`): a title or detail cannot add a heading, a holder, a link or
+    raw HTML."""
     p = packet
-    lines = [f"# Takeover: {p.title}", ""]
-    lines.append(f"- Incident: `{p.incident_id}` ({p.service})")
-    lines.append(f"- Trigger: **{p.trigger}**" + (f" → team **{p.to_team}**" if p.to_team else ""))
+    lines = [f"# Takeover: {md(p.title)}", ""]
+    lines.append(f"- Incident: {code(p.incident_id)} ({md(p.service)})")
+    lines.append(
+        f"- Trigger: **{p.trigger}**" + (f" → team **{md(p.to_team)}**" if p.to_team else "")
+    )
     lines.append(f"- As of: {p.generated_at.isoformat()}")
-    lines.append(f"- Ledger head: #{p.ledger_head.sequence} `{p.ledger_head.hash}`")
+    lines.append(f"- Ledger head: #{p.ledger_head.sequence} {code(p.ledger_head.hash)}")
     if sha256:
-        lines.append(f"- Packet sha256: `{sha256}` (accept with this hash)")
+        lines.append(f"- Packet sha256: {code(sha256)} (accept with this hash)")
     lines.append("")
     lines.append("## Hold")
     if p.hold:
         lines.append(f"**ON HOLD** since #{p.hold.since_sequence}: {p.hold.reason.value}")
         if p.hold.detail:
-            lines.append(f"> {p.hold.detail}")
+            lines.extend(markdown_quote(p.hold.detail))
     else:
         lines.append("Not on hold.")
     lines.append("")
@@ -201,12 +223,12 @@ def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
         lines.append("No readings.")
     for r in p.regions:
         if r.observed_at is None:
-            lines.append(f"- **{r.region}**: no reading")
+            lines.append(f"- **{md(r.region)}**: no reading")
             continue
         state = {True: "healthy", False: "UNHEALTHY", None: "unverified"}[r.healthy]
         stale = " STALE" if r.fresh is False else ""
         lines.append(
-            f"- **{r.region}**: {state}{stale}, errors {_num(r.error_rate, '.2%')}, "
+            f"- **{md(r.region)}**: {state}{stale}, errors {_num(r.error_rate, '.2%')}, "
             f"queue {_num(r.queue_depth, '.0f')}, age {_num(r.age_seconds, '.0f')}s"
         )
     if p.control_plane:
@@ -214,7 +236,9 @@ def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
         lines.append("## Control plane (last verification)")
         for c in p.control_plane:
             mark = "ok" if c.matches else "MISMATCH"
-            lines.append(f"- {c.subject}: expected {c.expected}, observed {c.observed} ({mark})")
+            lines.append(
+                f"- {md(c.subject)}: expected {md(c.expected)}, observed {md(c.observed)} ({mark})"
+            )
     for title, items in (
         ("Partially completed changes (started, unverified)", p.partial_changes),
         ("Pending directives", p.pending_directives),
@@ -227,13 +251,14 @@ def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
     lines.append("## Authority in force")
     if p.authority:
         a = p.authority
-        lines.append(f"- {a.name} @ {a.version}")
-        lines.append(f"- sha256 `{a.sha256}`")
+        lines.append(f"- {md(a.name)} @ {md(a.version)}")
+        lines.append(f"- sha256 {code(a.sha256 or 'none')}")
         lines.append(
-            f"- Conn held by **{a.holder}**" + (f" ({a.holder_team})" if a.holder_team else "")
+            f"- Conn held by **{md(a.holder)}**"
+            + (f" ({md(a.holder_team)})" if a.holder_team else "")
         )
         if a.takeover_teams:
-            lines.append(f"- May take over: {', '.join(a.takeover_teams)}")
+            lines.append(f"- May take over: {', '.join(md(t) for t in a.takeover_teams)}")
     else:
         lines.append("None declared.")
     lines.append("")

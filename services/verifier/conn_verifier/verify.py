@@ -18,7 +18,14 @@ from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError
 from conn_core.verdict import judge
 from conn_schemas.events import ControlPlaneCheck, VerificationSnapshotPayload, utcnow
 from conn_schemas.observations import MetricsReading
-from conn_schemas.values import DisableFlagRule, DrainWorkerPool, EnableFlagRule, ScaleWorkerPool
+from conn_schemas.values import (
+    MAX_MACHINE_TEXT,
+    DisableFlagRule,
+    DrainWorkerPool,
+    EnableFlagRule,
+    ScaleWorkerPool,
+    clean_text,
+)
 from conn_verifier import metrics as m
 from conn_verifier.plan import Expected, Job
 
@@ -52,7 +59,7 @@ async def _sleep_until(when: datetime, clock: Clock, sleep: Sleep) -> None:
 
 def _describe_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return text[:300]
+    return clean_text(text, 280)  # fits a one-line ControlPlaneCheck field with its prefix
 
 
 async def _read(metrics: Metrics, region: str) -> MetricsReading | str:
@@ -179,7 +186,7 @@ async def run_verification(
         control_plane=tuple(checks),
         criteria=criteria,
         verdict=judgement.verdict,
-        detail=detail,
+        detail=clean_text(detail, MAX_MACHINE_TEXT, multiline=True),
         window_started_at=window_start,
         window_ended_at=window_end,
     )
