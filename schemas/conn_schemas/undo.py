@@ -19,9 +19,9 @@ from pydantic import Field, model_validator
 
 from conn_schemas.values import (
     Action,
+    Detail,
     DisableFlagRule,
     DrainWorkerPool,
-    Detail,
     EnableFlagRule,
     Frozen,
     Line,

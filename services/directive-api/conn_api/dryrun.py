@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import Field, ValidationError
@@ -34,7 +34,7 @@ from conn_api import directives
 from conn_api.deps import CurrentUser, RuntimeDep
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import Body, DirectiveRequest
-from conn_api.routes import ERRORS
+from conn_api.routes import ERRORS, CorrelationPath, IncidentPath
 from conn_api.runtime import Runtime
 from conn_core.ports import PortError
 from conn_core.rules import Refused, decide
@@ -44,6 +44,7 @@ from conn_schemas.undo import ChangePreview
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     Action,
+    Detail,
     DisableFlagRule,
     DrainWorkerPool,
     EnableFlagRule,
@@ -63,15 +64,10 @@ DRY_RUNS = Counter(
     ["outcome"],
 )
 
-IncidentPath = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
-CorrelationPath = Annotated[str, Path(min_length=1, max_length=200)]
-
 
 class UndoRequest(Body):
     based_on_sequence: int = Field(ge=0, le=2**62)
-    rationale: str = Field(default="", max_length=1500)
+    rationale: Detail = ""
     dry_run: bool = False
 
 
