@@ -57,7 +57,9 @@ def extra_models() -> dict[str, Any]:
         from conn_schemas.packet import TakeoverPacket
     except ImportError:  # packet model not present yet
         return {}
-    return {"TakeoverPacket": TakeoverPacket}
+    from conn_schemas.approvals import DecisionPacket
+
+    return {"TakeoverPacket": TakeoverPacket, "DecisionPacket": DecisionPacket}
 
 
 def render() -> dict[str, str]:

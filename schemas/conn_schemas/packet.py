@@ -90,6 +90,18 @@ class ControlPlaneItem(Frozen):
     matches: bool
 
 
+class PendingApprovalItem(Frozen):
+    """A directive waiting for approvers: who approved so far, what is still needed."""
+
+    correlation_id: str
+    description: str
+    issued_by: str
+    required: int
+    approved_by: tuple[str, ...] = ()
+    decision_packet_sha256: str
+    expires_at: AwareDatetime
+
+
 class TakeoverPacket(Frozen):
     """Exactly what invariant 9 lists, plus who/why. Accept it with TakeoverAccepted
     carrying `packet_sha256` (checked by `conn_core.rules.check_control`)."""
@@ -117,4 +129,9 @@ class TakeoverPacket(Frozen):
         default=(), description="Consequential steps started but not verified (exact targets)"
     )
     authority: AuthorityInForce | None = None
+    pending_approvals: tuple[PendingApprovalItem, ...] = Field(
+        default=(),
+        description="Directives waiting for a second person (two-person rule), with the "
+        "hash of the decision packet to approve",
+    )
     ledger_head: LedgerHead

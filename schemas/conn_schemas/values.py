@@ -238,6 +238,37 @@ class VerificationCriteria(Frozen):
     )
 
 
+class ApprovalRule(Frozen):
+    """The two-person rule for one action (optionally only some of its targets):
+    the directive is recorded and waits until `count` distinct, entitled people
+    who did not issue it approved its exact decision packet, before it expires.
+    Any decline, a hold, the kill switch, a takeover or a newer state change
+    cancels it (DESIGN.md invariant 11)."""
+
+    action: ActionType
+    targets: tuple[Name, ...] = Field(
+        default=(), description="Exact targets this rule covers; () = every target"
+    )
+    count: int = Field(default=1, ge=1, le=10, description="Distinct approvers required")
+    roles: tuple[Role, ...] = Field(
+        default=(), description="An approver holds one of these roles; () = any role"
+    )
+    teams: tuple[Name, ...] = Field(
+        default=(), description="An approver belongs to one of these teams; () = any team"
+    )
+    self_approval: bool = Field(
+        default=False,
+        description="May the issuer approve their own directive (never counted twice)",
+    )
+    expires_after: float = Field(
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="Seconds after the directive was issued; later approvals do not count "
+        "and the directive no longer runs",
+    )
+
+
 class ConnHolder(Frozen):
     identity: Name
     team: Name | None = None
@@ -257,6 +288,9 @@ class AuthorityBoundary(Frozen):
     default_verification: VerificationCriteria = VerificationCriteria()
     takeover_teams: tuple[Name, ...] = ()
     roles_may_direct: tuple[Role, ...] = (Role.COMMANDER, Role.SPECIALIST)
+    approvals: tuple[ApprovalRule, ...] = Field(
+        default=(), description="Actions (and targets) that need a second person's approval"
+    )
 
     def criteria_for(self, action: ActionType) -> VerificationCriteria:
         return self.verification.get(action, self.default_verification)
@@ -299,6 +333,12 @@ class RefusalReason(StrEnum):
     """The directive does not match the schema (no bounded action could be read)."""
     AUTHORITY_WIDENING = "authority_widening_needs_approval"
     """The authority change widens the boundary: it needs a second person's approval."""
+    APPROVAL_REQUIRED = "approval_required"
+    """The action needs approvals (two-person rule) that are not (all) recorded."""
+    APPROVAL_DECLINED = "approval_declined"
+    """An entitled approver declined the directive: it never runs."""
+    APPROVAL_EXPIRED = "approval_expired"
+    """The directive's approval window passed before the quorum was reached."""
 
 
 class HoldReason(StrEnum):

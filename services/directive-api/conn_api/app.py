@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from conn_api import alerts, console, metrics, routes
+from conn_api import alerts, approvals, console, metrics, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(routes.router)
     app.include_router(alerts.router)
+    app.include_router(approvals.router)
     console.mount(app)  # the bridge console under /console (conn_api.console)
 
     @app.middleware("http")

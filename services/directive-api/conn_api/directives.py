@@ -26,8 +26,10 @@ from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
 from conn_api.store import claim_key, complete_key, get_key, release_key
+from conn_core import approvals
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
+from conn_core.state import IncidentState
 from conn_runtime.resilience import dependency_of
 from conn_schemas.events import (
     DirectiveIssued,
@@ -204,6 +206,7 @@ async def _decide_and_append(
             correlation_id=correlation_id,
         )
         written = await rt.append_and_fold(event)
+        waiting = approval_info(rt.view.state(incident_id), correlation_id)
     metrics.DIRECTIVES.labels(outcome="issued", reason="").inc()
     log.info(
         "directive issued",
@@ -222,7 +225,22 @@ async def _decide_and_append(
         "consequential": decision.consequential,
         "action": payload.action.model_dump(mode="json"),
         "summary": describe_action(payload.action),
+        **({"awaiting_approval": waiting} if waiting else {}),
         **written,
+    }
+
+
+def approval_info(state: IncidentState, correlation_id: str) -> dict[str, Any] | None:
+    """Two-person rule: what a directive waits for (None: it needs no approval)."""
+    track = state.approvals.get(correlation_id)
+    if track is None:
+        return None
+    return {
+        "required": track.rule.count,
+        "roles": [r.value for r in track.rule.roles],
+        "teams": list(track.rule.teams),
+        "expires_at": track.expires_at.isoformat(),
+        "decision_packet_sha256": approvals.current_sha256(state, correlation_id),
     }
 
 
