@@ -349,22 +349,20 @@ def gate(state: IncidentState, correlation_id: str, now: datetime | None = None)
         return Refused(
             RefusalReason.APPROVAL_DECLINED, f"declined by {track.declined_by}: it never runs"
         )
-    counted = [
-        a for a in dict.fromkeys(track.approvers) if a != track.issuer or track.rule.self_approval
-    ]
-    if len(counted) < track.rule.count:
-        return Refused(
-            RefusalReason.APPROVAL_REQUIRED,
-            f"{len(counted)} of {track.rule.count} approvals ({_who(track.rule)}, not the issuer)",
-        )
-    if (
-        track.quorum_at is None
-        or track.quorum_at > track.expires_at
-        or (now is not None and now > track.expires_at)
+    if (now is not None and now > track.expires_at) or (
+        track.quorum_at is not None and track.quorum_at > track.expires_at
     ):
         return Refused(
             RefusalReason.APPROVAL_EXPIRED,
             f"the approval window closed at {track.expires_at.isoformat()}",
+        )
+    counted = [
+        a for a in dict.fromkeys(track.approvers) if a != track.issuer or track.rule.self_approval
+    ]
+    if len(counted) < track.rule.count or track.quorum_at is None:
+        return Refused(
+            RefusalReason.APPROVAL_REQUIRED,
+            f"{len(counted)} of {track.rule.count} approvals ({_who(track.rule)}, not the issuer)",
         )
     return None
 

@@ -55,14 +55,14 @@ class Bridge:
     async def post(self, path: str, who: str, body: dict[str, Any]) -> httpx.Response:
         return await self.http.post(path, json=body, headers=auth(who))
 
-    async def open(self) -> str:
+    async def open(self, rule: bytes = RULE) -> str:
         r = await self.post("/v1/incidents", "alice", {"title": "t", "service": "checkout"})
         assert r.status_code == 201, r.text
         inc = str(r.json()["incident_id"])
         r = await self.post(
             f"/v1/incidents/{inc}/authority",
             "alice",
-            {"content": (RUNBOOK.read_bytes() + RULE).decode()},
+            {"content": (RUNBOOK.read_bytes() + rule).decode()},
         )
         assert r.status_code == 201, r.text
         return inc
@@ -144,6 +144,14 @@ async def test_the_executor_waits_for_the_quorum_and_cancels_on_decline_hold_and
         finally:
             r = await b.post("/v1/kill-switch/release", "root", {"reason": "drill over"})
             assert r.status_code == 200, r.text
+
+        # --- an approval window that closes cancels it, with nothing else happening ----------
+        inc = await b.open(RULE.replace(b"expires_after: 900", b"expires_after: 1"))
+        issued = await b.direct(inc, DRAIN)
+        cid, sha = issued["correlation_id"], issued["awaiting_approval"]["decision_packet_sha256"]
+        refused = await b.wait_for(inc, "DirectiveRefused", cid)
+        assert refused["payload"]["reason"] == "approval_expired"
+        assert (await b.approve(inc, cid, "dana", sha)).status_code == 409
 
         # --- the quorum runs it; until then nothing happens ------------------------------------
         inc = await b.open()

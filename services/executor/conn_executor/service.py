@@ -24,6 +24,7 @@ Events appended per directive (correlation_id = the directive's):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -110,6 +111,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+APPROVAL_SWEEP_SECONDS = 5.0
+"""How often the executor cancels directives whose approval window closed."""
+
 STOPS = frozenset({RefusalReason.ON_HOLD, RefusalReason.KILL_SWITCH, RefusalReason.INCIDENT_CLOSED})
 """Refusals at the last gate that are a stop (not a changed picture)."""
 
@@ -189,6 +193,7 @@ class ExecutorService(ConsumerService):
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(lambda: deque(maxlen=64))
         self._all_starts: deque[datetime] = deque(maxlen=256)
         self._stops_seen: set[tuple[str, str, datetime]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.deps.add(POSTGRES, db.postgres_probe(database.database_url, lambda: self._pool))
         if self.faults.any:
             log.warning("TEST FAULT INJECTION ACTIVE", extra={"fault": settings.fault})
@@ -236,12 +241,19 @@ class ExecutorService(ConsumerService):
         a = self._adapters
         self._gatherer = Gatherer(a.flags, a.orchestrator, a.metrics, self.settings.gather_timeout)
         await self.lookahead.start()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_expired(), name="approval-expiry")
         log.info(
             "executor ready",
             extra={"executor_id": self.settings.id, "group": self.settings.group_id},
         )
 
     async def teardown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self.lookahead.stop()
         if self._adapters is not None:
             await self._adapters.aclose()
@@ -341,8 +353,37 @@ class ExecutorService(ConsumerService):
             approved=True,
         )
 
+    async def _sweep_expired(self) -> None:
+        """Directives whose approval window closed with no quorum are cancelled with
+        `approval_expired` even when nothing else lands on their incident."""
+        while True:
+            await asyncio.sleep(APPROVAL_SWEEP_SECONDS)
+            try:
+                now = _now()
+                for state in list(self.folds.states.values()):
+                    for cid in approvals.awaiting(state):
+                        if now <= state.approvals[cid].expires_at:
+                            continue
+                        async with self._locks[state.incident_id]:
+                            refusal = approvals.gate(state, cid, now)
+                            if refusal is None or (
+                                refusal.reason is not RefusalReason.APPROVAL_EXPIRED
+                            ):
+                                continue
+                            await self._cancel(
+                                copy.deepcopy(state),
+                                cid,
+                                Refused(
+                                    refusal.reason,
+                                    f"cancelled while waiting for approval: {refusal.detail}",
+                                ),
+                                cause=None,
+                            )
+            except Exception:  # the sweep must outlive one bad pass
+                log.exception("approval expiry sweep failed; retrying")
+
     async def _cancel(
-        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str
+        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
     ) -> None:
         """Record why a directive waiting for approvers will never run (its claim,
         taken when it was issued, is closed as refused; fenced like any claim)."""
