@@ -253,7 +253,15 @@ def check_vote(state: IncidentState, event: Vote) -> Refused | None:
         return Refused(
             RefusalReason.INVALID_BASE, f"directive {cid or '(none)'} is not awaiting approval"
         )
-    if record.status is not DirectiveStatus.ISSUED:
+    declining = isinstance(event, ApprovalDeclined)
+    # A decline still counts until the step starts (the executor re-checks right
+    # before the side effect); an approval only while nothing was decided.
+    open_to = (
+        (DirectiveStatus.ISSUED, DirectiveStatus.ACCEPTED)
+        if declining
+        else (DirectiveStatus.ISSUED,)
+    )
+    if record.status not in open_to:
         return Refused(
             RefusalReason.DUPLICATE,
             f"directive {cid} is {record.status.value}: nothing to approve any more",
@@ -262,7 +270,7 @@ def check_vote(state: IncidentState, event: Vote) -> Refused | None:
         return Refused(
             RefusalReason.APPROVAL_DECLINED, f"directive {cid} was declined by {track.declined_by}"
         )
-    if track.quorum:
+    if track.quorum and not declining:
         return Refused(RefusalReason.DUPLICATE, f"directive {cid} is approved already")
     if event.occurred_at > track.expires_at:
         return Refused(

@@ -257,3 +257,19 @@ def test_relaxing_the_two_person_rule_is_a_widening() -> None:
 
 def _without_rules(authority):  # type: ignore[no-untyped-def]
     return authority.model_copy(update={"approvals": ()})
+
+
+def test_the_takeover_packet_lists_pending_approvals() -> None:
+    from conn_packager.packet import build_packet, render_markdown
+
+    h, cid = history()
+    vote(h, cid, CAROL)
+    sha = approvals.current_sha256(state_of(h), cid)
+    packet = build_packet(state_of(h), head_hash="h", trigger="hold", to_team=None, generated_at=T0)
+    (waiting,) = packet.pending_approvals
+    assert waiting.correlation_id == cid and waiting.approved_by == ("carol",)
+    assert waiting.required == 2 and waiting.decision_packet_sha256 == sha
+    assert sha is not None and sha in render_markdown(packet)
+    vote(h, cid, DANA)  # quorum: no longer waiting for anyone
+    after = build_packet(state_of(h), head_hash="h", trigger="hold", to_team=None, generated_at=T0)
+    assert after.pending_approvals == ()

@@ -471,7 +471,17 @@ class ExecutorService(ConsumerService):
                     evolve(after, e)
                 record = after.directives[claim.correlation_id]
                 if claim.correlation_id in approvals.awaiting(after):
-                    continue  # waiting for approvers: the approval (or a cancel) takes it up
+                    # Waiting for approvers: the approval takes it up; cancel it now if a
+                    # stop or a change landed while no executor was watching.
+                    refusal = recheck(
+                        after, claim.correlation_id, self.folds.control, owns_claim=True
+                    ) or approvals.gate(after, claim.correlation_id, _now())
+                    if refusal is not None and refusal.reason not in (
+                        RefusalReason.APPROVAL_REQUIRED,
+                        RefusalReason.DUPLICATE,
+                    ):
+                        await self._cancel(after, claim.correlation_id, refusal, cause=None)
+                    continue
                 step = Step(
                     correlation_id=claim.correlation_id,
                     incident_id=claim.incident_id,
