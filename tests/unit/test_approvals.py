@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 from builders import ALICE, CAROL, DANA, MALLORY, OLIVE, RUNBOOK, T0, History
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conn_core import approvals
 from conn_core.authority import parse_authority, widenings
@@ -273,3 +275,35 @@ def test_the_takeover_packet_lists_pending_approvals() -> None:
     vote(h, cid, DANA)  # quorum: no longer waiting for anyone
     after = build_packet(state_of(h), head_hash="h", trigger="hold", to_team=None, generated_at=T0)
     assert after.pending_approvals == ()
+
+
+# --- the adversary: any sequence of votes ------------------------------------------------
+
+
+VOTERS = {"alice": ALICE, "carol": CAROL, "mallory": MALLORY, "dana": DANA, "olive": OLIVE}
+"""alice issues; carol, mallory (commanders) and dana (specialist) are entitled; olive is not."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(sorted(VOTERS)), st.booleans(), st.booleans()), max_size=8)
+)
+def test_any_vote_sequence_runs_only_with_a_quorum_and_no_decline(
+    votes: list[tuple[str, bool, bool]],
+) -> None:
+    h, cid = history()
+    sha = approvals.current_sha256(state_of(h), cid)
+    for who, approve, right_hash in votes:
+        vote(h, cid, VOTERS[who], approve=approve, sha=sha if right_hash else "e" * 64)
+    entitled = {"carol", "mallory", "dana", "alice"}
+    declined = any(not approve and who in entitled for who, approve, _ in votes)
+    approvers = {
+        who
+        for who, approve, right in votes
+        if approve and right and who in entitled and who != "alice"
+    }
+    # Oracle (DESIGN.md 11): 2 distinct entitled approvers who are not the issuer named the
+    # exact packet, and nobody entitled declined (a decline after the quorum still blocks,
+    # since the directive has not started).
+    runs = not declined and len(approvers) >= 2
+    assert (gate(h, cid) is None) == runs, (votes, gate(h, cid))
