@@ -66,6 +66,8 @@ class ApprovalTrack:
     approved_sha256: str | None = None
     """The packet hash the quorum approved (set when the quorum is reached)."""
     quorum_at: datetime | None = None
+    approved_packet: DecisionPacket | None = None
+    """The decision packet as the quorum approved it (kept for the record)."""
 
     @property
     def expires_at(self) -> datetime:
@@ -324,6 +326,7 @@ def apply_vote(state: IncidentState, event: Vote) -> bool:
         if track.quorum:
             track.approved_sha256 = event.payload.packet_sha256
             track.quorum_at = event.occurred_at
+            track.approved_packet = decision_packet(state, track.correlation_id)
     else:
         track.declined_by = event.actor.id
     return True
@@ -416,6 +419,8 @@ def pending(
         if not include_done and st not in ("awaiting", "approved", "expired"):
             continue
         packet = decision_packet(state, cid)
+        if st != "awaiting" and track.approved_packet is not None:
+            packet = track.approved_packet  # what was approved, not today's picture
         if packet is None:
             continue
         out.append(

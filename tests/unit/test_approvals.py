@@ -307,3 +307,15 @@ def test_any_vote_sequence_runs_only_with_a_quorum_and_no_decline(
     # since the directive has not started).
     runs = not declined and len(approvers) >= 2
     assert (gate(h, cid) is None) == runs, (votes, gate(h, cid))
+
+
+def test_an_approved_directive_keeps_the_packet_its_approvers_saw() -> None:
+    h, cid = history()
+    sha = approvals.current_sha256(state_of(h), cid)
+    vote(h, cid, CAROL)
+    vote(h, cid, DANA)
+    h.accept(cid, DRAIN)
+    h.start(cid, DRAIN)  # the step changes the state, and so today's packet
+    assert approvals.current_sha256(state_of(h), cid) != sha
+    (item,) = approvals.pending(state_of(h), T0, include_done=True)
+    assert item.status == "executed" and item.packet_sha256 == sha
