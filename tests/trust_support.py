@@ -37,6 +37,8 @@ OWNER: dict[str, SignerRole] = {
     "AlertReceived": SignerRole.API,
     "KillSwitchEngaged": SignerRole.API,
     "KillSwitchReleased": SignerRole.API,
+    "ApprovalRecorded": SignerRole.API,
+    "ApprovalDeclined": SignerRole.API,
     "DirectiveAccepted": SignerRole.EXECUTOR,
     "DirectiveRefused": SignerRole.EXECUTOR,
     "StateGathered": SignerRole.EXECUTOR,

@@ -669,6 +669,120 @@ def decision_packet(incident: str, correlation_id: str, as_json: JsonOpt = False
         show(body["verification_criteria"], False, "verification criteria")
 
 
+# --- the two-person rule -----------------------------------------------------------------
+
+
+@app.command()
+def approvals(
+    incident: str,
+    include_done: Annotated[
+        bool, typer.Option("--all", help="Also approved-and-run, declined and cancelled ones")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Directives waiting for approvers (two-person rule), with the decision packet's hash."""
+    body = Client().request(
+        "GET",
+        f"/v1/incidents/{incident}/approvals",
+        params={"include_done": "true" if include_done else "false"},
+    )
+    if as_json:
+        show(body, True)
+        return
+    items = body.get("items", [])
+    if not items:
+        out.print("no directive is waiting for approval")
+        return
+    t = Table(title=f"approvals of {incident}")
+    for col in (
+        "correlation id",
+        "step",
+        "by",
+        "status",
+        "approvals",
+        "needs",
+        "expires",
+        "packet",
+    ):
+        t.add_column(col)
+    for i in items:
+        p = i["packet"]
+        rule = p["rule"]
+        who = " / ".join([*rule.get("roles", []), *rule.get("teams", [])]) or "anyone"
+        votes = ", ".join(
+            f"{v['approver']} {'✓' if v['decision'] == 'approved' else '✗'}" for v in i["votes"]
+        )
+        t.add_row(
+            i["correlation_id"],
+            p["summary"],
+            p["issued_by"],
+            i["status"],
+            f"{i['counted']}/{i['required']}" + (f" ({votes})" if votes else ""),
+            who,
+            p["expires_at"],
+            i["packet_sha256"],
+        )
+    out.print(t)
+    for i in items:
+        p = i["packet"]
+        out.print(f"[bold]{i['correlation_id']}[/bold] {p['summary']} — risk {p['risk']}")
+        for line in p["risk_notes"]:
+            out.print(f"  risk: {line}")
+        for line in p["preconditions"]:
+            out.print(f"  precondition: {line}")
+        for e in p["evidence"]:
+            out.print(
+                f"  evidence {e['region']}: error rate {e['error_rate']}, queue "
+                f"{e['queue_depth']} (at {e['observed_at']})"
+            )
+        v = p["verification"]
+        out.print(
+            f"  verified by: error rate <= {v['max_error_rate']}, queue <= "
+            f"{v['max_queue_depth']} ({v['scope']})"
+        )
+        out.print(f"  undo: {p['undo'] or 'not recorded'}")
+
+
+PacketOpt = Annotated[
+    str,
+    typer.Option("--packet", help="The decision packet's sha256 you reviewed (conn approvals)"),
+]
+
+
+@app.command()
+def approve(
+    incident: str,
+    correlation_id: str,
+    packet: PacketOpt,
+    detail: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve one directive's exact decision packet (never your own directive)."""
+    _post(
+        f"/v1/incidents/{incident}/approvals/{correlation_id}",
+        {"decision": "approve", "packet_sha256": packet, "detail": detail},
+        as_json,
+        "approval recorded",
+    )
+
+
+@app.command()
+def decline(
+    incident: str,
+    correlation_id: str,
+    packet: PacketOpt,
+    reason: Annotated[str, typer.Option(help="Why (required)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Decline a directive waiting for approval: it never runs (any decline blocks)."""
+    _post(
+        f"/v1/incidents/{incident}/approvals/{correlation_id}",
+        {"decision": "decline", "packet_sha256": packet, "detail": reason},
+        as_json,
+        "approval declined",
+    )
+
+
 @app.command()
 def whoami(as_json: JsonOpt = False) -> None:
     """Show who your token authenticates as."""

@@ -175,4 +175,39 @@ def widenings(old: AuthorityBoundary, new: AuthorityBoundary) -> list[str]:
     for role in new.roles_may_direct:
         if role not in old.roles_may_direct:
             out.append(f"role {role.value} may now direct")
+    out += _approval_widenings(old, new)
+    return out
+
+
+def _approval_widenings(old: AuthorityBoundary, new: AuthorityBoundary) -> list[str]:
+    """The two-person rule may only get stricter without a second person's approval."""
+    out: list[str] = []
+    for rule in old.approvals:
+        for target in rule.targets or (ANY,):
+            what = f"{rule.action.value} of {'any target' if target == ANY else target}"
+            covering = [
+                r
+                for r in new.approvals
+                if r.action == rule.action and (not r.targets or target in r.targets)
+            ]
+            if target == ANY:
+                covering = [r for r in covering if not r.targets]
+            if not covering:
+                out.append(f"approval of {what} no longer required")
+                continue
+            strict = max(covering, key=lambda r: r.count)
+            if strict.count < rule.count:
+                out.append(f"approvals of {what} lowered from {rule.count} to {strict.count}")
+            if strict.self_approval and not rule.self_approval:
+                out.append(f"the issuer may now approve {what}")
+            if strict.expires_after > rule.expires_after:
+                out.append(f"approval window of {what} lengthened")
+            roles_wider = bool(rule.roles) and (
+                not strict.roles or not set(strict.roles) <= set(rule.roles)
+            )
+            teams_wider = bool(rule.teams) and (
+                not strict.teams or not set(strict.teams) <= set(rule.teams)
+            )
+            if roles_wider or teams_wider:
+                out.append(f"more people may approve {what}")
     return out

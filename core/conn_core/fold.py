@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import singledispatch
 
+from conn_core import approvals
 from conn_core.rules import check_authority, check_control
 from conn_core.state import (
     FINISHED,
@@ -24,6 +25,8 @@ from conn_core.state import (
 )
 from conn_schemas.events import (
     AlertReceived,
+    ApprovalDeclined,
+    ApprovalRecorded,
     AuthorityChangeApproved,
     AuthorityChangeProposed,
     AuthorityDeclared,
@@ -253,6 +256,19 @@ def _(event: DirectiveIssued, state: IncidentState) -> None:
     state.unfinished.add(cid)
     if consequential and state.open_step is None:
         state.open_step = cid
+    approvals.on_directive(state, event)
+
+
+@_apply.register
+def _(event: ApprovalRecorded, state: IncidentState) -> None:
+    if not approvals.apply_vote(state, event):
+        state.ignored_controls += 1  # e.g. a forged approval naming a stale packet
+
+
+@_apply.register
+def _(event: ApprovalDeclined, state: IncidentState) -> None:
+    if not approvals.apply_vote(state, event):
+        state.ignored_controls += 1
 
 
 def _directive(state: IncidentState, event: Envelope) -> DirectiveRecord | None:
@@ -318,6 +334,7 @@ def _(event: DirectiveRefused, state: IncidentState) -> None:
 @_apply.register
 def _(event: StateGathered, state: IncidentState) -> None:
     _remember_readings(state, event.payload.observation)
+    state.last_observation = event.payload.observation
     record = _directive(state, event)
     if event.payload.purpose == "pre_step" and record is not None and record.pre_step is None:
         record.pre_step = event.payload.observation

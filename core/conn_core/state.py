@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
@@ -27,6 +28,9 @@ from conn_schemas.values import (
     RefusalReason,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from conn_core.approvals import ApprovalTrack
 
 
 class DirectiveStatus(StrEnum):
@@ -181,6 +185,10 @@ class IncidentState:
     """Region -> occurred_at of that snapshot."""
     last_control_plane: tuple[ControlPlaneCheck, ...] = ()
     """Control-plane checks of the latest VerificationSnapshot."""
+    last_observation: Observation | None = None
+    """The latest StateGathered observation (the evidence in a decision packet)."""
+    approvals: dict[str, ApprovalTrack] = field(default_factory=dict)
+    """correlation_id -> approvals of a directive that needs them (two-person rule)."""
 
     @property
     def on_hold(self) -> bool:

@@ -60,6 +60,8 @@ def main() -> int:
             f"Sign in with a demo token (deploy/local/tokens.dev.yaml), e.g. olive, an observer:\n"
             f"  {tokens['olive']}\n"
             f"or dana (database-platform), who takes the conn at the end: {tokens['dana']}\n"
+            f"or priya (database platform lead), who approves dana's orders-db restart:\n"
+            f"  {tokens['priya']}\n"
             "The page shows every ledger entry as it lands; the incident list is at "
             f"{api}/console/",
             title="the bridge console",
@@ -76,10 +78,17 @@ def main() -> int:
         return 1
 
     incident = result.incident_id
-    console.print(Rule("[bold]12. The takeover packet, as dana reads it[/bold]", align="left"))
+    console.print(Rule("[bold]14. The takeover packet, as dana reads it[/bold]", align="left"))
     _cli(console, "dana", "packet", incident)
     console.print(
-        Rule("[bold]13. The post-incident timeline (from the topic alone)[/bold]", align="left")
+        Rule(
+            "[bold]15. The two-person rule in the ledger: priya's approval, then the step[/bold]",
+            align="left",
+        )
+    )
+    _cli(console, "priya", "approvals", incident, "--all")
+    console.print(
+        Rule("[bold]16. The post-incident timeline (from the topic alone)[/bold]", align="left")
     )
     _cli(console, "alice", "replay", "--export-timeline", incident, "--format", "md", "-q")
 
@@ -93,7 +102,7 @@ def main() -> int:
             f"  .venv/bin/conn incident show {incident}\n"
             f"  .venv/bin/conn watch {incident}\n"
             f"  .venv/bin/conn direct gather-state {incident}\n"
-            f"  .venv/bin/conn direct restart-dependency-tier {incident} --tier orders-db --region eu-west\n"
+            f"  .venv/bin/conn approvals {incident}   # steps waiting for a second person\n"
             "  set -a; . .local/trust/env/sre.env; set +a   # read the log as the SRE principal\n"
             "  .venv/bin/conn replay            # verify signatures and the chain, rebuild the read model\n"
             "  .venv/bin/conn report --format markdown   # the fleet SLIs (README, Fleet SLIs)\n\n"

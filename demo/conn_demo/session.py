@@ -2,8 +2,10 @@
 
 A commander (alice) works the seed outage of the simulated checkout platform one
 bounded step at a time; Conn executes, verifies and finally stops with a takeover
-packet that a database-platform engineer (dana) accepts. Every command is a real
-`conn` CLI invocation against the directive API; the session waits for the
+packet that a database-platform engineer (dana) accepts; dana's orders-db restart
+then needs a second person (the two-person rule): priya, the database platform
+lead, approves its exact decision packet. Every command is a real `conn` CLI
+invocation against the directive API; the session waits for the
 services' events to land in the ledger and prints them as they arrive.
 
 `run_session` is used both by `make demo` (printed) and by the end-to-end test
@@ -42,6 +44,8 @@ class SessionResult:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     refusals: list[dict[str, Any]] = field(default_factory=list)
     packet: dict[str, Any] | None = None
+    decision_packet: dict[str, Any] | None = None
+    """The pending approval priya approved (with its decision packet and hash)."""
 
     def events(self) -> list[dict[str, Any]]:
         return [entry["event"] for entry in self.ledger]
@@ -147,6 +151,9 @@ class Bridge:
     def packet(self, incident: str, who: str = "dana") -> dict[str, Any]:
         return dict(self._get(who, f"/v1/incidents/{incident}/packet"))
 
+    def approvals(self, incident: str, who: str) -> list[dict[str, Any]]:
+        return list(self._get(who, f"/v1/incidents/{incident}/approvals")["items"])
+
 
 def _num(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
@@ -190,6 +197,8 @@ def describe(entry: dict[str, Any]) -> str:
         )
     elif kind == "TakeoverPacketPublished":
         text = f"{kind:<22} sha256 {p['packet_sha256'][:12]}… to {p['to_team'] or '(any team)'} ({p['trigger']})"
+    elif kind in ("ApprovalRecorded", "ApprovalDeclined"):
+        text = f"{kind:<22} decision packet {p['packet_sha256'][:12]}… for {e['correlation_id']}"
     elif kind in ("HoldDeclared", "TakeoverRequested", "TakeoverAccepted", "ResumeDirected"):
         text = f"{kind:<22} {p}"
     return f"[dim]#{entry['sequence']:<3}[/dim] {text} [dim]by {e['actor']['id']}[/dim]"
@@ -364,7 +373,53 @@ def run_session(
     bridge.conn("dana", "accept", incident, "--packet", sha)
     bridge.follow(incident, _is("TakeoverAccepted"), "the acceptance")
 
-    step("11. The ledger")
+    step("11. dana directs the orders-db restart in eu-west: it needs a second person")
+    console.print(
+        "[dim]the runbook's two-person rule: orders-db restarts need an approver of the "
+        "database-platform team who did not issue them[/dim]"
+    )
+    bridge.conn(
+        "dana",
+        "direct",
+        "restart-dependency-tier",
+        incident,
+        "--tier",
+        "orders-db",
+        "--region",
+        "eu-west",
+        "--rationale",
+        "replica lag in eu-west: restart the orders-db tier",
+    )
+    restart_db = bridge.issued(incident)
+    console.print("[dim]recorded and waiting: nothing runs until it is approved[/dim]")
+
+    step("12. priya, the database platform lead, reads the decision packet and approves it")
+    bridge.conn("priya", "approvals", incident)
+    pending = bridge.approvals(incident, "priya")
+    waiting = next((a for a in pending if a["correlation_id"] == restart_db), None)
+    if waiting is None:
+        raise DemoError(f"directive {restart_db} is not waiting for approval")
+    result.decision_packet = waiting
+    bridge.conn(
+        "priya",
+        "approve",
+        incident,
+        restart_db,
+        "--packet",
+        str(waiting["packet_sha256"]),
+        "--detail",
+        "replication healthy on the standby; go",
+    )
+    bridge.follow(incident, _is("ApprovalRecorded", restart_db), "the approval")
+    bridge.follow(incident, _is("StepStarted", restart_db), "the approved step to run")
+    verified = bridge.follow(
+        incident, _is("VerificationSnapshot", restart_db), "verification of the orders-db restart"
+    )
+    if verified["event"]["payload"]["verdict"] != "recovered":
+        # replica lag is outside Conn's reach: the fold holds again, with a packet
+        bridge.follow(incident, _is("TakeoverPacketPublished"), "the takeover packet for the hold")
+
+    step("13. The ledger")
     bridge.conn("alice", "ledger", incident, "--limit", "200")
     result.ledger = bridge.ledger(incident)
     result.refusals = [

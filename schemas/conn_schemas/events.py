@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AwareDatetime, Field, model_validator
 
+from conn_schemas.approvals import ApprovalDeclinedPayload, ApprovalRecordedPayload
 from conn_schemas.observations import (
     ActionResult,
     MetricsReading,
@@ -359,6 +360,22 @@ class DirectiveIssued(Envelope):
     payload: DirectiveIssuedPayload
 
 
+class ApprovalRecorded(Envelope):
+    """An entitled approver approves one directive's exact decision packet."""
+
+    event_type: Literal["ApprovalRecorded"] = "ApprovalRecorded"
+    schema_version: Literal[1] = 1
+    payload: ApprovalRecordedPayload
+
+
+class ApprovalDeclined(Envelope):
+    """An entitled approver declines a directive: it never runs (any decline blocks)."""
+
+    event_type: Literal["ApprovalDeclined"] = "ApprovalDeclined"
+    schema_version: Literal[1] = 1
+    payload: ApprovalDeclinedPayload
+
+
 class DirectiveAccepted(Envelope):
     event_type: Literal["DirectiveAccepted"] = "DirectiveAccepted"
     schema_version: Literal[1] = 1
@@ -484,7 +501,9 @@ Event = Annotated[
     | IncidentRecordUpdated
     | KillSwitchEngaged
     | KillSwitchReleased
-    | IncidentClosed,
+    | IncidentClosed
+    | ApprovalRecorded
+    | ApprovalDeclined,
     Field(discriminator="event_type"),
 ]
 """Any Conn event, discriminated by `event_type`."""
@@ -515,6 +534,8 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         KillSwitchEngaged,
         KillSwitchReleased,
         IncidentClosed,
+        ApprovalRecorded,
+        ApprovalDeclined,
     )
 }
 """Wire name -> model class."""

@@ -58,7 +58,9 @@ def extra_models() -> dict[str, Any]:
         from conn_schemas.packet import TakeoverPacket
     except ImportError:  # packet model not present yet
         return {}
-    return {"TakeoverPacket": TakeoverPacket}
+    from conn_schemas.approvals import DecisionPacket
+
+    return {"TakeoverPacket": TakeoverPacket, "DecisionPacket": DecisionPacket}
 
 
 ALWAYS_REQUIRED = ("event_type", "schema_version", "action", "kind", "packet_version")

@@ -25,6 +25,7 @@ from conn_schemas.values import (
     Line,
     RefusalReason,
     Region,
+    Sha256Hex,
     Target,
     Team,
     Token,
@@ -106,6 +107,18 @@ class ControlPlaneItem(Frozen):
     matches: bool
 
 
+class PendingApprovalItem(Frozen):
+    """A directive waiting for approvers: who approved so far, what is still needed."""
+
+    correlation_id: Token
+    description: Line
+    issued_by: Identifier
+    required: int = Field(ge=1, le=10)
+    approved_by: tuple[Identifier, ...] = Field(default=(), max_length=10)
+    decision_packet_sha256: Sha256Hex
+    expires_at: AwareDatetime
+
+
 class TakeoverPacket(Frozen):
     """Exactly what invariant 9 lists, plus who/why. Accept it with TakeoverAccepted
     carrying `packet_sha256` (checked by `conn_core.rules.check_control`)."""
@@ -143,4 +156,10 @@ class TakeoverPacket(Frozen):
         description="Consequential steps started but not verified (exact targets)",
     )
     authority: AuthorityInForce | None = None
+    pending_approvals: tuple[PendingApprovalItem, ...] = Field(
+        default=(),
+        max_length=MAX_PACKET_DIRECTIVES,
+        description="Directives waiting for a second person (two-person rule), with the "
+        "hash of the decision packet to approve",
+    )
     ledger_head: LedgerHead

@@ -87,7 +87,8 @@ class SignerRole(StrEnum):
 CEILING: Mapping[SignerRole, frozenset[str]] = {
     # The directive-api: human intent (signed with the token-authenticated identity),
     # the API-side refusals, alert intake and the global kill switch (conn.control).
-    # Issue 19 adds ApprovalRecorded / ApprovalDeclined here.
+    # ApprovalRecorded / ApprovalDeclined: the two-person rule (issue 19), signed with
+    # the token-authenticated approver's identity; no other role may write them.
     SignerRole.API: frozenset(
         {
             "IncidentOpened",
@@ -104,6 +105,8 @@ CEILING: Mapping[SignerRole, frozenset[str]] = {
             "AlertReceived",
             "KillSwitchEngaged",
             "KillSwitchReleased",
+            "ApprovalRecorded",
+            "ApprovalDeclined",
         }
     ),
     SignerRole.EXECUTOR: frozenset(

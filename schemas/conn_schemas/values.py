@@ -139,6 +139,9 @@ Name = Identifier
 """Kept for compatibility: a name that is not free text."""
 
 TOKEN_PATTERN = r"^[\x21-\x7e]+$"
+Sha256Hex = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest, lowercase hex (e.g. a decision packet's hash)."""
+
 Token = Annotated[str, Field(min_length=1, max_length=256, pattern=TOKEN_PATTERN)]
 """A machine-made opaque id (correlation and idempotency keys, producer, executor id,
 hashes): printable ASCII without spaces."""
@@ -475,6 +478,41 @@ class VerificationCriteria(Frozen):
     )
 
 
+class ApprovalRule(Frozen):
+    """The two-person rule for one action (optionally only some of its targets):
+    the directive is recorded and waits until `count` distinct, entitled people
+    who did not issue it approved its exact decision packet, before it expires.
+    Any decline, a hold, the kill switch, a takeover or a newer state change
+    cancels it (DESIGN.md invariant 11)."""
+
+    action: ActionType
+    targets: tuple[Target, ...] = Field(
+        default=(),
+        max_length=MAX_LIST,
+        description="Exact targets this rule covers; () = every target",
+    )
+    count: int = Field(default=1, ge=1, le=10, description="Distinct approvers required")
+    roles: tuple[Role, ...] = Field(
+        default=(), max_length=8, description="An approver holds one of these roles; () = any role"
+    )
+    teams: tuple[Team, ...] = Field(
+        default=(),
+        max_length=MAX_LIST,
+        description="An approver belongs to one of these teams; () = any team",
+    )
+    self_approval: bool = Field(
+        default=False,
+        description="May the issuer approve their own directive (never counted twice)",
+    )
+    expires_after: float = Field(
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="Seconds after the directive was issued; later approvals do not count "
+        "and the directive no longer runs",
+    )
+
+
 class ConnHolder(Frozen):
     identity: Identifier
     team: Team | None = None
@@ -501,6 +539,11 @@ class AuthorityBoundary(Frozen):
     takeover_teams: tuple[Team, ...] = Field(default=(), max_length=MAX_LIST)
     roles_may_direct: tuple[Role, ...] = Field(
         default=(Role.COMMANDER, Role.SPECIALIST), max_length=8
+    )
+    approvals: tuple[ApprovalRule, ...] = Field(
+        default=(),
+        max_length=MAX_GRANTS,
+        description="Actions (and targets) that need a second person's approval",
     )
 
     def criteria_for(self, action: ActionType) -> VerificationCriteria:
@@ -544,6 +587,12 @@ class RefusalReason(StrEnum):
     """The directive does not match the schema (no bounded action could be read)."""
     AUTHORITY_WIDENING = "authority_widening_needs_approval"
     """The authority change widens the boundary: it needs a second person's approval."""
+    APPROVAL_REQUIRED = "approval_required"
+    """The action needs approvals (two-person rule) that are not (all) recorded."""
+    APPROVAL_DECLINED = "approval_declined"
+    """An entitled approver declined the directive: it never runs."""
+    APPROVAL_EXPIRED = "approval_expired"
+    """The directive's approval window passed before the quorum was reached."""
 
 
 class HoldReason(StrEnum):

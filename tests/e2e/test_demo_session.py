@@ -37,6 +37,14 @@ EXPECTED_TYPES = [
     "TakeoverRequested", "TakeoverPacketPublished", "TakeoverAccepted",
 ]  # fmt: skip
 
+TWO_PERSON_TYPES = [
+    # dana's orders-db restart waits for priya's approval, then runs and is verified
+    "DirectiveIssued", "ApprovalRecorded", "StateGathered", "DirectiveAccepted", "StepStarted",
+    "StepSucceeded", "IncidentRecordUpdated", "VerificationSnapshot",
+]  # fmt: skip
+"""After the takeover (packets the packager republishes meanwhile left aside: their
+timing relative to the executor's records is not the scenario's)."""
+
 
 def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_database) -> None:  # type: ignore[no-untyped-def]
     p = pipeline("seed_outage")
@@ -44,7 +52,31 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     result = run_session(p.api.url, console=Console(file=out, width=140), timeout=120)
     events = result.events()
 
-    assert result.types() == EXPECTED_TYPES, out.getvalue()[-3000:]
+    types = result.types()
+    cut = types.index("TakeoverAccepted") + 1
+    assert types[:cut] == EXPECTED_TYPES, out.getvalue()[-3000:]
+    later = [t for t in types[cut:] if t != "TakeoverPacketPublished"]
+    assert later == TWO_PERSON_TYPES, out.getvalue()[-3000:]
+
+    # The two-person rule: dana issued, priya approved the exact decision packet, and
+    # only then did the executor accept and run it -- separate, attributable facts.
+    restart_db = next(
+        e
+        for e in events
+        if e["event_type"] == "DirectiveIssued"
+        and e["payload"]["action"].get("tier") == "orders-db"
+    )
+    cid = restart_db["correlation_id"]
+    assert restart_db["actor"]["id"] == "dana"
+    mine = [e for e in events if e.get("correlation_id") == cid]
+    approval = next(e for e in mine if e["event_type"] == "ApprovalRecorded")
+    assert approval["actor"]["id"] == "priya" and approval["actor"]["team"] == "database-platform"
+    assert result.decision_packet is not None
+    assert approval["payload"]["packet_sha256"] == result.decision_packet["packet_sha256"]
+    assert result.decision_packet["packet"]["issued_by"] == "dana"
+    assert result.decision_packet["packet"]["risk"] == "high"
+    order = [e["event_type"] for e in mine]
+    assert order.index("ApprovalRecorded") < order.index("DirectiveAccepted")
 
     refusals = [(r["reason"], r["refused_by"]) for r in result.refusals]
     assert refusals == [
@@ -53,8 +85,8 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     ]
 
     snapshots = [e["payload"] for e in events if e["event_type"] == "VerificationSnapshot"]
-    assert [s["verdict"] for s in snapshots] == ["recovered", "recovered", "recovered", "mixed"]
-    mixed = snapshots[-1]
+    assert [s["verdict"] for s in snapshots][:4] == ["recovered", "recovered", "recovered", "mixed"]
+    mixed = snapshots[3]
     by_region = {r["region"]: r for r in mixed["regions"]}
     assert by_region["us-east"]["healthy"] and not by_region["eu-west"]["healthy"]
     assert all(r["fresh"] for r in mixed["regions"])
@@ -62,7 +94,7 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     # Exactly one side effect per consequential step at the simulator.
     steps = [e["correlation_id"] for e in events if e["event_type"] == "StepStarted"]
     effects = p.side_effects()
-    assert [effects.get(cid) for cid in steps] == [1, 1, 1]
+    assert [effects.get(cid) for cid in steps] == [1, 1, 1, 1]
 
     # Minimal disclosure: the incident record got each step's redacted summary,
     # while the full tool output stays in the ledger's audit payload only.
@@ -84,10 +116,15 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
                 assert leaf not in note["text"], f"raw tool output leaked: {leaf}"
 
     # The takeover packet dana accepted, as the packager's read model holds it.
-    accepted = events[-1]
+    accepted = next(e for e in events if e["event_type"] == "TakeoverAccepted")
     assert accepted["actor"]["id"] == "dana"
     packet_row = asyncio.run(
-        _latest_packet(fresh_database, p.base_env()["CONN_READ_SCHEMA"], result.incident_id)
+        _packet(
+            fresh_database,
+            p.base_env()["CONN_READ_SCHEMA"],
+            result.incident_id,
+            accepted["payload"]["packet_sha256"],
+        )
     )
     assert packet_row is not None
     assert packet_row["packet_sha256"] == accepted["payload"]["packet_sha256"]
@@ -106,7 +143,7 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
         "reserved_to_team", "stale_base_position",
     ]  # fmt: skip
     assert packet["pending_directives"] == []
-    assert [d["correlation_id"] for d in packet["partial_changes"]] == [steps[-1]]
+    assert [d["correlation_id"] for d in packet["partial_changes"]] == [steps[2]]
     assert packet["authority"]["name"] == "checkout-outage"
     assert packet["authority"]["holder"] == "alice"
     request_seq = next(
@@ -147,9 +184,17 @@ def _leaves(doc: object) -> list[object]:
     return [doc]
 
 
-async def _latest_packet(dsn: str, schema: str, incident: str):  # type: ignore[no-untyped-def]
+async def _packet(dsn: str, schema: str, incident: str, sha: str):  # type: ignore[no-untyped-def]
     pool = await store.create_pool(dsn)
     try:
-        return await readmodel.latest_packet(pool, incident, schema=schema)
+        latest = await readmodel.latest_packet(pool, incident, schema=schema)
+        assert latest is not None
+        row = await pool.fetchrow(
+            f"SELECT * FROM {readmodel.check_schema(schema)}.takeover_packets "
+            "WHERE incident_id = $1 AND packet_sha256 = $2",
+            incident,
+            sha,
+        )
+        return dict(row) if row else None
     finally:
         await pool.close()

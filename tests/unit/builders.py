@@ -416,6 +416,13 @@ def one_of_each() -> list[ev.Envelope]:
         EXECUTOR,
         d,
     )
+    h._add(ev.ApprovalRecorded, ev.ApprovalRecordedPayload(packet_sha256="b" * 64), CAROL, d)
+    h._add(
+        ev.ApprovalDeclined,
+        ev.ApprovalDeclinedPayload(packet_sha256="b" * 64, reason="not now"),
+        CAROL,
+        d,
+    )
     h.hold()
     h.resume()
     h.request_takeover()

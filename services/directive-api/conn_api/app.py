@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from conn_api import alerts, console, dryrun, fleet, metrics, routes
+from conn_api import alerts, approvals, console, dryrun, fleet, metrics, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(alerts.router)
     app.include_router(fleet.router)
+    app.include_router(approvals.router)
     console.mount(app)  # the bridge console under /console (conn_api.console)
     # Before routing: no route (authenticated or not, console included) parses a body over it.
     app.add_middleware(

@@ -34,8 +34,10 @@ from conn_api.store import (
     mark_outcome_unknown,
     release_key,
 )
+from conn_core import approvals
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
+from conn_core.state import IncidentState
 from conn_runtime.resilience import dependency_of
 from conn_schemas.events import (
     DirectiveIssued,
@@ -310,6 +312,11 @@ async def _decide_and_append(
             "summary": describe_action(payload.action),
         }
         written = await rt.append_and_fold(event)
+        try:
+            waiting = approval_info(rt.view.state(incident_id), correlation_id)
+        except Exception:  # it is in the log: the answer stays 202, only the summary is lost
+            log.exception("approval summary failed", extra={"correlation_id": correlation_id})
+            waiting = None
     metrics.DIRECTIVES.labels(outcome="issued", reason="").inc()
     log.info(
         "directive issued",
@@ -321,7 +328,21 @@ async def _decide_and_append(
             "offset": written["position"]["offset"],
         },
     )
-    return 202, {**answer, **written}
+    return 202, {**answer, **({"awaiting_approval": waiting} if waiting else {}), **written}
+
+
+def approval_info(state: IncidentState, correlation_id: str) -> dict[str, Any] | None:
+    """Two-person rule: what a directive waits for (None: it needs no approval)."""
+    track = state.approvals.get(correlation_id)
+    if track is None:
+        return None
+    return {
+        "required": track.rule.count,
+        "roles": [r.value for r in track.rule.roles],
+        "teams": list(track.rule.teams),
+        "expires_at": track.expires_at.isoformat(),
+        "decision_packet_sha256": approvals.current_sha256(state, correlation_id),
+    }
 
 
 async def _refuse(

@@ -51,6 +51,9 @@ REFUSAL_STATUS: dict[RefusalReason, int] = {
     RefusalReason.DUPLICATE: 409,
     RefusalReason.INVALID_DIRECTIVE: 422,
     RefusalReason.AUTHORITY_WIDENING: 403,
+    RefusalReason.APPROVAL_REQUIRED: 409,
+    RefusalReason.APPROVAL_DECLINED: 409,
+    RefusalReason.APPROVAL_EXPIRED: 409,
 }
 
 

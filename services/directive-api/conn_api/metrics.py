@@ -17,6 +17,17 @@ ALERTS = Counter(
     "Alerts received, by source and outcome (appended/folded/ignored)",
     ["source", "outcome"],
 )
+APPROVALS = Counter(
+    "conn_api_approvals_total",
+    "Two-person rule votes answered by the API, by decision and outcome "
+    "(recorded or a RefusalReason)",
+    ["decision", "outcome"],
+)
+TIME_TO_APPROVAL = Histogram(
+    "conn_api_time_to_approval_seconds",
+    "From DirectiveIssued to the approval that completed its quorum",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)
 REQUEST_SECONDS = Histogram(
     "conn_api_request_seconds",
     "HTTP request latency",

@@ -74,6 +74,19 @@ class ApproveAuthority(Body):
     detail: Detail = ""
 
 
+class ApprovalDecision(Body):
+    """Approve or decline one directive waiting for approvers (two-person rule), naming
+    the SHA-256 of the decision packet you read (GET .../approvals)."""
+
+    decision: Literal["approve", "decline"]
+    packet_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the decision packet you reviewed"
+    )
+    detail: str = Field(
+        default="", max_length=2000, description="Why (required to decline); for humans"
+    )
+
+
 class DirectiveRequest(Body):
     """One bounded action with its exact target. Free text goes only in `rationale`
     (for humans; never parsed)."""

@@ -55,3 +55,15 @@ LOOKAHEAD_SECONDS = Histogram(
     "Reading an incident's partition ahead to its end (one look before a side effect)",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+APPROVALS = Counter(
+    "conn_executor_approvals_total",
+    "Directives under the two-person rule by outcome (awaiting|approved|declined|cancelled)",
+    ["outcome", "reason"],
+)
+TIME_TO_APPROVAL = Histogram(
+    "conn_executor_time_to_approval_seconds",
+    "From DirectiveIssued to the approval that completed its quorum (ledger timestamps)",
+    ["action"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)

@@ -24,6 +24,7 @@ Events appended per directive (correlation_id = the directive's):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -37,6 +38,7 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
+from conn_core import approvals
 from conn_core.fold import evolve
 from conn_core.ports import PortError
 from conn_core.rules import (
@@ -47,7 +49,7 @@ from conn_core.rules import (
     decide,
     recheck,
 )
-from conn_core.state import DirectiveRecord, IncidentState
+from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_executor import metrics as m
 from conn_executor.claims import CLAIMS_DDL, CLAIMS_LOCK_KEY, Claim, ClaimStatus, ClaimStore
 from conn_executor.gather import Gatherer, plan_for_outcome, plan_for_regions, plan_for_step
@@ -64,6 +66,8 @@ from conn_runtime.service import ConsumerService
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_runtime.stops import GLOBAL_SCOPE, active_stop
 from conn_schemas.events import (
+    ApprovalDeclined,
+    ApprovalRecorded,
     DirectiveAccepted,
     DirectiveAcceptedPayload,
     DirectiveIssued,
@@ -114,6 +118,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+APPROVAL_SWEEP_SECONDS = 5.0
+"""How often the executor cancels directives whose approval window closed."""
+
 STOPS = frozenset({RefusalReason.ON_HOLD, RefusalReason.KILL_SWITCH, RefusalReason.INCIDENT_CLOSED})
 """Refusals at the last gate that are a stop (not a changed picture)."""
 
@@ -138,6 +145,8 @@ class Step:
     private copy: the live fold is never touched)."""
     view_next: int = 0
     """Offset of the partition to continue the look-ahead from."""
+    approved: bool = False
+    """Taken up again by the approval that completed its quorum (two-person rule)."""
 
     @property
     def action(self) -> Action:
@@ -191,6 +200,7 @@ class ExecutorService(ConsumerService):
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(lambda: deque(maxlen=64))
         self._all_starts: deque[datetime] = deque(maxlen=256)
         self._stops_seen: set[tuple[str, str, datetime]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.deps.add(POSTGRES, db.postgres_probe(database.database_url, lambda: self._pool))
         if self.faults.any:
             log.warning("TEST FAULT INJECTION ACTIVE", extra={"fault": settings.fault})
@@ -238,12 +248,19 @@ class ExecutorService(ConsumerService):
         a = self._adapters
         self._gatherer = Gatherer(a.flags, a.orchestrator, a.metrics, self.settings.gather_timeout)
         await self.lookahead.start()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_expired(), name="approval-expiry")
         log.info(
             "executor ready",
             extra={"executor_id": self.settings.id, "group": self.settings.group_id},
         )
 
     async def teardown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self.lookahead.stop()
         if self._adapters is not None:
             await self._adapters.aclose()
@@ -256,14 +273,186 @@ class ExecutorService(ConsumerService):
         event = consumed.event
         if isinstance(event, DirectiveIssued):
             await self._on_directive(consumed, event, before)
-        elif isinstance(event, HoldDeclared) and check_control(before, event) is None:
+            return
+        if isinstance(event, HoldDeclared) and check_control(before, event) is None:
             self._observe_stop("hold", event.incident_id, event.occurred_at)
+        if approvals.awaiting(before):
+            await self._on_awaiting(consumed, before)
 
     async def on_control(self, consumed: Consumed) -> None:
         event = consumed.event
         if isinstance(event, KillSwitchEngaged):
             log.warning("kill switch engaged", extra={"reason": event.payload.reason})
             self._observe_stop("kill_switch", GLOBAL_SCOPE, event.occurred_at)
+            # The kill switch cancels every directive waiting for approvers (recorded).
+            refusal = Refused(
+                RefusalReason.KILL_SWITCH,
+                f"global kill switch engaged: {event.payload.reason}; cancelled while "
+                "waiting for approval",
+            )
+            for state in list(self.folds.states.values()):
+                for cid in approvals.awaiting(state):
+                    async with self._locks[state.incident_id]:
+                        await self._cancel(state, cid, refusal, cause=str(event.event_id))
+
+    # -- the two-person rule -----------------------------------------------------------
+
+    async def _on_awaiting(self, consumed: Consumed, before: IncidentState) -> None:
+        """A record landed on an incident with directives waiting for approvers: the
+        approval that completes a quorum runs it (re-checked like any directive); a
+        decline, a hold, a takeover, an expiry or any newer state change cancels it
+        (DirectiveRefused, with the reason)."""
+        event = consumed.event
+        after = copy.deepcopy(before)
+        evolve(after, event)
+        now = _now()
+        for cid in approvals.awaiting(before):
+            record = after.directives[cid]
+            track = after.approvals[cid]
+            if record.status is not DirectiveStatus.ISSUED:
+                continue  # decided by this very record (e.g. a refusal elsewhere)
+            if isinstance(event, ApprovalRecorded) and event.correlation_id == cid and track.quorum:
+                if track.quorum_at is not None:
+                    m.TIME_TO_APPROVAL.labels(record.action.action.value).observe(
+                        max(0.0, (track.quorum_at - track.issued_at).total_seconds())
+                    )
+                m.APPROVALS.labels("approved", "quorum").inc()
+                async with self._locks[event.incident_id]:
+                    await self._run_approved(consumed, after, cid)
+                continue
+            refusal = recheck(
+                after, cid, self.folds.control, executor_id=self.settings.id, owns_claim=True
+            ) or approvals.gate(after, cid, now)
+            if refusal is None or refusal.reason in (
+                RefusalReason.APPROVAL_REQUIRED,
+                RefusalReason.DUPLICATE,
+            ):
+                if isinstance(event, ApprovalRecorded | ApprovalDeclined):
+                    m.APPROVALS.labels("awaiting", "vote").inc()
+                continue
+            async with self._locks[event.incident_id]:
+                await self._cancel(
+                    after,
+                    cid,
+                    Refused(
+                        refusal.reason, f"cancelled while waiting for approval: {refusal.detail}"
+                    ),
+                    cause=str(event.event_id),
+                )
+
+    def _approved_step(
+        self, state: IncidentState, cid: str, claim: Claim, cause: str | None
+    ) -> Step:
+        record = state.directives[cid]
+        return Step(
+            correlation_id=cid,
+            incident_id=state.incident_id,
+            payload=DirectiveIssuedPayload(
+                action=record.action,
+                expectation=record.expectation,
+                based_on_sequence=record.based_on_sequence,
+            ),
+            cause=cause,
+            position=Position(claim.topic, claim.partition, claim.directive_offset),
+            generation=self.loop.generation(),
+            issuer=record.issuer,
+            view=copy.deepcopy(state),
+            approved=True,
+        )
+
+    async def _sweep_expired(self) -> None:
+        """Directives whose approval window closed with no quorum are cancelled with
+        `approval_expired` even when nothing else lands on their incident."""
+        while True:
+            await asyncio.sleep(APPROVAL_SWEEP_SECONDS)
+            try:
+                now = _now()
+                for state in list(self.folds.states.values()):
+                    for cid in approvals.awaiting(state):
+                        if now <= state.approvals[cid].expires_at:
+                            continue
+                        async with self._locks[state.incident_id]:
+                            refusal = approvals.gate(state, cid, now)
+                            if refusal is None or (
+                                refusal.reason is not RefusalReason.APPROVAL_EXPIRED
+                            ):
+                                continue
+                            await self._cancel(
+                                copy.deepcopy(state),
+                                cid,
+                                Refused(
+                                    refusal.reason,
+                                    f"cancelled while waiting for approval: {refusal.detail}",
+                                ),
+                                cause=None,
+                            )
+            except Exception:  # the sweep must outlive one bad pass
+                log.exception("approval expiry sweep failed; retrying")
+
+    async def _cancel(
+        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
+    ) -> None:
+        """Record why a directive waiting for approvers will never run (its claim,
+        taken when it was issued, is closed as refused; fenced like any claim)."""
+        claim = await self.claims.get(cid)
+        if claim is None or claim.final:
+            return
+        step = self._approved_step(state, cid, claim, cause)
+        step.view_next = claim.directive_offset + 1
+        owned = await self.claims.take_over(
+            cid, generation=step.generation, executor_id=self.settings.id
+        )
+        if owned is None or owned.status is not ClaimStatus.CLAIMED:
+            return
+        await self._refuse(step, state.sequence, refusal)
+        m.APPROVALS.labels(
+            "declined" if refusal.reason is RefusalReason.APPROVAL_DECLINED else "cancelled",
+            refusal.reason.value,
+        ).inc()
+
+    async def _run_approved(self, consumed: Consumed, after: IncidentState, cid: str) -> None:
+        """The quorum is in the log: take the directive's claim up again and run it,
+        re-checked against everything the partition holds (like any directive)."""
+        claim = await self.claims.get(cid)
+        if claim is None or claim.final:
+            return
+        step = self._approved_step(after, cid, claim, str(consumed.event.event_id))
+        step.view_next = consumed.position.offset + 1
+        owned = await self.claims.take_over(
+            cid, generation=step.generation, executor_id=self.settings.id
+        )
+        if owned is None:
+            m.DIRECTIVES.labels("fenced", "claim_held_elsewhere").inc()
+            return
+        if owned.status is not ClaimStatus.CLAIMED:
+            # Started before a crash: recover as any claim (never re-run blindly).
+            await self._resume(step, owned, after.directives[cid], before=None)
+            return
+        await self._approved_path(step)
+
+    async def _approved_path(self, step: Step) -> None:
+        assert step.view is not None
+        stop = await self._stop_signal(step.incident_id, step.view)
+        if stop is not None:
+            reason = (
+                RefusalReason.KILL_SWITCH if stop.kind == "kill_switch" else RefusalReason.ON_HOLD
+            )
+            await self._refuse(step, step.view.sequence, Refused(reason, stop.reason))
+            return
+        refusal = await self._recheck(step, "approved")
+        if refusal is None:
+            conflict = await self._gather_before_step(step)
+            if conflict is not None:
+                await self._refuse(step, step.view.sequence, conflict)
+                return
+            refusal = await self._recheck(step, "before_accept")
+        if refusal is not None:
+            if await self._decided_elsewhere(step, refusal):
+                return
+            await self._refuse(step, step.view.sequence, refusal)
+            return
+        await self._accept(step, step.view.sequence)
+        await self._execute_step(step)
 
     async def on_caught_up(self, partitions: set[TopicPartition]) -> None:
         """History re-read after an assignment: finish what a previous owner left open
@@ -288,6 +477,18 @@ class ExecutorService(ConsumerService):
                 for e in ahead:
                     evolve(after, e)
                 record = after.directives[claim.correlation_id]
+                if claim.correlation_id in approvals.awaiting(after):
+                    # Waiting for approvers: the approval takes it up; cancel it now if a
+                    # stop or a change landed while no executor was watching.
+                    refusal = recheck(
+                        after, claim.correlation_id, self.folds.control, owns_claim=True
+                    ) or approvals.gate(after, claim.correlation_id, _now())
+                    if refusal is not None and refusal.reason not in (
+                        RefusalReason.APPROVAL_REQUIRED,
+                        RefusalReason.DUPLICATE,
+                    ):
+                        await self._cancel(after, claim.correlation_id, refusal, cause=None)
+                    continue
                 step = Step(
                     correlation_id=claim.correlation_id,
                     incident_id=claim.incident_id,
@@ -376,7 +577,7 @@ class ExecutorService(ConsumerService):
             self.folds.control,
             executor_id=self.settings.id,
             owns_claim=True,
-        )
+        ) or approvals.gate(state, step.correlation_id, _now())
         m.RECHECKS.labels(stage, refusal.reason.value if refusal else "ok").inc()
         if refusal is not None:
             log.info(
@@ -475,6 +676,8 @@ class ExecutorService(ConsumerService):
                     "executed: re-read the ledger and re-issue it",
                 ),
             )
+        elif action is Recovery.DECIDE and step.approved:
+            await self._approved_path(step)
         elif action is Recovery.DECIDE:
             assert before is not None
             await self._decide_and_run(step, before)
@@ -536,6 +739,11 @@ class ExecutorService(ConsumerService):
                 decision = Refused(reason, stop.reason)
         if isinstance(decision, Refused):
             await self._refuse(step, before.sequence, decision)
+            return
+        if step.view is not None and step.correlation_id in approvals.awaiting(step.view):
+            # Two-person rule: recorded, and waits (the claim stays open) for approvers.
+            m.APPROVALS.labels("awaiting", "issued").inc()
+            log.info("directive awaiting approval", extra=_step_log(step))
             return
         if read_only:
             await self._run_non_consequential(step, before, accepted=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from conn_core import approvals
 from conn_core.chain import sha256_json
 from conn_core.escaping import markdown_code as code
 from conn_core.escaping import markdown_inline as md
@@ -21,6 +22,7 @@ from conn_schemas.packet import (
     DirectiveItem,
     HoldInfo,
     LedgerHead,
+    PendingApprovalItem,
     RegionHealth,
     TakeoverPacket,
 )
@@ -166,8 +168,28 @@ def build_packet(
         blocked_directives=_by_sequence(state.blocked_directives(), MAX_PACKET_DIRECTIVES),
         partial_changes=_by_sequence(state.unverified_changes(), MAX_PACKET_DIRECTIVES),
         authority=authority_in_force(state),
+        pending_approvals=pending_approvals(state),
         ledger_head=LedgerHead(sequence=state.sequence, hash=head_hash),
     )
+
+
+def pending_approvals(state: IncidentState) -> tuple[PendingApprovalItem, ...]:
+    """Directives waiting for a second person, with the decision packet to approve."""
+    out = []
+    for cid in approvals.awaiting(state):
+        track = state.approvals[cid]
+        out.append(
+            PendingApprovalItem(
+                correlation_id=cid,
+                description=describe_action(state.directives[cid].action),
+                issued_by=track.issuer,
+                required=track.rule.count,
+                approved_by=tuple(track.approvers),
+                decision_packet_sha256=approvals.current_sha256(state, cid) or "",
+                expires_at=track.expires_at,
+            )
+        )
+    return tuple(out)
 
 
 # --- Markdown (readable on a phone: short lines, no wide tables) -----------------------
@@ -247,6 +269,16 @@ def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
         lines.append("")
         lines.append(f"## {title}")
         lines.extend(_item_line(i) for i in items) if items else lines.append("None.")
+    if p.pending_approvals:
+        lines.append("")
+        lines.append("## Waiting for approval (two-person rule)")
+        for w in p.pending_approvals:
+            got = ", ".join(w.approved_by) or "nobody yet"
+            lines.append(
+                f"- `{w.description}` by {w.issued_by}: {len(w.approved_by)} of {w.required} "
+                f"approvals ({got}); expires {w.expires_at.isoformat()}  \n"
+                f"  id `{w.correlation_id}`, decision packet `{w.decision_packet_sha256}`"
+            )
     lines.append("")
     lines.append("## Authority in force")
     if p.authority:

@@ -13,6 +13,8 @@ from typing import Any
 from conn_core.fold import evolve
 from conn_core.state import IncidentState
 from conn_schemas.events import (
+    ApprovalDeclined,
+    ApprovalRecorded,
     AuthorityChangeApproved,
     AuthorityChangeProposed,
     AuthorityDeclared,
@@ -46,6 +48,8 @@ INSTRUCTIONS = (
     AuthorityChangeApproved,
 )
 ACTIONS = (
+    ApprovalRecorded,  # the second person, listed under the directive they approved
+    ApprovalDeclined,
     DirectiveAccepted,
     DirectiveRefused,
     StepStarted,
@@ -95,6 +99,10 @@ def _summary(event: Envelope) -> str:
         )
     if isinstance(event, AuthorityChangeApproved):
         return f"authority change {p.proposal_id} approved (sha256 {p.content_sha256[:12]})"
+    if isinstance(event, ApprovalRecorded):
+        return f"approved by {event.actor.id} (decision packet {p.packet_sha256[:12]})"
+    if isinstance(event, ApprovalDeclined):
+        return f"declined by {event.actor.id}: {p.reason}"
     if isinstance(event, StepOutcomeUnknown):
         return f"outcome unknown: {p.reason}"
     if isinstance(event, VerificationSnapshot):

@@ -33,6 +33,8 @@ from conn_core.rules import check_control
 from conn_core.state import ControlState, DirectiveRecord, IncidentState
 from conn_schemas.events import (
     AlertReceived,
+    ApprovalDeclined,
+    ApprovalRecorded,
     AuthorityChangeApproved,
     AuthorityChangeProposed,
     AuthorityDeclared,
@@ -414,6 +416,15 @@ def summarize(event: Envelope) -> tuple[str, str]:
         return "control", event.payload.resolution
     if isinstance(event, KillSwitchEngaged | KillSwitchReleased):
         return "control", event.payload.reason
+    if isinstance(event, ApprovalRecorded):
+        p = event.payload
+        return "control", (
+            f"approved decision packet {p.packet_sha256[:12]}… (two-person rule)"
+            + (f" — {p.detail}" if p.detail else "")
+        )
+    if isinstance(event, ApprovalDeclined):
+        p = event.payload
+        return "refusal", f"declined decision packet {p.packet_sha256[:12]}… — {p.reason}"
     return "info", event.event_type
 
 

@@ -1,0 +1,321 @@
+"""The two-person rule as pure logic (DESIGN.md invariant 11): oracles from the
+design, not the code — distinct entitled approvers who are not the issuer, the exact
+decision packet, before expiry; any decline, hold, kill switch, takeover or newer
+state change stops it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from builders import ALICE, CAROL, DANA, MALLORY, OLIVE, RUNBOOK, T0, History
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conn_core import approvals
+from conn_core.authority import parse_authority, widenings
+from conn_core.fold import evolve_control, fold
+from conn_core.rules import recheck
+from conn_core.state import ControlState, IncidentState
+from conn_schemas import events as ev
+from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason, Role
+
+DRAIN = DrainWorkerPool(pool="cache-invalidation", region="us-east")
+NO_CONTROL = ControlState()
+ERIN = Actor(kind="human", id="erin", roles=(Role.SPECIALIST,), team="database-platform")
+
+RULE = b"""
+approvals:
+  - action: drain_worker_pool
+    targets: [cache-invalidation]
+    count: 2
+    roles: [commander, specialist]
+    self_approval: false
+    expires_after: 60
+"""
+
+
+def runbook(rule: bytes = RULE) -> bytes:
+    return RUNBOOK.read_bytes() + rule
+
+
+def history(rule: bytes = RULE) -> tuple[History, str]:
+    h = History().open().declare(content=runbook(rule))
+    cid = h.direct(DRAIN, actor=ALICE)
+    return h, cid
+
+
+def state_of(h: History) -> IncidentState:
+    return fold(h.events, h.incident_id)
+
+
+def vote(
+    h: History,
+    cid: str,
+    actor: Actor,
+    *,
+    approve: bool = True,
+    sha: str | None = None,
+    late: timedelta | None = None,
+) -> ev.Envelope:
+    sha = sha or approvals.current_sha256(state_of(h), cid) or "0" * 64
+    if approve:
+        return h._add(
+            ev.ApprovalRecorded, ev.ApprovalRecordedPayload(packet_sha256=sha), actor, cid
+        )
+    return h._add(
+        ev.ApprovalDeclined, ev.ApprovalDeclinedPayload(packet_sha256=sha, reason="no"), actor, cid
+    )
+
+
+def gate(h: History, cid: str) -> RefusalReason | None:
+    refusal = approvals.gate(state_of(h), cid)
+    return refusal.reason if refusal else None
+
+
+def test_needs_approval_only_where_the_authority_says() -> None:
+    h, cid = history()
+    state = state_of(h)
+    assert cid in approvals.awaiting(state)
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+    other = h.direct(DrainWorkerPool(pool="checkout-workers", region="us-east"))
+    assert other not in state_of(h).approvals
+    assert gate(h, other) is None
+    # The shipped runbook: orders-db restarts need a database-platform approver.
+    authority, _ = parse_authority(RUNBOOK.read_bytes())
+    rule = approvals.rule_for(authority, _restart("orders-db"))
+    assert rule is not None and rule.teams == ("database-platform",)
+    assert approvals.rule_for(authority, _restart("pricing-cache")) is None
+
+
+def _restart(tier: str):  # type: ignore[no-untyped-def]
+    from conn_schemas.values import RestartDependencyTier
+
+    return RestartDependencyTier(tier=tier, region="eu-west")
+
+
+def test_quorum_of_distinct_people() -> None:
+    h, cid = history()
+    vote(h, cid, CAROL)
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+    vote(h, cid, DANA)
+    assert gate(h, cid) is None
+    state = state_of(h)
+    assert state.approvals[cid].approvers == ["carol", "dana"]
+    assert cid not in approvals.awaiting(state)
+    assert recheck(state, cid, NO_CONTROL) is None
+
+
+def test_the_issuer_cannot_approve_their_own_directive() -> None:
+    h, cid = history()
+    refusal = approvals.check_vote(
+        state_of(h),
+        ev.new_event(
+            ev.ApprovalRecorded,
+            incident_id=h.incident_id,
+            payload=ev.ApprovalRecordedPayload(
+                packet_sha256=approvals.current_sha256(state_of(h), cid) or ""
+            ),
+            actor=ALICE,
+            producer="test",
+            correlation_id=cid,
+        ),
+    )
+    assert refusal is not None
+    vote(h, cid, ALICE)  # forged onto the topic anyway: folded as nothing
+    vote(h, cid, CAROL)
+    assert state_of(h).approvals[cid].approvers == ["carol"]
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+
+
+def test_self_approval_when_the_rule_allows_it_still_counts_once() -> None:
+    h, cid = history(RULE.replace(b"self_approval: false", b"self_approval: true"))
+    vote(h, cid, ALICE)
+    vote(h, cid, ALICE)
+    assert state_of(h).approvals[cid].approvers == ["alice"]
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+
+
+def test_a_second_approval_by_the_same_person_does_not_count() -> None:
+    h, cid = history()
+    vote(h, cid, CAROL)
+    vote(h, cid, CAROL)
+    assert state_of(h).approvals[cid].approvers == ["carol"]
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+
+
+def test_one_decline_blocks() -> None:
+    h, cid = history()
+    vote(h, cid, CAROL)
+    vote(h, cid, MALLORY, approve=False)
+    vote(h, cid, DANA)  # too late: declined
+    state = state_of(h)
+    assert state.approvals[cid].declined_by == "mallory"
+    assert state.approvals[cid].approvers == ["carol"]
+    assert gate(h, cid) is RefusalReason.APPROVAL_DECLINED
+    assert approvals.status(state, cid, T0) == "declined"
+
+
+def test_unentitled_approvers_do_not_count() -> None:
+    h, cid = history(RULE.replace(b"roles: [commander, specialist]", b"teams: [database-platform]"))
+    vote(h, cid, OLIVE)  # observer, no team
+    vote(h, cid, CAROL)  # commander of another team
+    vote(h, cid, DANA)
+    assert state_of(h).approvals[cid].approvers == ["dana"]
+    vote(h, cid, ERIN)
+    assert gate(h, cid) is None
+    service = Actor.service("packager")
+    assert approvals.entitled(state_of(h).approvals[cid].rule, service) is False
+
+
+def test_expiry() -> None:
+    h, cid = history(RULE.replace(b"expires_after: 60", b"expires_after: 3"))
+    vote(h, cid, CAROL)
+    for _ in range(4):
+        h.alert()  # time passes (one second per record), nothing changes
+    vote(h, cid, DANA)  # after the window: does not count
+    state = state_of(h)
+    assert state.approvals[cid].approvers == ["carol"]
+    assert approvals.status(state, cid, T0 + timedelta(hours=1)) == "expired"
+    # A quorum reached in time still stops at the window's end (the executor's clock).
+    h2, cid2 = history()
+    vote(h2, cid2, CAROL)
+    vote(h2, cid2, DANA)
+    s2 = state_of(h2)
+    assert approvals.gate(s2, cid2, T0 + timedelta(seconds=10)) is None
+    late = approvals.gate(s2, cid2, T0 + timedelta(minutes=5))
+    assert late is not None and late.reason is RefusalReason.APPROVAL_EXPIRED
+
+
+@pytest.mark.parametrize("stop", ["hold", "takeover", "state_change", "kill_switch"])
+def test_a_stop_or_a_newer_state_change_cancels_a_pending_directive(stop: str) -> None:
+    h, cid = history()
+    vote(h, cid, CAROL)
+    control = ControlState()
+    if stop == "hold":
+        h.hold()
+    elif stop == "takeover":
+        h.request_takeover()
+    elif stop == "state_change":
+        h.gather(None, purpose="directed")
+    else:
+        evolve_control(control, h.kill_switch())
+    vote(h, cid, DANA)  # even a quorum after it does not make it runnable
+    state = state_of(h)
+    refusal = recheck(state, cid, control) or approvals.gate(state, cid)
+    assert refusal is not None
+    expected = {
+        "hold": RefusalReason.ON_HOLD,
+        "takeover": RefusalReason.STALE_BASE,
+        "state_change": RefusalReason.STALE_BASE,
+        "kill_switch": RefusalReason.KILL_SWITCH,
+    }[stop]
+    if stop == "kill_switch":
+        assert refusal.reason is expected
+    else:
+        # The approval naming the old packet is refused, and the step itself would be.
+        assert recheck(state, cid, control) is not None
+        assert recheck(state, cid, control).reason is expected  # type: ignore[union-attr]
+
+
+def test_an_approval_naming_a_stale_packet_is_refused() -> None:
+    h, cid = history()
+    old = approvals.current_sha256(state_of(h), cid)
+    h.alert()  # packet-neutral for the decision: same hash
+    assert approvals.current_sha256(state_of(h), cid) == old
+    vote(h, cid, CAROL)  # approvals do not change the packet either
+    assert approvals.current_sha256(state_of(h), cid) == old
+    h.gather(None, purpose="directed")  # new evidence: a new packet
+    new = approvals.current_sha256(state_of(h), cid)
+    assert new != old
+    vote(h, cid, DANA, sha=old)
+    assert state_of(h).approvals[cid].approvers == ["carol"]
+    vote(h, cid, DANA, sha="f" * 64)
+    assert state_of(h).approvals[cid].approvers == ["carol"]
+
+
+def test_the_decision_packet_says_what_will_run() -> None:
+    h, cid = history()
+    packet = approvals.decision_packet(state_of(h), cid)
+    assert packet is not None
+    assert packet.action == DRAIN and packet.issued_by == "alice"
+    assert packet.rule.count == 2 and packet.undo is None
+    assert packet.verification.max_queue_depth == 200
+    assert any("holds the conn" in p for p in packet.preconditions)
+    assert {e.region for e in packet.evidence} == {"us-east", "eu-west"}
+    assert packet.expires_at == packet.issued_at + timedelta(seconds=60)
+
+
+def test_relaxing_the_two_person_rule_is_a_widening() -> None:
+    strict, _ = parse_authority(runbook())
+    looser, _ = parse_authority(runbook(RULE.replace(b"count: 2", b"count: 1")))
+    anyone, _ = parse_authority(runbook(RULE.replace(b"    roles: [commander, specialist]\n", b"")))
+    assert any("lowered" in w for w in widenings(strict, looser))
+    assert widenings(looser, strict) == []  # stricter is a narrowing
+    base, _ = parse_authority(RUNBOOK.read_bytes())
+    assert any("no longer required" in w for w in widenings(base, _without_rules(base)))
+    assert any("more people" in w for w in widenings(strict, anyone))
+
+
+def _without_rules(authority):  # type: ignore[no-untyped-def]
+    return authority.model_copy(update={"approvals": ()})
+
+
+def test_the_takeover_packet_lists_pending_approvals() -> None:
+    from conn_packager.packet import build_packet, render_markdown
+
+    h, cid = history()
+    vote(h, cid, CAROL)
+    sha = approvals.current_sha256(state_of(h), cid)
+    packet = build_packet(state_of(h), head_hash="h", trigger="hold", to_team=None, generated_at=T0)
+    (waiting,) = packet.pending_approvals
+    assert waiting.correlation_id == cid and waiting.approved_by == ("carol",)
+    assert waiting.required == 2 and waiting.decision_packet_sha256 == sha
+    assert sha is not None and sha in render_markdown(packet)
+    vote(h, cid, DANA)  # quorum: no longer waiting for anyone
+    after = build_packet(state_of(h), head_hash="h", trigger="hold", to_team=None, generated_at=T0)
+    assert after.pending_approvals == ()
+
+
+# --- the adversary: any sequence of votes ------------------------------------------------
+
+
+VOTERS = {"alice": ALICE, "carol": CAROL, "mallory": MALLORY, "dana": DANA, "olive": OLIVE}
+"""alice issues; carol, mallory (commanders) and dana (specialist) are entitled; olive is not."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(sorted(VOTERS)), st.booleans(), st.booleans()), max_size=8)
+)
+def test_any_vote_sequence_runs_only_with_a_quorum_and_no_decline(
+    votes: list[tuple[str, bool, bool]],
+) -> None:
+    h, cid = history()
+    sha = approvals.current_sha256(state_of(h), cid)
+    for who, approve, right_hash in votes:
+        vote(h, cid, VOTERS[who], approve=approve, sha=sha if right_hash else "e" * 64)
+    entitled = {"carol", "mallory", "dana", "alice"}
+    declined = any(not approve and who in entitled for who, approve, _ in votes)
+    approvers = {
+        who
+        for who, approve, right in votes
+        if approve and right and who in entitled and who != "alice"
+    }
+    # Oracle (DESIGN.md 11): 2 distinct entitled approvers who are not the issuer named the
+    # exact packet, and nobody entitled declined (a decline after the quorum still blocks,
+    # since the directive has not started).
+    runs = not declined and len(approvers) >= 2
+    assert (gate(h, cid) is None) == runs, (votes, gate(h, cid))
+
+
+def test_an_approved_directive_keeps_the_packet_its_approvers_saw() -> None:
+    h, cid = history()
+    sha = approvals.current_sha256(state_of(h), cid)
+    vote(h, cid, CAROL)
+    vote(h, cid, DANA)
+    h.accept(cid, DRAIN)
+    h.start(cid, DRAIN)  # the step changes the state, and so today's packet
+    assert approvals.current_sha256(state_of(h), cid) != sha
+    (item,) = approvals.pending(state_of(h), T0, include_done=True)
+    assert item.status == "executed" and item.packet_sha256 == sha
