@@ -51,7 +51,7 @@ from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
 
 from conn_core.authority import parse_authority
 from conn_core.fold import evolve, evolve_control, fold
-from conn_core.rules import Accepted, check_control, decide, recheck
+from conn_core.rules import Accepted, check_authority, check_control, decide, recheck
 from conn_core.state import ControlState, DirectiveStatus, IncidentState
 from conn_packager.packet import build_packet, packet_sha256
 from conn_schemas import events as ev
@@ -165,6 +165,7 @@ class Oracle:
     first_outcome: dict[str, str] = field(default_factory=dict)
     recovered: set[str] = field(default_factory=set)
     side_effects: dict[str, int] = field(default_factory=dict)
+    refused_authority: int = 0
     consequential_effects: int = 0
 
     def see(self, event: ev.Envelope, principal: str) -> None:
@@ -181,6 +182,9 @@ class Oracle:
             self.stale |= {c for c in self.directives if c != cid}
         p = event.payload
         if isinstance(event, ev.AuthorityDeclared):
+            if self.holder is not None and event.actor.id != self.holder:
+                self.refused_authority += 1  # DESIGN 4: only the holder narrows it
+                return
             a = event.payload.authority
             self.authority = {
                 "regions": set(a.regions),
@@ -349,16 +353,24 @@ class Adversary(RuleBasedStateMachine):
         )
         self.write(event, name)
 
-    def declare(self, content: bytes) -> None:
-        holder = self.live.holder.identity if self.live.holder else "alice"
+    def declare(self, content: bytes, by: Actor = ALICE) -> None:
+        """The API declares an authority for a commander, if `check_authority` lets it."""
+        holder = self.live.holder.identity if self.live.holder else by.id
         authority, digest = _authority(content, holder)
-        self.api(
-            ALICE,
+        event = ev.new_event(
             ev.AuthorityDeclared,
-            ev.AuthorityDeclaredPayload(
+            incident_id=INC,
+            payload=ev.AuthorityDeclaredPayload(
                 authority=authority, source_file="checkout-authority.yaml", content_sha256=digest
             ),
+            actor=by,
+            producer=API,
         )
+        assert isinstance(event, ev.AuthorityDeclared)
+        if check_authority(self.live, event) is None:
+            if self.oracle.holder is not None and self.oracle.holder != by.id:
+                self.fail(f"API declared an authority for {by.id}, holder {self.oracle.holder}")
+            self.write(event, API)
 
     def fail(self, message: str) -> None:
         self.violations.append(message)
@@ -486,10 +498,11 @@ class Adversary(RuleBasedStateMachine):
             self.write(event, API)
             self.stops.discard(INC)
 
-    @rule(rare=st.integers(0, 4))
-    def narrow_authority(self, rare: int) -> None:
-        if rare == 0 and self.live.holder is not None and not self.live.closed:
-            self.declare(NARROW)
+    @rule(rare=st.integers(0, 4), who=st.sampled_from((ALICE, ALICE, *HUMANS)))
+    def narrow_authority(self, rare: int, who: Actor) -> None:
+        """Someone (mostly the holder) narrows the authority through the API."""
+        if rare == 0:
+            self.declare(NARROW, who)
 
     @rule(rare=st.integers(0, 9))
     def close(self, rare: int) -> None:
@@ -872,14 +885,14 @@ class Adversary(RuleBasedStateMachine):
 
 # Weights: the honest flow is drawn more often than the rest (an alias is one more rule).
 for _name, _times in (
-    ("holder_directs", 3),
-    ("executor_claim", 3),
-    ("executor_act", 3),
+    ("holder_directs", 5),
+    ("executor_claim", 5),
+    ("executor_act", 5),
     ("executor_finish", 2),
     ("verify", 2),
     ("resume", 1),
     ("accept_takeover", 1),
-    ("request_takeover", 2),
+    ("request_takeover", 3),
     ("hold", 1),
     ("narrow_authority", 1),
 ):
@@ -899,7 +912,7 @@ def _templates() -> None:
 _templates()
 
 Adversary.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=300,
     stateful_step_count=80,
     deadline=None,
     database=None,
