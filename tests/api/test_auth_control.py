@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from kafka_support import current
 
 from conn_api.auth import Authenticator
 from conn_api.config import ApiSettings, ConfigError
+from conn_packager.packet import build_packet, packet_sha256
 from conn_runtime.kafka import EventProducer
 from conn_runtime.stops import GLOBAL_SCOPE, active_stop
 from conn_schemas.events import TakeoverPacketPublished, TakeoverPacketPublishedPayload, new_event
@@ -124,8 +127,21 @@ async def test_takeover_moves_the_conn(api: Api, fresh_database: str) -> None:
         422,
         "invalid_base_position",
     )
-    sha = "ab" * 32
-    # The packet reference, as the packager publishes it (its own login and key).
+    # The packet as the packager builds and publishes it (its own login and key): the
+    # content of the incident's state now, its exact hash and the ledger head it
+    # describes. (Not a made-up hash: issue 15.)
+    view = api.app.state.runtime.view
+    state = copy.deepcopy(view.state(inc))
+    head = view.ledger(inc)[-1]
+    assert head.sequence == state.sequence
+    packet = build_packet(
+        state,
+        head_hash=head.hash,
+        trigger="handoff",
+        to_team="database-platform",
+        generated_at=datetime.now(UTC),
+    )
+    sha = packet_sha256(packet)
     packager = current().settings(
         api.settings.kafka.kafka_bootstrap_servers, api.settings.kafka.topics, "packager"
     )
@@ -136,12 +152,12 @@ async def test_takeover_moves_the_conn(api: Api, fresh_database: str) -> None:
             TakeoverPacketPublished,
             incident_id=inc,
             payload=TakeoverPacketPublishedPayload(
-                packet_id="p1",
+                packet_id=packet.packet_id,
                 packet_sha256=sha,
                 to_team="database-platform",
                 trigger="handoff",
-                ledger_sequence=3,
-                ledger_hash="00" * 32,
+                ledger_sequence=state.sequence,
+                ledger_hash=head.hash,
             ),
             actor=Actor.service("packager"),
             producer="packager",

@@ -4,9 +4,11 @@ its reason by the consuming services, and disturb nothing else.
 `hostile_records(rng, incident_ids)` returns (label, expected reason, key, value)
 tuples; values are built so that `conn_schemas.codec.decode` rejects every one (the
 injector signs them with a key the keyring knows, so the bytes are what is refused).
-`forged_records(rng, incident_ids, keys)` returns well-formed directives whose
-signature or signer is wrong: unsigned, an unknown key, keys of principals not
-entitled to a directive, a genuine signature over altered bytes, the wrong Kafka key.
+`forged_records(rng, incident_ids, keys)` returns well-formed records whose signature
+or signer is wrong: a directive forged every way there is (unsigned, an unknown key,
+keys of principals not entitled to a directive, a genuine signature over altered bytes,
+the wrong Kafka key), and one forgery (of a randomly chosen kind) of every other event
+type of `conn.events`, aimed at a live incident.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from trust_support import Keys, forgeries
+from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
+from unit.builders import one_of_each
 
 from conn_schemas import events as ev
 from conn_schemas.codec import MAX_RECORD_BYTES
@@ -53,10 +56,29 @@ def forged_records(rng: random.Random, incident_ids: list[str], keys: Keys) -> l
         producer="directive-api",
         correlation_id=f"forged-{uuid.uuid4().hex[:8]}",
     )
-    return [
+    out = [
         Hostile(f"forged: {f.name}", f.reason, f.key, f.value, tuple(f.headers))
         for f in forgeries(directive, keys)
     ]
+    for template in one_of_each():
+        etype = template.event_type
+        if etype in ("DirectiveIssued", "KillSwitchEngaged", "KillSwitchReleased"):
+            continue  # the directive above; the kill switch lives on conn.control
+        owner = OWNER[etype]
+        event = restamp(
+            template.model_copy(
+                update={
+                    "event_id": uuid.uuid4(),
+                    "incident_id": inc,
+                    "correlation_id": directive.correlation_id,
+                }
+            ),
+            PRINCIPAL_OF_ROLE[owner],
+            owner,
+        )
+        f = rng.choice(list(forgeries(event, keys)))
+        out.append(Hostile(f"forged {etype}: {f.name}", f.reason, f.key, f.value, tuple(f.headers)))
+    return out
 
 
 def _envelope(event_type: str, incident_id: str, **over: object) -> dict[str, object]:

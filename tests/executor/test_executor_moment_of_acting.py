@@ -135,3 +135,25 @@ async def test_its_own_records_do_not_stop_it(make_harness: Any) -> None:
     events = await h.wait_for(inc, step_recorded(key), what="the restart", procs=(proc,))
     assert of_type(events, "StepSucceeded", key), [(e.event_type) for e in events]
     assert (await h.side_effects()).get(key) == 1
+
+
+async def test_a_takeover_between_the_last_look_and_the_gate_stops_it(
+    make_harness: Any,
+) -> None:
+    """Issue 15 (b): the gate's table holds holds, closes and the kill switch, not the
+    holder. A takeover appended after the executor's last look but before its gate must
+    still stop the step (the executor looks again once the gate has passed)."""
+    h = await make_harness()
+    proc = h.start_executor(fault="pause_before_gate=3")
+    inc = "inc-gate-takeover"
+    await h.open_incident(inc)
+    key = await h.issue(inc, RESTART)
+    await h.wait_for(inc, has("StepStarted", key), what="StepStarted", procs=(proc,))
+    await h.take_over(inc)
+    events = await h.wait_for(inc, step_recorded(key), what="the stopped step", procs=(proc,))
+    (failed,) = of_type(events, "StepFailed", key)
+    assert isinstance(failed, ev.StepFailed)
+    assert failed.payload.not_started, failed.payload
+    assert not of_type(events, "StepSucceeded", key)
+    assert key not in await h.side_effects(), "a step of the old holder executed"
+    assert await h.claim_status(key) == "failed"

@@ -83,8 +83,26 @@ async def test_rebalance_mid_run_executes_nothing_twice_and_loses_nothing(
         inc = f"inc-rb-{i}"
         await h.open_incident(inc)
         keys[inc] = await h.issue(inc, action)
-    # Let some steps start on both executors, then crash one mid-run.
-    await _until(lambda: _count_started(h, keys), "a few steps to start", timeout=60)
+    # Wait until the slow executor has a step in flight (started, no outcome yet), then
+    # crash it mid-step: its partitions move (a rebalance) while that step is open.
+    in_flight: list[str] = []
+
+    async def slow_step_in_flight() -> bool:
+        everything = await h.read()
+        for inc, key in keys.items():
+            evs = [e for e in everything if e.incident_id == inc and e.correlation_id == key]
+            mine = [
+                e
+                for e in of_type(evs, "StepStarted")
+                if isinstance(e, ev.StepStarted)
+                and e.payload.executor_id.startswith("executor-slow-")
+            ]
+            if mine and not _finished(evs, key):
+                in_flight[:] = [inc]
+                return True
+        return False
+
+    await _until(slow_step_in_flight, "a step of executor-slow in flight", timeout=60)
     slow.kill()
     third = h.start_executor("executor-late")  # and a join: another rebalance
     for inc, key in keys.items():
@@ -114,6 +132,19 @@ async def test_rebalance_mid_run_executes_nothing_twice_and_loses_nothing(
         if succeeded and isinstance(succeeded[0], ev.StepSucceeded):
             assert succeeded[0].payload.result.changed and effects.get(key) == 1, inc
         assert decided(key)(evs), inc
+    # The step that was in flight when its executor died is never re-run and never lost:
+    # if its side effect landed it is an unknown outcome (exactly one effect); if the
+    # crash came before the gate, it is failed as never started (no effect); after the
+    # gate but before the call it may have landed: unknown. Never succeeded or refused.
+    (inc,) = in_flight
+    key = keys[inc]
+    record = (await h.state(inc)).directives[key]
+    if effects.get(key, 0) == 1:
+        assert record.status is DirectiveStatus.OUTCOME_UNKNOWN, (inc, record.status)
+    else:  # died before the gate (never started) or between the gate and the call
+        assert (
+            record.status is DirectiveStatus.FAILED and record.not_started
+        ) or record.status is DirectiveStatus.OUTCOME_UNKNOWN, (inc, record)
     print("outcomes after the rebalance:", outcomes)
 
 

@@ -492,6 +492,7 @@ def run_commands(commands: list[str]) -> tuple[History, list[tuple[int, str, boo
     holder = ALICE
     decisions: list[tuple[int, str, bool]] = []
     last_step: str | None = None
+    outcome = "succeed"
     for command in commands:
         if command in ACTIONS or command in ("stale", "mallory"):
             action = ACTIONS.get(command, DISABLE)
@@ -505,9 +506,12 @@ def run_commands(commands: list[str]) -> tuple[History, list[tuple[int, str, boo
                 h.accept(cid, action, decision.consequential)
                 if decision.consequential:
                     h.start(cid, action)
-                    h.succeed(cid, action)
+                    getattr(h, outcome)(cid, action)
+                    outcome = "succeed"
                     last_step = cid
             decisions.append((len(h.events), command, isinstance(decision, Accepted)))
+        elif command in ("fail", "unknown"):
+            outcome = command  # the next consequential step fails / ends unknown
         elif command in ("recovered", "mixed", "not_recovered") and last_step:
             h.snapshot(last_step, Verdict(command))
         elif command == "hold":
@@ -526,39 +530,10 @@ def run_commands(commands: list[str]) -> tuple[History, list[tuple[int, str, boo
     return h, decisions
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(COMMANDS, max_size=30))
-def test_invariants_hold_over_any_history(commands: list[str]) -> None:
-    h, _ = run_commands(commands)
-    # Oracle: an independent scan of the log (not the fold) for the invariants.
-    on_hold = False
-    open_step: str | None = None
-    holder = "alice"
-    issued: dict[str, ev.Envelope] = {}
-    for event in h.events:
-        if isinstance(event, ev.DirectiveIssued):
-            issued[event.correlation_id or ""] = event
-        elif isinstance(event, ev.DirectiveAccepted):
-            directive = issued[event.correlation_id or ""]
-            # 1. explicit: accepted only for the human holding the conn, issued before
-            assert directive.actor.kind == "human" and directive.actor.id == holder
-            if event.payload.consequential:
-                # 3/6. one step at a time; nothing consequential under a hold
-                assert not on_hold, "consequential step accepted during a hold"
-                assert open_step is None, "consequential step accepted before the last was verified"
-                open_step = event.correlation_id
-        elif isinstance(event, ev.VerificationSnapshot):
-            if event.payload.verdict is Verdict.RECOVERED:
-                if open_step == event.payload.step_correlation_id:
-                    open_step = None
-            else:
-                on_hold = True
-        elif isinstance(event, ev.HoldDeclared):
-            on_hold = True
-        elif isinstance(event, ev.ResumeDirected) and event.actor.id == holder and on_hold:
-            on_hold, open_step = False, None
-        elif isinstance(event, ev.TakeoverAccepted):
-            on_hold, open_step, holder = False, None, event.actor.id
+# The property "invariants hold over any history" was removed (issue 15): its `fail` and
+# `unknown` commands did nothing and its oracle never checked the kill switch, staleness,
+# authority or blast radius. tests/unit/test_adversary.py replaces it (an adversary, and
+# an oracle read from DESIGN.md that checks every side effect).
 
 
 @settings(max_examples=200, deadline=None)

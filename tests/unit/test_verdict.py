@@ -183,57 +183,10 @@ criteria_st = st.builds(
 )
 
 
-def oracle(
-    crit: VerificationCriteria,
-    raw: dict[str, list[tuple[int, float, float]]],
-    conflict: bool,
-    now_after: float,
-) -> Verdict:
-    """DESIGN.md invariant 6 in plain words."""
-    if not raw:
-        return Verdict.STALE_METRICS
-    now = 9 + now_after
-    for readings in raw.values():
-        fresh_times = {at for at, _, _ in readings if at > 0}
-        newest_age = min((max(0.0, now - at) for at, _, _ in readings), default=float("inf"))
-        if len(fresh_times) < min(crit.samples, 2) or newest_age > crit.max_reading_age_seconds:
-            return Verdict.STALE_METRICS
-    if conflict:
-        return Verdict.CONFLICT
-    ok = [
-        bool(rs)
-        and all(err <= crit.max_error_rate and q <= crit.max_queue_depth for _, err, q in rs)
-        for rs in raw.values()
-    ]
-    if all(ok):
-        return Verdict.RECOVERED
-    if not any(ok):
-        return Verdict.NOT_RECOVERED
-    return Verdict.MIXED
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    crit=criteria_st,
-    raw=samples_st,
-    conflict=st.booleans(),
-    now_after=st.sampled_from([0.0, 0.5, 3.0, 40.0]),
-)
-def test_judge_matches_the_stated_rules(
-    crit: VerificationCriteria,
-    raw: dict[str, list[tuple[int, float, float]]],
-    conflict: bool,
-    now_after: float,
-) -> None:
-    samples = {
-        region: [r(region, at, err=err, queue=q) for at, err, q in rs] for region, rs in raw.items()
-    }
-    checks = [OK, BAD] if conflict else [OK]
-    now = STEP + timedelta(seconds=9 + now_after)
-    j = judge(crit, samples, checks, step_time=STEP, now=now)
-    assert j.verdict is oracle(crit, raw, conflict, now_after)
-    if raw:
-        assert {x.region for x in j.regions} == set(raw)
+# The tautological "judge matches the stated rules" property (its oracle re-implemented
+# `judge` line by line, and never generated NaN, infinite or zero-traffic readings) was
+# removed (issue 15): test_no_data_is_not_health.py holds the property with an oracle
+# read from DESIGN.md that does generate them.
 
 
 @settings(max_examples=300, deadline=None)

@@ -3,7 +3,8 @@
 `CONN_EXECUTOR_FAULT="pause_after_side_effect=10"` makes the executor sleep 10 s
 after a side effect and before appending its outcome, so a crash test can
 SIGKILL it in exactly that window. Also: `pause_before_side_effect=N` (after
-StepStarted, before the last stop check), `slow_side_effect=N` (the adapter call takes
+StepStarted, before the last stop check), `pause_before_gate=N` (after that check,
+before the fenced gate: where a takeover can land unseen), `slow_side_effect=N` (the adapter call takes
 N s longer, to exercise timeouts). Several faults: comma-separated.
 """
 
@@ -11,7 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KNOWN = ("pause_after_side_effect", "pause_before_side_effect", "slow_side_effect")
+KNOWN = (
+    "pause_after_side_effect",
+    "pause_before_side_effect",
+    "pause_before_gate",
+    "slow_side_effect",
+)
 
 
 class FaultSpecError(ValueError):
@@ -22,12 +28,16 @@ class FaultSpecError(ValueError):
 class Faults:
     pause_after_side_effect: float = 0.0
     pause_before_side_effect: float = 0.0
+    pause_before_gate: float = 0.0
     slow_side_effect: float = 0.0
 
     @property
     def any(self) -> bool:
         return bool(
-            self.pause_after_side_effect or self.pause_before_side_effect or self.slow_side_effect
+            self.pause_after_side_effect
+            or self.pause_before_side_effect
+            or self.pause_before_gate
+            or self.slow_side_effect
         )
 
 

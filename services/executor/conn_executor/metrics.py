@@ -47,7 +47,7 @@ RECOVERIES = Counter(
 RECHECKS = Counter(
     "conn_executor_rechecks_total",
     "Re-checks of a directive against its partition's latest record, right before a side "
-    "effect (stage: before_accept | at_gate), by outcome (ok or the refusal reason)",
+    "effect (stage: before_accept | at_gate | after_gate), by outcome (ok or the refusal reason)",
     ["stage", "outcome"],
 )
 LOOKAHEAD_SECONDS = Histogram(

@@ -868,6 +868,9 @@ class ExecutorService(ConsumerService):
             else:
                 await self._fail_unstarted(step, f"not executed: {refusal.detail}")
             return
+        if self.faults.pause_before_gate:
+            log.warning("fault: pausing before the gate", extra=_step_log(step))
+            await asyncio.sleep(self.faults.pause_before_gate)
         # ...then the gate: fenced, and no stop committed before it (one statement).
         gate = await self.claims.start(
             cid,
@@ -887,6 +890,18 @@ class ExecutorService(ConsumerService):
             log.warning(
                 "claim fenced off before the side effect; not acting", extra=_step_log(step)
             )
+            return
+        # ...and one more look after it: the gate's table holds only holds, closes and
+        # the kill switch, so a takeover or authority change appended between the look
+        # above and the gate would otherwise pass. The gate is the moment of acting;
+        # anything in the log before it stops the step, anything after it is later.
+        refusal = await self._recheck(step, "after_gate")
+        if refusal is not None:
+            if await self._decided_elsewhere(step, refusal):
+                return
+            if refusal.reason in STOPS:
+                m.STOPS_ENFORCED.labels(refusal.reason.value).inc()
+            await self._fail_unstarted(step, f"stopped before side effect: {refusal.detail}")
             return
 
         started = time.perf_counter()
