@@ -243,7 +243,12 @@ def _first_update(resp: httpx.Response) -> tuple[int | None, dict[str, Any]]:
 def test_the_live_stream_resumes_after_last_event_id(api: Api) -> None:
     incident = api.open_incident("Resume the stream")
     api.ok("alice", "POST", f"/v1/incidents/{incident}/hold", {"detail": "one"})
-    ledger = api.wait_for(incident, lambda es: len(es) >= 3, "the hold")
+    # The hold, then the packet the packager publishes for it: the head is settled.
+    ledger = api.wait_for(
+        incident,
+        lambda es: any(e["event"]["event_type"] == "TakeoverPacketPublished" for e in es),
+        "the hold's packet",
+    )
     head = ledger[-1]["sequence"]
     with browser_client(api.url) as c:
         sign_in(c, "olive")

@@ -202,7 +202,6 @@ async def test_hostile_names_in_bodies_are_4xx(api: Any, field_value: str) -> No
     assert _end(api, inc) == before
 
 
-@pytest.mark.xfail(strict=False, reason="needs issue 14 branch (body size limit, 413)")
 async def test_a_10_mb_body_is_refused_with_413(api: Any) -> None:
     inc = await _open(api)
     before = _end(api, inc)
