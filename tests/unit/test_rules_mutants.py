@@ -1,0 +1,463 @@
+"""Decision rules, pinned down where mutation testing found the net thin (issue 15).
+
+Removing the `max_consequential_steps` check survived the whole unit tier; removing
+the kill-switch, staleness, region or not-human check was caught by one example test
+each. Every check below is now exercised from several sides — each action kind, the
+boundary value on both sides, at the API (`decide`) and again at the moment of acting
+(`recheck`) — with the expected answer taken from DESIGN.md, not from the code:
+
+- invariant 1: only a token-authenticated human holding the conn directs;
+- invariant 4: a directive outside the declared boundary (action type, target,
+  region, blast radius, role, team) is refused at the API and re-checked by the
+  executor at execution time;
+- invariant 5: a directive based on a ledger position older than the last state
+  change is refused as stale, also immediately before the side effect;
+- invariant 7: the kill switch stops new side effects everywhere (reading is not a
+  side effect).
+"""
+
+from __future__ import annotations
+
+import pytest
+from builders import ALICE, DANA, RUNBOOK, History
+
+from conn_core.authority import parse_authority
+from conn_core.fold import evolve_control, fold
+from conn_core.rules import Accepted, Decision, Refused, check_authority, check_control, decide
+from conn_core.rules import recheck as recheck_
+from conn_core.state import ControlState, IncidentState
+from conn_schemas import events as ev
+from conn_schemas.values import (
+    Action,
+    Actor,
+    DisableFlagRule,
+    DrainWorkerPool,
+    GatherState,
+    RefusalReason,
+    RestartDependencyTier,
+    Role,
+    UpdateIncidentRecord,
+    Verdict,
+    Verify,
+)
+
+DISABLE = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+DRAIN = DrainWorkerPool(pool="cache-invalidation", region="us-east")
+DRAIN_EU = DrainWorkerPool(pool="checkout-workers", region="eu-west")
+RESTART = RestartDependencyTier(tier="pricing-cache", region="us-east")
+RESTART_EU = RestartDependencyTier(tier="inventory-api", region="eu-west")
+CONSEQUENTIAL: tuple[Action, ...] = (DISABLE, DRAIN, RESTART)
+READING: tuple[Action, ...] = (GatherState(), Verify())
+NOTE = UpdateIncidentRecord(note="status update")
+NO_CONTROL = ControlState()
+ROBOT_ALICE = Actor(kind="service", id="alice", roles=(Role.COMMANDER,), team="incident-command")
+"""A service claiming the holder's identity and role: not a token-authenticated human."""
+
+
+def runbook(**replace: str) -> bytes:
+    content = RUNBOOK.read_bytes()
+    for old, new in replace.items():
+        key = old.replace("_", " ") if " " in old else old
+        assert key.encode() in content, key
+        content = content.replace(key.encode(), new.encode())
+    return content
+
+
+def limited(steps: int) -> bytes:
+    return RUNBOOK.read_bytes().replace(
+        b"max_consequential_steps: 10", f"max_consequential_steps: {steps}".encode()
+    )
+
+
+def declared(content: bytes | None = None) -> History:
+    h = History().open()
+    h.declare(content=content)
+    return h
+
+
+def state_of(h: History) -> IncidentState:
+    return fold(h.events, h.incident_id)
+
+
+def decide_now(
+    h: History,
+    action: Action,
+    *,
+    actor: Actor = ALICE,
+    based_on: int | None = None,
+    control: ControlState = NO_CONTROL,
+) -> Decision:
+    state = state_of(h)
+    payload = ev.DirectiveIssuedPayload(
+        action=action, based_on_sequence=state.sequence if based_on is None else based_on
+    )
+    return decide(state, payload, actor, control)
+
+
+def reason_of(decision: Decision | Refused | None) -> RefusalReason | None:
+    return decision.reason if isinstance(decision, Refused) else None
+
+
+def verified_step(h: History, action: Action) -> str:
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    h.succeed(cid, action)
+    h.snapshot(cid, Verdict.RECOVERED)
+    return cid
+
+
+def recheck(h: History, cid: str, control: ControlState = NO_CONTROL) -> RefusalReason | None:
+    return reason_of(recheck_(state_of(h), cid, control, executor_id="x1"))
+
+
+def kill_switch(engaged: bool = True, control: ControlState | None = None) -> ControlState:
+    return evolve_control(control or ControlState(), History().kill_switch(engaged))
+
+
+# --- blast radius: max_consequential_steps (invariant 4) -----------------------------------
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_the_step_after_the_limit_is_refused_and_the_last_one_within_it_is_not(
+    limit: int,
+) -> None:
+    h = declared(limited(limit))
+    steps = [DISABLE, DRAIN, RESTART]
+    for action in steps[: limit - 1]:
+        verified_step(h, action)
+    # limit - 1 steps taken: one more is within the boundary, for every kind.
+    last = steps[limit - 1]
+    assert decide_now(h, last) == Accepted(consequential=True)
+    verified_step(h, last)
+    # The limit is reached: no consequential action of any kind, in any region.
+    for action in (DISABLE, DRAIN_EU, RESTART_EU):
+        decision = decide_now(h, action)
+        assert reason_of(decision) is RefusalReason.BLAST_RADIUS, (limit, action)
+        assert isinstance(decision, Refused)
+        assert f"the limit is {limit}" in decision.detail
+        assert f"{limit} consequential steps taken" in decision.detail
+
+
+def test_the_step_limit_never_stops_reading_or_recording() -> None:
+    h = declared(limited(1))
+    verified_step(h, DISABLE)
+    for action in READING:
+        assert decide_now(h, action) == Accepted(consequential=False)
+    assert decide_now(h, NOTE) == Accepted(consequential=False)
+
+
+def test_a_step_that_never_started_does_not_count_against_the_limit() -> None:
+    h = declared(limited(1))
+    cid = h.direct(DISABLE)
+    h.accept(cid, DISABLE)
+    h.fail_not_started(cid, DISABLE)
+    assert decide_now(h, DRAIN) == Accepted(consequential=True)
+
+
+def test_a_step_whose_outcome_is_unknown_counts_against_the_limit() -> None:
+    # An unknown outcome may have changed the target: it is spent (invariant 2).
+    h = declared(limited(1))
+    cid = h.direct(DISABLE)
+    h.accept(cid, DISABLE)
+    h.start(cid, DISABLE)
+    h.unknown(cid, DISABLE)
+    h.snapshot(cid, Verdict.RECOVERED)
+    h.resume()
+    assert reason_of(decide_now(h, DRAIN)) is RefusalReason.BLAST_RADIUS
+
+
+def test_the_step_limit_is_rechecked_at_the_moment_of_acting() -> None:
+    # Accepted with one step left; the authority narrows to "no more steps" before the
+    # side effect: the executor must refuse it for the blast radius.
+    h = declared(limited(2))
+    verified_step(h, DISABLE)
+    cid = h.direct(DRAIN)
+    assert recheck(h, cid) is None
+    h.declare(content=limited(1))
+    assert recheck(h, cid) is RefusalReason.BLAST_RADIUS
+
+
+def test_its_own_start_is_within_the_step_limit_at_the_moment_of_acting() -> None:
+    h = declared(limited(2))
+    verified_step(h, DISABLE)
+    cid = h.direct(DRAIN)
+    h.accept(cid, DRAIN)
+    h.start(cid, DRAIN, executor_id="x1")
+    assert recheck(h, cid) is None  # 2 started, but the 2nd is this very step
+    # ...while a third, queued behind it, would be over the limit.
+    h.succeed(cid, DRAIN)
+    h.snapshot(cid, Verdict.RECOVERED)
+    assert reason_of(decide_now(h, RESTART)) is RefusalReason.BLAST_RADIUS
+
+
+# --- the kill switch (invariant 7) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", [*CONSEQUENTIAL, NOTE], ids=lambda a: a.action.value)
+def test_the_kill_switch_refuses_every_side_effect_at_the_api(action: Action) -> None:
+    control = kill_switch()
+    decision = decide_now(declared(), action, control=control)
+    assert reason_of(decision) is RefusalReason.KILL_SWITCH
+    assert isinstance(decision, Refused) and "drill" in decision.detail  # says why
+    assert reason_of(decide_now(declared(), action, control=kill_switch(False, control))) is None
+
+
+@pytest.mark.parametrize("action", READING, ids=lambda a: a.action.value)
+def test_the_kill_switch_lets_the_commander_look(action: Action) -> None:
+    assert decide_now(declared(), action, control=kill_switch()) == Accepted(consequential=False)
+
+
+@pytest.mark.parametrize("action", [*CONSEQUENTIAL, NOTE], ids=lambda a: a.action.value)
+def test_the_kill_switch_stops_an_accepted_directive_before_its_side_effect(
+    action: Action,
+) -> None:
+    h = declared()
+    cid = h.direct(action)
+    h.accept(cid, action, consequential=action in CONSEQUENTIAL)
+    assert recheck(h, cid) is None
+    control = kill_switch()
+    assert recheck(h, cid, control) is RefusalReason.KILL_SWITCH
+    assert recheck(h, cid, kill_switch(False, control)) is None
+
+
+def test_the_kill_switch_does_not_stop_an_accepted_read() -> None:
+    h = declared()
+    cid = h.direct(Verify())
+    h.accept(cid, Verify(), consequential=False)
+    assert recheck(h, cid, kill_switch()) is None
+
+
+def test_the_kill_switch_outranks_everything_the_boundary_would_allow() -> None:
+    # Even the holder, with a fresh base, no hold, within every limit: stopped.
+    h = declared()
+    verified_step(h, DISABLE)
+    h.resume()
+    assert decide_now(h, DRAIN) == Accepted(consequential=True)
+    assert reason_of(decide_now(h, DRAIN, control=kill_switch())) is RefusalReason.KILL_SWITCH
+
+
+# --- freshness (invariant 5) -----------------------------------------------------------
+
+
+def _state_changes() -> dict[str, object]:
+    def snapshot(h: History) -> None:
+        cid = verified_step(h, DISABLE)
+        del cid
+
+    def hold_and_resume(h: History) -> None:
+        h.hold()
+        h.resume()
+
+    def narrowing(h: History) -> None:
+        h.declare(content=limited(5))
+
+    def gathered(h: History) -> None:
+        h.gather(None, purpose="directed")
+
+    return {
+        "verified step": snapshot,
+        "hold then resume": hold_and_resume,
+        "authority narrowed": narrowing,
+        "state gathered": gathered,
+    }
+
+
+@pytest.mark.parametrize("change", list(_state_changes()))
+def test_a_base_before_the_last_state_change_is_stale_and_one_at_it_is_fresh(
+    change: str,
+) -> None:
+    h = declared()
+    before = h.position
+    _state_changes()[change](h)  # type: ignore[operator]
+    changed_at = state_of(h).state_changed_at
+    assert changed_at > before
+    h.alert()  # a record that changes nothing moves the head, not the state
+    assert reason_of(decide_now(h, DRAIN, based_on=changed_at - 1)) is RefusalReason.STALE_BASE
+    assert reason_of(decide_now(h, DRAIN, based_on=before)) is RefusalReason.STALE_BASE
+    assert decide_now(h, DRAIN, based_on=changed_at) == Accepted(consequential=True)
+    assert decide_now(h, DRAIN, based_on=h.position) == Accepted(consequential=True)
+
+
+def test_a_stale_base_is_refused_for_reads_too_and_says_where_the_state_changed() -> None:
+    h = declared()
+    before = h.position
+    h.hold()
+    h.resume()
+    decision = decide_now(h, GatherState(), based_on=before)
+    assert reason_of(decision) is RefusalReason.STALE_BASE
+    assert isinstance(decision, Refused)
+    assert str(state_of(h).state_changed_at) in decision.detail
+
+
+def test_a_base_beyond_the_head_is_invalid_and_the_head_itself_is_not() -> None:
+    h = declared()
+    head = state_of(h).sequence
+    assert reason_of(decide_now(h, DRAIN, based_on=head + 1)) is RefusalReason.INVALID_BASE
+    assert decide_now(h, DRAIN, based_on=head) == Accepted(consequential=True)
+
+
+@pytest.mark.parametrize("change", list(_state_changes()))
+def test_a_state_change_after_the_directive_makes_it_stale_at_the_moment_of_acting(
+    change: str,
+) -> None:
+    h = declared()
+    cid = h.direct(DRAIN)
+    h.accept(cid, DRAIN)
+    assert recheck(h, cid) is None
+    if change == "verified step":
+        h.gather(None, purpose="directed")  # a verified step would be refused as unverified
+    else:
+        _state_changes()[change](h)  # type: ignore[operator]
+    assert recheck(h, cid) is RefusalReason.STALE_BASE
+
+
+# --- regions (invariant 4) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="ap-south"),
+        DrainWorkerPool(pool="cache-invalidation", region="ap-south"),
+        RestartDependencyTier(tier="pricing-cache", region="ap-south"),
+        GatherState(regions=("us-east", "ap-south")),
+        Verify(regions=("ap-south",)),
+    ],
+    ids=lambda a: a.action.value,
+)
+def test_a_region_outside_the_declared_regions_is_refused(action: Action) -> None:
+    decision = decide_now(declared(), action)
+    assert reason_of(decision) is RefusalReason.REGION_NOT_ALLOWED
+    assert isinstance(decision, Refused) and "ap-south" in decision.detail
+
+
+def test_every_declared_region_is_allowed() -> None:
+    h = declared()
+    assert decide_now(h, GatherState(regions=("us-east", "eu-west"))) == Accepted(False)
+    assert decide_now(h, DRAIN) == Accepted(consequential=True)
+    assert decide_now(h, DRAIN_EU) == Accepted(consequential=True)
+
+
+def test_a_region_dropped_after_the_directive_stops_it_at_the_moment_of_acting() -> None:
+    h = declared()
+    cid = h.direct(DISABLE)  # eu-west
+    h.accept(cid, DISABLE)
+    h.declare(content=runbook(**{"regions: [us-east, eu-west]": "regions: [us-east]"}))
+    assert recheck(h, cid) is RefusalReason.REGION_NOT_ALLOWED
+
+
+GRANT_REGIONS = RUNBOOK.read_bytes().replace(
+    b"    targets: [cache-invalidation, checkout-workers]",
+    b"    targets: [cache-invalidation, checkout-workers]\n    regions: [us-east]",
+)
+
+
+def test_a_grant_limited_to_some_regions_refuses_the_others_as_a_region() -> None:
+    h = declared(GRANT_REGIONS)
+    assert decide_now(h, DRAIN) == Accepted(consequential=True)
+    decision = decide_now(h, DRAIN_EU)
+    assert reason_of(decision) is RefusalReason.REGION_NOT_ALLOWED
+    assert isinstance(decision, Refused) and "eu-west" in decision.detail
+    # ...and a target outside the grant is a target, whatever the region.
+    other = DrainWorkerPool(pool="payments", region="us-east")
+    assert reason_of(decide_now(h, other)) is RefusalReason.TARGET_NOT_ALLOWED
+
+
+def test_a_target_granted_in_one_grant_and_a_region_in_another_is_not_enough() -> None:
+    content = RUNBOOK.read_bytes().replace(
+        b"  - action: drain_worker_pool\n    targets: [cache-invalidation, checkout-workers]",
+        b"  - action: drain_worker_pool\n    targets: [cache-invalidation]\n"
+        b"    regions: [us-east]\n"
+        b"  - action: drain_worker_pool\n    targets: [checkout-workers]\n"
+        b"    regions: [eu-west]",
+    )
+    h = declared(content)
+    assert decide_now(h, DRAIN) == Accepted(consequential=True)
+    assert decide_now(h, DRAIN_EU) == Accepted(consequential=True)
+    crossed = DrainWorkerPool(pool="cache-invalidation", region="eu-west")
+    assert reason_of(decide_now(h, crossed)) is RefusalReason.REGION_NOT_ALLOWED
+
+
+# --- only a human directs (invariant 1) -------------------------------------------------
+
+
+@pytest.mark.parametrize("action", [*CONSEQUENTIAL, *READING, NOTE], ids=lambda a: a.action.value)
+def test_a_service_claiming_the_holders_identity_may_not_direct(action: Action) -> None:
+    decision = decide_now(declared(), action, actor=ROBOT_ALICE)
+    assert reason_of(decision) is RefusalReason.NOT_HUMAN
+    assert isinstance(decision, Refused) and "alice" in decision.detail
+    assert reason_of(decide_now(declared(), action)) is None  # the human alice may
+
+
+def test_a_service_may_not_resume_hand_off_or_take_over() -> None:
+    h = declared()
+    h.hold()
+    state = state_of(h)
+    for event in (
+        ev.new_event(
+            ev.ResumeDirected,
+            incident_id=h.incident_id,
+            payload=ev.ResumeDirectedPayload(),
+            actor=ROBOT_ALICE,
+            producer="test",
+        ),
+        ev.new_event(
+            ev.TakeoverRequested,
+            incident_id=h.incident_id,
+            payload=ev.TakeoverRequestedPayload(to_team="database-platform"),
+            actor=ROBOT_ALICE,
+            producer="test",
+        ),
+        ev.new_event(
+            ev.TakeoverAccepted,
+            incident_id=h.incident_id,
+            payload=ev.TakeoverAcceptedPayload(team="database-platform", packet_sha256="a" * 64),
+            actor=Actor(
+                kind="service", id="dana", roles=(Role.SPECIALIST,), team="database-platform"
+            ),
+            producer="test",
+        ),
+    ):
+        assert reason_of(check_control(state, event)) is RefusalReason.NOT_HUMAN, event
+
+
+def test_the_fold_ignores_a_resume_from_a_service() -> None:
+    h = declared()
+    h.hold()
+    h.resume(actor=ROBOT_ALICE)
+    state = state_of(h)
+    assert state.hold is not None
+    assert state.ignored_controls == 1
+    assert reason_of(decide_now(h, DRAIN)) is RefusalReason.ON_HOLD
+
+
+def test_a_service_may_not_declare_an_authority() -> None:
+    h = History().open()
+    authority, digest = parse_authority(RUNBOOK.read_bytes(), holder="alice")
+    event = ev.new_event(
+        ev.AuthorityDeclared,
+        incident_id=h.incident_id,
+        payload=ev.AuthorityDeclaredPayload(
+            authority=authority, source_file="x.yaml", content_sha256=digest
+        ),
+        actor=ROBOT_ALICE,
+        producer="test",
+    )
+    assert reason_of(check_authority(state_of(h), event)) is RefusalReason.NOT_HUMAN
+    h.events.append(event)
+    state = state_of(h)
+    assert state.authority is None and state.holder is None
+    assert reason_of(decide_now(h, DRAIN)) is RefusalReason.NO_AUTHORITY
+
+
+def test_a_service_may_declare_a_hold_and_it_stops_the_holder() -> None:
+    # Stopping is always allowed, to Conn's own services too (invariant 7).
+    h = declared()
+    h.hold(actor=Actor.service("verifier"))
+    assert reason_of(decide_now(h, DRAIN)) is RefusalReason.ON_HOLD
+    assert decide_now(h, Verify()) == Accepted(consequential=False)
+
+
+def test_a_specialist_not_holding_the_conn_may_not_direct() -> None:
+    assert reason_of(decide_now(declared(), DRAIN, actor=DANA)) is RefusalReason.NOT_CONN_HOLDER
