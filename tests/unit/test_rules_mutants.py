@@ -19,26 +19,38 @@ boundary value on both sides, at the API (`decide`) and again at the moment of a
 from __future__ import annotations
 
 import pytest
-from builders import ALICE, DANA, RUNBOOK, History
+from builders import ALICE, DANA, MALLORY, OLIVE, ROOT_ADMIN, RUNBOOK, History
 
 from conn_core.authority import parse_authority
 from conn_core.fold import evolve_control, fold
-from conn_core.rules import Accepted, Decision, Refused, check_authority, check_control, decide
+from conn_core.rules import (
+    Accepted,
+    Decision,
+    Refused,
+    check_authority,
+    check_control,
+    check_observation,
+    decide,
+)
 from conn_core.rules import recheck as recheck_
 from conn_core.state import ControlState, IncidentState
 from conn_schemas import events as ev
+from conn_schemas.observations import Observation, TierState, WorkerPoolState
 from conn_schemas.values import (
     Action,
     Actor,
     DisableFlagRule,
     DrainWorkerPool,
     GatherState,
+    HoldReason,
     RefusalReason,
     RestartDependencyTier,
     Role,
+    TierExpectation,
     UpdateIncidentRecord,
     Verdict,
     Verify,
+    WorkerPoolExpectation,
 )
 
 DISABLE = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
@@ -461,3 +473,324 @@ def test_a_service_may_declare_a_hold_and_it_stops_the_holder() -> None:
 
 def test_a_specialist_not_holding_the_conn_may_not_direct() -> None:
     assert reason_of(decide_now(declared(), DRAIN, actor=DANA)) is RefusalReason.NOT_CONN_HOLDER
+
+
+# --- every refusal path answers with its reason and says what is wrong ---------------------
+# DESIGN.md: `decide(state, directive) -> accepted | refused(reason)`; the commander and
+# the specialist read the detail. A path that crashes, answers without a reason or
+# without naming its subject is a defect at 3 a.m.
+
+
+def _control(h: History, cls: type, payload: object, actor: Actor) -> ev.Envelope:
+    return ev.new_event(cls, incident_id=h.incident_id, payload=payload, actor=actor, producer="t")
+
+
+def _refused(refusal: Refused | None, reason: RefusalReason, *names: str) -> None:
+    assert isinstance(refusal, Refused), refusal
+    assert refusal.reason is reason, refusal
+    assert isinstance(refusal.detail, str) and refusal.detail
+    for name in names:
+        assert name in refusal.detail, (name, refusal.detail)
+
+
+def _hold(h: History, actor: Actor) -> ev.Envelope:
+    return _control(h, ev.HoldDeclared, ev.HoldDeclaredPayload(reason=HoldReason.MANUAL), actor)
+
+
+def test_control_verbs_before_open_after_close_and_without_authority() -> None:
+    h = History()
+    _refused(check_control(state_of(h), _hold(h, ALICE)), RefusalReason.INCIDENT_NOT_OPEN, "inc-1")
+    h.open()
+    resume = _control(h, ev.ResumeDirected, ev.ResumeDirectedPayload(), ALICE)
+    _refused(check_control(state_of(h), resume), RefusalReason.NO_AUTHORITY, "authority")
+    h.declare()
+    h.close()
+    _refused(check_control(state_of(h), _hold(h, ALICE)), RefusalReason.INCIDENT_CLOSED, "inc-1")
+
+
+def test_who_may_stop_an_incident() -> None:
+    h = declared()
+    state = state_of(h)
+    for allowed in (ALICE, DANA, ROOT_ADMIN, Actor.service("verifier")):
+        assert check_control(state, _hold(h, allowed)) is None, allowed
+    _refused(check_control(state, _hold(h, OLIVE)), RefusalReason.ROLE_MAY_NOT_DIRECT, "olive")
+    nobody = Actor(kind="human", id="nobody")
+    _refused(check_control(state, _hold(h, nobody)), RefusalReason.ROLE_MAY_NOT_DIRECT, "nobody")
+
+
+def test_only_the_holder_resumes_or_hands_off_and_only_to_a_declared_team() -> None:
+    h = declared()
+    h.hold()
+    state = state_of(h)
+    resume = _control(h, ev.ResumeDirected, ev.ResumeDirectedPayload(), MALLORY)
+    _refused(check_control(state, resume), RefusalReason.NOT_CONN_HOLDER, "mallory", "alice")
+    wrong_team = _control(
+        h, ev.TakeoverRequested, ev.TakeoverRequestedPayload(to_team="payments"), ALICE
+    )
+    _refused(
+        check_control(state, wrong_team),
+        RefusalReason.TARGET_NOT_ALLOWED,
+        "payments",
+        "database-platform, rollback-authority",
+    )
+
+
+def _accept(h: History, sha: str, actor: Actor = DANA, team: str = "database-platform"):  # type: ignore[no-untyped-def]
+    return _control(
+        h, ev.TakeoverAccepted, ev.TakeoverAcceptedPayload(team=team, packet_sha256=sha), actor
+    )
+
+
+def test_a_takeover_is_accepted_only_by_the_addressed_team_naming_the_latest_packet() -> None:
+    sha = "0123456789ab" + "c" * 52
+    other = "fedcba987654" + "d" * 52
+    h = declared()
+    outsider = Actor(kind="human", id="sam", roles=(Role.SPECIALIST,), team="payments")
+    _refused(
+        check_control(state_of(h), _accept(h, sha, outsider, "payments")),
+        RefusalReason.TARGET_NOT_ALLOWED,
+        "payments",
+    )
+    h.packet(sha, team="rollback-authority")
+    _refused(
+        check_control(state_of(h), _accept(h, sha)),
+        RefusalReason.TARGET_NOT_ALLOWED,
+        "rollback-authority",
+    )
+    h.packet(sha, team="database-platform")
+    assert check_control(state_of(h), _accept(h, sha)) is None
+    _refused(
+        check_control(state_of(h), _accept(h, other)),
+        RefusalReason.STALE_BASE,
+        f"packet {other[:12]} is not the latest ({sha[:12]})",
+    )
+    h.hold()  # the incident changed after the packet: a newer one is due
+    _refused(
+        check_control(state_of(h), _accept(h, sha)),
+        RefusalReason.STALE_BASE,
+        f"packet {sha[:12]} describes position",
+    )
+
+
+def test_recheck_refusal_paths_name_what_is_wrong() -> None:
+    h = declared()
+    _refused(recheck_(state_of(h), "nope", NO_CONTROL), RefusalReason.INVALID_BASE, "nope")
+    early = History()
+    cid = early.direct(DRAIN)
+    _refused(recheck_(state_of(early), cid, NO_CONTROL), RefusalReason.INCIDENT_NOT_OPEN, "inc-1")
+    # The roles that may direct narrow to specialists: the commander's queued step stops.
+    h = declared()
+    cid = h.direct(DRAIN)
+    h.declare(
+        content=RUNBOOK.read_bytes().replace(
+            b"roles_may_direct: [commander, specialist]", b"roles_may_direct: [specialist]"
+        )
+    )
+    _refused(
+        recheck_(state_of(h), cid, NO_CONTROL),
+        RefusalReason.ROLE_MAY_NOT_DIRECT,
+        "roles [commander]",
+    )
+
+
+def test_recheck_refuses_a_second_step_while_one_is_open() -> None:
+    h = declared()
+    first = h.direct(DISABLE)
+    h.accept(first, DISABLE)
+    second = h.direct(DRAIN)
+    _refused(recheck_(state_of(h), second, NO_CONTROL), RefusalReason.STEP_UNVERIFIED, first)
+    assert recheck(h, first) is None
+
+
+def test_recheck_keeps_a_reserved_target_reserved() -> None:
+    h = declared()
+    cid = h.direct(RestartDependencyTier(tier="orders-db", region="eu-west"))
+    _refused(
+        recheck_(state_of(h), cid, NO_CONTROL),
+        RefusalReason.RESERVED_TO_TEAM,
+        "database-platform",
+        "replication",
+    )
+
+
+def test_roles_in_a_refusal_are_listed_or_none() -> None:
+    _refused(
+        decide_now(declared(), DRAIN, actor=OLIVE), RefusalReason.ROLE_MAY_NOT_DIRECT, "[observer]"
+    )  # type: ignore[arg-type]
+    roleless = Actor(kind="human", id="alice")
+    _refused(
+        decide_now(declared(), DRAIN, actor=roleless), RefusalReason.ROLE_MAY_NOT_DIRECT, "[none]"
+    )  # type: ignore[arg-type]
+
+
+def _payload(action: Action, expectation: object = None) -> ev.DirectiveIssuedPayload:
+    return ev.DirectiveIssuedPayload(action=action, expectation=expectation, based_on_sequence=1)  # type: ignore[arg-type]
+
+
+def test_observation_refusals_name_the_target() -> None:
+    at = History().open().events[0].occurred_at
+    _refused(
+        check_observation(_payload(DISABLE), Observation()),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "canary-10pct",
+    )
+    _refused(
+        check_observation(_payload(DRAIN), Observation()),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "cache-invalidation",
+    )
+    _refused(
+        check_observation(_payload(RESTART), Observation()),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "pricing-cache",
+    )
+    exp = WorkerPoolExpectation(pool="cache-invalidation", region="us-east", drained=False)
+    _refused(
+        check_observation(_payload(DRAIN, exp), Observation()),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "could not be observed",
+    )
+
+    def pool(desired: int, ready: int, name: str = "cache-invalidation") -> Observation:
+        return Observation(
+            pools=(
+                WorkerPoolState(
+                    pool=name,
+                    region="us-east",
+                    desired_replicas=desired,
+                    ready_replicas=ready,
+                    observed_at=at,
+                ),
+            )
+        )
+
+    assert check_observation(_payload(DRAIN), pool(1, 1)) is None
+    assert check_observation(_payload(DRAIN), pool(4, 4)) is None
+    _refused(
+        check_observation(_payload(DRAIN), pool(0, 0)), RefusalReason.PARTIAL_STATE, "desired 0"
+    )
+    _refused(check_observation(_payload(DRAIN), pool(4, 3)), RefusalReason.PARTIAL_STATE, "ready 3")
+    # Another pool's state says nothing about this one.
+    _refused(
+        check_observation(_payload(DRAIN), pool(4, 4, "checkout-workers")),
+        RefusalReason.EXPECTATION_CONFLICT,
+    )
+    # What the commander expects of the pool and tier, matched or not.
+    assert check_observation(_payload(DRAIN, exp), pool(4, 4)) is None
+    drained = WorkerPoolExpectation(pool="cache-invalidation", region="us-east", drained=True)
+    _refused(
+        check_observation(_payload(DRAIN, drained), pool(4, 4)),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "desired 4, ready 4",
+    )
+    other_pool = WorkerPoolExpectation(pool="checkout-workers", region="us-east", drained=False)
+    _refused(
+        check_observation(_payload(DRAIN, other_pool), pool(4, 4)),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "could not be observed",
+    )
+
+    def tier(healthy: bool, name: str = "pricing-cache") -> Observation:
+        return Observation(
+            tiers=(
+                TierState(
+                    tier=name, region="us-east", healthy=healthy, generation=1, observed_at=at
+                ),
+            )
+        )
+
+    sick = TierExpectation(tier="pricing-cache", region="us-east", healthy=False)
+    assert check_observation(_payload(RESTART, sick), tier(False)) is None
+    _refused(
+        check_observation(_payload(RESTART, sick), tier(True)),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "observed healthy",
+    )
+    _refused(
+        check_observation(_payload(RESTART, sick), tier(False, "inventory-api")),
+        RefusalReason.EXPECTATION_CONFLICT,
+        "could not be observed",
+    )
+
+
+def test_authority_record_refusal_paths() -> None:
+    h = History()
+    authority, digest = parse_authority(RUNBOOK.read_bytes(), holder="alice")
+    declare = _control(
+        h,
+        ev.AuthorityDeclared,
+        ev.AuthorityDeclaredPayload(
+            authority=authority, source_file="r.yaml", content_sha256=digest
+        ),
+        ALICE,
+    )
+    _refused(check_authority(state_of(h), declare), RefusalReason.INCIDENT_NOT_OPEN, "inc-1")
+    h.open()
+
+    def propose(content: bytes, pid: str = "p-9", base: str | None = None) -> ev.Envelope:
+        wider, sha = parse_authority(content, holder="alice")
+        state = state_of(h)
+        return _control(
+            h,
+            ev.AuthorityChangeProposed,
+            ev.AuthorityChangeProposedPayload(
+                proposal_id=pid,
+                authority=wider,
+                source_file="w.yaml",
+                content_sha256=sha,
+                base_sha256=base or state.authority_sha256 or "0" * 64,
+                widenings=("x",),
+            ),
+            ALICE,
+        )
+
+    more = limited(12)
+    _refused(check_authority(state_of(h), propose(more)), RefusalReason.NO_AUTHORITY, "declare")
+    h.declare()
+    assert check_authority(state_of(h), propose(more)) is None
+    _refused(
+        check_authority(state_of(h), propose(more, base="1" * 64)),
+        RefusalReason.STALE_BASE,
+        "changed",
+    )
+    _refused(
+        check_authority(state_of(h), propose(limited(5))),
+        RefusalReason.INVALID_DIRECTIVE,
+        "does not widen",
+    )
+    h.events.append(propose(more, pid="p-1"))
+    _refused(check_authority(state_of(h), propose(more, pid="p-1")), RefusalReason.DUPLICATE, "p-1")
+
+
+def test_a_widening_lists_the_first_five_changes_and_counts_the_rest() -> None:
+    h = declared()
+    content = RUNBOOK.read_bytes()
+    for old, new in (
+        (b"max_drained_pools_per_region: 1", b"max_drained_pools_per_region: 2"),
+        (b"max_restarts_per_tier_region: 1", b"max_restarts_per_tier_region: 2"),
+        (b"max_consequential_steps: 10", b"max_consequential_steps: 11"),
+        (b"regions: [us-east, eu-west]", b"regions: [us-east, eu-west, ap-south, sa-east]"),
+        (
+            b"[database-platform, rollback-authority]",
+            b"[database-platform, rollback-authority, payments]",
+        ),
+    ):
+        assert old in content
+        content = content.replace(old, new)
+    authority, digest = parse_authority(content, holder="alice")
+    from conn_core.authority import widenings
+
+    wider = widenings(state_of(h).authority, authority)  # type: ignore[arg-type]
+    assert len(wider) > 6
+    event = _control(
+        h,
+        ev.AuthorityDeclared,
+        ev.AuthorityDeclaredPayload(
+            authority=authority, source_file="w.yaml", content_sha256=digest
+        ),
+        ALICE,
+    )
+    refusal = check_authority(state_of(h), event)
+    _refused(refusal, RefusalReason.AUTHORITY_WIDENING, f"; and {len(wider) - 5} more")
+    assert refusal is not None
+    assert wider[4] in refusal.detail and wider[5] not in refusal.detail
