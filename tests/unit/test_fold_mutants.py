@@ -16,7 +16,7 @@ Oracles from DESIGN.md, not from the code:
 
 from __future__ import annotations
 
-from builders import ALICE, EXECUTOR, History
+from builders import ALICE, EXECUTOR, RUNBOOK, History
 
 from conn_core.fold import evolve, evolve_control, fold, fold_all
 from conn_core.state import ControlState, DirectiveStatus, IncidentState
@@ -538,3 +538,176 @@ def test_the_kill_switch_is_folded_from_control_records_only() -> None:
     before = ControlState(**vars(control))
     evolve_control(control, declared().events[0])  # not a control record
     assert control == before
+
+
+# --- what the fold keeps, exactly (for the packet, the console and `conn replay`) ----------
+
+
+def test_ignored_records_and_conflicts_are_counted_one_by_one() -> None:
+    h = declared()
+    for _ in range(3):
+        h.resume()  # not on hold: ignored
+        h.request_takeover(team="payments")  # not a takeover team: ignored
+    sha = h.packet()
+    h.take_over(sha, actor=ALICE)  # not a specialist: ignored
+    state = state_of(h)
+    assert state.ignored_controls == 7
+    cid = h.direct(DRAIN)
+    h.accept(cid, DRAIN)
+    for _ in range(3):
+        h.accept(cid, DRAIN)
+        h.refuse(cid, DRAIN, RefusalReason.STALE_BASE)
+    assert state_of(h).conflicting_records == 6
+    assert state_of(h).refusals == {RefusalReason.STALE_BASE: 3}
+
+
+def test_ignored_authority_proposals_are_counted_one_by_one() -> None:
+    h = declared()
+    content = RUNBOOK.read_bytes().replace(
+        b"max_consequential_steps: 10", b"max_consequential_steps: 5"
+    )
+    h.propose(content, proposal_id="p-1")  # does not widen: ignored
+    h.propose(content, proposal_id="p-2")
+    assert state_of(h).ignored_authority == 2
+    assert state_of(h).authority_proposals == {}
+
+
+def test_a_proposal_is_kept_with_everything_an_approver_must_see() -> None:
+    h = declared()
+    content = RUNBOOK.read_bytes().replace(
+        b"max_consequential_steps: 10", b"max_consequential_steps: 12"
+    )
+    sha = h.propose(content, proposal_id="p-7")
+    state = state_of(h)
+    proposal = state.authority_proposals["p-7"]
+    assert proposal.proposal_id == "p-7" and proposal.content_sha256 == sha
+    assert proposal.source_file == "wider.yaml" and proposal.widenings == ("wider",)
+    assert proposal.proposed_sequence == state.sequence and proposal.proposer == "alice"
+    assert proposal.base_sha256 == state.authority_sha256
+    assert state.authority_source == "checkout-authority.yaml"
+
+
+def test_a_directive_keeps_its_expectation_and_an_api_refusal_its_action() -> None:
+    from conn_schemas.values import WorkerPoolExpectation
+
+    h = declared()
+    exp = WorkerPoolExpectation(pool="cache-invalidation", region="us-east", drained=False)
+    cid = h.direct(DRAIN, expectation=exp)
+    assert state_of(h).directives[cid].expectation == exp
+    h._add(
+        ev.DirectiveRefused,
+        ev.DirectiveRefusedPayload(
+            action=RESTART,
+            reason=RefusalReason.KILL_SWITCH,
+            detail="stopped",
+            refused_by="directive-api",
+            checked_at_sequence=2,
+        ),
+        ALICE,
+        "api-2",
+    )
+    assert state_of(h).directives["api-2"].action == RESTART
+
+
+def test_a_manual_hold_keeps_its_detail_and_correlation() -> None:
+    h = declared()
+    h._add(
+        ev.HoldDeclared,
+        ev.HoldDeclaredPayload(reason=HoldReason.MANUAL, detail="wait for db team"),
+        ALICE,
+        "corr-9",
+    )
+    hold = state_of(h).hold
+    assert hold is not None and hold.detail == "wait for db team"
+    assert hold.correlation_id == "corr-9"
+
+
+def test_holds_and_takeovers_are_counted_one_by_one() -> None:
+    h = declared()
+    h.hold()
+    h.hold()
+    h.hold()
+    assert state_of(h).holds_declared == 3
+    for n in (1, 2):
+        sha = h.packet(f"{n}" * 64)
+        h.take_over(sha)
+    assert state_of(h).takeovers_accepted == 2
+
+
+def test_restarts_are_counted_per_tier_and_region() -> None:
+    h = declared()
+    other = RestartDependencyTier(tier="inventory-api", region="eu-west")
+    for action in (RESTART, other):
+        cid = started(h, action)
+        h.succeed(cid, action)
+        h.snapshot(cid, Verdict.RECOVERED)
+    assert state_of(h).restarts == {
+        ("pricing-cache", "us-east"): 1,
+        ("inventory-api", "eu-west"): 1,
+    }
+
+
+def test_an_unknown_outcome_remembers_what_was_gathered() -> None:
+    h = declared()
+    cid = started(h)
+    reading = MetricsReading(
+        region="eu-west",
+        error_rate=0.1,
+        queue_depth=3,
+        request_rate=9,
+        observed_at=h.events[-1].occurred_at,
+    )
+    h._add(
+        ev.StepOutcomeUnknown,
+        ev.StepOutcomeUnknownPayload(
+            action=DRAIN, reason="timeout", observation=Observation(metrics=(reading,))
+        ),
+        EXECUTOR,
+        cid,
+    )
+    assert state_of(h).last_readings["eu-west"] == reading
+
+
+def test_a_packet_and_a_snapshot_keep_their_trigger_and_time() -> None:
+    h = declared()
+    h.packet(team=None)
+    packet = state_of(h).last_packet
+    assert packet is not None and packet.trigger == "hold" and packet.to_team is None
+    cid = started(h)
+    h.snapshot(cid, Verdict.RECOVERED)
+    assert state_of(h).last_verification_at["us-east"] == h.events[-1].occurred_at
+
+
+def test_a_snapshot_without_a_step_holds_against_its_own_correlation() -> None:
+    h = declared()
+    h._add(
+        ev.VerificationSnapshot,
+        _snapshot_payload(h),
+        EXECUTOR.model_copy(update={"id": "verifier"}),
+        "verify-1",
+    )
+    hold = state_of(h).hold
+    assert hold is not None and hold.correlation_id == "verify-1"
+
+
+def _snapshot_payload(h: History) -> ev.VerificationSnapshotPayload:
+    from conn_schemas.values import VerificationCriteria
+
+    at = h.events[-1].occurred_at
+    return ev.VerificationSnapshotPayload(
+        trigger="directive",
+        step_correlation_id=None,
+        regions=(),
+        criteria=VerificationCriteria(),
+        verdict=Verdict.STALE_METRICS,
+        detail="no region could be sampled",
+        window_started_at=at,
+        window_ended_at=at,
+    )
+
+
+def test_a_release_of_the_kill_switch_is_exactly_false_with_its_reason() -> None:
+    control = evolve_control(ControlState(), History().kill_switch(True))
+    evolve_control(control, History().kill_switch(False))
+    assert control.kill_switch is False
+    assert control.reason == "drill"
