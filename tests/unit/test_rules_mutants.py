@@ -19,7 +19,7 @@ boundary value on both sides, at the API (`decide`) and again at the moment of a
 from __future__ import annotations
 
 import pytest
-from builders import ALICE, DANA, MALLORY, OLIVE, ROOT_ADMIN, RUNBOOK, History
+from builders import ALICE, CAROL, DANA, MALLORY, OLIVE, ROOT_ADMIN, RUNBOOK, History
 
 from conn_core.authority import parse_authority
 from conn_core.fold import evolve_control, fold
@@ -794,3 +794,138 @@ def test_a_widening_lists_the_first_five_changes_and_counts_the_rest() -> None:
     _refused(refusal, RefusalReason.AUTHORITY_WIDENING, f"; and {len(wider) - 5} more")
     assert refusal is not None
     assert wider[4] in refusal.detail and wider[5] not in refusal.detail
+
+
+# --- two people for a wider boundary (invariant 4): every refusal names its reason -------
+
+WIDER_12 = limited(12)
+
+
+def _approval(h: History, pid: str, sha: str, actor: Actor) -> ev.Envelope:
+    return _control(
+        h,
+        ev.AuthorityChangeApproved,
+        ev.AuthorityChangeApprovedPayload(proposal_id=pid, content_sha256=sha),
+        actor,
+    )
+
+
+def _approved_declaration(
+    h: History, pid: str, actor: Actor, content: bytes = WIDER_12
+) -> ev.Envelope:
+    authority, sha = parse_authority(content, holder="alice")
+    return _control(
+        h,
+        ev.AuthorityDeclared,
+        ev.AuthorityDeclaredPayload(
+            authority=authority, source_file="w.yaml", content_sha256=sha, approval=pid
+        ),
+        actor,
+    )
+
+
+def test_approval_refusals_name_their_reason() -> None:
+    h = declared()
+    sha = h.propose(WIDER_12)
+    state = state_of(h)
+    _refused(
+        check_authority(state, _approval(h, "p-404", sha, ROOT_ADMIN)),
+        RefusalReason.INVALID_BASE,
+        "p-404",
+    )
+    _refused(
+        check_authority(state, _approval(h, "p-1", "0" * 64, ROOT_ADMIN)),
+        RefusalReason.INVALID_BASE,
+        "different content",
+    )
+    _refused(
+        check_authority(state, _approval(h, "p-1", sha, DANA)),
+        RefusalReason.ROLE_MAY_NOT_DIRECT,
+        "dana",
+    )
+    _refused(
+        check_authority(state, _approval(h, "p-1", sha, ALICE)),
+        RefusalReason.AUTHORITY_WIDENING,
+        "alice",
+    )
+    assert check_authority(state, _approval(h, "p-1", sha, CAROL)) is None
+    # The applying declaration before approval, by someone else, or twice.
+    _refused(
+        check_authority(state, _approved_declaration(h, "p-404", CAROL)),
+        RefusalReason.INVALID_BASE,
+        "p-404",
+    )
+    _refused(
+        check_authority(state, _approved_declaration(h, "p-1", CAROL)),
+        RefusalReason.AUTHORITY_WIDENING,
+        "not approved",
+    )
+    h.approve("p-1", sha, CAROL)
+    state = state_of(h)
+    _refused(
+        check_authority(state, _approval(h, "p-1", sha, ROOT_ADMIN)),
+        RefusalReason.DUPLICATE,
+        "carol",
+    )
+    _refused(
+        check_authority(state, _approved_declaration(h, "p-1", ROOT_ADMIN)),
+        RefusalReason.AUTHORITY_WIDENING,
+        "only the approver (carol)",
+    )
+    _refused(
+        check_authority(state, _approved_declaration(h, "p-1", CAROL, limited(13))),
+        RefusalReason.INVALID_BASE,
+        "not the approved content",
+    )
+    assert check_authority(state, _approved_declaration(h, "p-1", CAROL)) is None
+    h.events.append(_approved_declaration(h, "p-1", CAROL))
+    state = state_of(h)
+    assert state.authority is not None
+    assert state.authority.blast_radius.max_consequential_steps == 12
+    _refused(
+        check_authority(state, _approved_declaration(h, "p-1", CAROL)),
+        RefusalReason.DUPLICATE,
+        "p-1",
+    )
+
+
+def test_an_approval_lapses_when_the_authority_or_the_conn_moves() -> None:
+    h = declared()
+    sha = h.propose(WIDER_12)
+    h.declare(content=limited(9))  # the holder narrows: the proposal's base is gone
+    _refused(
+        check_authority(state_of(h), _approval(h, "p-1", sha, CAROL)),
+        RefusalReason.STALE_BASE,
+        "changed since the proposal",
+    )
+    h2 = declared()
+    sha2 = h2.propose(WIDER_12)
+    h2.approve("p-1", sha2, CAROL)
+    h2.request_takeover()
+    packet = h2.packet()
+    h2.take_over(packet)  # dana holds the conn now
+    state = state_of(h2)
+    assert state.holder is not None and state.holder.identity == "dana"
+    _refused(
+        check_authority(state, _approved_declaration(h2, "p-1", CAROL)),
+        RefusalReason.NOT_CONN_HOLDER,
+        "conn moved",
+    )
+    h3 = declared()
+    sha3 = h3.propose(WIDER_12)
+    h3.request_takeover()
+    h3.take_over(h3.packet())
+    _refused(
+        check_authority(state_of(h3), _approval(h3, "p-1", sha3, CAROL)),
+        RefusalReason.NOT_CONN_HOLDER,
+        "conn moved",
+    )
+    h4 = declared()
+    sha4 = h4.propose(WIDER_12)
+    h4.approve("p-1", sha4, CAROL)
+    h4.declare(content=limited(9))
+    _refused(
+        check_authority(state_of(h4), _approved_declaration(h4, "p-1", CAROL)),
+        RefusalReason.STALE_BASE,
+        "changed since the proposal",
+    )
