@@ -929,3 +929,224 @@ def test_an_approval_lapses_when_the_authority_or_the_conn_moves() -> None:
         RefusalReason.STALE_BASE,
         "changed since the proposal",
     )
+
+
+# --- the rest of the refusal paths: a reason and a detail naming the subject ---------------
+
+
+def test_decide_refusals_say_what_is_wrong() -> None:
+    _refused(decide_now(History(), DRAIN), RefusalReason.INCIDENT_NOT_OPEN, "inc-1")  # type: ignore[arg-type]
+    closed = declared()
+    closed.close()
+    _refused(decide_now(closed, DRAIN), RefusalReason.INCIDENT_CLOSED, "inc-1")  # type: ignore[arg-type]
+    _refused(decide_now(History().open(), DRAIN), RefusalReason.NO_AUTHORITY, "authority")  # type: ignore[arg-type]
+    h = declared()
+    _refused(decide_now(h, DRAIN, actor=MALLORY), RefusalReason.NOT_CONN_HOLDER, "mallory", "alice")  # type: ignore[arg-type]
+    _refused(decide_now(h, DRAIN, based_on=99), RefusalReason.INVALID_BASE, "99", str(h.position))  # type: ignore[arg-type]
+    tiny = RUNBOOK.read_bytes().replace(b"  - action: verify\n", b"")
+    _refused(
+        decide_now(declared(tiny), Verify()),
+        RefusalReason.ACTION_NOT_ALLOWED,
+        "verify",
+        "checkout-outage@",
+    )  # type: ignore[arg-type]
+    other = DrainWorkerPool(pool="payments", region="us-east")
+    _refused(decide_now(h, other), RefusalReason.TARGET_NOT_ALLOWED, "payments")  # type: ignore[arg-type]
+    h.hold()
+    _refused(decide_now(h, DRAIN), RefusalReason.ON_HOLD, "manual")  # type: ignore[arg-type]
+    h2 = declared()
+    first = h2.direct(DISABLE)
+    h2.accept(first, DISABLE)
+    _refused(decide_now(h2, DRAIN), RefusalReason.STEP_UNVERIFIED, first)  # type: ignore[arg-type]
+
+
+def test_blast_radius_refusals_name_the_pools_and_the_tier() -> None:
+    h = declared()
+    verified_step(h, DRAIN)
+    second = DrainWorkerPool(pool="checkout-workers", region="us-east")
+    _refused(decide_now(h, second), RefusalReason.BLAST_RADIUS, "cache-invalidation", "us-east")  # type: ignore[arg-type]
+    verified_step(h, RESTART)
+    _refused(decide_now(h, RESTART), RefusalReason.BLAST_RADIUS, "pricing-cache", "restarted 1")  # type: ignore[arg-type]
+
+
+def test_its_own_start_is_subtracted_once_not_twice() -> None:
+    # Two steps allowed; the second has started when the limit narrows to one: the
+    # first step alone reaches the new limit, so the second must not run.
+    h = declared(limited(2))
+    verified_step(h, DISABLE)
+    cid = h.direct(DRAIN)
+    h.accept(cid, DRAIN)
+    h.start(cid, DRAIN, executor_id="x1")
+    assert recheck(h, cid) is None
+    h.declare(content=limited(1))
+    assert recheck(h, cid) is RefusalReason.BLAST_RADIUS
+
+
+def test_recheck_refusals_say_what_is_wrong() -> None:
+    h = declared()
+    cid = h.direct(DRAIN)
+    h.refuse(cid, DRAIN, RefusalReason.STALE_BASE)
+    _refused(recheck_(state_of(h), cid, NO_CONTROL), RefusalReason.DUPLICATE, cid, "refused")
+    h = declared()
+    cid = h.direct(DRAIN)
+    _refused(recheck_(state_of(h), cid, kill_switch()), RefusalReason.KILL_SWITCH, "drill")
+    h.hold()
+    _refused(recheck_(state_of(h), cid, NO_CONTROL), RefusalReason.ON_HOLD, "manual")
+    h.close()
+    _refused(recheck_(state_of(h), cid, NO_CONTROL), RefusalReason.INCIDENT_CLOSED, "inc-1")
+    h = declared()
+    cid = h.direct(DRAIN)
+    h.gather(None, purpose="directed")
+    _refused(
+        recheck_(state_of(h), cid, NO_CONTROL), RefusalReason.STALE_BASE, "StateGathered", "re-read"
+    )
+    h = declared()
+    cid = h.direct(DRAIN)
+    h.request_takeover()
+    h.take_over(h.packet())
+    _refused(
+        recheck_(state_of(h), cid, NO_CONTROL), RefusalReason.NOT_CONN_HOLDER, "alice", "dana does"
+    )
+
+
+def test_control_refusals_say_what_is_wrong() -> None:
+    h = declared()
+    state = state_of(h)
+    resume = _control(h, ev.ResumeDirected, ev.ResumeDirectedPayload(), ROBOT_ALICE)
+    _refused(check_control(state, resume), RefusalReason.NOT_HUMAN, "alice")
+    resume = _control(h, ev.ResumeDirected, ev.ResumeDirectedPayload(), ALICE)
+    _refused(check_control(state, resume), RefusalReason.DUPLICATE, "not on hold")
+    _refused(
+        check_control(state, _accept(h, "a" * 64)), RefusalReason.INVALID_BASE, "no takeover packet"
+    )
+    _refused(
+        check_control(state, _accept(h, "a" * 64, actor=MALLORY)),
+        RefusalReason.ROLE_MAY_NOT_DIRECT,
+        "mallory",
+        "database-platform",
+    )
+    h.request_takeover(team="rollback-authority")
+    rollback = Actor(kind="human", id="rob", roles=(Role.SPECIALIST,), team="database-platform")
+    _refused(
+        check_control(state_of(h), _accept(h, "a" * 64, actor=rollback)),
+        RefusalReason.TARGET_NOT_ALLOWED,
+        "rollback-authority",
+    )
+
+
+def test_authority_declaration_refusals_say_what_is_wrong() -> None:
+    h = declared()
+    authority, digest = parse_authority(limited(5), holder="alice")
+
+    def declaration(actor: Actor) -> ev.Envelope:
+        return _control(
+            h,
+            ev.AuthorityDeclared,
+            ev.AuthorityDeclaredPayload(
+                authority=authority, source_file="n.yaml", content_sha256=digest
+            ),
+            actor,
+        )
+
+    _refused(
+        check_authority(state_of(h), declaration(ROBOT_ALICE)), RefusalReason.NOT_HUMAN, "alice"
+    )
+    _refused(
+        check_authority(state_of(h), declaration(DANA)), RefusalReason.ROLE_MAY_NOT_DIRECT, "dana"
+    )
+    _refused(
+        check_authority(state_of(h), declaration(MALLORY)),
+        RefusalReason.NOT_CONN_HOLDER,
+        "mallory",
+        "alice does",
+    )
+    h.close()
+    _refused(
+        check_authority(state_of(h), declaration(ALICE)), RefusalReason.INCIDENT_CLOSED, "inc-1"
+    )
+
+
+def test_observation_refusals_for_a_target_already_changed_name_it() -> None:
+    at = History().open().events[0].occurred_at
+    from conn_schemas.observations import FlagRuleState
+
+    flags = Observation(
+        flags=(
+            FlagRuleState(
+                flag="checkout-pricing",
+                rule="canary-10pct",
+                region="eu-west",
+                enabled=False,
+                observed_at=at,
+            ),
+        )
+    )
+    _refused(
+        check_observation(_payload(DISABLE), flags),
+        RefusalReason.PARTIAL_STATE,
+        "canary-10pct",
+        "already disabled",
+    )
+    tiers = Observation(
+        tiers=(
+            TierState(
+                tier="pricing-cache",
+                region="us-east",
+                healthy=False,
+                generation=2,
+                restarting=True,
+                observed_at=at,
+            ),
+        )
+    )
+    _refused(
+        check_observation(_payload(RESTART), tiers),
+        RefusalReason.PARTIAL_STATE,
+        "pricing-cache",
+        "already restarting",
+    )
+
+
+def test_a_widening_of_exactly_five_changes_lists_them_all() -> None:
+    h = declared()
+    content = RUNBOOK.read_bytes()
+    for old, new in (
+        (b"max_drained_pools_per_region: 1", b"max_drained_pools_per_region: 2"),
+        (b"max_restarts_per_tier_region: 1", b"max_restarts_per_tier_region: 2"),
+        (b"max_consequential_steps: 10", b"max_consequential_steps: 11"),
+        (
+            b"[database-platform, rollback-authority]",
+            b"[database-platform, rollback-authority, payments, sre]",
+        ),
+    ):
+        content = content.replace(old, new)
+    authority, digest = parse_authority(content, holder="alice")
+    from conn_core.authority import widenings
+
+    wider = widenings(state_of(h).authority, authority)  # type: ignore[arg-type]
+    assert len(wider) == 5, wider
+    event = _control(
+        h,
+        ev.AuthorityDeclared,
+        ev.AuthorityDeclaredPayload(
+            authority=authority, source_file="w.yaml", content_sha256=digest
+        ),
+        ALICE,
+    )
+    refusal = check_authority(state_of(h), event)
+    _refused(refusal, RefusalReason.AUTHORITY_WIDENING, wider[4])
+    assert refusal is not None and "more" not in refusal.detail
+    six = content.replace(
+        b"roles_may_direct: [commander, specialist]",
+        b"roles_may_direct: [commander, specialist, admin]",
+    )
+    authority6, digest6 = parse_authority(six, holder="alice")
+    event6 = _control(
+        h,
+        ev.AuthorityDeclared,
+        ev.AuthorityDeclaredPayload(
+            authority=authority6, source_file="w.yaml", content_sha256=digest6
+        ),
+        ALICE,
+    )
+    _refused(check_authority(state_of(h), event6), RefusalReason.AUTHORITY_WIDENING, "; and 1 more")
