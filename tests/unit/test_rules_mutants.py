@@ -1150,3 +1150,16 @@ def test_a_widening_of_exactly_five_changes_lists_them_all() -> None:
         ALICE,
     )
     _refused(check_authority(state_of(h), event6), RefusalReason.AUTHORITY_WIDENING, "; and 1 more")
+
+
+def test_a_reserved_targets_own_start_does_not_count_against_it() -> None:
+    # The database team holds the conn and restarts orders-db (reserved to it): its own
+    # StepStarted must not use up the one restart allowed (invariant 4, re-checked).
+    h = declared()
+    h.request_takeover()
+    h.take_over(h.packet())
+    db = RestartDependencyTier(tier="orders-db", region="eu-west")
+    cid = h.direct(db, actor=DANA)
+    h.accept(cid, db)
+    h.start(cid, db, executor_id="x1")
+    assert recheck(h, cid) is None
