@@ -711,3 +711,15 @@ def test_a_release_of_the_kill_switch_is_exactly_false_with_its_reason() -> None
     evolve_control(control, History().kill_switch(False))
     assert control.kill_switch is False
     assert control.reason == "drill"
+
+
+def test_restarts_of_one_tier_and_region_add_up() -> None:
+    content = RUNBOOK.read_bytes().replace(
+        b"max_restarts_per_tier_region: 1", b"max_restarts_per_tier_region: 2"
+    )
+    h = History().open().declare(content=content)
+    for _ in range(2):
+        cid = started(h, RESTART)
+        h.succeed(cid, RESTART)
+        h.snapshot(cid, Verdict.RECOVERED)
+    assert state_of(h).restarts == {("pricing-cache", "us-east"): 2}
