@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m conn_localstack.cli
 
 KUBE := $(PY) -m conn_localstack.kube
+COMMA := ,
 
 .PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench chaos clean
+.PHONY: mutation mutation-score
 .PHONY: kube-up kube-down kube-status
 
 # `make logs kafka`, `make up packager`, `make down kafka`: the words after up/down/logs
@@ -71,6 +73,14 @@ demo: setup ## The guided-remediation demo on the local stack
 
 bench: ## Benchmarks with raw-aiokafka baselines; writes bench/results/*.json
 	$(PY) -m bench
+
+# MODULES=rules,fold,... narrows a run; MUTATION_JOBS (default 2) sets mutmut's workers.
+mutation: ## Mutation testing of the pure core and codec over the unit tier (slow; not in `make test`)
+	@$(PY) tests/mutation/mutation.py run $(subst $(COMMA), ,$(MODULES)); rc=$$?; \
+	  $(PY) tests/mutation/mutation.py report; exit $$rc
+
+mutation-score: ## Per-module kill score (killed/total) of the last `make mutation`
+	@$(PY) tests/mutation/mutation.py score $(subst $(COMMA), ,$(MODULES))
 
 chaos: ## Full fault suite
 	$(VENV)/bin/pytest tests/chaos -m slow
