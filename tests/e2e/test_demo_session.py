@@ -168,7 +168,7 @@ def test_the_demo_session_leaves_exactly_the_expected_ledger(pipeline, fresh_dat
     assert (fleet["incidents"], fleet["closed"], fleet["safe_completion_rate"]) == (1, 0, None)
     assert fleet["caught_by_reason"] == {"reserved_to_team": 1, "stale_base_position": 1}
     assert (fleet["caught"], fleet["requests"]) == (2, 8)
-    assert (fleet["consequential_steps"], fleet["traces"], fleet["traces_complete"]) == (3, 3, 3)
+    assert (fleet["consequential_steps"], fleet["traces"], fleet["traces_complete"]) == (4, 4, 4)
     assert fleet["unauthorized_side_effects"] == fleet["duplicate_side_effects"] == 0
     assert (fleet["escalated"], fleet["packets_accepted"], fleet["packets_judged"]) == (1, 1, 0)
     assert fleet["false_actions"] == 0
