@@ -11,8 +11,9 @@ the same events. The definitions (README, "Fleet SLIs") in short:
   addressed to, or a second decision on a directive, counts for nothing.
 - *Side effect*: a StepStarted (or an outcome of a step no StepStarted claimed) that
   did not end in StepFailed(not_started). It is *entitled* when its directive was
-  issued and accepted (never refused) before it started (`_entitled`: the one place a
-  future rule, such as two-person approvals, adds its condition).
+  issued and accepted (never refused) before it started and, where the authority in
+  force requires approvals (two-person rule), the quorum was present, undeclined and in
+  time when it started (`_entitled`).
 - *Safe completion*: a closed incident in which every consequential side effect was
   verified (a RECOVERED snapshot linked to the step) or was followed by an accepted
   takeover, every side effect was entitled, and no step started twice.
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from conn_core import approvals
 from conn_core.fold import evolve
 from conn_core.state import DirectiveStatus, IncidentState
 from conn_schemas.events import (
@@ -154,15 +156,16 @@ class IncidentSLIs:
     time_to_verified_recovery: float | None
 
 
-def _entitled(step: _Step, status_before: DirectiveStatus | None) -> bool:
+def _entitled(step: _Step, status_before: DirectiveStatus | None, approved: bool) -> bool:
     """Was the step's side effect entitled when it started? Its directive was issued and
-    accepted (the first decision) and never refused. (A later rule such as required
-    approvals adds its condition here, from facts recorded on `_Step`.)"""
+    accepted (the first decision), never refused, and — when the authority requires
+    approvals — its quorum stood at that moment (`approved`, from the fold before it)."""
     return (
         step.issued is not None
         and step.accepted is not None
         and step.refused is None
         and status_before is DirectiveStatus.ACCEPTED
+        and approved
     )
 
 
@@ -198,6 +201,13 @@ def _observe(inc: _Incident, event: Envelope) -> None:
     status_before = record.status if record is not None else None
     takeovers_before = state.takeovers_accepted
     ignored_before = state.ignored_controls
+    # Two-person rule: judged on the fold as it stood when the step started.
+    approved = not (
+        isinstance(event, StepStarted)
+        and cid is not None
+        and record is not None
+        and approvals.gate(state, cid, event.occurred_at) is not None
+    )
     evolve(state, event)
     inc.position += 1
     pos = inc.position
@@ -229,7 +239,7 @@ def _observe(inc: _Incident, event: Envelope) -> None:
                 step.action = event.payload.action
                 step.consequential = event.payload.action.action in CONSEQUENTIAL_ACTIONS
     elif isinstance(event, StepStarted):
-        _started(inc, event, record is not None, status_before, pos)
+        _started(inc, event, record is not None, status_before, pos, approved)
     elif isinstance(event, OUTCOMES):
         _outcome(inc, event, record is not None, status_before, pos)
     elif isinstance(event, VerificationSnapshot):
@@ -267,6 +277,7 @@ def _started(
     known: bool,
     status_before: DirectiveStatus | None,
     pos: int,
+    approved: bool,
 ) -> None:
     cid = event.correlation_id
     if cid is None:
@@ -278,7 +289,7 @@ def _started(
         return
     step.started = pos
     if known:
-        step.entitled = _entitled(step, status_before)
+        step.entitled = _entitled(step, status_before, approved)
     else:  # no directive in the ledger (yet): whatever lands later, never entitled
         step.entitled = False
         _claim(step, event)

@@ -10,7 +10,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from builders import ALICE, MALLORY, T0, History
+from builders import ALICE, CAROL, DANA, MALLORY, RUNBOOK, T0, History
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
@@ -21,6 +21,7 @@ from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.signing import open_record
 from conn_schemas.values import (
     Action,
+    Actor,
     DisableFlagRule,
     DrainWorkerPool,
     GatherState,
@@ -128,6 +129,58 @@ def test_a_side_effect_on_a_refused_directive_is_unauthorized() -> None:
     assert got.unauthorized_side_effects == 1
     assert not got.safe_completion
     assert got.caught_by_reason == {}  # refused but executed: not caught
+
+
+# Two-person rule (DESIGN.md invariant 11): a step that needs approvals is entitled
+# only with its quorum of distinct approvers, none declining, in time.
+APPROVED_DRAIN = DrainWorkerPool(pool="cache-invalidation", region="us-east")
+TWO_APPROVERS = b"""
+approvals:
+  - action: drain_worker_pool
+    targets: [cache-invalidation]
+    count: 2
+    roles: [commander, specialist]
+    expires_after: 60
+"""
+
+
+def _needs_approval() -> tuple[History, str]:
+    h = History("inc-2p").open().declare(content=RUNBOOK.read_bytes() + TWO_APPROVERS)
+    return h, h.direct(APPROVED_DRAIN, actor=ALICE)
+
+
+def _approve(h: History, cid: str, *who: Actor) -> None:
+    from conn_core import approvals
+    from conn_core.fold import fold
+
+    for actor in who:
+        sha = approvals.current_sha256(fold(h.events, h.incident_id), cid)
+        assert sha is not None
+        h._add(ev.ApprovalRecorded, ev.ApprovalRecordedPayload(packet_sha256=sha), actor, cid)
+
+
+def _run(h: History, cid: str) -> None:
+    h.accept(cid, APPROVED_DRAIN)
+    h.start(cid, APPROVED_DRAIN)
+    h.succeed(cid, APPROVED_DRAIN)
+    h.snapshot(cid, Verdict.RECOVERED)
+    h.close()
+
+
+def test_a_side_effect_without_its_required_approvals_is_unauthorized() -> None:
+    h, cid = _needs_approval()
+    _approve(h, cid, CAROL)  # one of two
+    _run(h, cid)
+    got = one(h.events)
+    assert got.unauthorized_side_effects == 1 and not got.safe_completion
+
+
+def test_a_side_effect_with_its_quorum_is_entitled() -> None:
+    h, cid = _needs_approval()
+    _approve(h, cid, CAROL, DANA)
+    _run(h, cid)
+    got = one(h.events)
+    assert got.unauthorized_side_effects == 0 and got.safe_completion
 
 
 def test_a_side_effect_nobody_directed_is_unauthorized() -> None:
