@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,8 +122,17 @@ def running_pid(name: str) -> int | None:
 
 def _cmd_matches(proc: psutil.Process, meta: dict[str, object]) -> bool:
     argv = [str(a) for a in meta.get("argv") or []]  # type: ignore[attr-defined]
+    if not argv:
+        return False
     cmd = proc.cmdline()
-    return bool(argv and cmd) and os.path.basename(cmd[0]) == os.path.basename(argv[0])
+    if cmd and os.path.basename(cmd[0]) == os.path.basename(argv[0]):
+        return True
+    # A process may retitle itself (faust's worker calls setproctitle whenever the
+    # package is installed, and mutmut brings it): its executable still says what it is.
+    with contextlib.suppress(psutil.Error, OSError):
+        exe = shutil.which(argv[0]) or argv[0]
+        return os.path.realpath(exe) == os.path.realpath(proc.exe())
+    return False
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
