@@ -25,6 +25,7 @@ from typing import Literal
 from conn_core.chain import sha256_json
 from conn_core.rules import Refused
 from conn_core.state import DirectiveStatus, IncidentState
+from conn_core.undo import planned_undo
 from conn_schemas.approvals import (
     ApprovalVote,
     BlastRadiusView,
@@ -205,7 +206,7 @@ def decision_packet(state: IncidentState, correlation_id: str) -> DecisionPacket
         control_plane=control,
         gathered=state.last_observation,
         verification=authority.criteria_for(action.action),
-        undo=None,
+        undo=planned_undo(action),
     )
 
 

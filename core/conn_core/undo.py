@@ -32,6 +32,28 @@ from conn_schemas.values import (
 TargetState = FlagRuleState | WorkerPoolState | TierState
 
 
+def planned_undo(action: Action) -> str | None:
+    """What the executor will record as this step's undo, for the approver's decision
+    packet (the exact inverse is read from the target just before acting). None: not a
+    consequential action."""
+    if isinstance(action, DisableFlagRule | EnableFlagRule):
+        return (
+            f"recorded before acting: rule {action.rule} of {action.flag} in {action.region} "
+            "back to its state before (conn direct undo)"
+        )
+    if isinstance(action, DrainWorkerPool | ScaleWorkerPool):
+        return (
+            f"recorded before acting: pool {action.pool} in {action.region} scaled back to "
+            "its size before (conn direct undo)"
+        )
+    if isinstance(action, RestartDependencyTier):
+        return (
+            f"none: a restart of {action.tier} in {action.region} cannot be undone "
+            "(only the generation before it is recorded)"
+        )
+    return None
+
+
 def undo_for(action: Action, before: TargetState | None) -> RecordedUndo | None:
     """The inverse of `action` given the target's state before it. None: not a
     consequential action. A missing or mismatched `before` is recorded as not undoable

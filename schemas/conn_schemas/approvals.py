@@ -91,7 +91,7 @@ class DecisionPacket(Frozen):
         ge=0, description="Ledger position of the last state change this packet describes"
     )
     authority: Line = Field(description="name@version of the authority in force")
-    authority_sha256: Token
+    authority_sha256: Line
     rule: ApprovalRule
     expires_at: AwareDatetime
     expectation: Expectation | None = None

@@ -239,7 +239,10 @@ def test_the_decision_packet_says_what_will_run() -> None:
     packet = approvals.decision_packet(state_of(h), cid)
     assert packet is not None
     assert packet.action == DRAIN and packet.issued_by == "alice"
-    assert packet.rule.count == 2 and packet.undo is None
+    assert packet.rule.count == 2
+    # The approver sees the undo the executor will record (issue 19 item 2).
+    assert packet.undo is not None and "cache-invalidation" in packet.undo
+    assert "scaled back" in packet.undo
     assert packet.verification.max_queue_depth == 200
     assert any("holds the conn" in p for p in packet.preconditions)
     assert {e.region for e in packet.evidence} == {"us-east", "eu-west"}
@@ -319,3 +322,12 @@ def test_an_approved_directive_keeps_the_packet_its_approvers_saw() -> None:
     assert approvals.current_sha256(state_of(h), cid) != sha
     (item,) = approvals.pending(state_of(h), T0, include_done=True)
     assert item.status == "executed" and item.packet_sha256 == sha
+
+
+def test_the_decision_packet_says_a_restart_cannot_be_undone() -> None:
+    from conn_core.undo import planned_undo
+
+    restart = _restart("orders-db")
+    text = planned_undo(restart)
+    assert text is not None and "cannot be undone" in text and "orders-db" in text
+    assert planned_undo(DRAIN) is not None and "cannot" not in (planned_undo(DRAIN) or "")
