@@ -22,7 +22,7 @@ from conn_schemas.events import (
     TakeoverAccepted,
     TakeoverRequested,
 )
-from conn_schemas.observations import Observation
+from conn_schemas.observations import FlagRuleState, Observation, WorkerPoolState
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     READ_ONLY_ACTIONS,
@@ -330,14 +330,7 @@ def check_observation(
             )
     action = directive.action
     if isinstance(action, DisableFlagRule):
-        rule = next(
-            (
-                f
-                for f in observation.flags
-                if (f.flag, f.rule, f.region) == (action.flag, action.rule, action.region)
-            ),
-            None,
-        )
+        rule = _observed_rule(observation, action)
         if rule is None:
             return Refused(RefusalReason.EXPECTATION_CONFLICT, f"rule {action.rule} not observable")
         if not rule.enabled:
@@ -346,10 +339,7 @@ def check_observation(
                 f"rule {action.rule} of {action.flag} is already disabled in {action.region}",
             )
     elif isinstance(action, DrainWorkerPool):
-        pool = next(
-            (p for p in observation.pools if (p.pool, p.region) == (action.pool, action.region)),
-            None,
-        )
+        pool = _observed_pool(observation, action)
         if pool is None:
             return Refused(RefusalReason.EXPECTATION_CONFLICT, f"pool {action.pool} not observable")
         if pool.desired_replicas == 0 or pool.ready_replicas != pool.desired_replicas:
@@ -375,20 +365,29 @@ def check_observation(
     return None
 
 
+def _observed_rule(
+    observation: Observation, action: DisableFlagRule | EnableFlagRule
+) -> FlagRuleState | None:
+    """The observed state of the flag rule `action` names (None: not observed)."""
+    key = (action.flag, action.rule, action.region)
+    return next((f for f in observation.flags if (f.flag, f.rule, f.region) == key), None)
+
+
+def _observed_pool(
+    observation: Observation, action: DrainWorkerPool | ScaleWorkerPool
+) -> WorkerPoolState | None:
+    """The observed state of the worker pool `action` names (None: not observed)."""
+    key = (action.pool, action.region)
+    return next((p for p in observation.pools if (p.pool, p.region) == key), None)
+
+
 def check_inverse_observation(
     action: EnableFlagRule | ScaleWorkerPool, observation: Observation
 ) -> Refused | None:
     """Before an inverse step (an undo): the target is observable, clean, and not already
     in the state the step would produce (a second undo of the same step is refused)."""
     if isinstance(action, EnableFlagRule):
-        rule = next(
-            (
-                f
-                for f in observation.flags
-                if (f.flag, f.rule, f.region) == (action.flag, action.rule, action.region)
-            ),
-            None,
-        )
+        rule = _observed_rule(observation, action)
         if rule is None:
             return Refused(RefusalReason.EXPECTATION_CONFLICT, f"rule {action.rule} not observable")
         if rule.enabled:
@@ -397,10 +396,7 @@ def check_inverse_observation(
                 f"rule {action.rule} of {action.flag} is already enabled in {action.region}",
             )
         return None
-    pool = next(
-        (p for p in observation.pools if (p.pool, p.region) == (action.pool, action.region)),
-        None,
-    )
+    pool = _observed_pool(observation, action)
     if pool is None:
         return Refused(RefusalReason.EXPECTATION_CONFLICT, f"pool {action.pool} not observable")
     if pool.ready_replicas != pool.desired_replicas:

@@ -263,12 +263,7 @@ async def _decide_and_append(
         payload: DirectiveIssuedPayload | None = None
         try:
             request = DirectiveRequest.model_validate(body)
-            payload = DirectiveIssuedPayload(
-                action=request.action,
-                expectation=request.expectation,
-                based_on_sequence=request.based_on_sequence,
-                rationale=request.rationale,
-            )
+            payload = request.payload()
         except ValidationError as exc:
             message, errors = _validation_detail(exc)
             return await _refuse(

@@ -39,7 +39,6 @@ from conn_api.runtime import Runtime
 from conn_core.ports import PortError
 from conn_core.rules import Refused, decide
 from conn_core.undo import NoUndo, undo_action
-from conn_schemas.events import DirectiveIssuedPayload
 from conn_schemas.undo import ChangePreview
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
@@ -104,12 +103,7 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
         )
     try:
         request = DirectiveRequest.model_validate(body)
-        payload = DirectiveIssuedPayload(
-            action=request.action,
-            expectation=request.expectation,
-            based_on_sequence=request.based_on_sequence,
-            rationale=request.rationale,
-        )
+        payload = request.payload()
     except ValidationError as exc:
         first = exc.errors()[0]
         DRY_RUNS.labels("invalid").inc()

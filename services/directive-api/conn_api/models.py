@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conn_schemas.events import DirectiveIssuedPayload
 from conn_schemas.values import (
     Action,
     Detail,
@@ -95,6 +96,15 @@ class DirectiveRequest(Body):
     expectation: Expectation | None = None
     based_on_sequence: int = Field(ge=0, le=2**62)
     rationale: Detail = ""
+
+    def payload(self) -> DirectiveIssuedPayload:
+        """The DirectiveIssued payload this request asks for (validated again)."""
+        return DirectiveIssuedPayload(
+            action=self.action,
+            expectation=self.expectation,
+            based_on_sequence=self.based_on_sequence,
+            rationale=self.rationale,
+        )
 
 
 class HoldRequest(Body):

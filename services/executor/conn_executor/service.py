@@ -343,6 +343,22 @@ class ExecutorService(ConsumerService):
     def _approved_step(
         self, state: IncidentState, cid: str, claim: Claim, cause: str | None
     ) -> Step:
+        return self._recorded_step(
+            state, cid, claim, cause, view=copy.deepcopy(state), approved=True
+        )
+
+    def _recorded_step(
+        self,
+        state: IncidentState,
+        cid: str,
+        claim: Claim,
+        cause: str | None,
+        *,
+        view: IncidentState,
+        view_next: int = 0,
+        approved: bool = False,
+    ) -> Step:
+        """The step of a directive already in the log (taken up from its claim)."""
         record = state.directives[cid]
         return Step(
             correlation_id=cid,
@@ -356,8 +372,9 @@ class ExecutorService(ConsumerService):
             position=Position(claim.topic, claim.partition, claim.directive_offset),
             generation=self.loop.generation(),
             issuer=record.issuer,
-            view=copy.deepcopy(state),
-            approved=True,
+            view=view,
+            view_next=view_next,
+            approved=approved,
         )
 
     async def _sweep_expired(self) -> None:
@@ -489,20 +506,8 @@ class ExecutorService(ConsumerService):
                     ):
                         await self._cancel(after, claim.correlation_id, refusal, cause=None)
                     continue
-                step = Step(
-                    correlation_id=claim.correlation_id,
-                    incident_id=claim.incident_id,
-                    payload=DirectiveIssuedPayload(
-                        action=record.action,
-                        expectation=record.expectation,
-                        based_on_sequence=record.based_on_sequence,
-                    ),
-                    cause=None,
-                    position=Position(claim.topic, claim.partition, claim.directive_offset),
-                    generation=self.loop.generation(),
-                    issuer=record.issuer,
-                    view=after,
-                    view_next=end,
+                step = self._recorded_step(
+                    after, claim.correlation_id, claim, None, view=after, view_next=end
                 )
                 await self._resume(step, claim, record, before=None)
 
