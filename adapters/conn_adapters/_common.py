@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -37,12 +37,16 @@ def refused_by_target(code: int) -> bool:
 
 
 def bounded(
-    fn: Callable[Concatenate[S, P], Awaitable[R]],
-) -> Callable[Concatenate[S, P], Awaitable[R]]:
-    """Bound the whole call by `self.timeout` and translate every failure to PortError."""
+    fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """Bound the whole call by `self.timeout` and translate every failure to PortError.
+
+    Typed as returning a coroutine function (not just an awaitable), so a decorated
+    `async def` keeps the exact signature its port `Protocol` declares
+    (see conn_adapters._conformance)."""
 
     @functools.wraps(fn)
-    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         what = f"{type(self).__name__}.{fn.__name__}"
         try:
             async with asyncio.timeout(self.timeout):
