@@ -50,10 +50,15 @@ status: ## Per component: state, pid, healthy, restarts, last exit
 logs: ## Follow a component's log: make logs [component] (default: all)
 	@$(STACK) logs $(COMPONENTS)
 
-lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
+# Production packages checked by mypy --strict (cross-package through mypy_path in pyproject).
+TYPED := schemas/conn_schemas core/conn_core runtime/conn_runtime adapters/conn_adapters \
+  cli/conn_cli simulator/conn_simulator services/verifier/conn_verifier \
+  services/directive-api/conn_api
+
+lint: ## ruff check, ruff format --check, mypy --strict on the production packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict schemas/conn_schemas core/conn_core
+	$(VENV)/bin/mypy --strict $(TYPED)
 
 fmt: ## Format and autofix
 	$(VENV)/bin/ruff format .

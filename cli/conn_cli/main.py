@@ -824,7 +824,7 @@ _mount_report()
 
 def _mount_replay() -> None:
     try:
-        from conn_packager.replay import app as replay_app  # type: ignore[import-not-found]
+        from conn_packager.replay import app as replay_app
     except Exception:  # noqa: BLE001 - optional: the packager may not be installed
         return
     if isinstance(replay_app, typer.Typer):

@@ -359,7 +359,7 @@ class _PlatformCollector(Collector):
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
 
-    def collect(self) -> list[Metric]:  # type: ignore[override]
+    def collect(self) -> list[Metric]:
         state = self.sim.published_state
         g = GaugeMetricFamily
         err = g("checkout_error_ratio", "Errors / requests per region", labels=["region"])
@@ -515,9 +515,11 @@ def create_app(
     ) -> list[dict[str, Any]]:
         sim.check_token(authorization)
         sim._check_flag(project, flag, env)
-        return next(e for e in sim.feature(project, flag)["environments"] if e["name"] == env)[
-            "strategies"
-        ]
+        environment = next(
+            e for e in sim.feature(project, flag)["environments"] if e["name"] == env
+        )
+        strategies: list[dict[str, Any]] = environment["strategies"]
+        return strategies
 
     @app.get(base + "/environments/{env}/strategies/{sid}")
     async def get_strategy(

@@ -4,13 +4,13 @@ controls a person is shown, escaping in every template, and the small helpers.""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from markupsafe import escape
-from unit.builders import ALICE, RUNBOOK, History
+from unit.builders import ALICE, RUNBOOK, T0, VERIFIER, History
 
 from conn_api.auth import Identity
 from conn_api.console.adapter import (
@@ -30,6 +30,7 @@ from conn_core.rules import check_control
 from conn_core.state import ControlState, IncidentState
 from conn_runtime.kafka import Position
 from conn_schemas import events as ev
+from conn_schemas.observations import MetricsReading
 from conn_schemas.values import Actor, DisableFlagRule, Role, Verdict
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> **b** [l](javascript:x) {{7*7}}"
@@ -314,6 +315,56 @@ def test_the_incident_page_reads_the_fold() -> None:
     assert page.head_hash == view.ledger("inc-r")[-1].hash
     unopened = reader(view).incident(OLIVE_ID, "inc-nope")
     assert not unopened.opened and unopened.ledger == () and unopened.controls == Controls()
+
+
+def test_a_snapshot_with_no_data_readings_renders_as_no_data() -> None:
+    """A reading the source could not give is None (no data is never health): the ledger
+    line says n/a, the sparkline leaves the point out, the page renders (no 500)."""
+    h = History("inc-nodata").open().declare()
+    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="us-east")
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    h.succeed(cid, action)
+    h.snapshot(cid, Verdict.MIXED)
+    at = T0 + timedelta(minutes=5)
+    blank = MetricsReading(
+        region="us-east", error_rate=None, queue_depth=None, request_rate=None, observed_at=at
+    )
+    h._add(
+        ev.VerificationSnapshot,
+        ev.VerificationSnapshotPayload(
+            trigger="step",
+            step_correlation_id=cid,
+            regions=(
+                ev.RegionReadings(
+                    region="us-east",
+                    readings=(blank,),
+                    ages_seconds=(0.0,),
+                    healthy=False,
+                    fresh=True,
+                ),
+            ),
+            criteria=ev.VerificationCriteria(),
+            verdict=Verdict.NOT_RECOVERED,
+            detail="no data",
+            window_started_at=at,
+            window_ended_at=at,
+        ),
+        VERIFIER,
+        cid,
+    )
+    page = reader(FoldedView().feed(*h.events)).incident(
+        OLIVE_ID, "inc-nodata", now=at + timedelta(seconds=1)
+    )
+    last = page.ledger[-1]
+    assert last.event_type == "VerificationSnapshot"
+    assert "errors n/a, queue n/a" in last.summary
+    region = next(x for x in page.regions if x.region == "us-east")
+    assert region.error_series == (0.0,) and region.queue_series == (1.0,)
+    ctx: dict[str, Any] = {"page": page, "me": OLIVE_ID, "csrf": "t", "ks": page.kill_switch}
+    html = Renderer().render("incident.html", flash=None, now=page.now, **ctx)
+    assert "errors n/a, queue n/a" in html
 
 
 def test_sparklines_are_numbers_only() -> None:

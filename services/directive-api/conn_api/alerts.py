@@ -263,7 +263,7 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
                         payload=IncidentOpenedPayload(
                             title=clean_text(alert.summary or f"{alert.service} alert", MAX_LINE),
                             service=alert.service,
-                            severity=_SEVERITY.get(alert.severity.lower(), "sev2"),  # type: ignore[arg-type]
+                            severity=_SEVERITY.get(alert.severity.lower(), "sev2"),
                             opened_from_alert=alert.fingerprint,
                         ),
                         actor=actor,

@@ -201,7 +201,7 @@ def install_handlers(app: FastAPI) -> None:
     # Registered per class (not only under `Exception`, whose handler Starlette runs
     # as the last resort and then re-raises): a dependency error is an answer, not a crash.
     for cls in (asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError, OSError, TimeoutError):
-        app.add_exception_handler(cls, _dependency_error)  # type: ignore[arg-type]
+        app.add_exception_handler(cls, _dependency_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from conn_api import fleet as fleet_api
 from conn_api.auth import Identity
+from conn_api.console.render import fmt_pct
 from conn_api.packets import packet_for
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.view import LedgerEntry
@@ -321,15 +322,11 @@ def incident_row(state: IncidentState, ledger: Sequence[LedgerEntry]) -> Inciden
     )
 
 
-def _pct(value: float) -> str:
-    return f"{value:.2%}"
-
-
 def summarize(event: Envelope) -> tuple[str, str]:
     """(kind, one plain line) for a ledger entry. Plain text: the template escapes it."""
     if isinstance(event, IncidentOpened):
-        p = event.payload
-        return "info", f"“{p.title}” — service {p.service}, {p.severity}"
+        opened = event.payload
+        return "info", f"“{opened.title}” — service {opened.service}, {opened.severity}"
     if isinstance(event, AuthorityDeclared):
         a = event.payload.authority
         return "control", (
@@ -337,16 +334,17 @@ def summarize(event: Envelope) -> tuple[str, str]:
             f"conn held by {a.holder.identity}"
         )
     if isinstance(event, AuthorityChangeProposed):
-        p = event.payload
+        proposed = event.payload
         return "control", (
-            f"proposed {p.authority.name}@{p.authority.version} (sha256 {p.content_sha256[:12]}…), "
-            f"wider: {'; '.join(p.widenings)} — not in force until a second person approves"
+            f"proposed {proposed.authority.name}@{proposed.authority.version} "
+            f"(sha256 {proposed.content_sha256[:12]}…), "
+            f"wider: {'; '.join(proposed.widenings)} — not in force until a second person approves"
         )
     if isinstance(event, AuthorityChangeApproved):
-        p = event.payload
+        approved = event.payload
         return "control", (
-            f"approved proposal {p.proposal_id} (sha256 {p.content_sha256[:12]}…)"
-            + (f" — {p.detail}" if p.detail else "")
+            f"approved proposal {approved.proposal_id} (sha256 {approved.content_sha256[:12]}…)"
+            + (f" — {approved.detail}" if approved.detail else "")
         )
     if isinstance(event, DirectiveIssued):
         text = describe_action(event.payload.action)
@@ -356,17 +354,20 @@ def summarize(event: Envelope) -> tuple[str, str]:
     if isinstance(event, DirectiveAccepted):
         return "directive", describe_action(event.payload.action)
     if isinstance(event, DirectiveRefused):
-        p = event.payload
-        return "refusal", f"refused by {p.refused_by}: {p.reason.value} — {p.detail}"
+        refused = event.payload
+        return (
+            "refusal",
+            f"refused by {refused.refused_by}: {refused.reason.value} — {refused.detail}",
+        )
     if isinstance(event, StateGathered):
-        p = event.payload
-        o = p.observation
+        gathered = event.payload
+        o = gathered.observation
         text = (
-            f"{p.purpose}: {len(o.flags)} flag rules, {len(o.pools)} pools, "
+            f"{gathered.purpose}: {len(o.flags)} flag rules, {len(o.pools)} pools, "
             f"{len(o.tiers)} tiers, {len(o.metrics)} regions"
         )
-        if p.conflicts:
-            text += " — conflicts: " + "; ".join(p.conflicts)
+        if gathered.conflicts:
+            text += " — conflicts: " + "; ".join(gathered.conflicts)
         return "step", text
     if isinstance(event, StepStarted):
         return "step", describe_action(event.payload.action)
@@ -377,54 +378,60 @@ def summarize(event: Envelope) -> tuple[str, str]:
     if isinstance(event, StepOutcomeUnknown):
         return "refusal", f"{describe_action(event.payload.action)} — {event.payload.reason}"
     if isinstance(event, VerificationSnapshot):
-        p = event.payload
+        snapshot = event.payload
         parts = []
-        for r in p.regions:
+        for r in snapshot.regions:
             if r.readings:
                 last = r.readings[-1]
+                queue = "n/a" if last.queue_depth is None else f"{last.queue_depth:.0f}"
                 parts.append(
                     f"{r.region} {'healthy' if r.healthy else 'unhealthy'}"
-                    f"{'' if r.fresh else ' (stale)'}, errors {_pct(last.error_rate)}, "
-                    f"queue {last.queue_depth:.0f}"
+                    f"{'' if r.fresh else ' (stale)'}, errors {fmt_pct(last.error_rate)}, "
+                    f"queue {queue}"
                 )
             else:
                 parts.append(f"{r.region}: no reading")
-        return "verify", f"verdict {p.verdict.value} — " + "; ".join(parts)
+        return "verify", f"verdict {snapshot.verdict.value} — " + "; ".join(parts)
     if isinstance(event, HoldDeclared):
-        p = event.payload
-        return "control", p.reason.value + (f" — {p.detail}" if p.detail else "")
+        hold = event.payload
+        return "control", hold.reason.value + (f" — {hold.detail}" if hold.detail else "")
     if isinstance(event, ResumeDirected):
         return "control", event.payload.detail or "hold lifted"
     if isinstance(event, TakeoverRequested):
-        p = event.payload
-        return "control", f"to {p.to_team}" + (f" — {p.detail}" if p.detail else "")
+        takeover = event.payload
+        return "control", f"to {takeover.to_team}" + (
+            f" — {takeover.detail}" if takeover.detail else ""
+        )
     if isinstance(event, TakeoverPacketPublished):
-        p = event.payload
+        packet = event.payload
         return "packet", (
-            f"sha256 {p.packet_sha256[:12]}… for {p.to_team or 'any team'} ({p.trigger})"
+            f"sha256 {packet.packet_sha256[:12]}… for {packet.to_team or 'any team'} ({packet.trigger})"
         )
     if isinstance(event, TakeoverAccepted):
-        p = event.payload
-        return "control", f"team {p.team} accepted packet {p.packet_sha256[:12]}…"
+        accepted = event.payload
+        return "control", f"team {accepted.team} accepted packet {accepted.packet_sha256[:12]}…"
     if isinstance(event, IncidentRecordUpdated):
-        p = event.payload
-        return "info", p.summary + ("" if p.delivered else " (not delivered)")
+        update = event.payload
+        return "info", update.summary + ("" if update.delivered else " (not delivered)")
     if isinstance(event, AlertReceived):
-        p = event.payload
-        return "info", f"{p.source} {p.status}: {p.summary or p.fingerprint}"
+        alert = event.payload
+        return "info", f"{alert.source} {alert.status}: {alert.summary or alert.fingerprint}"
     if isinstance(event, IncidentClosed):
         return "control", event.payload.resolution
     if isinstance(event, KillSwitchEngaged | KillSwitchReleased):
         return "control", event.payload.reason
     if isinstance(event, ApprovalRecorded):
-        p = event.payload
+        approval = event.payload
         return "control", (
-            f"approved decision packet {p.packet_sha256[:12]}… (two-person rule)"
-            + (f" — {p.detail}" if p.detail else "")
+            f"approved decision packet {approval.packet_sha256[:12]}… (two-person rule)"
+            + (f" — {approval.detail}" if approval.detail else "")
         )
     if isinstance(event, ApprovalDeclined):
-        p = event.payload
-        return "refusal", f"declined decision packet {p.packet_sha256[:12]}… — {p.reason}"
+        declined = event.payload
+        return (
+            "refusal",
+            f"declined decision packet {declined.packet_sha256[:12]}… — {declined.reason}",
+        )
     return "info", event.event_type
 
 
@@ -481,8 +488,11 @@ def _series(ledger: Iterable[LedgerEntry]) -> dict[str, tuple[list[float], list[
                 if key in seen:
                     continue
                 seen.add(key)
-                errors.append(reading.error_rate)
-                queues.append(reading.queue_depth)
+                # no data is no point on the line (never a zero)
+                if reading.error_rate is not None:
+                    errors.append(reading.error_rate)
+                if reading.queue_depth is not None:
+                    queues.append(reading.queue_depth)
     return out
 
 
