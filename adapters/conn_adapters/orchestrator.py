@@ -202,9 +202,10 @@ class DeploymentOrchestrator(ABC):
             }
             try:
                 await self._patch(ns, name, body, key)
-                return
             except Conflict:
                 d = await self._get(ns, name)
+            else:
+                return
         raise PortError(f"{ns}/{name}: too many conflicts recording the key", retriable=True)
 
     # port -----------------------------------------------------------------

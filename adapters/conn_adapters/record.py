@@ -101,6 +101,7 @@ class NullIncidentRecord:
     async def append_note(
         self, incident_id: str, note: str, *, idempotency_key: str
     ) -> RecordNoteResult:
+        del incident_id, note  # nowhere to send them: the ledger already holds the note
         return RecordNoteResult(
             idempotency_key=idempotency_key, delivered=True, output={"sink": "none"}
         )

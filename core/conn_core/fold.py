@@ -500,6 +500,6 @@ def _(event: TakeoverAccepted, state: IncidentState) -> None:
 
 
 @_apply.register
-def _(event: IncidentClosed, state: IncidentState) -> None:
+def _(_event: IncidentClosed, state: IncidentState) -> None:
     state.closed = True
     _state_changed(state)

@@ -212,16 +212,17 @@ class KeyringFile(BaseModel):
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
     text = text.strip()
+    what = "not an Ed25519 public key (base64 of 32 bytes, or PEM)"
     try:
         if text.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(text.encode())
-            if not isinstance(key, Ed25519PublicKey):
-                raise ValueError("not an Ed25519 public key")
-            return key
-        raw = base64.b64decode(text, validate=True)
-        return Ed25519PublicKey.from_public_bytes(raw)
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
     except (ValueError, binascii.Error, TypeError) as exc:
-        raise ValueError(f"not an Ed25519 public key (base64 of 32 bytes, or PEM): {exc}") from exc
+        raise ValueError(f"{what}: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):  # a PEM key of another algorithm
+        raise ValueError(f"{what}: not an Ed25519 public key")
+    return key
 
 
 def public_key_b64(key: Ed25519PublicKey) -> str:

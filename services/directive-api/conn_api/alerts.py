@@ -138,6 +138,14 @@ def from_alertmanager(hook: AlertmanagerWebhook) -> list[NormalizedAlert]:
     return out
 
 
+def parse_pagerduty(raw: bytes) -> tuple[dict[str, Any], NormalizedAlert | None]:
+    """The webhook body (a JSON object) and its alert; ValueError/ValidationError if malformed."""
+    body = orjson.loads(raw)
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    return body, from_pagerduty(body)
+
+
 def from_pagerduty(body: dict[str, Any]) -> NormalizedAlert | None:
     """PagerDuty v3 webhook (event.event_type incident.*). Other events are ignored."""
     event = body.get("event")
@@ -349,10 +357,7 @@ async def pagerduty_webhook(
     if not secret or not verify_pagerduty_signature(secret, raw, signature):
         raise ApiError(401, "unauthorized", "missing or invalid X-PagerDuty-Signature")
     try:
-        body = orjson.loads(raw)
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        alert = from_pagerduty(body)
+        body, alert = parse_pagerduty(raw)
     except (ValueError, ValidationError) as exc:
         raise ApiError(422, "invalid_request", f"not a PagerDuty v3 webhook: {exc}") from exc
     keys = delivery_keys(webhook_id, body)

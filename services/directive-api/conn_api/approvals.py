@@ -37,7 +37,7 @@ router = APIRouter(prefix="/v1")
 async def list_approvals(
     incident_id: IncidentPath,
     rt: RuntimeDep,
-    me: CurrentUser,
+    _me: CurrentUser,  # signed in; any role may read
     include_done: Annotated[
         bool, Query(description="Also approved-and-run, declined and cancelled ones")
     ] = False,

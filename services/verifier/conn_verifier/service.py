@@ -101,6 +101,7 @@ class VerifierService(ConsumerService):
     # -- consumer hooks -------------------------------------------------------------------
 
     async def handle(self, consumed: Consumed, before: IncidentState) -> None:
+        del before  # what is due is read from the fold after the event (scan)
         event = consumed.event
         incident = event.incident_id
         if isinstance(event, VerificationSnapshot) and event.correlation_id is not None:
