@@ -50,10 +50,11 @@ status: ## Per component: state, pid, healthy, restarts, last exit
 logs: ## Follow a component's log: make logs [component] (default: all)
 	@$(STACK) logs $(COMPONENTS)
 
-lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
+lint: ## ruff check, ruff format --check, mypy --strict on the contract, core, read model and packager
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict schemas/conn_schemas core/conn_core
+	$(VENV)/bin/mypy --strict schemas/conn_schemas core/conn_core readmodel/conn_readmodel \
+	  services/packager/conn_packager runtime/conn_runtime/partitions.py
 
 fmt: ## Format and autofix
 	$(VENV)/bin/ruff format .

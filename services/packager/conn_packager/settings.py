@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conn_packager.store import check_schema
+from conn_readmodel.store import check_schema
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 
 
