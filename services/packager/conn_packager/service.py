@@ -159,63 +159,73 @@ class Packager:
         committed offset ran ahead of what was projected, e.g. after a SIGKILL) are
         read back from Kafka and projected first, in order: never skipped."""
         await self.start()
+        offset = record.offset
+        done = await self._advance(record.topic, record.partition, offset + 1, tail=record)
+        if isinstance(done, int):
+            metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
+            self.next[record.partition] = done
+            return None
+        handled: Handled | None = None
+        for outcome in done:
+            if isinstance(outcome, Refused):
+                continue
+            metrics.EVENTS_PROJECTED.labels(event_type=outcome.event.event_type).inc()
+            if outcome.record.offset == offset:
+                handled = Handled(
+                    outcome.incident_id,
+                    outcome.sequence,
+                    outcome.head,
+                    outcome.rows.incident["bridge"],
+                )
+        return handled
+
+    async def _advance(
+        self, topic: str, partition: int, end: int, *, tail: RecordLike | None = None
+    ) -> list[Projected | Refused] | int:
+        """Project the partition's records [next_offset, end) and move `next_offset` to
+        `end`, in ONE transaction (under `self.lock` and the offset row's lock): the
+        records read back from Kafka, then `tail` (the record in hand, at end - 1) if
+        given. Then dead-letter the refused ones and publish the packets made due.
+        Returns the outcomes in offset order, or `next_offset` if it is already >= end."""
         assert self.pool is not None
-        topic, partition, offset = record.topic, record.partition, record.offset
         async with self.lock:
-            dues: list[PacketDue] = []
-            rejected: list[Refused] = []
-            handled: Handled | None = None
-            projected: list[str] = []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
-                    if offset < nxt:
-                        metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
-                        self.next[partition] = nxt
-                        return None
+                    if nxt >= end:
+                        return nxt
                     if self.next.get(partition) != nxt:
                         # First sight of the partition, or someone else advanced it.
                         self._forget_partition(partition)
+                    read_to = end - 1 if tail is not None else end
                     records: list[RecordLike] = []
-                    if offset > nxt:
-                        metrics.OFFSET_GAPS.inc()
-                        records = await self._read_range(topic, partition, nxt, offset)
-                        log.warning(
-                            "offset gap: projecting the records the stream skipped",
-                            extra={
-                                "partition": partition,
-                                "expected": nxt,
-                                "got": offset,
-                                "read_back": len(records),
-                            },
-                        )
-                    records.append(record)
-                    for rec in records:
-                        outcome = await self._project(conn, rec)
-                        if isinstance(outcome, Refused):
-                            rejected.append(outcome)
-                            continue
-                        if outcome.packet is not None:
-                            dues.append(outcome.packet)
-                        projected.append(outcome.event.event_type)
-                        if rec.offset == offset:
-                            handled = Handled(
-                                outcome.incident_id,
-                                outcome.sequence,
-                                outcome.head,
-                                outcome.rows.incident["bridge"],
+                    if nxt < read_to:
+                        records = await self._read_range(topic, partition, nxt, read_to)
+                        if tail is not None:
+                            metrics.OFFSET_GAPS.inc()
+                            log.warning(
+                                "offset gap: projecting the records the stream skipped",
+                                extra={
+                                    "partition": partition,
+                                    "expected": nxt,
+                                    "got": tail.offset,
+                                    "read_back": len(records),
+                                },
                             )
-                    await set_offset(conn, self.schema, topic, partition, offset + 1)
+                    if tail is not None:
+                        records.append(tail)
+                    outcomes = [await self._project(conn, rec) for rec in records]
+                    await set_offset(conn, self.schema, topic, partition, end)
             except BaseException:
                 # The in-memory fold may be ahead of what was committed: rebuild it.
                 self._forget_partition(partition)
                 raise
-            self.next[partition] = offset + 1
-            for event_type in projected:
-                metrics.EVENTS_PROJECTED.labels(event_type=event_type).inc()
-            await self._dead_letter(rejected)
-            await self._publish_committed(dues)
-            return handled
+            self.next[partition] = end
+            await self._dead_letter([o for o in outcomes if isinstance(o, Refused)])
+            await self._publish_committed(
+                [o.packet for o in outcomes if isinstance(o, Projected) and o.packet is not None]
+            )
+            return outcomes
 
     async def _publish_committed(self, dues: list[PacketDue]) -> None:
         """Publish packets whose rows are committed. If Kafka is away, they stay
@@ -256,39 +266,15 @@ class Packager:
         return done
 
     async def _catch_up_partition(self, topic: str, partition: int, end: int) -> int:
-        assert self.pool is not None
-        async with self.lock:
-            dues: list[PacketDue] = []
-            rejected: list[Refused] = []
-            count = 0
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
-                    if nxt >= end:
-                        return 0
-                    if self.next.get(partition) != nxt:
-                        self._forget_partition(partition)
-                    records = await self._read_range(topic, partition, nxt, end)
-                    for rec in records:
-                        outcome = await self._project(conn, rec)
-                        if isinstance(outcome, Refused):
-                            rejected.append(outcome)
-                        elif outcome.packet is not None:
-                            dues.append(outcome.packet)
-                    count = len(records)
-                    await set_offset(conn, self.schema, topic, partition, end)
-            except BaseException:
-                self._forget_partition(partition)
-                raise
-            self.next[partition] = end
-            metrics.OFFSET_GAPS.inc()
-            log.warning(
-                "stream stalled behind the log: projected the records it never delivered",
-                extra={"partition": partition, "from": nxt, "to": end, "records": count},
-            )
-            await self._dead_letter(rejected)
-            await self._publish_committed(dues)
-            return count
+        done = await self._advance(topic, partition, end)
+        if isinstance(done, int):
+            return 0
+        metrics.OFFSET_GAPS.inc()
+        log.warning(
+            "stream stalled behind the log: projected the records it never delivered",
+            extra={"partition": partition, "to": end, "records": len(done)},
+        )
+        return len(done)
 
     async def _project(self, conn: asyncpg.Connection, record: RecordLike) -> Projected | Refused:
         """Rows of one record, written inside the caller's transaction; or why it was
