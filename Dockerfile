@@ -27,6 +27,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY core ./core
 COPY runtime ./runtime
+COPY readmodel ./readmodel
 COPY adapters ./adapters
 COPY simulator ./simulator
 COPY cli ./cli

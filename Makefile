@@ -52,8 +52,9 @@ logs: ## Follow a component's log: make logs [component] (default: all)
 
 # Production packages checked by mypy --strict (cross-package through mypy_path in pyproject).
 TYPED := schemas/conn_schemas core/conn_core runtime/conn_runtime adapters/conn_adapters \
-  cli/conn_cli simulator/conn_simulator services/verifier/conn_verifier \
-  services/directive-api/conn_api
+  readmodel/conn_readmodel cli/conn_cli simulator/conn_simulator \
+  services/verifier/conn_verifier services/directive-api/conn_api \
+  services/packager/conn_packager
 
 lint: ## ruff check, ruff format --check, mypy --strict on the production packages
 	$(VENV)/bin/ruff check .

@@ -28,8 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import console, fresh_topics, login
 from conn_localstack.ephemeral import LOGS, Pipeline
-from conn_packager.main import topic_partitions
 from conn_runtime.db import temporary_database
+from conn_runtime.partitions import topic_partitions
 from conn_runtime.settings import Topics
 
 BENCH = Path(__file__).resolve().parent

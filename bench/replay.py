@@ -1,4 +1,4 @@
-"""3. Replay rate: `conn replay` (conn_packager.replay) over >= 1,000,000 generated events.
+"""3. Replay rate: `conn replay` (conn_readmodel.replay) over >= 1,000,000 generated events.
 
 Events (bench/gen.py: a realistic 57-event incident history cloned across ~17.5k
 incidents, pre-encoded with the codec) are produced with batching straight into a fresh
@@ -176,7 +176,7 @@ async def main(quick: bool = False) -> Result:
         "authority, 4x record/gather/restart+StepStarted/StepSucceeded/snapshot, a mixed "
         "verdict that holds and builds a takeover packet, resume, close), ~850 B each, "
         "6 partitions.",
-        "chain verification = conn_packager.replay.verify_chain (what `conn replay` runs "
+        "chain verification = conn_readmodel.replay.verify_chain (what `conn replay` runs "
         f"first) over a ledger_entries table of {chain['events']:,} rows. Those rows were "
         "written by the benchmark's bulk loader (bench/replay_worker.py `ledger`: raw JSON + "
         "conn_core.chain.link_raw, executemany), not by `rebuild`: rebuilding a million "
@@ -185,7 +185,7 @@ async def main(quick: bool = False) -> Result:
         "projection (fold, hash chain, takeover packets) without PostgreSQL, on the same "
         "events as the rebuild row.",
         (
-            "full read-model rebuild = conn_packager.replay.rebuild over "
+            "full read-model rebuild = conn_readmodel.replay.rebuild over "
             + (
                 f"ALL {subset:,} events"
                 if subset == total

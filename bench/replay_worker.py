@@ -7,8 +7,8 @@ Phases:
   ledger   the benchmark's bulk loader: ledger rows (raw JSON + hash chain, no fold)
            inserted with executemany into SCHEMA.ledger_entries (what `chain` verifies)
   project  conn replay's reader + codec + the packager's projection, no database
-  chain    conn_packager.replay.verify_chain over SCHEMA (what `conn replay` runs first)
-  rebuild  conn_packager.replay.rebuild: the full read-model rebuild into SCHEMA
+  chain    conn_readmodel.replay.verify_chain over SCHEMA (what `conn replay` runs first)
+  rebuild  conn_readmodel.replay.rebuild: the full read-model rebuild into SCHEMA
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conn_core.chain import GENESIS, link_raw
-from conn_packager.main import topic_partitions
-from conn_packager.projection import IncidentProjection, Where, project
-from conn_packager.replay import read_topic, rebuild, verify_chain
-from conn_packager.store import apply_ddl, check_schema, create_pool
+from conn_readmodel.projection import IncidentProjection, Where, project
+from conn_readmodel.replay import read_topic, rebuild, verify_chain
+from conn_readmodel.store import apply_ddl, check_schema, create_pool
 from conn_runtime.kafka import client_options
+from conn_runtime.partitions import topic_partitions
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_runtime.trust import trust_for
 from conn_schemas.codec import UnreadableRecord

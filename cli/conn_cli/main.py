@@ -823,12 +823,9 @@ _mount_report()
 
 
 def _mount_replay() -> None:
-    try:
-        from conn_packager.replay import app as replay_app
-    except Exception:  # noqa: BLE001 - optional: the packager may not be installed
-        return
-    if isinstance(replay_app, typer.Typer):
-        app.add_typer(replay_app, name="replay")
+    from conn_readmodel.replay import app as replay_app
+
+    app.add_typer(replay_app, name="replay")
 
 
 _mount_replay()

@@ -8,10 +8,37 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+async def json_codecs(conn: asyncpg.Connection) -> None:
+    """jsonb/json as Python objects (orjson) instead of text, on this connection."""
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typ,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    command_timeout: float = 30,
+    json: bool = False,
+) -> asyncpg.Pool:
+    """The services' pool. `json=True`: jsonb/json come back as Python objects
+    (`json_codecs`), as the read model's writers and readers expect."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        init=json_codecs if json else None,
+    )
     assert pool is not None
     return pool
 

@@ -6,6 +6,9 @@ appended after the directive it is working on sits later in the partition than
 it has read. So whoever accepts a hold or the kill switch (the directive API)
 also records it here, and the executor reads it right before acting. A
 restarting executor therefore also starts stopped when the kill switch is on.
+
+This module owns the table: every service that uses it creates it with `ensure_table`
+(one DDL, one advisory lock), never inside its own schema script.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from datetime import datetime
 
 import asyncpg
 
+from conn_runtime import db
+
 GLOBAL_SCOPE = "_global"
+STOPS_LOCK_KEY = 0x434F4E4E5354  # "CONNST"
 
 STOPS_DDL = """
 CREATE TABLE IF NOT EXISTS conn_stops (
@@ -27,6 +33,12 @@ CREATE TABLE IF NOT EXISTS conn_stops (
     event_id     uuid
 );
 """
+
+
+async def ensure_table(pool: asyncpg.Pool) -> None:
+    """Create `conn_stops` if missing (idempotent; under its own advisory lock, so the API
+    and the executors starting together do not race)."""
+    await db.apply_schema(pool, STOPS_DDL, lock_key=STOPS_LOCK_KEY)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from kafka_support import current
 
 from conn_api.auth import Authenticator
 from conn_api.config import ApiSettings, ConfigError
-from conn_packager.packet import build_packet, packet_sha256
+from conn_readmodel.packet import build_packet, packet_sha256
 from conn_runtime.kafka import EventProducer
 from conn_runtime.stops import GLOBAL_SCOPE, active_stop
 from conn_schemas.events import TakeoverPacketPublished, TakeoverPacketPublishedPayload, new_event

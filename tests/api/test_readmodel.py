@@ -13,7 +13,7 @@ import pytest
 from api_support import Api
 from fixtures_services import Proc, ProcFactory, free_port
 
-from conn_packager.packet import packet_sha256
+from conn_readmodel.packet import packet_sha256
 from conn_schemas.packet import TakeoverPacket
 
 T = TypeVar("T")

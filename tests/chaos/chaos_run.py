@@ -826,7 +826,7 @@ async def run_replay_tool(pipeline: Pipeline, report: ChaosReport, untrusted: in
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "conn_packager.replay",
+        "conn_readmodel.replay",
         "--quiet",
         env=env,
         cwd=ROOT,

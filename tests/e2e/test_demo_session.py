@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from conn_demo.session import load_tokens, run_session
-from conn_packager import readmodel, store
+from conn_readmodel import queries as readmodel
+from conn_readmodel import store
 
 pytestmark = pytest.mark.integration
 

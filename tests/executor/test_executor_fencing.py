@@ -19,7 +19,7 @@ from executor_harness import Harness, decided, has, of_type, step_recorded
 
 from conn_core.state import DirectiveStatus
 from conn_executor.claims import CLAIMS_DDL, ClaimStatus, ClaimStore
-from conn_runtime.stops import set_stop
+from conn_runtime.stops import STOPS_DDL, set_stop
 from conn_schemas import events as ev
 from conn_schemas.values import DrainWorkerPool, GatherState, RestartDependencyTier
 
@@ -67,6 +67,7 @@ async def test_every_claim_transition_is_fenced(fresh_database: str) -> None:
     pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=2)
     try:
         await pool.execute(CLAIMS_DDL)
+        await pool.execute(STOPS_DDL)
         claims = ClaimStore(pool)
 
         async def claim(cid: str) -> None:

@@ -381,7 +381,7 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "conn_packager.replay",
+            "conn_readmodel.replay",
             "--quiet",
             env={
                 **p.base_env(),

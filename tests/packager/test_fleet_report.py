@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conn_core import fleet
 from conn_packager import fleet as fleet_gauges
-from conn_packager import readmodel
-from conn_packager import replay as replay_mod
-from conn_packager.store import create_pool
+from conn_readmodel import queries as readmodel
+from conn_readmodel import replay as replay_mod
+from conn_readmodel.store import create_pool
 from conn_runtime.settings import Topics
 from conn_schemas.events import IncidentClosed, IncidentClosedPayload, new_event
 

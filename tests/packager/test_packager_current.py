@@ -13,8 +13,8 @@ from kafka_support import LedgerWriter, current
 from packager.packager_scenario import ALICE, EXECUTOR, mixed_state
 from packager.test_packager_live import SCHEMA, _append, _caught_up, _env, _kafka, _start, _wait_for
 
-from conn_packager import replay as replay_mod
-from conn_packager.store import create_pool
+from conn_readmodel import replay as replay_mod
+from conn_readmodel.store import create_pool
 from conn_runtime.partitioning import partition_for
 from conn_runtime.settings import Topics
 from conn_schemas.events import (

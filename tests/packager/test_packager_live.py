@@ -14,10 +14,10 @@ from kafka_support import Identities, LedgerWriter, current
 from packager.packager_scenario import mixed_state, recovered
 
 from conn_core.chain import GENESIS, link
-from conn_packager import readmodel
-from conn_packager import replay as replay_mod
-from conn_packager.packet import packet_sha256
-from conn_packager.store import create_pool
+from conn_readmodel import queries as readmodel
+from conn_readmodel import replay as replay_mod
+from conn_readmodel.packet import packet_sha256
+from conn_readmodel.store import create_pool
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_schemas.events import Envelope
 from conn_schemas.packet import TakeoverPacket

@@ -53,7 +53,7 @@ from conn_core.authority import parse_authority
 from conn_core.fold import evolve, evolve_control, fold
 from conn_core.rules import Accepted, check_authority, check_control, decide, recheck
 from conn_core.state import ControlState, DirectiveStatus, IncidentState
-from conn_packager.packet import build_packet, packet_sha256
+from conn_readmodel.packet import build_packet, packet_sha256
 from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.observations import ActionResult, MetricsReading, Observation

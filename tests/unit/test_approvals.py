@@ -265,7 +265,7 @@ def _without_rules(authority):  # type: ignore[no-untyped-def]
 
 
 def test_the_takeover_packet_lists_pending_approvals() -> None:
-    from conn_packager.packet import build_packet, render_markdown
+    from conn_readmodel.packet import build_packet, render_markdown
 
     h, cid = history()
     vote(h, cid, CAROL)

@@ -14,7 +14,7 @@ from bench import gen
 from bench.common import Result, percentiles, ratio
 from bench.containment import SideEffect, containment, side_effect_starts
 from bench.harness import Seen
-from conn_packager.projection import IncidentProjection, Where, project
+from conn_readmodel.projection import IncidentProjection, Where, project
 from conn_schemas.codec import decode
 
 

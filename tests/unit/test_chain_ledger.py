@@ -6,7 +6,7 @@ import pytest
 from packager.packager_scenario import mixed_state
 
 from conn_core.chain import GENESIS, link, link_raw
-from conn_packager.projection import IncidentProjection, Where, project
+from conn_readmodel.projection import IncidentProjection, Where, project
 
 
 def test_projection_chain_links_each_entry_to_the_previous() -> None:

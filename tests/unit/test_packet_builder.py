@@ -6,8 +6,8 @@ from packager.packager_scenario import mixed_state, recovered
 
 from conn_core.chain import GENESIS, link
 from conn_core.fold import fold
-from conn_packager.packet import build_packet, packet_sha256, render_markdown
-from conn_packager.projection import IncidentProjection, Where, project
+from conn_readmodel.packet import build_packet, packet_sha256, render_markdown
+from conn_readmodel.projection import IncidentProjection, Where, project
 
 
 def _packets(events):  # type: ignore[no-untyped-def]

@@ -118,7 +118,7 @@ def test_a_packet_after_many_refused_directives_still_builds_and_lists_the_lates
     from builders import History
 
     from conn_core.fold import fold
-    from conn_packager.packet import build_packet
+    from conn_readmodel.packet import build_packet
     from conn_schemas.packet import MAX_PACKET_DIRECTIVES
     from conn_schemas.values import RefusalReason, UpdateIncidentRecord
 

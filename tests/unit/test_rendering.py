@@ -18,7 +18,7 @@ from packager.packager_scenario import mixed_state
 from conn_adapters.record import WebhookIncidentRecord
 from conn_core.escaping import html_text, markdown_code, markdown_inline, slack_mrkdwn
 from conn_core.fold import fold
-from conn_packager.packet import build_packet, render_markdown
+from conn_readmodel.packet import build_packet, render_markdown
 from conn_schemas.packet import TakeoverPacket
 
 SECTIONS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from packager.packager_scenario import EXECUTOR, mixed_state, recovered
 
-from conn_packager.timeline import build_timeline, render_timeline_markdown
+from conn_readmodel.timeline import build_timeline, render_timeline_markdown
 from conn_schemas.events import StepOutcomeUnknown, StepOutcomeUnknownPayload
 from conn_schemas.observations import Observation
 from conn_schemas.values import DrainWorkerPool

@@ -5,7 +5,7 @@ The log (this service's fold) says which packet is the latest published one
 accepts, by its exact hash, while it is `current` (the incident has not changed
 since the position it describes; otherwise a newer packet is due and acceptance
 is refused until it is read). Its full content lives with the packager: when its read model
-(`conn_packager.readmodel`) has the packet with that sha256, it is returned as
+(`conn_readmodel.queries`) has the packet with that sha256, it is returned as
 `packet` (`source: "packager"`); otherwise `packet` is null (`source: "ledger"`).
 """
 

@@ -1,5 +1,5 @@
-"""Ledger and takeover-packet reads from the packager's PostgreSQL read model
-(`conn_packager.readmodel`, schema CONN_READ_SCHEMA), with this service's fold as
+"""Ledger and takeover-packet reads from the PostgreSQL read model the packager writes
+(`conn_readmodel.queries`, schema CONN_READ_SCHEMA), with this service's fold as
 the fallback.
 
 Decisions and the bridge state never come from here: they stay on the API's own
@@ -13,32 +13,18 @@ answer says which one it came from (`source`: "read_model" or "fold").
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import asyncpg
 import orjson
 
+from conn_readmodel import queries
+
 log = logging.getLogger(__name__)
 
 LAG_BACKOFF_SECONDS = 10.0
-_MISSING = object()
-_module: Any = _MISSING
-
-
-def packager_readmodel() -> ModuleType | None:
-    """`conn_packager.readmodel`, or None when the packager is not installed."""
-    global _module
-    if _module is _MISSING:
-        try:
-            _module = importlib.import_module("conn_packager.readmodel")
-        except ImportError:
-            log.info("conn_packager.readmodel not available; reads come from the fold")
-            _module = None
-    return _module  # type: ignore[no-any-return]
 
 
 def _json(value: Any) -> Any:
@@ -57,10 +43,6 @@ class ReadModel:
         self._warned = False
         self._lagging: dict[str, float] = {}
 
-    @property
-    def available(self) -> bool:
-        return packager_readmodel() is not None
-
     def _unavailable(self, exc: BaseException) -> None:
         # Not deployed yet (no schema), or PostgreSQL trouble: the fold answers.
         level = logging.DEBUG if self._warned else logging.WARNING
@@ -72,14 +54,13 @@ class ReadModel:
     async def caught_up(self, incident_id: str, sequence: int, head_hash: str) -> bool:
         """Wait (bounded) until the read model has the incident at least at `sequence`,
         and check it agrees with the fold's chain there."""
-        rm = packager_readmodel()
-        if rm is None or sequence <= 0:
+        if sequence <= 0:
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
         while True:
             try:
-                row = await rm.get_incident(self.pool, incident_id, schema=self.schema)
+                row = await queries.get_incident(self.pool, incident_id, schema=self.schema)
             except (asyncpg.PostgresError, OSError, ValueError) as exc:
                 self._unavailable(exc)
                 return False
@@ -111,15 +92,12 @@ class ReadModel:
         actor: str | None,
     ) -> tuple[list[dict[str, Any]], int | None] | None:
         """(items, next_after) in the API's ledger-entry shape, or None if unavailable."""
-        rm = packager_readmodel()
-        if rm is None:
-            return None
         items: list[dict[str, Any]] = []
         cursor = after
         batch = min(1000, max(limit + 1, 100))
         try:
             while True:
-                rows = await rm.list_ledger(
+                rows = await queries.list_ledger(
                     self.pool,
                     incident_id,
                     after_sequence=cursor,
@@ -157,20 +135,12 @@ class ReadModel:
     async def packet(self, incident_id: str, packet_sha256: str) -> dict[str, Any] | None:
         """The stored packet with this sha256 (the latest published one), or None. The
         packager stores a packet before it publishes it, so there is nothing to wait for."""
-        rm = packager_readmodel()
-        if rm is None:
-            return None
         try:
-            row = await rm.latest_packet(self.pool, incident_id, schema=self.schema)
+            row = await queries.latest_packet(self.pool, incident_id, schema=self.schema)
             if row is not None and row["packet_sha256"] != packet_sha256:
-                found = await self.pool.fetchrow(
-                    f"SELECT * FROM {self.schema}.takeover_packets"
-                    " WHERE incident_id = $1 AND packet_sha256 = $2"
-                    " ORDER BY ledger_sequence DESC LIMIT 1",
-                    incident_id,
-                    packet_sha256,
+                row = await queries.packet_by_sha256(
+                    self.pool, incident_id, packet_sha256, schema=self.schema
                 )
-                row = dict(found) if found is not None else None
         except (asyncpg.PostgresError, OSError, ValueError) as exc:
             self._unavailable(exc)
             return None

@@ -26,7 +26,7 @@ from conn_api.errors import ApiError
 from conn_api.readmodel import ReadModel
 from conn_api.store import DDL, SCHEMA_LOCK_KEY
 from conn_api.view import LogView
-from conn_runtime import db
+from conn_runtime import db, stops
 from conn_runtime.kafka import AppendOutcomeUnknown, EventProducer, Position, RecordTooLarge
 from conn_runtime.ops import RETRY_AFTER_SECONDS, kafka_ready
 from conn_runtime.resilience import (
@@ -104,6 +104,7 @@ class Runtime:
         await step(
             lambda: db.apply_schema(self.db, DDL, lock_key=SCHEMA_LOCK_KEY), "database schema"
         )
+        await step(lambda: stops.ensure_table(self.db), "stops table")
         api = self.settings.api
         if api.conn_api_read_model:
             self.read_model = ReadModel(

@@ -10,13 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from conn_runtime.stops import STOPS_DDL
-
 SCHEMA_LOCK_KEY = 0x434F4E4E4150  # "CONNAP"
 
-DDL = (
-    STOPS_DDL
-    + """
+DDL = """
 CREATE TABLE IF NOT EXISTS conn_api_idempotency (
     principal       text NOT NULL,
     idem_key        text NOT NULL,
@@ -54,7 +50,6 @@ CREATE TABLE IF NOT EXISTS conn_api_webhook_deliveries (
 CREATE INDEX IF NOT EXISTS conn_api_webhook_deliveries_received
     ON conn_api_webhook_deliveries (received_at);
 """
-)
 
 
 @dataclass(frozen=True)

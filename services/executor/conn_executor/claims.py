@@ -28,14 +28,13 @@ from typing import Any, TypeVar
 import asyncpg
 
 from conn_executor.lifecycle import FINAL, ClaimStatus
-from conn_runtime.stops import GLOBAL_SCOPE, STOPS_DDL
+from conn_runtime.stops import GLOBAL_SCOPE
 
 __all__ = ["CLAIMS_DDL", "CLAIMS_LOCK_KEY", "Claim", "ClaimStatus", "ClaimStore", "Gate"]
 
 CLAIMS_LOCK_KEY = 0x0C0EC1A1
 
-CLAIMS_DDL = (
-    """
+CLAIMS_DDL = """
 CREATE TABLE IF NOT EXISTS executor_claims (
     correlation_id   text PRIMARY KEY,
     incident_id      text NOT NULL,
@@ -56,8 +55,7 @@ CREATE TABLE IF NOT EXISTS executor_claims (
 CREATE INDEX IF NOT EXISTS executor_claims_open
     ON executor_claims (topic, kafka_partition) WHERE status IN ('claimed', 'started');
 """
-    + STOPS_DDL
-)
+"""The executor's own table (the stops table it reads is `conn_runtime.stops`')."""
 
 
 @dataclass(frozen=True)

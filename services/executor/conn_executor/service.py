@@ -59,7 +59,7 @@ from conn_executor.redact import failure_summary, scrub, step_summary, unknown_s
 from conn_executor.settings import ExecutorSettings
 from conn_executor.undo import act as act_inverse
 from conn_executor.undo import record_undo
-from conn_runtime import db
+from conn_runtime import db, stops
 from conn_runtime.kafka import Consumed, Position
 from conn_runtime.resilience import POSTGRES, retry
 from conn_runtime.service import ConsumerService
@@ -242,6 +242,7 @@ class ExecutorService(ConsumerService):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.2)
+        await stops.ensure_table(self._pool)
         self._claims = ClaimStore(self._pool, persist=self._persist)
         if self._adapters is None:
             self._adapters = build_adapters(self.adapter_settings)

@@ -1,10 +1,9 @@
 """The live packager: a faust-streaming app consuming `conn.events`.
 
 - agent `project_events` hands each record to `Packager.handle` (PostgreSQL read
-  model + takeover packets; PostgreSQL's `projection_offsets` decides what was
-  already applied, so faust's at-least-once redelivery is harmless);
-- table `ledger` (changelog-backed, one partition per `conn.events` partition):
-  incident_id -> {sequence, hash, bridge}: the ledger head and bridge state;
+  model + takeover packets, through `conn_readmodel.projector`; PostgreSQL's
+  `projection_offsets` decides what was already applied, so faust's at-least-once
+  redelivery is harmless). The read model is the only state: faust keeps no table;
 - timer: publishes packets left unpublished by a crash (or by Kafka being away
   when they were due), once caught up.
 
@@ -13,8 +12,7 @@ PostgreSQL or Kafka is away, so the agent never crashes on an outage (a crashed
 agent makes faust skip the record in hand and stop the worker); the timer skips
 its ticks with the same backoff. `/readyz` names what is missing meanwhile.
 
-App id and topic names honour CONN_TOPIC_PREFIX: app id `<prefix>conn-packager`,
-changelog `<prefix>conn-packager-ledger-changelog`.
+App id and topic names honour CONN_TOPIC_PREFIX: app id `<prefix>conn-packager`.
 """
 
 from __future__ import annotations
@@ -29,9 +27,10 @@ import faust
 from aiokafka import TopicPartition
 
 from conn_packager import fleet as fleet_gauges
-from conn_packager import metrics, readmodel
+from conn_packager import metrics
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
+from conn_readmodel import queries as readmodel
 from conn_runtime.ops import OpsServer
 from conn_runtime.resilience import DEFAULT_BACKOFF, Dependencies, Watchdog, dependency_of, retry
 from conn_runtime.settings import KafkaSettings
@@ -67,10 +66,6 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
 
 def app_id(settings: Settings) -> str:
     return f"{settings.kafka.conn_topic_prefix}conn-packager"
-
-
-def changelog_topic(settings: Settings) -> str:
-    return f"{app_id(settings)}-ledger-changelog"
 
 
 def build_app(
@@ -116,7 +111,6 @@ def build_app(
         value_serializer="raw",
         partitions=partitions,
     )
-    ledger = app.Table("ledger", default=dict, partitions=partitions, key_type=str)
     packager.set_startup_end(ends)
     packager.partitions = partitions
 
@@ -143,31 +137,25 @@ def build_app(
                 timestamp_type=msg.timestamp_type or 0,
             )
             with watchdog.working("project a record"):
-                handled = await retry(
+                await retry(
                     functools.partial(packager.handle, record),
                     what=f"project {msg.topic}/{msg.partition}@{msg.offset}",
                     deps=deps,
                 )
-            if handled is not None:
-                ledger[handled.incident_id] = {
-                    "sequence": handled.sequence,
-                    "hash": handled.head,
-                    "bridge": handled.bridge,
-                }
             high = app.consumer.highwater(TopicPartition(msg.topic, msg.partition))
             if high is not None:
                 metrics.PROJECTION_LAG.labels(partition=str(msg.partition)).set(
                     max(0, high - msg.offset - 1)
                 )
 
-    @app.task
     async def start_services() -> None:
         with watchdog.working("start"):
             await retry(packager.start, what="packager: start", deps=deps)
 
+    app.task(start_services)  # faust's decorators are untyped: registered by call
+
     backoff = {"failures": 0, "next": 0.0}
 
-    @app.timer(interval=1.0)
     async def recover_packets() -> None:
         if time.monotonic() < backoff["next"]:
             return  # backing off while a dependency is away
@@ -196,9 +184,10 @@ def build_app(
             return
         backoff["failures"] = 0
 
+    app.timer(interval=1.0)(recover_packets)
+
     fleet_mark: dict[str, tuple[int, int]] = {}
 
-    @app.timer(interval=settings.packager.conn_packager_fleet_interval)
     async def refresh_fleet() -> None:
         """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet)."""
         pool = packager.pool
@@ -219,8 +208,11 @@ def build_app(
                 deps.report(exc)
             return  # a timer that raises crashes the faust app
 
+    app.timer(interval=settings.packager.conn_packager_fleet_interval)(refresh_fleet)
+
     @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked: set[Any] = args[0] if args else set()  # faust sends the revoked TPs
         for tp in revoked:
             if tp.topic == topics.events:
                 packager._forget_partition(tp.partition)

@@ -9,18 +9,16 @@ import os
 import signal
 import sys
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from conn_packager.app import build_app, changelog_topic
+from conn_packager.app import build_app
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
 from conn_runtime import db, logs
-from conn_runtime.kafka import client_options
 from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.partitions import PartitionReader, TopicNotFound
 from conn_runtime.resilience import KAFKA, POSTGRES, Dependencies, StopRequested, Watchdog, retry
 from conn_runtime.settings import OpsSettings
-from conn_runtime.topics import TopicSpec, ensure_topics
 from conn_runtime.trust import TrustConfigError, signer_for
 from conn_schemas.signing import SignerRole
 
@@ -28,42 +26,22 @@ log = logging.getLogger("conn_packager")
 
 
 class TopicMissing(RuntimeError):
-    dependency = KAFKA
     """The events topic is not there (yet): waited for like Kafka itself."""
 
-
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    """Partitions of `topic` (fresh cluster metadata; works outside a subscription)."""
-    metadata = await consumer._client.fetch_all_metadata()
-    return set(metadata.partitions_for_topic(topic) or ())
+    dependency = KAFKA
 
 
 async def discover(settings: Settings) -> tuple[int, dict[int, int]]:
     """Partition count of conn.events and its end offsets now (for crash recovery)."""
     topic = settings.kafka.topics.events
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await topic_partitions(consumer, topic)
-        if not parts:
-            raise TopicMissing(f"topic {topic!r} does not exist (run `make up` / the topics job)")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    # Create the table's changelog up front (same partition count as the source), and
-    # wait for its leaders: otherwise faust may see it with 0 partitions right after
-    # creating it and crash the agent with PartitionsMismatch.
-    changelog = TopicSpec(
-        changelog_topic(settings),
-        len(tps),
-        {"cleanup.policy": "compact"},
-        settings.packager.conn_packager_replication,
-    )
-    opts = client_options(settings.kafka)
-    bootstrap = opts.pop("bootstrap_servers")
-    await ensure_topics(bootstrap, [changelog], **opts)
-    return len(tps), {tp.partition: off for tp, off in ends.items()}
+    async with PartitionReader(settings.kafka, name="packager-discover") as reader:
+        try:
+            ends = await reader.end_offsets(topic)
+        except TopicNotFound:
+            raise TopicMissing(
+                f"topic {topic!r} does not exist (run `make up` / the topics job)"
+            ) from None
+    return len(ends), ends
 
 
 def run() -> None:

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conn_packager import metrics
-from conn_packager.packet import render_markdown
-from conn_packager.projection import IncidentProjection, PacketDue, Where, project
-from conn_packager.store import (
+from conn_readmodel.packet import render_markdown
+from conn_readmodel.projection import PacketDue
+from conn_readmodel.projector import Projected, Projector, Refused
+from conn_readmodel.store import (
     apply_ddl,
     create_pool,
     load_projection,
@@ -37,38 +37,24 @@ from conn_packager.store import (
     write_rows,
 )
 from conn_runtime import metrics as runtime_metrics
-from conn_runtime.kafka import EventProducer, client_options
-from conn_runtime.partitioning import WRONG_PARTITION, misplaced
+from conn_runtime.kafka import EventProducer
+from conn_runtime.partitioning import WRONG_PARTITION
+from conn_runtime.partitions import PartitionReader
 from conn_runtime.resilience import dependency_of
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RecordLike, trust_for
-from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import (
     TakeoverPacketPublished,
     TakeoverPacketPublishedPayload,
     new_event,
 )
 from conn_schemas.packet import TakeoverPacket
-from conn_schemas.signing import SignerRole, UntrustedRecord
+from conn_schemas.signing import SignerRole
 from conn_schemas.values import Actor
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "packager"
-
-
-class ReadBackError(RuntimeError):
-    dependency = "kafka"
-    """Reading records back from Kafka did not finish in time: Kafka is away or slow."""
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A record the projection refused (unreadable or untrusted): dead-letter it."""
-
-    record: RecordLike
-    reason: str
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -88,13 +74,12 @@ class Packager:
         self.schema = schema
         self.pool: asyncpg.Pool | None = None
         self._producer: EventProducer | None = None
-        self.projections: dict[str, IncidentProjection] = {}
-        self.partition_of: dict[str, int] = {}
+        self.projector = Projector(self.trust)
+        """The folds of the incidents this instance projects (`conn_readmodel.projector`)."""
+        self._reader: PartitionReader | None = None
         self.next: dict[int, int] = {}
         self.startup_end: dict[int, int] = {}
         self.published: set[str] = set()
-        self.partitions: int | None = None
-        """Partition count of conn.events (one incident, one partition), once known."""
         self.lock = asyncio.Lock()
         self._started = False
         self._schema_ready = False
@@ -123,6 +108,9 @@ class Packager:
             log.info("packager started", extra={"schema": self.schema})
 
     async def stop(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
         if self._started:
             await self.producer.stop()
         if self.pool is not None:
@@ -130,6 +118,15 @@ class Packager:
             self.pool = None
         self._started = self._schema_ready = False
         self._producer = None
+
+    @property
+    def partitions(self) -> int | None:
+        """Partition count of conn.events (one incident, one partition), once known."""
+        return self.projector.partitions
+
+    @partitions.setter
+    def partitions(self, count: int | None) -> None:
+        self.projector.partitions = count
 
     @property
     def started(self) -> bool:
@@ -152,10 +149,7 @@ class Packager:
     # -- projection ----------------------------------------------------------------------
 
     def _forget_partition(self, partition: int) -> None:
-        for incident, p in list(self.partition_of.items()):
-            if p == partition:
-                self.projections.pop(incident, None)
-                del self.partition_of[incident]
+        self.projector.forget_partition(partition)
         self.next.pop(partition, None)
 
     async def handle(self, record: RecordLike) -> Handled | None:
@@ -165,58 +159,73 @@ class Packager:
         committed offset ran ahead of what was projected, e.g. after a SIGKILL) are
         read back from Kafka and projected first, in order: never skipped."""
         await self.start()
+        offset = record.offset
+        done = await self._advance(record.topic, record.partition, offset + 1, tail=record)
+        if isinstance(done, int):
+            metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
+            self.next[record.partition] = done
+            return None
+        handled: Handled | None = None
+        for outcome in done:
+            if isinstance(outcome, Refused):
+                continue
+            metrics.EVENTS_PROJECTED.labels(event_type=outcome.event.event_type).inc()
+            if outcome.record.offset == offset:
+                handled = Handled(
+                    outcome.incident_id,
+                    outcome.sequence,
+                    outcome.head,
+                    outcome.rows.incident["bridge"],
+                )
+        return handled
+
+    async def _advance(
+        self, topic: str, partition: int, end: int, *, tail: RecordLike | None = None
+    ) -> list[Projected | Refused] | int:
+        """Project the partition's records [next_offset, end) and move `next_offset` to
+        `end`, in ONE transaction (under `self.lock` and the offset row's lock): the
+        records read back from Kafka, then `tail` (the record in hand, at end - 1) if
+        given. Then dead-letter the refused ones and publish the packets made due.
+        Returns the outcomes in offset order, or `next_offset` if it is already >= end."""
         assert self.pool is not None
-        topic, partition, offset = record.topic, record.partition, record.offset
         async with self.lock:
-            dues: list[PacketDue] = []
-            rejected: list[Rejected] = []
-            handled: Handled | None = None
-            projected: list[str] = []
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
-                    if offset < nxt:
-                        metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
-                        self.next[partition] = nxt
-                        return None
+                    if nxt >= end:
+                        return nxt
                     if self.next.get(partition) != nxt:
                         # First sight of the partition, or someone else advanced it.
                         self._forget_partition(partition)
+                    read_to = end - 1 if tail is not None else end
                     records: list[RecordLike] = []
-                    if offset > nxt:
-                        metrics.OFFSET_GAPS.inc()
-                        records = await self._read_range(topic, partition, nxt, offset)
-                        log.warning(
-                            "offset gap: projecting the records the stream skipped",
-                            extra={
-                                "partition": partition,
-                                "expected": nxt,
-                                "got": offset,
-                                "read_back": len(records),
-                            },
-                        )
-                    records.append(record)
-                    for rec in records:
-                        outcome = await self._project(conn, rec)
-                        if isinstance(outcome, Rejected):
-                            rejected.append(outcome)
-                            continue
-                        due, result, event_type = outcome
-                        if due is not None:
-                            dues.append(due)
-                        projected.append(event_type)
-                        handled = result if rec.offset == offset else handled
-                    await set_offset(conn, self.schema, topic, partition, offset + 1)
+                    if nxt < read_to:
+                        records = await self._read_range(topic, partition, nxt, read_to)
+                        if tail is not None:
+                            metrics.OFFSET_GAPS.inc()
+                            log.warning(
+                                "offset gap: projecting the records the stream skipped",
+                                extra={
+                                    "partition": partition,
+                                    "expected": nxt,
+                                    "got": tail.offset,
+                                    "read_back": len(records),
+                                },
+                            )
+                    if tail is not None:
+                        records.append(tail)
+                    outcomes = [await self._project(conn, rec) for rec in records]
+                    await set_offset(conn, self.schema, topic, partition, end)
             except BaseException:
                 # The in-memory fold may be ahead of what was committed: rebuild it.
                 self._forget_partition(partition)
                 raise
-            self.next[partition] = offset + 1
-            for event_type in projected:
-                metrics.EVENTS_PROJECTED.labels(event_type=event_type).inc()
-            await self._dead_letter(rejected)
-            await self._publish_committed(dues)
-            return handled
+            self.next[partition] = end
+            await self._dead_letter([o for o in outcomes if isinstance(o, Refused)])
+            await self._publish_committed(
+                [o.packet for o in outcomes if isinstance(o, Projected) and o.packet is not None]
+            )
+            return outcomes
 
     async def _publish_committed(self, dues: list[PacketDue]) -> None:
         """Publish packets whose rows are committed. If Kafka is away, they stay
@@ -233,7 +242,7 @@ class Packager:
                     extra={"packet_id": due.packet.packet_id, "error": repr(exc)[:300]},
                 )
 
-    async def catch_up(self, topic: str, ends: dict[int, int | None]) -> int:
+    async def catch_up(self, topic: str, ends: Mapping[int, int | None]) -> int:
         """Project records the stream never delivered: for each partition whose read
         model stayed behind its end offset since the previous call (no progress),
         read [next_offset, end) back from Kafka and project it. Safe alongside the
@@ -257,89 +266,54 @@ class Packager:
         return done
 
     async def _catch_up_partition(self, topic: str, partition: int, end: int) -> int:
-        assert self.pool is not None
-        async with self.lock:
-            dues: list[PacketDue] = []
-            rejected: list[Rejected] = []
-            count = 0
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    nxt = await next_offset(conn, self.schema, topic, partition, lock=True)
-                    if nxt >= end:
-                        return 0
-                    if self.next.get(partition) != nxt:
-                        self._forget_partition(partition)
-                    records = await self._read_range(topic, partition, nxt, end)
-                    for rec in records:
-                        outcome = await self._project(conn, rec)
-                        if isinstance(outcome, Rejected):
-                            rejected.append(outcome)
-                        elif outcome[0] is not None:
-                            dues.append(outcome[0])
-                    count = len(records)
-                    await set_offset(conn, self.schema, topic, partition, end)
-            except BaseException:
-                self._forget_partition(partition)
-                raise
-            self.next[partition] = end
-            metrics.OFFSET_GAPS.inc()
-            log.warning(
-                "stream stalled behind the log: projected the records it never delivered",
-                extra={"partition": partition, "from": nxt, "to": end, "records": count},
-            )
-            await self._dead_letter(rejected)
-            await self._publish_committed(dues)
-            return count
-
-    async def _project(
-        self, conn: asyncpg.Connection, record: RecordLike
-    ) -> Rejected | tuple[PacketDue | None, Handled, str]:
-        """Rows of one record, inside the caller's transaction; or why it was refused."""
-        where = f"{record.topic}/{record.partition}@{record.offset}"
-        try:
-            event = self.trust.open(record).event
-        except UnreadableRecord as exc:
-            untrusted = isinstance(exc, UntrustedRecord)
-            log.warning(
-                "untrusted record refused" if untrusted else "unreadable record skipped",
-                extra={"reason": exc.reason, "detail": exc.detail[:300], "where": where},
-            )
-            metrics.RECORDS_SKIPPED.labels(reason="untrusted" if untrusted else "unreadable").inc()
-            if untrusted:
-                runtime_metrics.RECORDS_UNTRUSTED.labels(consumer=PRODUCER, reason=exc.reason).inc()
-            return Rejected(record, exc.reason, exc.detail)
-        wrong = (
-            misplaced(
-                event.incident_id,
-                topic=record.topic,
-                partition=record.partition,
-                partitions=self.partitions,
-                events_topic=self.topics.events,
-                control_topic=self.topics.control,
-            )
-            if self.partitions
-            else None
+        done = await self._advance(topic, partition, end)
+        if isinstance(done, int):
+            return 0
+        metrics.OFFSET_GAPS.inc()
+        log.warning(
+            "stream stalled behind the log: projected the records it never delivered",
+            extra={"partition": partition, "to": end, "records": len(done)},
         )
-        if wrong is not None:
+        return len(done)
+
+    async def _project(self, conn: asyncpg.Connection, record: RecordLike) -> Projected | Refused:
+        """Rows of one record, written inside the caller's transaction; or why it was
+        refused (logged and counted here, dead-lettered after the commit)."""
+        opened = self.projector.open(record)
+        if isinstance(opened, Refused):
+            self._refused(opened)
+            return opened
+        incident = opened.event.incident_id
+        if self.projector.needs(incident):
+            proj = await load_projection(conn, self.schema, incident)
+            self.projector.seed(proj, record.partition)
+        outcome = self.projector.project(record, opened)
+        await write_rows(conn, self.schema, outcome.rows)
+        return outcome
+
+    def _refused(self, refused: Refused) -> None:
+        if refused.kind == "misplaced":
             # Not in the incident's order: left out exactly as every other reader does.
             log.warning(
                 "record on the wrong partition skipped",
-                extra={"reason": wrong, "where": where},
+                extra={"reason": refused.detail, "where": refused.where},
             )
             metrics.RECORDS_SKIPPED.labels(reason=WRONG_PARTITION).inc()
-            return Rejected(record, WRONG_PARTITION, wrong)
-        incident = event.incident_id
-        proj = self.projections.get(incident)
-        if proj is None:
-            proj = await load_projection(conn, self.schema, incident)
-            self.projections[incident] = proj
-            self.partition_of[incident] = record.partition
-        rows = project(proj, event, Where(record.topic, record.partition, record.offset))
-        await write_rows(conn, self.schema, rows)
-        handled = Handled(incident, proj.state.sequence, proj.head, rows.incident["bridge"])
-        return rows.packet, handled, event.event_type
+            return
+        untrusted = refused.kind == "untrusted"
+        log.warning(
+            "untrusted record refused" if untrusted else "unreadable record skipped",
+            extra={
+                "reason": refused.reason,
+                "detail": refused.detail[:300],
+                "where": refused.where,
+            },
+        )
+        metrics.RECORDS_SKIPPED.labels(reason=refused.kind).inc()
+        if untrusted:
+            runtime_metrics.RECORDS_UNTRUSTED.labels(consumer=PRODUCER, reason=refused.reason).inc()
 
-    async def _dead_letter(self, rejected: list[Rejected]) -> None:
+    async def _dead_letter(self, rejected: list[Refused]) -> None:
         """After the commit that moved past them: a crash before this re-reads and
         re-refuses them (at least once), it never folds them."""
         for r in rejected:
@@ -349,26 +323,10 @@ class Packager:
         self, topic: str, partition: int, start: int, end: int
     ) -> list[RecordLike]:
         """Records [start, end) of one partition, read directly (outside the group)."""
-        tp = TopicPartition(topic, partition)
-        consumer = AIOKafkaConsumer(
-            **client_options(self.kafka),
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        out: list[RecordLike] = []
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            deadline = time.monotonic() + 30.0
-            while await consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise ReadBackError(f"could not read back {topic}/{partition} [{start}, {end})")
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-                out.extend(r for r in batch.get(tp, []) if r.offset < end)
-        finally:
-            await consumer.stop()
-        return out
+        if self._reader is None:
+            self._reader = PartitionReader(self.kafka, name=f"{PRODUCER}-readback")
+        await self._reader.start()
+        return list(await self._reader.read_range(topic, partition, start, end))
 
     # -- packets -------------------------------------------------------------------------
 

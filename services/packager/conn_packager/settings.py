@@ -1,7 +1,7 @@
 """Packager settings (env): KafkaSettings + DatabaseSettings +
 CONN_PACKAGER_METRICS_PORT (default 18103), CONN_READ_SCHEMA (default conn_read),
 CONN_PACKAGER_HOST (ops server bind, default 127.0.0.1),
-CONN_PACKAGER_REPLICATION (faust changelog replication factor, default 1),
+CONN_PACKAGER_REPLICATION (replication factor of faust's internal topics, default 1),
 CONN_PACKAGER_DATADIR (faust local data, default <tmp>/conn-faust),
 CONN_PACKAGER_FLEET_INTERVAL (seconds between conn_fleet_* gauge refreshes, default 15)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conn_packager.store import check_schema
+from conn_readmodel.store import check_schema
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 
 

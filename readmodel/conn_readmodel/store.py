@@ -1,5 +1,5 @@
-"""The PostgreSQL read model: DDL, and writing `projection.Rows` (shared by the live
-packager and `conn replay`).
+"""The PostgreSQL read model: DDL, its pool, and writing `projection.Rows` (shared by
+the live packager and `conn replay`; the pool and DDL helpers are `conn_runtime.db`'s).
 
 Every record's rows and the partition's `projection_offsets.next_offset` are
 written in ONE transaction, and a record whose offset is below `next_offset` is
@@ -12,11 +12,11 @@ import re
 from typing import Any
 
 import asyncpg
-import orjson
 
 from conn_core.chain import GENESIS
-from conn_packager.projection import IncidentProjection, Rows
-from conn_schemas.codec import UnreadableRecord, decode_raw
+from conn_readmodel.projection import IncidentProjection, Rows
+from conn_runtime import db
+from conn_schemas.codec import decode_raw
 
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LOCK_KEY = 0x0C0_7ACC  # advisory lock for DDL
@@ -123,28 +123,15 @@ TABLES: dict[str, tuple[str, ...]] = {
 """Read-model tables and their keys (what `conn replay` compares row by row)."""
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
-    for typ in ("jsonb", "json"):
-        await conn.set_type_codec(
-            typ,
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
-
-
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=60, init=init_connection
+    """A pool for the read model (`conn_runtime.db.create_pool` with the JSON codecs)."""
+    return await db.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=60, json=True
     )
-    assert pool is not None
-    return pool
 
 
 async def apply_ddl(pool: asyncpg.Pool, schema: str) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
-        await conn.execute(ddl(schema))
+    await db.apply_schema(pool, ddl(schema), lock_key=LOCK_KEY)
 
 
 def _insert(schema: str, table: str, row: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -241,11 +228,8 @@ async def load_projection(
             before_offset
         ):
             break
-        try:
-            event = decode_raw(rec["raw"])
-        except UnreadableRecord:  # pragma: no cover - rows were written from decoded events
-            raise
-        proj.advance(event)
+        # Rows were written from decoded events; an unreadable one raises UnreadableRecord.
+        proj.advance(decode_raw(rec["raw"]))
         head = rec["hash"]
     proj.head = head
     return proj

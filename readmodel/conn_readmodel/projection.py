@@ -19,7 +19,7 @@ from typing import Any
 from conn_core.chain import GENESIS, link_raw
 from conn_core.fold import evolve
 from conn_core.state import IncidentState
-from conn_packager.packet import (
+from conn_readmodel.packet import (
     Trigger,
     bridge_state,
     build_packet,

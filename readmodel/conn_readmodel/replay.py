@@ -13,9 +13,9 @@ Exit codes: 0 everything proven; 1 the chain or the read model differs (the firs
 differing record is named); 2 replay could not run; 3 chain and read model proven,
 but the log holds untrusted records (listed; none was folded).
 
-    python -m conn_packager.replay                       # verify + rebuild + compare
-    python -m conn_packager.replay --export-timeline INC --format md
-    python -m conn_packager.replay --since 2026-11-22T09:00:00Z   # verify the tail only
+    python -m conn_readmodel.replay                       # verify + rebuild + compare
+    python -m conn_readmodel.replay --export-timeline INC --format md
+    python -m conn_readmodel.replay --since 2026-11-22T09:00:00Z   # verify the tail only
 """
 
 from __future__ import annotations
@@ -32,16 +32,14 @@ from typing import Any
 import asyncpg
 import orjson
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from conn_core import fleet
 from conn_core.chain import GENESIS, link_raw
-from conn_packager.main import topic_partitions
-from conn_packager.projection import IncidentProjection, Where, project
-from conn_packager.store import (
+from conn_readmodel.projector import Projected, Projector, Refused
+from conn_readmodel.store import (
     TABLES,
     apply_ddl,
     check_schema,
@@ -50,14 +48,12 @@ from conn_packager.store import (
     set_offset,
     write_rows,
 )
-from conn_packager.timeline import build_timeline, render_timeline_markdown
-from conn_runtime.kafka import client_options
-from conn_runtime.partitioning import misplaced
+from conn_readmodel.timeline import build_timeline, render_timeline_markdown
+from conn_runtime.partitions import PartitionReader, TopicNotFound
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
-from conn_runtime.trust import Trust, trust_for
-from conn_schemas.codec import UnreadableRecord
+from conn_runtime.trust import trust_for
 from conn_schemas.events import Envelope, Event, TakeoverPacketPublished
-from conn_schemas.signing import UntrustedRecord
+from conn_schemas.signing import Trusted
 
 BATCH = 500
 
@@ -97,35 +93,19 @@ class ReplayResult:
     def first_problem(self) -> str | None:
         return self.problems[0] if self.problems else None
 
-    def open(
-        self,
-        trust: Trust,
-        rec: Record,
-        *,
-        kafka: KafkaSettings | None = None,
-        partitions: int | None = None,
-    ) -> Event | None:
-        """Verify one record: its event, or None (counted and, if forged, listed). With
-        `kafka` and `partitions`: also the live fold's ordering rule (a record counts
-        only on its incident's partition; others are counted as misplaced)."""
+    def count(self, outcome: Trusted | Refused | Projected) -> Event | None:
+        """Count one record's outcome (`conn_readmodel.projector`): its event if it was
+        trusted and placed, else None (counted and, if forged, listed)."""
         self.records += 1
-        try:
-            trusted = trust.open(rec)
-        except UntrustedRecord as exc:
-            self.untrusted.append(
-                f"{rec.topic}/{rec.partition}@{rec.offset}: {exc.reason}: {exc.detail[:300]}"
-            )
+        if isinstance(outcome, Refused):
+            if outcome.kind == "untrusted":
+                self.untrusted.append(f"{outcome.where}: {outcome.reason}: {outcome.detail[:300]}")
+            elif outcome.kind == "unreadable":
+                self.unreadable += 1
+            else:
+                self.misplaced += 1
             return None
-        except UnreadableRecord:
-            self.unreadable += 1
-            return None
-        if (
-            kafka is not None
-            and partitions
-            and not _placed(kafka, trusted.event, rec.partition, partitions)
-        ):
-            self.misplaced += 1
-            return None
+        trusted = outcome.trusted if isinstance(outcome, Projected) else outcome
         self.events += 1
         self.signed_by[trusted.principal] += 1
         self.keys_used.setdefault(trusted.principal, set()).add(trusted.key_id)
@@ -135,99 +115,56 @@ class ReplayResult:
 # --- reading the topic -----------------------------------------------------------------
 
 
-def _placed(kafka: KafkaSettings, event: Envelope, partition: int, partitions: int) -> bool:
-    """The same ordering rule as the live fold: an incident's records count only on
-    the partition its key hashes to (`conn_runtime.partitioning`)."""
-    topics = kafka.topics
-    wrong = misplaced(
-        event.incident_id,
-        topic=topics.events,
-        partition=partition,
-        partitions=partitions,
-        events_topic=topics.events,
-        control_topic=topics.control,
-    )
-    return wrong is None
-
-
 async def read_topic(
     kafka: KafkaSettings, *, since: datetime | None = None, topic: str | None = None
 ) -> tuple[dict[int, int], dict[int, int], AsyncIterator[Record]]:
     """(start offsets, end offsets, records in per-partition offset order) of
-    `conn.events` (or `topic`)."""
+    `conn.events` (or `topic`), read with `conn_runtime.partitions.PartitionReader`."""
     topic = topic or kafka.topics.events
-    consumer = AIOKafkaConsumer(
-        **client_options(kafka), enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
+    reader = PartitionReader(kafka, name="conn-replay")
+    await reader.start()
     try:
-        parts = await topic_partitions(consumer, topic)
-        if not parts:
-            raise RuntimeError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = {tp: begins[tp] for tp in tps}
+        try:
+            begins = await reader.beginning_offsets(topic)
+            ends = await reader.end_offsets(topic, begins)
+        except TopicNotFound as exc:
+            raise RuntimeError(f"topic {topic!r} does not exist") from exc
+        starts = dict(begins)
         if since is not None:
-            found = await consumer.offsets_for_times(
-                {tp: int(since.timestamp() * 1000) for tp in tps}
-            )
-            for tp in tps:
-                starts[tp] = found[tp].offset if found.get(tp) is not None else ends[tp]
+            starts = await reader.offsets_for_time(topic, int(since.timestamp() * 1000))
     except BaseException:
-        await consumer.stop()
+        await reader.stop()
         raise
 
     async def records() -> AsyncIterator[Record]:
         try:
-            for tp in tps:
-                if starts[tp] >= ends[tp]:
-                    continue
-                consumer.seek(tp, starts[tp])
-                consumer.pause(*[t for t in tps if t != tp])
-                consumer.resume(tp)
-                done = False
-                while not done:
-                    batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
-                    for rec in batch.get(tp, []):
-                        if rec.offset >= ends[tp]:
-                            done = True
-                            break
-                        yield Record(
-                            rec.topic,
-                            rec.partition,
-                            rec.offset,
-                            rec.key,
-                            rec.value,
-                            list(rec.headers or ()),
-                            rec.timestamp,
-                            rec.timestamp_type,
-                        )
-                        if rec.offset + 1 >= ends[tp]:
-                            done = True
-                            break
+            for partition in sorted(ends):
+                async for rec in reader.iter_range(
+                    topic, partition, starts[partition], ends[partition]
+                ):
+                    yield Record(
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        rec.key,
+                        rec.value,
+                        list(rec.headers or ()),
+                        rec.timestamp,
+                        rec.timestamp_type,
+                    )
         finally:
-            await consumer.stop()
+            await reader.stop()
 
-    return (
-        {tp.partition: o for tp, o in starts.items()},
-        {tp.partition: o for tp, o in ends.items()},
-        records(),
-    )
+    return starts, ends, records()
 
 
 async def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
     """Current end offset of every `conn.events` partition."""
-    topic = kafka.topics.events
-    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await topic_partitions(consumer, topic)
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
-        return {tp.partition: o for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
+    async with PartitionReader(kafka, name="conn-replay") as reader:
+        try:
+            return await reader.end_offsets(kafka.topics.events)
+        except TopicNotFound:
+            return {}
 
 
 # --- rebuild ---------------------------------------------------------------------------
@@ -250,7 +187,7 @@ async def rebuild(
     await apply_ddl(pool, schema)
     starts, ends, records = await read_topic(kafka)
     total = sum(ends[p] - starts[p] for p in ends)
-    projections: dict[str, IncidentProjection] = {}
+    projector = Projector(trust, partitions=len(ends))
     built: dict[tuple[str, int], str] = {}
     """(incident, ledger sequence) -> sha256 of the packet the projection built there."""
     bar = _progress(progress)
@@ -266,19 +203,14 @@ async def rebuild(
             last: dict[int, int] = {}
             async for rec in records:
                 last[rec.partition] = rec.offset + 1
-                event = result.open(trust, rec, kafka=kafka, partitions=len(ends))
-                if event is not None:
-                    proj = projections.get(event.incident_id)
-                    if proj is None:
-                        proj = projections[event.incident_id] = IncidentProjection.new(
-                            event.incident_id
-                        )
-                    rows = project(proj, event, Where(topic, rec.partition, rec.offset))
-                    await write_rows(conn, schema, rows)
+                outcome = projector.apply(rec)
+                event = result.count(outcome)
+                if isinstance(outcome, Projected) and event is not None:
+                    await write_rows(conn, schema, outcome.rows)
                     if isinstance(event, TakeoverPacketPublished):
                         _check_packet(built, event, result)
-                    if rows.packet is not None:
-                        built[(event.incident_id, proj.state.sequence)] = rows.packet.sha256
+                    if outcome.packet is not None:
+                        built[(event.incident_id, outcome.sequence)] = outcome.packet.sha256
                 pending += 1
                 if pending >= BATCH:
                     for part, off in last.items():
@@ -416,22 +348,21 @@ async def verify_since(
 ) -> ReplayResult:
     """Re-project records from `since` on, starting from each incident's live prefix,
     and compare each ledger row with the live one."""
-    topic = kafka.topics.events
     trust = trust_for(kafka)
     _, ends, records = await read_topic(kafka, since=since)
-    projections: dict[str, IncidentProjection] = {}
+    projector = Projector(trust, partitions=len(ends))
     async with pool.acquire() as conn:
         async for rec in records:
-            event = result.open(trust, rec, kafka=kafka, partitions=len(ends))
-            if event is None:
+            opened = projector.open(rec)
+            event = result.count(opened)
+            if isinstance(opened, Refused) or event is None:
                 continue
-            proj = projections.get(event.incident_id)
-            if proj is None:
+            if projector.needs(event.incident_id):
                 proj = await load_projection(
                     conn, live, event.incident_id, before_offset=(rec.partition, rec.offset)
                 )
-                projections[event.incident_id] = proj
-            rows = project(proj, event, Where(topic, rec.partition, rec.offset))
+                projector.seed(proj, rec.partition)
+            rows = projector.project(rec, opened).rows
             key = (event.incident_id, rows.ledger["sequence"])
             live_row = await conn.fetchrow(
                 f"SELECT * FROM {live}.ledger_entries WHERE incident_id=$1 AND sequence=$2", *key
@@ -497,41 +428,28 @@ async def run_replay(
 
 async def verify_control(kafka: KafkaSettings, result: ReplayResult) -> None:
     """Verify every record of `conn.control` (the kill switch) the same way."""
-    trust = trust_for(kafka)
+    projector = Projector(trust_for(kafka))  # the control topic: no incident partitions
     _, _, records = await read_topic(kafka, topic=kafka.topics.control)
     async for rec in records:
-        result.open(trust, rec)
+        result.count(projector.open(rec))
 
 
 async def incident_events(kafka: KafkaSettings, incident_id: str) -> list[Envelope]:
     """The incident's trusted events, in log order (forged records and records on a wrong
     partition are left out)."""
-    trust = trust_for(kafka)
-    _, ends, records = await read_topic(kafka)
-    out: list[Envelope] = []
-    async for rec in records:
-        try:
-            event = trust.open(rec).event
-        except UnreadableRecord:
-            continue
-        if event.incident_id == incident_id and _placed(kafka, event, rec.partition, len(ends)):
-            out.append(event)
-    return out
+    return [e for e in await topic_events(kafka) if e.incident_id == incident_id]
 
 
 async def topic_events(kafka: KafkaSettings) -> list[Envelope]:
     """Every trusted event of the topic in log order (forged records and records on a
     wrong partition left out): what the live fold and the read model hold."""
-    trust = trust_for(kafka)
     _, ends, records = await read_topic(kafka)
+    projector = Projector(trust_for(kafka), partitions=len(ends))
     out: list[Envelope] = []
     async for rec in records:
-        try:
-            event = trust.open(rec).event
-        except UnreadableRecord:
-            continue
-        if _placed(kafka, event, rec.partition, len(ends)):
-            out.append(event)
+        opened = projector.open(rec)
+        if not isinstance(opened, Refused):
+            out.append(opened.event)
     return out
 
 
@@ -600,15 +518,13 @@ def replay(
     except ValueError as exc:  # e.g. development keys without CONN_ENV=development
         err.print(f"conn replay: invalid configuration: {exc}")
         raise typer.Exit(2) from None
+    if (fleet_report or export_timeline_for) and fmt not in ("md", "json"):
+        raise typer.BadParameter("--format must be md or json")
     try:
         if fleet_report:
-            if fmt not in ("md", "json"):
-                raise typer.BadParameter("--format must be md or json")
             sys.stdout.write(asyncio.run(export_fleet_report(kafka, fmt)))
             return
         if export_timeline_for:
-            if fmt not in ("md", "json"):
-                raise typer.BadParameter("--format must be md or json")
             sys.stdout.write(asyncio.run(export_timeline(kafka, export_timeline_for, fmt)))
             return
         result = asyncio.run(

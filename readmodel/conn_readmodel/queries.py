@@ -1,8 +1,7 @@
 """Read-model queries for other services (e.g. the directive API).
 
-All take an asyncpg pool/connection created with `conn_packager.store.create_pool`
-(or any pool whose connections ran `store.init_connection`, so jsonb comes back
-as Python objects) and a keyword-only `schema` (default `conn_read`, env
+All take an asyncpg pool or connection (with `conn_runtime.db.create_pool(...,
+json=True)` jsonb comes back as Python objects; without it, as text) and a keyword-only `schema` (default `conn_read`, env
 CONN_READ_SCHEMA). They return plain dicts (JSON-compatible apart from
 datetimes/UUIDs) or None when nothing is found.
 
@@ -11,7 +10,8 @@ datetimes/UUIDs) or None when nothing is found.
 - list_incidents(db, *, open_only=False, limit=100)
 - list_ledger(db, incident_id, *, after_sequence=0, limit=100, event_types=None)
 - latest_packet(db, incident_id) -> {packet, packet_sha256, markdown, ...} or None
-- timeline(db, incident_id) -> post-incident report (conn_packager.timeline)
+- packet_by_sha256(db, incident_id, packet_sha256) -> the same, for that exact packet
+- timeline(db, incident_id) -> post-incident report (conn_readmodel.timeline)
 - fleet_report(db, *, since=None, until=None) -> fleet SLIs (conn_core.fleet)
 """
 
@@ -19,17 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from conn_core import fleet
-from conn_packager.store import check_schema
-from conn_packager.timeline import build_timeline
+from conn_readmodel.store import check_schema
+from conn_readmodel.timeline import build_timeline
 from conn_schemas.codec import decode_raw
 
 DEFAULT_SCHEMA = "conn_read"
-Db = asyncpg.Pool | asyncpg.Connection
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def get_incident(
@@ -87,6 +87,20 @@ async def latest_packet(
         f"""SELECT * FROM {s}.takeover_packets WHERE incident_id = $1
         ORDER BY ledger_sequence DESC, packet_id DESC LIMIT 1""",
         incident_id,
+    )
+    return dict(row) if row else None
+
+
+async def packet_by_sha256(
+    db: Db, incident_id: str, packet_sha256: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, Any] | None:
+    """The incident's latest stored packet with this sha256, or None."""
+    s = check_schema(schema)
+    row = await db.fetchrow(
+        f"""SELECT * FROM {s}.takeover_packets WHERE incident_id = $1 AND packet_sha256 = $2
+        ORDER BY ledger_sequence DESC LIMIT 1""",
+        incident_id,
+        packet_sha256,
     )
     return dict(row) if row else None
 
