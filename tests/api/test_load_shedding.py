@@ -76,3 +76,30 @@ async def _shed_and_recover(api: Api, bootstrap: str, topic: str) -> None:
         log, other, "DirectiveRefused"
     )
     assert len(decided) == 1, [e.event_type for e in decided]
+
+
+async def test_past_the_pipeline_backlog_new_directives_are_shed_and_stops_are_not(
+    kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+) -> None:
+    """No executor runs here: a directive's outcome never comes, so with
+    CONN_API_MAX_BACKLOG=1 the first directive fills the backlog."""
+    settings = settings_for(kafka_bootstrap, conn_topics, fresh_database, conn_api_max_backlog=1)
+    async with running_api(settings) as api:
+        incident = await api.open_incident()
+        first = await api.direct(incident, "alice", {"action": "gather_state"})
+        assert first.status_code == 202, first.text
+        key = {"Idempotency-Key": "backlogged"}
+        shed = await api.direct(incident, "alice", {"action": "gather_state"}, headers=key)
+        assert shed.status_code == 503, shed.text
+        assert shed.headers["Retry-After"] == "1"
+        error = shed.json()["error"]
+        assert error["code"] == "overloaded" and error["detail"]["backlog"] == 1
+        # Nothing of it was done: not decided, not recorded, its key not claimed.
+        log = await read_log(kafka_bootstrap, conn_topics.events)
+        decided = of_incident(log, incident, "DirectiveIssued") + of_incident(
+            log, incident, "DirectiveRefused"
+        )
+        assert len(decided) == 1
+        # Control verbs are not directives: a hold goes through.
+        hold = await api.post(f"/v1/incidents/{incident}/hold", "alice", {"detail": "backlog"})
+        assert hold.status_code < 300, hold.text

@@ -70,6 +70,7 @@ async def issue(
     rt: Runtime, incident_id: str, body: Any, identity: Identity, idem_key: str | None
 ) -> tuple[int, dict[str, Any]]:
     """Returns (HTTP status, JSON body); refusals return the error body."""
+    _shed_if_backlogged(rt)
     if idem_key is None:
         return await _decide_and_append(rt, incident_id, body, identity, str(uuid.uuid4()))
     if not (1 <= len(idem_key) <= 200):
@@ -114,6 +115,24 @@ async def issue(
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
         return record.status_code, _mark_replayed(record.status_code, record.response)
     return await _issue_claimed(rt, incident_id, body, identity, idem_key, correlation_id)
+
+
+def _shed_if_backlogged(rt: Runtime) -> None:
+    """Back-pressure from the pipeline (conn_api.backlog): shed before anything is
+    claimed, decided or appended, so a retry is always safe."""
+    waiting, limit = rt.view.backlog.size(), rt.settings.api.conn_api_max_backlog
+    if waiting < limit:
+        return
+    after = rt.settings.api.conn_api_shed_retry_after_seconds
+    metrics.SHED.inc()
+    raise ApiError(
+        503,
+        "overloaded",
+        f"{waiting} directives are waiting for their outcome (limit {limit}); nothing was "
+        f"done: retry after {after} s",
+        {"backlog": waiting, "limit": limit, "retry_after_seconds": after},
+        headers={"Retry-After": str(after)},
+    )
 
 
 async def _issue_claimed(
