@@ -11,7 +11,7 @@ CONN_API_READ_MODEL_WAIT_SECONDS, CONN_API_MAX_BODY_BYTES (65536) and
 CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), CONN_API_MAX_IN_FLIGHT (64
 requests under /v1/ at once; beyond, 503 overloaded with Retry-After
 CONN_API_SHED_RETRY_AFTER_SECONDS, default 1; stops are never shed),
-CONN_API_MAX_BACKLOG (128 directives issued whose outcome is not in the log yet;
+CONN_API_MAX_BACKLOG (64 directives issued whose outcome is not in the log yet;
 beyond, a new directive is shed the same way), plus the shared
 KAFKA_* and DATABASE_URL.
 CONN_ENV defaults to production: without CONN_ENV=development a missing or placeholder
@@ -87,7 +87,7 @@ class ApiSettings(BaseSettings):
         description="Requests under /v1/ in flight at once; beyond, 503 overloaded + Retry-After",
     )
     conn_api_max_backlog: int = Field(
-        default=128,
+        default=64,
         ge=1,
         description="Directives issued whose outcome is not in the log yet; beyond, new "
         "directives get 503 overloaded + Retry-After",
