@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    # The benchmarks run on the local development stack with its development trust
+    # material (.local/trust), which settings refuse outside CONN_ENV=development.
+    os.environ.setdefault("CONN_ENV", "development")
     names = args.names or list(BENCHMARKS)
     m = machine()
     console.print(f"[bold]Conn benchmarks[/bold] on {m['cores']} cores, Python {m['python']}")
