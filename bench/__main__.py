@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bench.common import MIN_REPETITIONS, console, load_snapshot, machine, merge_median
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         module = importlib.import_module(BENCHMARKS[name])
-        run: Callable[..., Awaitable[Any]] = module.main
+        run: Callable[..., Coroutine[Any, Any, Any]] = module.main
         console.rule(f"[bold]{name}[/bold]")
         runs: list[Any] = []
         try:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_once(
-    name: str, run: Callable[..., Awaitable[Any]], *, quick: bool, rep: int, reps: int
+    name: str, run: Callable[..., Coroutine[Any, Any, Any]], *, quick: bool, rep: int, reps: int
 ) -> Any:
     """One repetition, with the load average before and after it."""
     before = load_snapshot()
@@ -103,7 +103,7 @@ def run_once(
         f"{before['cores']} cores[/dim]{busy}"
     )
     t0 = time.perf_counter()
-    result = asyncio.run(run(quick=quick))
+    result: Any = asyncio.run(run(quick=quick))
     if result.elapsed_seconds is None:
         result.elapsed_seconds = round(time.perf_counter() - t0, 1)
     result.load_before, result.load_after = before, load_snapshot()

@@ -231,7 +231,8 @@ def login(user: str) -> dict[str, Any]:
     baselines use `admin`, a super user, so ACLs never stand in their way)."""
     from conn_localstack.trust import dev_trust
 
-    return dev_trust().client_options(user)
+    options: dict[str, Any] = dev_trust().client_options(user)
+    return options
 
 
 async def fresh_topics(bootstrap: str, *, events_partitions: int = 6) -> Topics:
