@@ -8,7 +8,7 @@ STACK := $(PY) -m conn_localstack.cli
 KUBE := $(PY) -m conn_localstack.kube
 COMMA := ,
 
-.PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench chaos clean
+.PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench bench-quick bench-table chaos clean
 .PHONY: mutation mutation-score
 .PHONY: kube-up kube-down kube-status
 
@@ -77,8 +77,18 @@ test-unit: ## Pure unit and property tests only (no I/O)
 demo: setup ## The guided-remediation demo on the local stack
 	$(PY) -m conn_demo
 
-bench: ## Benchmarks with raw-aiokafka baselines; writes bench/results/*.json
-	$(PY) -m bench
+# BENCH=fastpath,capacity,... narrows a run; BENCH_REPS (default 3) sets the repetitions.
+BENCH_NAMES = $(subst $(COMMA), ,$(BENCH))
+bench: ## Benchmarks (median of 3, same-run baselines, load recorded); writes bench/results/*.json and the README table
+	$(PY) -m bench --reps $(or $(BENCH_REPS),3) $(BENCH_NAMES)
+	$(PY) -m bench.table --write
+
+bench-quick: ## Small counts, 1 repetition: checks the harness (never published)
+	$(PY) -m bench --quick --reps 1 $(BENCH_NAMES)
+	$(PY) -m bench.table --write
+
+bench-table: ## Regenerate the README's performance table from bench/results/
+	$(PY) -m bench.table --write
 
 # MODULES=rules,fold,... narrows a run; MUTATION_JOBS (default 2) sets mutmut's workers.
 mutation: ## Mutation testing of the pure core and codec over the unit tier (slow; not in `make test`)

@@ -58,6 +58,81 @@ def machine() -> dict[str, Any]:
     }
 
 
+BUSY_LOAD_PER_CORE = 0.5
+"""A run started while the 1-minute load average exceeds this times the core count ran
+on a busy machine: its result is marked so and never published (bench.table)."""
+MIN_REPETITIONS = 3
+"""Published figures are the median of at least this many repetitions."""
+
+
+def load_snapshot() -> dict[str, Any]:
+    """The machine's load average now, and whether it counts as busy."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_1m": round(one, 2),
+        "loadavg_5m": round(five, 2),
+        "loadavg_15m": round(fifteen, 2),
+        "cores": cores,
+        "busy": one > BUSY_LOAD_PER_CORE * cores,
+    }
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def merge_median(name: str, runs: list[Result]) -> Result:
+    """One Result whose every numeric figure and baseline is the median over `runs` (the
+    repetitions of one benchmark); ratios are recomputed from the medians. A key missing
+    from some repetition (e.g. a row keyed by its sample count) is matched by its label
+    without the `(n=...)` suffix. Non-numeric values are taken from the last run."""
+    merged = Result(name)
+
+    def section(get: Any) -> dict[str, Any]:
+        by_label: dict[str, list[Any]] = {}
+        shown: dict[str, str] = {}
+        for run in runs:
+            for key, value in get(run).items():
+                label = key.split(" (n=")[0]
+                by_label.setdefault(label, []).append(value)
+                shown[label] = key
+        out: dict[str, Any] = {}
+        for label, values in by_label.items():
+            numbers = [v for v in values if _numeric(v)]
+            if numbers and len(numbers) == len(values):
+                out[shown[label]] = statistics.median(numbers)  # ints stay ints (odd n)
+            else:
+                out[shown[label]] = values[-1]
+        return out
+
+    merged.figures = section(lambda r: r.figures)
+    merged.baseline = section(lambda r: r.baseline)
+    for key, ours in merged.figures.items():
+        r = ratio(ours, merged.baseline.get(key)) if _numeric(ours) else None
+        if r is not None:
+            merged.ratios[key] = r
+    merged.notes = [f"median of {len(runs)} repetition(s)", *(runs[-1].notes if runs else [])]
+    merged.elapsed_seconds = sum(r.elapsed_seconds or 0 for r in runs) or None
+    merged.runs = [
+        {
+            "figures": r.figures,
+            "baseline": r.baseline,
+            "load_before": r.load_before,
+            "load_after": r.load_after,
+            "elapsed_seconds": r.elapsed_seconds,
+        }
+        for r in runs
+    ]
+    merged.quick = any(r.quick for r in runs)
+    return merged
+
+
 @dataclass
 class Result:
     name: str
@@ -66,6 +141,21 @@ class Result:
     ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     elapsed_seconds: float | None = None
+    load_before: dict[str, Any] | None = None
+    load_after: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """The repetitions this result is the median of (figures, baselines, load)."""
+    quick: bool = False
+
+    @property
+    def loaded(self) -> bool:
+        """A repetition started on a busy machine (or its load was not recorded)."""
+        befores = [r.get("load_before") for r in self.runs] or [self.load_before]
+        return any(b is None or b.get("busy", True) for b in befores)
+
+    @property
+    def publishable(self) -> bool:
+        return len(self.runs) >= MIN_REPETITIONS and not self.loaded and not self.quick
 
     def compare(self, key: str, ours: float | None, base: float | None) -> None:
         """One row: Conn's figure, the baseline measured in the same run, and the
@@ -90,6 +180,11 @@ class Result:
             "ratios": self.ratios,
             "notes": self.notes,
             "elapsed_seconds": self.elapsed_seconds,
+            "repetitions": len(self.runs),
+            "runs": self.runs,
+            "quick": self.quick,
+            "loaded_machine": self.loaded,
+            "publishable": self.publishable,
         }
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return path
@@ -108,6 +203,11 @@ class Result:
         console.print(table)
         for note in self.notes:
             console.print(f"  [dim]{note}[/dim]")
+        if self.loaded:
+            console.print(
+                "  [yellow]started on a busy machine (1-min load average > "
+                f"{BUSY_LOAD_PER_CORE} x cores): recorded, not published[/yellow]"
+            )
 
 
 def _fmt(value: Any) -> str:
@@ -131,7 +231,8 @@ def login(user: str) -> dict[str, Any]:
     baselines use `admin`, a super user, so ACLs never stand in their way)."""
     from conn_localstack.trust import dev_trust
 
-    return dev_trust().client_options(user)
+    options: dict[str, Any] = dev_trust().client_options(user)
+    return options
 
 
 async def fresh_topics(bootstrap: str, *, events_partitions: int = 6) -> Topics:

@@ -1,6 +1,8 @@
 """`conn`: the commander's CLI for the directive API.
 
-Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token);
+Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token),
+CONN_CLI_RETRIES (default 3: a request the API shed, 429 or 503 overloaded, is repeated
+after its Retry-After, at most this often, saying so on stderr);
 `conn keys` and `conn replay` use CONN_KEYRING_FILE (and replay the KAFKA_* login).
 Exit codes: 0 ok, 1 refused/conflict (4xx from the API), 2 usage/auth error,
 3 API unreachable or failing (5xx).
@@ -8,10 +10,13 @@ Exit codes: 0 ok, 1 refused/conflict (4xx from the API), 2 usage/auth error,
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -43,19 +48,62 @@ err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer")]
 
 
+MAX_RETRY_WAIT_SECONDS = 30.0
+
+
+def retry_after(r: httpx.Response) -> float | None:
+    """Seconds to wait before repeating a request the API shed, or None: not shed.
+
+    Only a 429, or a 503 `overloaded` (answered before the API did anything), is
+    repeated: any other 5xx may have done something already. Retry-After in seconds or
+    as an HTTP date; missing or unreadable: 1 s; at most MAX_RETRY_WAIT_SECONDS."""
+    if r.status_code == 503:
+        try:
+            code = r.json().get("error", {}).get("code")
+        except (ValueError, AttributeError):
+            return None
+        if code != "overloaded":
+            return None
+    elif r.status_code != 429:
+        return None
+    value = r.headers.get("Retry-After", "").strip()
+    wait = 1.0
+    if value.isdigit():
+        wait = float(value)
+    elif value:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            when = email.utils.parsedate_to_datetime(value)
+            wait = (when - datetime.now(UTC)).total_seconds()
+    return min(max(wait, 0.0), MAX_RETRY_WAIT_SECONDS)
+
+
 class Client:
     def __init__(self) -> None:
         self.url = os.environ.get("CONN_API_URL", "http://127.0.0.1:18000").rstrip("/")
         self.token = os.environ.get("CONN_TOKEN", "")
+        retries = os.environ.get("CONN_CLI_RETRIES", "3").strip()
+        self.retries = min(int(retries), 10) if retries.isdigit() else 3
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         headers = kw.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            r = httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the Conn API at {self.url}: {exc}", 3)
+        attempt = 0
+        while True:
+            try:
+                r = httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+            except httpx.HTTPError as exc:
+                fail(f"cannot reach the Conn API at {self.url}: {exc}", 3)
+            wait = retry_after(r)
+            if wait is None or attempt >= self.retries:
+                break
+            attempt += 1
+            err.print(
+                f"[yellow]the Conn API is overloaded ({r.status_code}); nothing was done. "
+                f"Retrying in {wait:g} s ({attempt}/{self.retries})[/]",
+                highlight=False,
+            )
+            time.sleep(wait)
         try:
             body = r.json()
         except ValueError:
@@ -70,6 +118,8 @@ class Client:
             extra = ""
             if isinstance(detail, dict) and detail.get("correlation_id"):
                 extra = f"\n  recorded as refusal {detail['correlation_id']}"
+            if retry_after(r) is not None:
+                extra = f"\n  still overloaded after {attempt} retries; try again later"
             fail(f"{r.status_code} {code}: {message}{extra}", 3 if r.status_code >= 500 else 1)
         return body
 

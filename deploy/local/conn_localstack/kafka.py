@@ -79,6 +79,10 @@ def _server_properties() -> str:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # Kafka 4.1's group coordinator waits up to 5 ms (its default) for more
+            # writes before appending an offset commit; a synchronous commit pays it.
+            # One local node, little traffic: write at once (atLeast(0) in 4.1.1).
+            "group.coordinator.append.linger.ms=0",
             "auto.create.topics.enable=false",
             "num.network.threads=2",
             "num.io.threads=4",

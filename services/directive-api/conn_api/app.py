@@ -1,13 +1,13 @@
-"""The FastAPI application: lifespan (runtime), error handlers, ops endpoints,
-request metrics, and the OpenAPI document (with the DirectiveRequest schema)."""
+"""The FastAPI application: lifespan (runtime), error handlers, ops endpoints, pure
+ASGI middleware (request metrics, load shedding, body limit), and the OpenAPI
+document (with the DirectiveRequest schema)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,11 +17,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from conn_api import alerts, approvals, console, dryrun, fleet, metrics, routes
+from conn_api import alerts, approvals, console, dryrun, fleet, routes
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
 from conn_api.limits import BodyLimit
+from conn_api.middleware import Capacity, LoadShed, RequestMetrics
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import Runtime
 from conn_runtime.ops import RETRY_AFTER_SECONDS
@@ -90,23 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default=settings.api.conn_api_max_body_bytes,
         prefixes=[("/v1/alerts/", settings.api.conn_api_max_alert_body_bytes)],
     )
-
-    @app.middleware("http")
-    async def _timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.REQUEST_SECONDS.labels(request.method, path, str(status)).observe(
-                time.perf_counter() - started
-            )
+    # Outside the body limit: a shed request is answered before its body is read.
+    app.state.capacity = Capacity(
+        limit=settings.api.conn_api_max_in_flight,
+        retry_after=settings.api.conn_api_shed_retry_after_seconds,
+    )
+    app.add_middleware(LoadShed, capacity=app.state.capacity)
+    app.add_middleware(RequestMetrics)
 
     @app.get(
         "/readyz",

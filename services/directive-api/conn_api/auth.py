@@ -16,6 +16,7 @@ No plaintext token is ever stored by the service.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -142,6 +143,13 @@ class Authenticator:
         if token.count(".") == 2 and (self.jwks is not None or self.jwks_client is not None):
             return self._verify_jwt(token)
         raise AuthError("invalid token")
+
+    async def authenticate_async(self, authorization: str | None) -> Identity:
+        """`authenticate` on the event loop, except a JWT whose key may have to be
+        fetched from CONN_API_JWKS_URL (blocking I/O): that one runs in a thread."""
+        if self.jwks_client is not None and authorization and authorization.count(".") == 2:
+            return await asyncio.to_thread(self.authenticate, authorization)
+        return self.authenticate(authorization)
 
     def _verify_jwt(self, token: str) -> Identity:
         assert self.settings is not None

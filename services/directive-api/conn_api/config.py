@@ -8,7 +8,12 @@ CONN_ALERT_DEDUP_WINDOW_SECONDS, CONN_WEBHOOK_DELIVERY_WINDOW_SECONDS (172800, a
 least a day), CONN_READ_SCHEMA (the packager's read model, default
 conn_read), CONN_API_READ_MODEL (true: ledger/packet reads from it when caught up),
 CONN_API_READ_MODEL_WAIT_SECONDS, CONN_API_MAX_BODY_BYTES (65536) and
-CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), plus the shared KAFKA_* and DATABASE_URL.
+CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), CONN_API_MAX_IN_FLIGHT (64
+requests under /v1/ at once; beyond, 503 overloaded with Retry-After
+CONN_API_SHED_RETRY_AFTER_SECONDS, default 1; stops are never shed),
+CONN_API_MAX_BACKLOG (64 directives issued whose outcome is not in the log yet;
+beyond, a new directive is shed the same way), plus the shared
+KAFKA_* and DATABASE_URL.
 CONN_ENV defaults to production: without CONN_ENV=development a missing or placeholder
 webhook secret, the public development secret and development-only token files are
 refused (the process exits with the reason).
@@ -76,6 +81,18 @@ class ApiSettings(BaseSettings):
     conn_api_max_alert_body_bytes: int = Field(
         default=DEFAULT_MAX_ALERT_BODY_BYTES, ge=1024, description="... under /v1/alerts/"
     )
+    conn_api_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Requests under /v1/ in flight at once; beyond, 503 overloaded + Retry-After",
+    )
+    conn_api_max_backlog: int = Field(
+        default=64,
+        ge=1,
+        description="Directives issued whose outcome is not in the log yet; beyond, new "
+        "directives get 503 overloaded + Retry-After",
+    )
+    conn_api_shed_retry_after_seconds: int = Field(default=1, ge=1, le=60)
 
     @field_validator("conn_read_schema")
     @classmethod

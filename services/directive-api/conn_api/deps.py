@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the runtime and the authenticated caller."""
+"""FastAPI dependencies: the runtime and the authenticated caller.
+
+Both are `async def`: FastAPI runs a sync dependency in the thread pool (a thread hop
+per request); these do no blocking I/O (a JWKS fetched from a URL goes to a thread in
+`Authenticator.authenticate_async`)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from conn_schemas.values import Role
 bearer = HTTPBearer(auto_error=False, description="Conn API token or OIDC JWT")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None:
         starting: Runtime | None = getattr(request.app.state, "starting", None)
@@ -34,13 +38,13 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def current_identity(
+async def current_identity(
     rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Identity:
     if credentials is None:
         raise AuthError("missing bearer token (Authorization: Bearer <token>)")
-    return rt.auth.authenticate(f"{credentials.scheme} {credentials.credentials}")
+    return await rt.auth.authenticate_async(f"{credentials.scheme} {credentials.credentials}")
 
 
 CurrentUser = Annotated[Identity, Depends(current_identity)]

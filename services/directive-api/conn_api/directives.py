@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -27,9 +28,9 @@ from conn_api.errors import REFUSAL_STATUS, ApiError, error_body
 from conn_api.models import DirectiveRequest
 from conn_api.runtime import OUTCOME_UNKNOWN, Runtime
 from conn_api.store import (
+    Answer,
     IdempotencyRecord,
     claim_key,
-    complete_key,
     get_key,
     mark_outcome_unknown,
     release_key,
@@ -69,6 +70,7 @@ async def issue(
     rt: Runtime, incident_id: str, body: Any, identity: Identity, idem_key: str | None
 ) -> tuple[int, dict[str, Any]]:
     """Returns (HTTP status, JSON body); refusals return the error body."""
+    _shed_if_backlogged(rt)
     if idem_key is None:
         return await _decide_and_append(rt, incident_id, body, identity, str(uuid.uuid4()))
     if not (1 <= len(idem_key) <= 200):
@@ -92,12 +94,14 @@ async def issue(
                 {"correlation_id": existing.correlation_id},
             )
         deadline = time.monotonic() + rt.settings.api.conn_api_idempotency_wait_seconds
-        record = existing
+        record = _with_pending_answer(rt, identity, idem_key, existing)
         if not record.completed and record.outcome_unknown:
             return await _resolve_unknown(rt, incident_id, body, identity, idem_key, record)
         while not record.completed and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             found = await get_key(rt.db, principal=identity.id, key=idem_key)
+            if found is not None:
+                found = _with_pending_answer(rt, identity, idem_key, found)
             if found is None:  # the first request failed and released the key
                 return await issue(rt, incident_id, body, identity, idem_key)
             record = found
@@ -111,6 +115,24 @@ async def issue(
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
         return record.status_code, _mark_replayed(record.status_code, record.response)
     return await _issue_claimed(rt, incident_id, body, identity, idem_key, correlation_id)
+
+
+def _shed_if_backlogged(rt: Runtime) -> None:
+    """Back-pressure from the pipeline (conn_api.backlog): shed before anything is
+    claimed, decided or appended, so a retry is always safe."""
+    waiting, limit = rt.view.backlog.size(), rt.settings.api.conn_api_max_backlog
+    if waiting < limit:
+        return
+    after = rt.settings.api.conn_api_shed_retry_after_seconds
+    metrics.SHED.inc()
+    raise ApiError(
+        503,
+        "overloaded",
+        f"{waiting} directives are waiting for their outcome (limit {limit}); nothing was "
+        f"done: retry after {after} s",
+        {"backlog": waiting, "limit": limit, "retry_after_seconds": after},
+        headers={"Retry-After": str(after)},
+    )
 
 
 async def _issue_claimed(
@@ -135,24 +157,22 @@ async def _issue_claimed(
     except BaseException:
         await _release(rt, identity, idem_key)
         raise
-    try:
-        await _bookkeeping(
-            rt,
-            functools.partial(
-                complete_key,
-                rt.db,
-                principal=identity.id,
-                key=idem_key,
-                status_code=status,
-                response=response,
-            ),
-            "complete an idempotency key",
-        )
-    except Exception:
-        # Decided (and maybe appended): the answer stands, never a 500 after the fact.
-        log.exception("could not store the answer of an idempotency key")
-        await _keep_unknown(rt, identity, idem_key)
+    # Decided (and maybe appended): answered now, stored off the request path (the
+    # claim is the fence; conn_api.answers).
+    rt.answers.put(Answer(identity.id, idem_key, status, response))
     return status, response
+
+
+def _with_pending_answer(
+    rt: Runtime, identity: Identity, idem_key: str, record: IdempotencyRecord
+) -> IdempotencyRecord:
+    """The record, completed with the answer this process holds but has not stored yet."""
+    if record.completed:
+        return record
+    answer = rt.answers.get(identity.id, idem_key)
+    if answer is None:
+        return record
+    return dataclasses.replace(record, status_code=answer.status_code, response=answer.response)
 
 
 async def _keep_unknown(rt: Runtime, identity: Identity, idem_key: str) -> None:
@@ -206,18 +226,7 @@ async def _resolve_unknown(
             "folded": True,
             "recovered": "the earlier append had landed",
         }
-        await _bookkeeping(
-            rt,
-            functools.partial(
-                complete_key,
-                rt.db,
-                principal=identity.id,
-                key=idem_key,
-                status_code=202,
-                response=response,
-            ),
-            "complete an idempotency key",
-        )
+        rt.answers.put(Answer(identity.id, idem_key, 202, response))
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
         return 202, {**response, "replayed": True}
     return await _issue_claimed(rt, incident_id, body, identity, idem_key, record.correlation_id)

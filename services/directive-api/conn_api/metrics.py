@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DIRECTIVES = Counter(
     "conn_api_directives_total",
@@ -34,3 +34,8 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SHED = Counter(
+    "conn_api_shed_total",
+    "Requests answered 503 overloaded (with Retry-After) because the in-flight limit was reached",
+)
+IN_FLIGHT = Gauge("conn_api_in_flight_requests", "Requests under /v1/ in flight (load shedding)")

@@ -20,6 +20,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from conn_adapters.config import Adapters
+from conn_api.answers import Answers
 from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ApiError
@@ -79,6 +80,8 @@ class Runtime:
         )
         self.view = LogView(settings.kafka, self.producer, deps=self.deps, watchdog=self.watchdog)
         self.pool: asyncpg.Pool | None = None
+        self.answers = Answers(lambda: self.db, self.deps)
+        """Idempotency answers, stored off the request path (conn_api.answers)."""
         self.started = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self.read_model: ReadModel | None = None
@@ -148,6 +151,7 @@ class Runtime:
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
+        await self.answers.drain()
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)

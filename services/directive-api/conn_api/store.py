@@ -75,15 +75,19 @@ async def claim_key(
     request_sha256: str,
     correlation_id: str,
 ) -> IdempotencyRecord | None:
-    """Claim an idempotency key. None: we own it now. Otherwise the existing record
-    (the primary key makes exactly one concurrent claimer win)."""
-    won = await pool.fetchval(
+    """Claim an idempotency key in one round trip. None: we own it now. Otherwise the
+    existing record (the primary key makes exactly one concurrent claimer win).
+
+    `DO UPDATE` (a no-op: the row is unchanged) rather than `DO NOTHING` so that the
+    statement returns the row that won, locked and current, whoever inserted it; ours
+    is recognised by its correlation id (a fresh UUID per claim attempt)."""
+    row = await pool.fetchrow(
         """
         INSERT INTO conn_api_idempotency
             (principal, idem_key, incident_id, request_sha256, correlation_id)
         VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (principal, idem_key) DO NOTHING
-        RETURNING 1
+        ON CONFLICT (principal, idem_key) DO UPDATE SET principal = EXCLUDED.principal
+        RETURNING request_sha256, correlation_id, status_code, response, outcome_unknown
         """,
         principal,
         key,
@@ -91,19 +95,21 @@ async def claim_key(
         request_sha256,
         correlation_id,
     )
-    if won:
+    assert row is not None  # INSERT … ON CONFLICT DO UPDATE … RETURNING always returns it
+    if row["correlation_id"] == correlation_id:
         return None
-    found = await get_key(pool, principal=principal, key=key)
-    if found is None:  # released between our insert and select: try once more
-        return await claim_key(
-            pool,
-            principal=principal,
-            key=key,
-            incident_id=incident_id,
-            request_sha256=request_sha256,
-            correlation_id=correlation_id,
-        )
-    return found
+    return _record(row)
+
+
+def _record(row: asyncpg.Record) -> IdempotencyRecord:
+    response = json.loads(row["response"]) if row["response"] is not None else None
+    return IdempotencyRecord(
+        row["request_sha256"],
+        row["correlation_id"],
+        row["status_code"],
+        response,
+        bool(row["outcome_unknown"]),
+    )
 
 
 async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> IdempotencyRecord | None:
@@ -113,16 +119,7 @@ async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> Idempotenc
         principal,
         key,
     )
-    if row is None:
-        return None
-    response = json.loads(row["response"]) if row["response"] is not None else None
-    return IdempotencyRecord(
-        row["request_sha256"],
-        row["correlation_id"],
-        row["status_code"],
-        response,
-        bool(row["outcome_unknown"]),
-    )
+    return None if row is None else _record(row)
 
 
 async def mark_outcome_unknown(pool: asyncpg.Pool, *, principal: str, key: str) -> None:
@@ -135,17 +132,43 @@ async def mark_outcome_unknown(pool: asyncpg.Pool, *, principal: str, key: str) 
     )
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The stored answer of a decided request with an idempotency key."""
+
+    principal: str
+    key: str
+    status_code: int
+    response: dict[str, Any]
+
+
+def _jsonb(response: dict[str, Any]) -> str:
+    # jsonb refuses the escaped NUL that json.dumps writes for a "\x00" in a string.
+    return json.dumps(response).replace("\\u0000", "\\ufffd")
+
+
 async def complete_key(
     pool: asyncpg.Pool, *, principal: str, key: str, status_code: int, response: dict[str, Any]
 ) -> None:
+    await complete_keys(pool, [Answer(principal, key, status_code, response)])
+
+
+async def complete_keys(pool: asyncpg.Pool, answers: list[Answer]) -> None:
+    """Store several answers in one statement."""
+    if not answers:
+        return
     await pool.execute(
-        "UPDATE conn_api_idempotency SET status_code = $3, response = $4::jsonb,"
-        " completed_at = now() WHERE principal = $1 AND idem_key = $2",
-        principal,
-        key,
-        status_code,
-        # jsonb refuses the escaped NUL that json.dumps writes for a "\x00" in a string.
-        json.dumps(response).replace("\\u0000", "\\ufffd"),
+        """
+        UPDATE conn_api_idempotency AS i
+           SET status_code = a.status_code, response = a.response::jsonb, completed_at = now()
+          FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[])
+               AS a(principal, idem_key, status_code, response)
+         WHERE i.principal = a.principal AND i.idem_key = a.idem_key
+        """,
+        [a.principal for a in answers],
+        [a.key for a in answers],
+        [a.status_code for a in answers],
+        [_jsonb(a.response) for a in answers],
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from conn_api.backlog import Backlog
 from conn_core.chain import GENESIS, link
 from conn_core.state import IncidentState
 from conn_runtime.folds import IncidentFolds
@@ -68,6 +69,8 @@ class LogView:
         self._assigned: set[TopicPartition] | None = None
         self._caught: set[TopicPartition] = set()
         self.caught_up = asyncio.Event()
+        self.backlog = Backlog()
+        """Directives folded whose outcome is not yet (load shedding, conn_api.backlog)."""
         self.loop = EventLoop(
             kafka,
             group_id=None,
@@ -123,6 +126,7 @@ class LogView:
         event = consumed.event
         pos = consumed.position
         if self.folds.apply(consumed):
+            self.backlog.observe(event.event_type, event.correlation_id, event.occurred_at)
             if event.incident_id == GLOBAL_INCIDENT:
                 prev = self.control_log[-1].hash if self.control_log else GENESIS
                 entry = LedgerEntry(len(self.control_log) + 1, link(prev, event), pos, event)
