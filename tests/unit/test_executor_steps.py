@@ -9,13 +9,16 @@ landed is never reported failed or re-run (2), a fenced-out executor writes noth
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from conn_core.rules import Accepted, Refused
 from conn_executor import steps
+from conn_executor.containment import Containment
 from conn_executor.lifecycle import Recovery
 from conn_executor.steps import (
     BEFORE_SIDE_EFFECT,
@@ -36,6 +39,7 @@ from conn_executor.steps import (
     Unknown,
     Wait,
 )
+from conn_runtime.stops import GLOBAL_SCOPE
 from conn_schemas.observations import ActionResult
 from conn_schemas.values import RefusalReason
 
@@ -363,3 +367,29 @@ def test_a_whole_run_calls_the_target_only_when_nothing_stopped_it(
         assert any(
             isinstance(v, Refused) and v.reason is RefusalReason.DUPLICATE for v in seen.values()
         )
+
+
+# -- containment (measured, in memory) ------------------------------------------------------
+
+
+def test_side_effects_started_after_a_stop_are_counted_once_per_stop_and_scope() -> None:
+    def late(kind: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "conn_executor_side_effects_after_stop_total", {"kind": kind}
+        )
+        return value or 0.0
+
+    c = Containment()
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    c.side_effect("inc-a", t0)
+    c.side_effect("inc-a", t0 + timedelta(seconds=2))
+    c.side_effect("inc-b", t0 + timedelta(seconds=3))
+    holds, kills = late("hold"), late("kill_switch")
+    c.stop_seen("hold", "inc-a", t0 + timedelta(seconds=1))
+    assert late("hold") == holds + 1  # only inc-a's, only the one after the hold
+    c.stop_seen("hold", "inc-a", t0 + timedelta(seconds=1))
+    assert late("hold") == holds + 1  # the same stop seen again is not counted again
+    c.stop_seen("kill_switch", GLOBAL_SCOPE, t0 + timedelta(seconds=1))
+    assert late("kill_switch") == kills + 2  # the kill switch covers every incident
+    c.stop_seen("hold", "inc-b", t0 + timedelta(seconds=5))
+    assert late("hold") == holds + 1  # nothing started after this one
