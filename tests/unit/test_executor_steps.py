@@ -206,7 +206,8 @@ def test_the_gate() -> None:
     claim that did not move belongs to another executor: write nothing, close nothing."""
     assert steps.gated(started=True) == Go(Phase.GATED)
     assert steps.gated(started=False) == Fenced()
-    for started, kind in itertools.product((True, False), ("kill_switch", "hold")):
+    kinds: tuple[steps.StopKind, ...] = ("kill_switch", "hold")
+    for started, kind in itertools.product((True, False), kinds):
         result = steps.gated(started=started, stop_kind=kind, stop_reason="drill")
         assert result == NotStarted("stopped before side effect: drill", stop=kind)
     for result in (steps.gated(started=True), steps.gated(started=False)):
@@ -334,13 +335,13 @@ def _drive(world: list[Observation]) -> tuple[Phase, bool]:
         return phase, False
     phase = steps.moved(phase, Phase.ACTING)
     call = seen["call"]
-    answer: ActionResult | CallError = {
+    answers: dict[str, ActionResult | CallError] = {
         "answered": RESULT,
         "rejected": CallError("no", rejected=True),
         "timeout": CallError.timed_out(1.0),
         "error": CallError("connection reset"),
-    }[str(call)]
-    phase = steps.advance(phase, steps.called(answer))
+    }
+    phase = steps.advance(phase, steps.called(answers[str(call)]))
     return phase, True
 
 
