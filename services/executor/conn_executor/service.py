@@ -439,15 +439,16 @@ class ExecutorService(ConsumerService):
             except Exception:  # the sweep must outlive one bad pass
                 log.exception("approval expiry sweep failed; retrying")
 
-    async def _cancel(
-        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
-    ) -> None:
-        """Record why a directive waiting for approvers will never run (its claim,
-        taken when it was issued, is closed as refused; fenced like any claim).
-        `state` is a snapshot."""
+    async def _take_up_awaiting(
+        self, state: IncidentState, cid: str, cause: str | None, *, read_from: int | None
+    ) -> tuple[Step, Claim | None] | None:
+        """Take over the claim of a directive that was waiting for approvers (taken when
+        it was issued). None if it is gone or final; else the step (its view a snapshot
+        of `state`, read ahead from `read_from`, default: right after the directive)
+        and the claim as it was before the take-over (None: fenced off)."""
         claim = await self.claims.get(cid)
         if claim is None or claim.final:
-            return
+            return None
         step = self._recorded_step(
             state,
             cid,
@@ -455,12 +456,23 @@ class ExecutorService(ConsumerService):
             cause,
             entry=Entry.APPROVED,
             view=_snapshot(state),
-            view_next=claim.directive_offset + 1,
+            view_next=claim.directive_offset + 1 if read_from is None else read_from,
             phase=Phase.AWAITING_APPROVAL,
         )
         owned = await self.claims.take_over(
             cid, generation=step.generation, executor_id=self.settings.id
         )
+        return step, owned
+
+    async def _cancel(
+        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
+    ) -> None:
+        """Record why a directive waiting for approvers will never run (its claim is
+        closed as refused; fenced like any claim). `state` is a snapshot."""
+        taken = await self._take_up_awaiting(state, cid, cause, read_from=None)
+        if taken is None:
+            return
+        step, owned = taken
         if owned is None or owned.status is not ClaimStatus.CLAIMED:
             return
         await self._apply(step, steps.Refuse(refusal))
@@ -473,21 +485,12 @@ class ExecutorService(ConsumerService):
         """The quorum is in the log: take the directive's claim up again and run it,
         re-checked against everything the partition holds (like any directive).
         `after` is a snapshot."""
-        claim = await self.claims.get(cid)
-        if claim is None or claim.final:
+        taken = await self._take_up_awaiting(
+            after, cid, str(consumed.event.event_id), read_from=consumed.position.offset + 1
+        )
+        if taken is None:
             return
-        step = self._recorded_step(
-            after,
-            cid,
-            claim,
-            str(consumed.event.event_id),
-            entry=Entry.APPROVED,
-            view=_snapshot(after),
-            view_next=consumed.position.offset + 1,
-        )
-        owned = await self.claims.take_over(
-            cid, generation=step.generation, executor_id=self.settings.id
-        )
+        step, owned = taken
         if owned is None:
             m.DIRECTIVES.labels("fenced", "claim_held_elsewhere").inc()
             return
@@ -495,6 +498,7 @@ class ExecutorService(ConsumerService):
             # Started before a crash: recover as any claim (never re-run blindly).
             await self._resume(step, owned, after.directives[cid])
             return
+        step.phase = steps.moved(step.phase, Phase.CLAIMED)  # the quorum: taken up again
         await self._approved_path(step)
 
     async def _approved_path(self, step: Step) -> None:
