@@ -1,9 +1,17 @@
-"""The executor: decides each DirectiveIssued against the log prefix before it,
-gathers live state, re-checks it against everything its partition holds right
-before acting, claims the step, records intent, passes a fenced gate, acts once,
-records the outcome; a call that times out or is interrupted, and a step left
-unfinished by a crash or a rebalance, is re-gathered and reported as
-StepOutcomeUnknown — never re-run, never reported as failed.
+"""The executor's consume shell: consume, decide, act through an adapter, append.
+
+It decides each DirectiveIssued against the log prefix before it, gathers live
+state, re-checks it against everything its partition holds right before acting,
+claims the step, records intent, passes a fenced gate, acts once, records the
+outcome; a call that times out or is interrupted, and a step left unfinished by a
+crash or a rebalance, is re-gathered and reported as StepOutcomeUnknown — never
+re-run, never reported as failed.
+
+The step's life cycle is the pure state machine in `conn_executor.steps` (phases and
+transitions) and `conn_executor.lifecycle` (the claim, and what to do with one left
+unfinished); this module does the I/O between transitions and carries out what
+each one returns. Handlers never carry the live fold across an await: they read it
+at the record and work on a snapshot (a private copy).
 
 Events appended per directive (correlation_id = the directive's):
 
@@ -28,10 +36,11 @@ import contextlib
 import copy
 import logging
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TypeVar
 
 import asyncpg
@@ -51,12 +60,15 @@ from conn_core.rules import (
 )
 from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_executor import metrics as m
+from conn_executor import steps
 from conn_executor.claims import CLAIMS_DDL, CLAIMS_LOCK_KEY, Claim, ClaimStatus, ClaimStore
+from conn_executor.containment import Containment
 from conn_executor.gather import Gatherer, plan_for_outcome, plan_for_regions, plan_for_step
-from conn_executor.lifecycle import LOG_OUTCOME, Recovery, recovery
+from conn_executor.lifecycle import LOG_OUTCOME, recovery
 from conn_executor.lookahead import LookAhead
 from conn_executor.redact import failure_summary, scrub, step_summary, unknown_summary
 from conn_executor.settings import ExecutorSettings
+from conn_executor.steps import CallError, Phase, Stop
 from conn_executor.undo import act as act_inverse
 from conn_executor.undo import record_undo
 from conn_runtime import db, stops
@@ -121,17 +133,34 @@ T = TypeVar("T")
 APPROVAL_SWEEP_SECONDS = 5.0
 """How often the executor cancels directives whose approval window closed."""
 
-STOPS = frozenset({RefusalReason.ON_HOLD, RefusalReason.KILL_SWITCH, RefusalReason.INCIDENT_CLOSED})
-"""Refusals at the last gate that are a stop (not a changed picture)."""
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _snapshot(state: IncidentState) -> IncidentState:
+    """A private copy of a fold, for a handler to work on across awaits: the live fold
+    belongs to the runtime, which moves it on after the handler (and the control
+    consumer and the approval sweep run meanwhile)."""
+    return copy.deepcopy(state)
+
+
+class Entry(StrEnum):
+    """How a step was taken up (what the executor knows about the log before it)."""
+
+    LIVE = "live"
+    """Its DirectiveIssued record, handled live: the log prefix before it is at hand."""
+    APPROVED = "approved"
+    """Taken up again by the approval that completed its quorum (two-person rule)."""
+    RESTARTED = "restarted"
+    """Found open after history was re-read (a crash, a rebalance): the prefix before
+    the directive is not at hand, so it is never decided on it."""
+
+
 @dataclass
 class Step:
-    """One directive being handled: who, what, and where it sits in the log."""
+    """One directive being handled: who, what, where it sits in the log, and the
+    shell's bookkeeping (causation chain, look-ahead view, phase)."""
 
     correlation_id: str
     incident_id: str
@@ -139,14 +168,17 @@ class Step:
     cause: str | None
     position: Position
     generation: int
-    issuer: Actor | None = None
-    view: IncidentState | None = None
+    entry: Entry
+    view: IncidentState
     """The incident folded through the directive and everything read after it (a
-    private copy: the live fold is never touched)."""
-    view_next: int = 0
+    snapshot: the live fold is never touched)."""
+    view_next: int
     """Offset of the partition to continue the look-ahead from."""
-    approved: bool = False
-    """Taken up again by the approval that completed its quorum (two-person rule)."""
+    issuer: Actor | None = None
+    prefix: IncidentState | None = None
+    """A snapshot of the log before the directive (LIVE steps only): what `decide` sees."""
+    phase: Phase = Phase.CLAIMED
+    """Where the step is in `conn_executor.steps` (moved only along its transitions)."""
 
     @property
     def action(self) -> Action:
@@ -159,12 +191,6 @@ class Step:
     @property
     def consequential(self) -> bool:
         return self.action.action in CONSEQUENTIAL_ACTIONS
-
-
-@dataclass(frozen=True)
-class StopSignal:
-    kind: str  # "kill_switch" | "hold"
-    reason: str
 
 
 class ExecutorService(ConsumerService):
@@ -197,9 +223,7 @@ class ExecutorService(ConsumerService):
         self._gatherer: Gatherer | None = None
         self.lookahead = LookAhead(kafka, name=settings.id)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._starts: defaultdict[str, deque[datetime]] = defaultdict(lambda: deque(maxlen=64))
-        self._all_starts: deque[datetime] = deque(maxlen=256)
-        self._stops_seen: set[tuple[str, str, datetime]] = set()
+        self.containment = Containment()
         self._sweeper: asyncio.Task[None] | None = None
         self.deps.add(POSTGRES, db.postgres_probe(database.database_url, lambda: self._pool))
         if self.faults.any:
@@ -271,12 +295,14 @@ class ExecutorService(ConsumerService):
     # -- consuming -------------------------------------------------------------------
 
     async def handle(self, consumed: Consumed, before: IncidentState) -> None:
+        """`before` is the runtime's live fold: read here, at the record, and never
+        carried across an await (what a handler keeps is a snapshot of it)."""
         event = consumed.event
         if isinstance(event, DirectiveIssued):
             await self._on_directive(consumed, event, before)
             return
         if isinstance(event, HoldDeclared) and check_control(before, event) is None:
-            self._observe_stop("hold", event.incident_id, event.occurred_at)
+            self.containment.stop_seen("hold", event.incident_id, event.occurred_at)
         if approvals.awaiting(before):
             await self._on_awaiting(consumed, before)
 
@@ -284,7 +310,7 @@ class ExecutorService(ConsumerService):
         event = consumed.event
         if isinstance(event, KillSwitchEngaged):
             log.warning("kill switch engaged", extra={"reason": event.payload.reason})
-            self._observe_stop("kill_switch", GLOBAL_SCOPE, event.occurred_at)
+            self.containment.stop_seen("kill_switch", GLOBAL_SCOPE, event.occurred_at)
             # The kill switch cancels every directive waiting for approvers (recorded).
             refusal = Refused(
                 RefusalReason.KILL_SWITCH,
@@ -294,7 +320,18 @@ class ExecutorService(ConsumerService):
             for state in list(self.folds.states.values()):
                 for cid in approvals.awaiting(state):
                     async with self._locks[state.incident_id]:
-                        await self._cancel(state, cid, refusal, cause=str(event.event_id))
+                        await self._cancel(
+                            _snapshot(state), cid, refusal, cause=str(event.event_id)
+                        )
+
+    def _fencing_token(self) -> int:
+        """The fencing token of every claim and StepStarted: the consumer group's
+        generation, which a rebalance bumps, so an executor that lost its partitions
+        (a zombie still finishing a handler) holds an older token than the new owner.
+        aiokafka has no public accessor for it (Kafka's Java client has
+        `groupMetadata().generationId()`): `EventLoop.generation()` is the runtime's one
+        isolated read of the group coordinator's, and this is the executor's one call."""
+        return self.loop.generation()
 
     # -- the two-person rule -----------------------------------------------------------
 
@@ -304,10 +341,11 @@ class ExecutorService(ConsumerService):
         decline, a hold, a takeover, an expiry or any newer state change cancels it
         (DirectiveRefused, with the reason)."""
         event = consumed.event
-        after = copy.deepcopy(before)
+        waiting = approvals.awaiting(before)  # read at the record; then only the snapshot
+        after = _snapshot(before)
         evolve(after, event)
         now = _now()
-        for cid in approvals.awaiting(before):
+        for cid in waiting:
             record = after.directives[cid]
             track = after.approvals[cid]
             if record.status is not DirectiveStatus.ISSUED:
@@ -341,13 +379,6 @@ class ExecutorService(ConsumerService):
                     cause=str(event.event_id),
                 )
 
-    def _approved_step(
-        self, state: IncidentState, cid: str, claim: Claim, cause: str | None
-    ) -> Step:
-        return self._recorded_step(
-            state, cid, claim, cause, view=copy.deepcopy(state), approved=True
-        )
-
     def _recorded_step(
         self,
         state: IncidentState,
@@ -355,9 +386,10 @@ class ExecutorService(ConsumerService):
         claim: Claim,
         cause: str | None,
         *,
+        entry: Entry,
         view: IncidentState,
-        view_next: int = 0,
-        approved: bool = False,
+        view_next: int,
+        phase: Phase = Phase.CLAIMED,
     ) -> Step:
         """The step of a directive already in the log (taken up from its claim)."""
         record = state.directives[cid]
@@ -371,11 +403,12 @@ class ExecutorService(ConsumerService):
             ),
             cause=cause,
             position=Position(claim.topic, claim.partition, claim.directive_offset),
-            generation=self.loop.generation(),
-            issuer=record.issuer,
+            generation=self._fencing_token(),
+            entry=entry,
             view=view,
             view_next=view_next,
-            approved=approved,
+            issuer=record.issuer,
+            phase=phase,
         )
 
     async def _sweep_expired(self) -> None:
@@ -396,7 +429,7 @@ class ExecutorService(ConsumerService):
                             ):
                                 continue
                             await self._cancel(
-                                copy.deepcopy(state),
+                                _snapshot(state),
                                 cid,
                                 Refused(
                                     refusal.reason,
@@ -407,22 +440,43 @@ class ExecutorService(ConsumerService):
             except Exception:  # the sweep must outlive one bad pass
                 log.exception("approval expiry sweep failed; retrying")
 
-    async def _cancel(
-        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
-    ) -> None:
-        """Record why a directive waiting for approvers will never run (its claim,
-        taken when it was issued, is closed as refused; fenced like any claim)."""
+    async def _take_up_awaiting(
+        self, state: IncidentState, cid: str, cause: str | None, *, read_from: int | None
+    ) -> tuple[Step, Claim | None] | None:
+        """Take over the claim of a directive that was waiting for approvers (taken when
+        it was issued). None if it is gone or final; else the step (its view a snapshot
+        of `state`, read ahead from `read_from`, default: right after the directive)
+        and the claim as it was before the take-over (None: fenced off)."""
         claim = await self.claims.get(cid)
         if claim is None or claim.final:
-            return
-        step = self._approved_step(state, cid, claim, cause)
-        step.view_next = claim.directive_offset + 1
+            return None
+        step = self._recorded_step(
+            state,
+            cid,
+            claim,
+            cause,
+            entry=Entry.APPROVED,
+            view=_snapshot(state),
+            view_next=claim.directive_offset + 1 if read_from is None else read_from,
+            phase=Phase.AWAITING_APPROVAL,
+        )
         owned = await self.claims.take_over(
             cid, generation=step.generation, executor_id=self.settings.id
         )
+        return step, owned
+
+    async def _cancel(
+        self, state: IncidentState, cid: str, refusal: Refused, *, cause: str | None
+    ) -> None:
+        """Record why a directive waiting for approvers will never run (its claim is
+        closed as refused; fenced like any claim). `state` is a snapshot."""
+        taken = await self._take_up_awaiting(state, cid, cause, read_from=None)
+        if taken is None:
+            return
+        step, owned = taken
         if owned is None or owned.status is not ClaimStatus.CLAIMED:
             return
-        await self._refuse(step, state.sequence, refusal)
+        await self._apply(step, steps.Refuse(refusal))
         m.APPROVALS.labels(
             "declined" if refusal.reason is RefusalReason.APPROVAL_DECLINED else "cancelled",
             refusal.reason.value,
@@ -430,44 +484,42 @@ class ExecutorService(ConsumerService):
 
     async def _run_approved(self, consumed: Consumed, after: IncidentState, cid: str) -> None:
         """The quorum is in the log: take the directive's claim up again and run it,
-        re-checked against everything the partition holds (like any directive)."""
-        claim = await self.claims.get(cid)
-        if claim is None or claim.final:
-            return
-        step = self._approved_step(after, cid, claim, str(consumed.event.event_id))
-        step.view_next = consumed.position.offset + 1
-        owned = await self.claims.take_over(
-            cid, generation=step.generation, executor_id=self.settings.id
+        re-checked against everything the partition holds (like any directive).
+        `after` is a snapshot."""
+        taken = await self._take_up_awaiting(
+            after, cid, str(consumed.event.event_id), read_from=consumed.position.offset + 1
         )
+        if taken is None:
+            return
+        step, owned = taken
         if owned is None:
             m.DIRECTIVES.labels("fenced", "claim_held_elsewhere").inc()
             return
         if owned.status is not ClaimStatus.CLAIMED:
             # Started before a crash: recover as any claim (never re-run blindly).
-            await self._resume(step, owned, after.directives[cid], before=None)
+            await self._resume(step, owned, after.directives[cid])
             return
+        step.phase = steps.moved(step.phase, Phase.CLAIMED)  # the quorum: taken up again
         await self._approved_path(step)
 
     async def _approved_path(self, step: Step) -> None:
-        assert step.view is not None
-        stop = await self._stop_signal(step.incident_id, step.view)
-        if stop is not None:
-            reason = (
-                RefusalReason.KILL_SWITCH if stop.kind == "kill_switch" else RefusalReason.ON_HOLD
-            )
-            await self._refuse(step, step.view.sequence, Refused(reason, stop.reason))
+        """CLAIMED, taken up by its quorum: stops, the picture now, the target's live
+        state and the picture again, then accepted and run."""
+        if not await self._apply(
+            step, steps.stopped(step.phase, await self._stop_signal(step.incident_id, step.view))
+        ):
             return
-        refusal = await self._recheck(step, "approved")
-        if refusal is None:
-            conflict = await self._gather_before_step(step)
-            if conflict is not None:
-                await self._refuse(step, step.view.sequence, conflict)
-                return
-            refusal = await self._recheck(step, "before_accept")
-        if refusal is not None:
-            if await self._decided_elsewhere(step, refusal):
-                return
-            await self._refuse(step, step.view.sequence, refusal)
+        if not await self._apply(
+            step, steps.rechecked(step.phase, await self._recheck(step, "approved"))
+        ):
+            return
+        if not await self._apply(
+            step, steps.gathered(step.phase, await self._gather_before_step(step))
+        ):
+            return
+        if not await self._apply(
+            step, steps.rechecked(step.phase, await self._recheck(step, "before_accept"))
+        ):
             return
         await self._accept(step, step.view.sequence)
         await self._execute_step(step)
@@ -488,7 +540,7 @@ class ExecutorService(ConsumerService):
                 log.warning("open claim with no directive in the log", extra=_claim_log(claim))
                 continue
             async with self._locks[claim.incident_id]:
-                after = copy.deepcopy(state)
+                after = _snapshot(state)
                 ahead, end = await self.lookahead.read_to_end(
                     claim.topic, claim.partition, committed, claim.incident_id
                 )
@@ -508,9 +560,15 @@ class ExecutorService(ConsumerService):
                         await self._cancel(after, claim.correlation_id, refusal, cause=None)
                     continue
                 step = self._recorded_step(
-                    after, claim.correlation_id, claim, None, view=after, view_next=end
+                    after,
+                    claim.correlation_id,
+                    claim,
+                    None,
+                    entry=Entry.RESTARTED,
+                    view=after,
+                    view_next=end,
                 )
-                await self._resume(step, claim, record, before=None)
+                await self._resume(step, claim, record)
 
     # -- directives ------------------------------------------------------------------
 
@@ -528,14 +586,21 @@ class ExecutorService(ConsumerService):
             m.DIRECTIVES.labels("duplicate", "correlation_id_seen").inc()
             log.info("duplicate directive ignored", extra=extra)
             return
+        prefix = _snapshot(before)
+        view = _snapshot(prefix)  # through the directive, to read ahead from
+        evolve(view, event)
         step = Step(
             correlation_id=cid,
             incident_id=event.incident_id,
             payload=event.payload,
             cause=str(event.event_id),
             position=consumed.position,
-            generation=self.loop.generation(),
+            generation=self._fencing_token(),
+            entry=Entry.LIVE,
+            view=view,
+            view_next=consumed.position.offset + 1,
             issuer=event.actor,
+            prefix=prefix,
         )
         async with self._locks[event.incident_id]:
             claim = await self.claims.try_claim(
@@ -548,21 +613,13 @@ class ExecutorService(ConsumerService):
                 generation=step.generation,
                 executor_id=self.settings.id,
             )
-            self._start_view(step, before, event)
             if claim is not None:
-                await self._decide_and_run(step, before)
+                await self._decide_and_run(step)
                 return
-            await self._redelivered(step, before)
-
-    def _start_view(self, step: Step, before: IncidentState, event: DirectiveIssued) -> None:
-        """A private copy of the fold through the directive, to read ahead from."""
-        step.view = copy.deepcopy(before)
-        evolve(step.view, event)
-        step.view_next = step.position.offset + 1
+            await self._redelivered(step)
 
     async def _look(self, step: Step) -> IncidentState:
         """Bring the step's view up to the latest record of its partition."""
-        assert step.view is not None, "no view to read ahead from"
         started = time.perf_counter()
         ahead, end = await self.lookahead.read_to_end(
             step.position.topic, step.position.partition, step.view_next, step.incident_id
@@ -592,30 +649,27 @@ class ExecutorService(ConsumerService):
             )
         return refusal
 
-    async def _decided_elsewhere(self, step: Step, refusal: Refused) -> bool:
+    async def _decided_elsewhere(self, step: Step, detail: str) -> None:
         """The log already has this directive finished by another executor (we lost
         the claim, e.g. paused past our session timeout; or one that lost it wrote a
         refusal first): add nothing to the log, and close the claim to match the log
         if it is still ours (fenced: otherwise its owner does)."""
-        if refusal.reason is not RefusalReason.DUPLICATE:
-            return False
         m.DIRECTIVES.labels("fenced", "decided_elsewhere").inc()
         log.warning(
             "directive finished in the log by another executor; not acting",
-            extra={**_step_log(step), "detail": refusal.detail},
+            extra={**_step_log(step), "detail": detail},
         )
-        record = step.view.directives.get(step.correlation_id) if step.view else None
+        record = step.view.directives.get(step.correlation_id)
         if record is not None and record.status in LOG_OUTCOME:
             await self.claims.finish(
                 step.correlation_id,
                 LOG_OUTCOME[record.status],
-                refusal.detail,
+                detail,
                 generation=step.generation,
                 executor_id=self.settings.id,
             )
-        return True
 
-    async def _redelivered(self, step: Step, before: IncidentState) -> None:
+    async def _redelivered(self, step: Step) -> None:
         """The claim exists: this record was handled (at least partly) before a crash,
         a rebalance or a failed attempt. Read what was appended after it, then finish."""
         claim = await self.claims.get(step.correlation_id)
@@ -625,21 +679,16 @@ class ExecutorService(ConsumerService):
             m.DIRECTIVES.labels("redelivered", claim.status.value).inc()
             return
         state = await self._look(step)
-        await self._resume(step, claim, state.directives[step.correlation_id], before=before)
+        await self._resume(step, claim, state.directives[step.correlation_id])
 
-    async def _resume(
-        self,
-        step: Step,
-        claim: Claim,
-        record: DirectiveRecord,
-        *,
-        before: IncidentState | None,
-    ) -> None:
+    async def _resume(self, step: Step, claim: Claim, record: DirectiveRecord) -> None:
         """Finish a claim left open, as `lifecycle.recovery` says, after taking it
-        over (fenced: a newer owner wins, the old one can no longer move it)."""
-        action = recovery(record.status, claim.status, prefix_known=before is not None)
+        over (fenced: a newer owner wins, the old one can no longer move it). Only a
+        LIVE step has the log prefix before its directive to decide on."""
+        prefix_known = step.entry is Entry.LIVE
+        action = recovery(record.status, claim.status, prefix_known=prefix_known)
         extra = {**_claim_log(claim), "log_status": record.status.value, "recovery": action}
-        step.generation = self.loop.generation()
+        step.generation = self._fencing_token()
         owned = await self.claims.take_over(
             step.correlation_id, generation=step.generation, executor_id=self.settings.id
         )
@@ -649,66 +698,43 @@ class ExecutorService(ConsumerService):
             return
         if owned.status is not claim.status:
             # It moved between our read and the take-over: decide on what it is now.
-            action = recovery(record.status, owned.status, prefix_known=before is not None)
+            action = recovery(record.status, owned.status, prefix_known=prefix_known)
         if owned.executor_id != self.settings.id:
             m.RECOVERIES.labels("taken_over").inc()
         log.info("resuming an unfinished claim", extra=extra)
-        if action is Recovery.FINISH_FROM_LOG:
+        step.phase = steps.RESUMED_AT[action]
+        result = steps.resumed(action, owner=owned.executor_id, generation=owned.generation)
+        if isinstance(result, steps.Elsewhere):
+            # The log has the outcome (ours before a crash, or another's): close the claim.
+            step.phase = steps.advance(step.phase, result)
             await self._finish(step, LOG_OUTCOME[record.status])
             m.RECOVERIES.labels("already_recorded").inc()
-        elif action is Recovery.OUTCOME_UNKNOWN:
-            await self._outcome_unknown(
-                step,
-                f"executor {owned.executor_id} (generation {owned.generation}) started this "
-                "step and stopped before recording its outcome; it was not re-run. The state "
-                "observed now is attached.",
-                note="executor restarted mid-step; not re-run",
-            )
-        elif action is Recovery.NOT_STARTED:
-            await self._fail_unstarted(
-                step,
-                f"executor {owned.executor_id} recorded StepStarted but stopped before its "
-                "side effect (its claim never passed the gate): nothing was executed; "
-                "re-read the ledger and re-issue it",
-            )
-        elif action is Recovery.REFUSE_RESTARTED:
-            assert step.view is not None
-            await self._refuse(
-                step,
-                step.view.sequence,
-                Refused(
-                    RefusalReason.STALE_BASE,
-                    "the executor restarted while deciding this directive; nothing was "
-                    "executed: re-read the ledger and re-issue it",
-                ),
-            )
-        elif action is Recovery.DECIDE and step.approved:
-            await self._approved_path(step)
-        elif action is Recovery.DECIDE:
-            assert before is not None
-            await self._decide_and_run(step, before)
-        else:  # CONTINUE: accepted, never started
+            return
+        if not await self._apply(step, result):
+            return
+        if step.phase is Phase.ACCEPTED:
             await self._continue_accepted(step)
+        elif step.entry is Entry.APPROVED:
+            await self._approved_path(step)
+        else:
+            await self._decide_and_run(step)
 
     async def _continue_accepted(self, step: Step) -> None:
+        """ACCEPTED, never started (taken up after a crash): checked again, then run."""
         if not step.consequential:
-            refusal = None
-            if step.action.action not in READ_ONLY_ACTIONS:
-                refusal = await self._recheck(step, "before_accept")
-            if refusal is not None:
-                if not await self._decided_elsewhere(step, refusal):
-                    await self._fail_unstarted(step, f"not executed: {refusal.detail}")
+            if step.action.action not in READ_ONLY_ACTIONS and not await self._apply(
+                step, steps.rechecked(step.phase, await self._recheck(step, "before_accept"))
+            ):
                 return
-            assert step.view is not None
             await self._run_non_consequential(step, step.view, accepted=True)
             return
-        stop = await self._stop_signal(step.incident_id, step.view)
-        if stop is not None:
-            await self._fail_unstarted(step, f"stopped before side effect: {stop.reason}")
+        if not await self._apply(
+            step, steps.stopped(step.phase, await self._stop_signal(step.incident_id, step.view))
+        ):
             return
-        conflict = await self._gather_before_step(step)
-        if conflict is not None:
-            await self._fail_unstarted(step, f"not executed: {conflict.detail}")
+        if not await self._apply(
+            step, steps.gathered(step.phase, await self._gather_before_step(step))
+        ):
             return
         await self._execute_step(step)
 
@@ -730,48 +756,69 @@ class ExecutorService(ConsumerService):
         )
         return conflict
 
-    async def _decide_and_run(self, step: Step, before: IncidentState) -> None:
-        assert step.issuer is not None
-        decision = decide(before, step.payload, step.issuer, self.folds.control)
+    async def _decide_and_run(self, step: Step) -> None:
+        """CLAIMED, LIVE: decided on the log prefix before the directive, then (for a
+        step) on the target's live state, then on everything the partition holds now."""
+        prefix = step.prefix
+        assert prefix is not None and step.issuer is not None, "decided only live"
+        decision = decide(prefix, step.payload, step.issuer, self.folds.control)
         read_only = step.action.action in READ_ONLY_ACTIONS
+        stop = None
         if isinstance(decision, Accepted) and not read_only:
             stop = await self._stop_signal(step.incident_id, None)
-            if stop is not None:
-                reason = (
-                    RefusalReason.KILL_SWITCH
-                    if stop.kind == "kill_switch"
-                    else RefusalReason.ON_HOLD
-                )
-                decision = Refused(reason, stop.reason)
-        if isinstance(decision, Refused):
-            await self._refuse(step, before.sequence, decision)
-            return
-        if step.view is not None and step.correlation_id in approvals.awaiting(step.view):
-            # Two-person rule: recorded, and waits (the claim stays open) for approvers.
-            m.APPROVALS.labels("awaiting", "issued").inc()
-            log.info("directive awaiting approval", extra=_step_log(step))
+        awaiting = step.correlation_id in approvals.awaiting(step.view)
+        if not await self._apply(
+            step, steps.decided(decision, stop=stop, awaiting=awaiting), at=prefix.sequence
+        ):
             return
         if read_only:
-            await self._run_non_consequential(step, before, accepted=False)
+            await self._run_non_consequential(step, prefix, accepted=False)
             return
-        if step.consequential:
-            conflict = await self._gather_before_step(step)
-            if conflict is not None:
-                await self._refuse(step, before.sequence, conflict)
-                return
+        if step.consequential and not await self._apply(
+            step,
+            steps.gathered(step.phase, await self._gather_before_step(step)),
+            at=prefix.sequence,
+        ):
+            return
         # Look before you leap: the log may hold more than the prefix `decide` saw.
-        refusal = await self._recheck(step, "before_accept")
-        if refusal is not None:
-            if await self._decided_elsewhere(step, refusal):
-                return
-            assert step.view is not None
-            await self._refuse(step, step.view.sequence, refusal)
+        if not await self._apply(
+            step, steps.rechecked(step.phase, await self._recheck(step, "before_accept"))
+        ):
             return
-        await self._accept(step, before.sequence)
+        await self._accept(step, prefix.sequence)
         if step.consequential:
             await self._execute_step(step)
         else:
-            await self._run_non_consequential(step, before, accepted=True)
+            await self._run_non_consequential(step, prefix, accepted=True)
+
+    async def _apply(self, step: Step, result: steps.Next, *, at: int | None = None) -> bool:
+        """Carry out what a transition returned; True when the step goes on. `at` is
+        the ledger position a refusal was checked at (default: the step's view)."""
+        step.phase = steps.advance(step.phase, result)
+        if isinstance(result, steps.Go):
+            return True
+        if isinstance(result, steps.Refuse):
+            await self._refuse(step, step.view.sequence if at is None else at, result.refusal)
+        elif isinstance(result, steps.NotStarted):
+            if result.stop is not None:
+                m.STOPS_ENFORCED.labels(result.stop).inc()
+            await self._fail_unstarted(step, result.error)
+        elif isinstance(result, steps.Elsewhere):
+            await self._decided_elsewhere(step, result.detail)
+        elif isinstance(result, steps.Fenced):
+            m.DIRECTIVES.labels("fenced", "lost_claim").inc()
+            log.warning(
+                "claim fenced off before the side effect; not acting", extra=_step_log(step)
+            )
+        elif isinstance(result, steps.Wait):
+            # Two-person rule: recorded, and waits (the claim stays open) for approvers.
+            m.APPROVALS.labels("awaiting", "issued").inc()
+            log.info("directive awaiting approval", extra=_step_log(step))
+        elif isinstance(result, steps.Unknown):
+            await self._outcome_unknown(step, result.reason, note=result.note)
+        else:  # the call's answer is carried out where the call is made
+            raise steps.IllegalTransition(f"{type(result).__name__} outside the call")
+        return False
 
     async def _accept(self, step: Step, sequence: int) -> None:
         await self._append(
@@ -781,6 +828,7 @@ class ExecutorService(ConsumerService):
                 action=step.action, consequential=step.consequential, checked_at_sequence=sequence
             ),
         )
+        step.phase = steps.moved(step.phase, Phase.ACCEPTED)
         m.DIRECTIVES.labels("accepted", step.action.action.value).inc()
         log.info("directive accepted", extra=_step_log(step))
 
@@ -840,10 +888,12 @@ class ExecutorService(ConsumerService):
         elif isinstance(action, Verify):
             pass  # the verifier reacts to DirectiveAccepted
         await self._finish(step, ClaimStatus.SUCCEEDED)
+        step.phase = steps.moved(step.phase, Phase.SUCCEEDED)
 
     # -- the step ---------------------------------------------------------------------
 
     async def _execute_step(self, step: Step) -> None:
+        """ACCEPTED -> INTENT_RECORDED -> GATED -> ACTING -> the outcome."""
         cid = step.correlation_id
         # The undo is read from the target before acting and recorded with the intent.
         undo = await record_undo(self.adapters, step.action, self.settings.gather_timeout)
@@ -860,19 +910,14 @@ class ExecutorService(ConsumerService):
                 undo=undo,
             ),
         )
+        step.phase = steps.moved(step.phase, Phase.INTENT_RECORDED)
         if self.faults.pause_before_side_effect:
             log.warning("fault: pausing before the side effect", extra=_step_log(step))
             await asyncio.sleep(self.faults.pause_before_side_effect)
         # ...and right before acting: everything the partition holds now...
-        refusal = await self._recheck(step, "at_gate")
-        if refusal is not None:
-            if await self._decided_elsewhere(step, refusal):
-                return
-            if refusal.reason in STOPS:
-                m.STOPS_ENFORCED.labels(refusal.reason.value).inc()
-                await self._fail_unstarted(step, f"stopped before side effect: {refusal.detail}")
-            else:
-                await self._fail_unstarted(step, f"not executed: {refusal.detail}")
+        if not await self._apply(
+            step, steps.rechecked(step.phase, await self._recheck(step, "at_gate"))
+        ):
             return
         if self.faults.pause_before_gate:
             log.warning("fault: pausing before the gate", extra=_step_log(step))
@@ -884,92 +929,88 @@ class ExecutorService(ConsumerService):
             executor_id=self.settings.id,
             incident_id=step.incident_id,
         )
+        stop_kind: steps.StopKind | None = None
         if gate.stop_scope is not None:
-            kind = "kill_switch" if gate.stop_scope == GLOBAL_SCOPE else "hold"
+            stop_kind = "kill_switch" if gate.stop_scope == GLOBAL_SCOPE else "hold"
             if gate.stop_changed_at is not None:
-                self._observe_stop(kind, gate.stop_scope, gate.stop_changed_at)
-            m.STOPS_ENFORCED.labels(kind).inc()
-            await self._fail_unstarted(step, f"stopped before side effect: {gate.stop_reason}")
-            return
-        if not gate.started:
-            m.DIRECTIVES.labels("fenced", "lost_claim").inc()
-            log.warning(
-                "claim fenced off before the side effect; not acting", extra=_step_log(step)
-            )
+                self.containment.stop_seen(stop_kind, gate.stop_scope, gate.stop_changed_at)
+        if not await self._apply(
+            step,
+            steps.gated(started=gate.started, stop_kind=stop_kind, stop_reason=gate.stop_reason),
+        ):
             return
         # ...and one more look after it: the gate's table holds only holds, closes and
         # the kill switch, so a takeover or authority change appended between the look
         # above and the gate would otherwise pass. The gate is the moment of acting;
         # anything in the log before it stops the step, anything after it is later.
-        refusal = await self._recheck(step, "after_gate")
-        if refusal is not None:
-            if await self._decided_elsewhere(step, refusal):
-                return
-            if refusal.reason in STOPS:
-                m.STOPS_ENFORCED.labels(refusal.reason.value).inc()
-            await self._fail_unstarted(step, f"stopped before side effect: {refusal.detail}")
+        if not await self._apply(
+            step, steps.rechecked(step.phase, await self._recheck(step, "after_gate"))
+        ):
             return
 
+        step.phase = steps.moved(step.phase, Phase.ACTING)
         started = time.perf_counter()
-        self._note_side_effect(step.incident_id)
-        result: ActionResult | None = None
-        error = ""
-        unknown = ""
+        self.containment.side_effect(step.incident_id, _now())
+        answer: ActionResult | CallError
         try:
             async with asyncio.timeout(self.settings.step_timeout):
-                result = await self._act(step.action, cid)
+                answer = await self._act(step.action, cid)
         except TimeoutError:
-            unknown = f"no answer within {self.settings.step_timeout}s: the call may have landed"
+            answer = CallError.timed_out(self.settings.step_timeout)
         except PortError as exc:
-            if exc.rejected:
-                # the target refused: nothing changed (its words, made to fit the contract)
-                error = clean_text(str(exc), MAX_MACHINE_TEXT, multiline=True)
-            else:
-                unknown = f"{scrub(str(exc))}: the call may have landed"
+            # rejected: the target refused, nothing changed (its words, made to fit the
+            # contract); otherwise the call may have landed (scrubbed: not its words)
+            answer = (
+                CallError(str(exc), rejected=True) if exc.rejected else CallError(scrub(str(exc)))
+            )
         duration = time.perf_counter() - started
         m.STEP_SECONDS.labels(step.action.action.value).observe(duration)
         if self.faults.pause_after_side_effect:
             log.warning("fault: pausing after the side effect", extra=_step_log(step))
             await asyncio.sleep(self.faults.pause_after_side_effect)
 
-        if unknown:
+        outcome = steps.called(answer)
+        if isinstance(outcome, steps.Unknown):
             m.STEPS.labels(step.action.action.value, "timed_out").inc()
-            await self._outcome_unknown(
-                step,
-                f"{unknown}. Not retried; the state observed after it is attached, and the "
-                "step is verified against the state gathered before it.",
-                note="no answer from the target; outcome unknown, not retried",
-            )
+            await self._apply(step, outcome)
             return
-        if result is not None:
-            summary = step_summary(step.action, result)
+        step.phase = steps.advance(step.phase, outcome)
+        if isinstance(outcome, steps.Succeeded):
+            summary = step_summary(step.action, outcome.result)
             await self._append(
                 StepSucceeded,
                 step,
                 StepSucceededPayload(
-                    action=step.action, result=result, summary=summary, duration_ms=duration * 1000
+                    action=step.action,
+                    result=outcome.result,
+                    summary=summary,
+                    duration_ms=duration * 1000,
                 ),
             )
             await self._finish(step, ClaimStatus.SUCCEEDED)
             m.STEPS.labels(step.action.action.value, "succeeded").inc()
         else:
-            summary = failure_summary(step.action, error)
+            summary = failure_summary(step.action, outcome.error)
             await self._append(
                 StepFailed,
                 step,
                 StepFailedPayload(
                     action=step.action,
-                    error=error,
+                    error=outcome.error,
                     retriable=False,
                     summary=summary,
                     duration_ms=duration * 1000,
                 ),
             )
-            await self._finish(step, ClaimStatus.FAILED, error)
+            await self._finish(step, ClaimStatus.FAILED, outcome.error)
             m.STEPS.labels(step.action.action.value, "failed").inc()
         log.info(
             "step finished",
-            extra={**_step_log(step), "ok": result is not None, "duration_ms": duration * 1000},
+            extra={
+                **_step_log(step),
+                "ok": isinstance(outcome, steps.Succeeded),
+                "duration_ms": duration * 1000,
+            },
         )
         await self._record(step, summary, key=f"{cid}/record")
 
@@ -1058,16 +1099,14 @@ class ExecutorService(ConsumerService):
 
     # -- stops --------------------------------------------------------------------------
 
-    async def _stop_signal(
-        self, incident_id: str, state: IncidentState | None
-    ) -> StopSignal | None:
+    async def _stop_signal(self, incident_id: str, state: IncidentState | None) -> Stop | None:
         """Kill switch (conn.control, in memory), the hold in the fold (if given), and
         the stops in PostgreSQL. Unreadable stops count as a stop (fail closed)."""
         control = self.folds.control
         if control.kill_switch:
-            return StopSignal("kill_switch", f"global kill switch engaged: {control.reason}")
+            return Stop("kill_switch", f"global kill switch engaged: {control.reason}")
         if state is not None and state.hold is not None:
-            return StopSignal("hold", f"incident on hold: {state.hold.detail or state.hold.reason}")
+            return Stop("hold", f"incident on hold: {state.hold.detail or state.hold.reason}")
         pool = self._pool
         assert pool is not None
         try:
@@ -1082,38 +1121,14 @@ class ExecutorService(ConsumerService):
                 stopping=self.loop.stopping,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            return StopSignal(
-                "hold", f"stop signals unreadable ({type(exc).__name__}): failing closed"
-            )
+            return Stop("hold", f"stop signals unreadable ({type(exc).__name__}): failing closed")
         if stop is None:
             return None
         if stop.scope == GLOBAL_SCOPE:
-            self._observe_stop("kill_switch", GLOBAL_SCOPE, stop.changed_at)
-            return StopSignal("kill_switch", f"global kill switch engaged: {stop.reason}")
-        self._observe_stop("hold", incident_id, stop.changed_at)
-        return StopSignal("hold", f"incident on hold: {stop.reason}")
-
-    def _note_side_effect(self, incident_id: str) -> None:
-        now = _now()
-        self._starts[incident_id].append(now)
-        self._all_starts.append(now)
-
-    def _observe_stop(self, kind: str, scope: str, thrown_at: datetime) -> None:
-        """Containment: how long after the stop was thrown did side effects still start?"""
-        key = (kind, scope, thrown_at)
-        if key in self._stops_seen:
-            return
-        self._stops_seen.add(key)
-        starts = self._all_starts if scope == GLOBAL_SCOPE else self._starts.get(scope, ())
-        late = [s for s in starts if s > thrown_at]
-        if late:
-            m.SIDE_EFFECTS_AFTER_STOP.labels(kind).inc(len(late))
-            log.error(
-                "side effects started after a stop was thrown",
-                extra={"kind": kind, "scope": scope, "count": len(late)},
-            )
-        latency = max((s - thrown_at).total_seconds() for s in late) if late else 0.0
-        m.CONTAINMENT_SECONDS.labels(kind).observe(latency)
+            self.containment.stop_seen("kill_switch", GLOBAL_SCOPE, stop.changed_at)
+            return Stop("kill_switch", f"global kill switch engaged: {stop.reason}")
+        self.containment.stop_seen("hold", incident_id, stop.changed_at)
+        return Stop("hold", f"incident on hold: {stop.reason}")
 
     # -- appending ----------------------------------------------------------------------
 
