@@ -22,6 +22,7 @@ from conn_core.chain import GENESIS, link
 from conn_core.state import IncidentState
 from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer, Position
+from conn_runtime.partitions import PartitionReader
 from conn_runtime.resilience import Dependencies, Watchdog
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.codec import to_raw
@@ -86,10 +87,13 @@ class LogView:
             watchdog=watchdog,
         )
         self._task: asyncio.Task[None] | None = None
+        # Asks the broker where a partition ends (after an unacknowledged append).
+        self._reader = PartitionReader(kafka, name="directive-api-view-ends", timeout=10.0)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._reader.start()
         await self.loop.start()
         self._task = asyncio.create_task(self.loop.run(), name="directive-api-view")
 
@@ -100,6 +104,8 @@ class LogView:
                 await asyncio.wait_for(self._task, 5)
         with contextlib.suppress(Exception):
             await self.loop.stop()
+        with contextlib.suppress(Exception):
+            await self._reader.stop()
 
     @property
     def running(self) -> bool:
@@ -187,8 +193,7 @@ class LogView:
         if not ledger:
             return True
         pos = ledger[-1].position
-        tp = TopicPartition(pos.topic, pos.partition)
-        end = (await self.loop.consumer.end_offsets([tp]))[tp]
+        end = await self._reader.end_offset(pos.topic, pos.partition)
         if end <= 0:
             return True
         return await self.wait_applied(Position(pos.topic, pos.partition, end - 1), within)

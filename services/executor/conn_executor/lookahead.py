@@ -15,11 +15,8 @@ Records of the incident can only be on its one partition
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from conn_runtime.kafka import client_options
+from conn_runtime.partitions import PartitionReader, PartitionReadTimeout
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import trust_for
 from conn_schemas.codec import UnreadableRecord
@@ -32,26 +29,18 @@ class LookAheadError(RuntimeError):
 
 
 class LookAhead:
+    """The executor's look-ahead over the runtime's one partition reader."""
+
     def __init__(self, settings: KafkaSettings, *, name: str, timeout: float = 15.0) -> None:
         self.timeout = timeout
         self.trust = trust_for(settings)
-        self._lock = asyncio.Lock()
-        self._started = False
-        self._consumer: AIOKafkaConsumer[Any, Any] = AIOKafkaConsumer(
-            **client_options(settings),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            client_id=f"{name}-lookahead",
-        )
+        self._reader = PartitionReader(settings, name=f"{name}-lookahead", timeout=timeout)
 
     async def start(self) -> None:
-        if not self._started:
-            await self._consumer.start()
-            self._started = True
+        await self._reader.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        await self._reader.stop()
 
     async def read(self, topic: str, partition: int, start: int, incident_id: str) -> list[Event]:
         """Trusted events of `incident_id` at offsets >= start, up to the partition's end now
@@ -64,39 +53,24 @@ class LookAhead:
     ) -> tuple[list[Event], int]:
         """(events of `incident_id` at offsets >= start, the partition's end offset
         they were read up to: where to continue next time)."""
-        tp = TopicPartition(topic, partition)
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await self._read(tp, start, incident_id)
-            except TimeoutError as exc:
-                raise LookAheadError(
-                    f"reading {topic}/{partition} from {start} took over {self.timeout}s"
-                ) from exc
-
-    async def _read(
-        self, tp: TopicPartition, start: int, incident_id: str
-    ) -> tuple[list[Event], int]:
-        consumer = self._consumer
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        out: list[Event] = []
-        if start >= end:
-            return out, max(start, end)
-        consumer.seek(tp, start)
+        try:
+            # The reader bounds each fetch ("no progress for `timeout`"); this keeps the
+            # whole read within one `timeout` as well.
+            async with asyncio.timeout(self.timeout):
+                records, end = await self._reader.read_to_end(topic, partition, start)
+        except (TimeoutError, PartitionReadTimeout) as exc:
+            raise LookAheadError(
+                f"reading {topic}/{partition} from {start} took over {self.timeout}s"
+            ) from exc
         key = incident_id.encode()
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=500)
-            for record in batch.get(tp, []):
-                if record.offset >= end:
-                    return out, end
-                if record.key != key:
-                    continue
-                try:
-                    event = self.trust.open(record).event
-                except UnreadableRecord:
-                    continue  # unreadable or untrusted: the event loop dead-letters it
-                if event.incident_id == incident_id:
-                    out.append(event)
-            if await consumer.position(tp) >= end:
-                return out, end
+        out: list[Event] = []
+        for record in records:
+            if record.key != key:
+                continue
+            try:
+                event = self.trust.open(record).event
+            except UnreadableRecord:
+                continue  # unreadable or untrusted: the event loop dead-letters it
+            if event.incident_id == incident_id:
+                out.append(event)
+        return out, end
