@@ -32,8 +32,27 @@ from conn_api.present import (
     authority_json,
     decision_packet,
     directive_json,
-    state_json,
-    summary_json,
+    incident_view,
+    summary_view,
+)
+from conn_api.responses import (
+    AuthorityAnswer,
+    AuthorityApprovedAnswer,
+    AuthorityDeclaredAnswer,
+    AuthorityProposedAnswer,
+    ControlAnswer,
+    ControlView,
+    DecisionPacketView,
+    DirectiveIssuedAnswer,
+    DirectiveList,
+    DirectiveView,
+    IncidentList,
+    IncidentOpenedAnswer,
+    IncidentView,
+    KillSwitchAnswer,
+    LedgerPage,
+    Me,
+    PacketAnswer,
 )
 from conn_api.runtime import OUTCOME_UNKNOWN, PRODUCER, Runtime
 from conn_core.authority import AuthorityFileError, parse_authority, widenings
@@ -131,8 +150,16 @@ def _head(rt: Runtime, incident_id: str) -> dict[str, Any] | None:
 # --- incidents -------------------------------------------------------------------------
 
 
-@router.post("/incidents", status_code=201, responses=ERRORS, tags=["incidents"])
-async def open_incident(body: OpenIncident, rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+@router.post(
+    "/incidents",
+    status_code=201,
+    responses=ERRORS,
+    tags=["incidents"],
+    response_model=IncidentOpenedAnswer,
+)
+async def open_incident(
+    body: OpenIncident, rt: RuntimeDep, me: CurrentUser
+) -> IncidentOpenedAnswer:
     """Open an incident (IncidentOpened)."""
     require_role(me, Role.COMMANDER, Role.ADMIN, doing="open incidents")
     incident_id = body.incident_id or new_incident_id()
@@ -150,33 +177,36 @@ async def open_incident(body: OpenIncident, rt: RuntimeDep, me: CurrentUser) -> 
         )
         written = await rt.append_and_fold(event)
     log.info("incident opened", extra={"incident_id": incident_id, "actor": me.id})
-    return {"incident_id": incident_id, **written}
+    return IncidentOpenedAnswer.model_validate({"incident_id": incident_id, **written})
 
 
-@router.get("/incidents", tags=["incidents"], responses=ERRORS)
+@router.get("/incidents", tags=["incidents"], responses=ERRORS, response_model=IncidentList)
 async def list_incidents(
     rt: RuntimeDep,
     me: CurrentUser,
     status: Annotated[str | None, Query(pattern="^(open|on_hold|closed)$")] = None,
     service: Annotated[str | None, Query(max_length=128)] = None,
-) -> dict[str, Any]:
-    items = [summary_json(s) for s in rt.view.folds.states.values() if s.opened]
+) -> IncidentList:
+    """The incidents, newest first: each as the contract's BridgeSummary."""
+    items = [summary_view(s) for s in rt.view.folds.states.values() if s.opened]
     if status:
-        items = [i for i in items if i["status"] == status]
+        items = [i for i in items if i.status == status]
     if service:
-        items = [i for i in items if i["service"] == service]
-    items.sort(key=lambda i: i["opened_at"] or "", reverse=True)
-    return {"items": items}
+        items = [i for i in items if i.service == service]
+    items.sort(key=lambda i: i.opened_at.isoformat() if i.opened_at else "", reverse=True)
+    return IncidentList(items=items)
 
 
-@router.get("/incidents/{incident_id}", tags=["incidents"], responses=ERRORS)
-async def get_incident(
-    incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
-    """The bridge state, from this service's fold of the log."""
+@router.get(
+    "/incidents/{incident_id}", tags=["incidents"], responses=ERRORS, response_model=IncidentView
+)
+async def get_incident(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> IncidentView:
+    """The bridge state (the contract's BridgeState, schemas/json/BridgeState.schema.json)
+    from this service's fold of the log, plus the kill switch, health ages relative to
+    now and every directive."""
     state = _open_state(rt, incident_id)
     ledger = rt.view.ledger(incident_id)
-    return state_json(state, rt.view.folds.control, ledger[-1] if ledger else None)
+    return incident_view(state, rt.view.folds.control, ledger[-1] if ledger else None)
 
 
 def _read_runbook(rt: Runtime, name: str) -> tuple[bytes, str]:
@@ -194,8 +224,14 @@ def _read_runbook(rt: Runtime, name: str) -> tuple[bytes, str]:
     tags=["incidents"],
     responses={
         **ERRORS,
-        201: {"description": "Declared: AuthorityDeclared (the first one, or a narrowing)"},
-        202: {"description": "Proposed: it widens the boundary, a second person must approve"},
+        201: {
+            "model": AuthorityDeclaredAnswer,
+            "description": "Declared: AuthorityDeclared (the first one, or a narrowing)",
+        },
+        202: {
+            "model": AuthorityProposedAnswer,
+            "description": "Proposed: it widens the boundary, a second person must approve",
+        },
     },
 )
 async def declare_authority(
@@ -240,7 +276,7 @@ async def declare_authority(
         if refusal is None:
             written = await rt.append_and_fold(declared)
             metrics.CONTROL.labels(verb="declare_authority", outcome="accepted").inc()
-            return JSONResponse(
+            declared_answer = AuthorityDeclaredAnswer.model_validate(
                 {
                     "incident_id": incident_id,
                     "status": "declared",
@@ -249,9 +285,9 @@ async def declare_authority(
                     "source_file": source,
                     "holder": me.id,
                     **written,
-                },
-                status_code=201,
+                }
             )
+            return JSONResponse(declared_answer.model_dump(mode="json"), status_code=201)
         if refusal.reason is not RefusalReason.AUTHORITY_WIDENING or state.authority is None:
             metrics.CONTROL.labels(verb="declare_authority", outcome=refusal.reason.value).inc()
             raise ApiError.refused(refusal.reason, refusal.detail)
@@ -282,7 +318,7 @@ async def declare_authority(
         "authority change proposed",
         extra={"incident_id": incident_id, "actor": me.id, "widenings": len(wider)},
     )
-    return JSONResponse(
+    proposed = AuthorityProposedAnswer.model_validate(
         {
             "incident_id": incident_id,
             "status": "proposed",
@@ -293,18 +329,25 @@ async def declare_authority(
             "widenings": wider,
             "needs": "approval by a second commander or admin who does not hold the conn",
             **written,
-        },
-        status_code=202,
+        }
     )
+    return JSONResponse(proposed.model_dump(mode="json"), status_code=202)
 
 
-@router.get("/incidents/{incident_id}/authority", tags=["incidents"], responses=ERRORS)
+@router.get(
+    "/incidents/{incident_id}/authority",
+    tags=["incidents"],
+    responses=ERRORS,
+    response_model=AuthorityAnswer,
+)
 async def get_authority(
     incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
-    """The authority in force (name, version, SHA-256, file) and proposed changes."""
+) -> AuthorityAnswer:
+    """The authority in force (name, version, SHA-256, holder, file) and proposed changes."""
     state = _open_state(rt, incident_id)
-    return {"incident_id": incident_id, "authority": authority_json(state)}
+    return AuthorityAnswer.model_validate(
+        {"incident_id": incident_id, "authority": authority_json(state)}
+    )
 
 
 ProposalPath = Annotated[
@@ -316,6 +359,7 @@ ProposalPath = Annotated[
     "/incidents/{incident_id}/authority/proposals/{proposal_id}/approve",
     tags=["incidents"],
     responses=ERRORS,
+    response_model=AuthorityApprovedAnswer,
 )
 async def approve_authority(
     incident_id: IncidentPath,
@@ -323,7 +367,7 @@ async def approve_authority(
     body: ApproveAuthority,
     rt: RuntimeDep,
     me: CurrentUser,
-) -> dict[str, Any]:
+) -> AuthorityApprovedAnswer:
     """Approve a proposed authority change (a commander or admin who neither holds the
     conn nor proposed it), naming the exact content hash reviewed. The approval and
     the declaration it allows are both recorded in the ledger."""
@@ -371,16 +415,18 @@ async def approve_authority(
         "authority change approved",
         extra={"incident_id": incident_id, "actor": me.id, "proposal_id": proposal_id},
     )
-    return {
-        "incident_id": incident_id,
-        "status": "declared",
-        "proposal_id": proposal_id,
-        "approved_by": me.id,
-        "authority": f"{proposal.authority.name}@{proposal.authority.version}",
-        "content_sha256": proposal.content_sha256,
-        "approval_event_id": approved["event_id"],
-        **written,
-    }
+    return AuthorityApprovedAnswer.model_validate(
+        {
+            "incident_id": incident_id,
+            "status": "declared",
+            "proposal_id": proposal_id,
+            "approved_by": me.id,
+            "authority": f"{proposal.authority.name}@{proposal.authority.version}",
+            "content_sha256": proposal.content_sha256,
+            "approval_event_id": approved["event_id"],
+            **written,
+        }
+    )
 
 
 # --- directives ------------------------------------------------------------------------
@@ -400,7 +446,10 @@ DIRECTIVE_BODY = {
     status_code=202,
     tags=["directives"],
     openapi_extra=DIRECTIVE_BODY,
-    responses={**ERRORS, 202: {"description": "Issued: appended as DirectiveIssued"}},
+    responses={
+        **ERRORS,
+        202: {"model": DirectiveIssuedAnswer, "description": "Issued: appended as DirectiveIssued"},
+    },
 )
 async def post_directive(
     incident_id: IncidentPath,
@@ -420,35 +469,46 @@ async def post_directive(
     return JSONResponse(response, status_code=status)
 
 
-@router.get("/incidents/{incident_id}/directives", tags=["directives"], responses=ERRORS)
+@router.get(
+    "/incidents/{incident_id}/directives",
+    tags=["directives"],
+    responses=ERRORS,
+    response_model=DirectiveList,
+)
 async def list_directives(
     incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> DirectiveList:
     state = _open_state(rt, incident_id)
-    return {"items": [for_reader(me, directive_json(d)) for d in state.directives.values()]}
+    return DirectiveList.model_validate(
+        {"items": [for_reader(me, directive_json(d)) for d in state.directives.values()]}
+    )
 
 
 @router.get(
-    "/incidents/{incident_id}/directives/{correlation_id}", tags=["directives"], responses=ERRORS
+    "/incidents/{incident_id}/directives/{correlation_id}",
+    tags=["directives"],
+    responses=ERRORS,
+    response_model=DirectiveView,
 )
 async def get_directive(
     incident_id: IncidentPath, correlation_id: CorrelationPath, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> DirectiveView:
     state = _open_state(rt, incident_id)
     record = state.directives.get(correlation_id)
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
-    return dict(for_reader(me, directive_json(record)))
+    return DirectiveView.model_validate(for_reader(me, directive_json(record)))
 
 
 @router.get(
     "/incidents/{incident_id}/directives/{correlation_id}/decision-packet",
     tags=["directives"],
     responses=ERRORS,
+    response_model=DecisionPacketView,
 )
 async def get_decision_packet(
     incident_id: IncidentPath, correlation_id: CorrelationPath, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> DecisionPacketView:
     """Evidence, preconditions, risk and blast radius, rollback hint and verification
     criteria for one directive."""
     state = _open_state(rt, incident_id)
@@ -456,13 +516,13 @@ async def get_decision_packet(
     if record is None:
         raise ApiError(404, "not_found", f"no directive {correlation_id} in {incident_id}")
     packet = decision_packet(state, record, rt.view.ledger(incident_id), rt.view.folds.control)
-    return dict(for_reader(me, packet))
+    return DecisionPacketView.model_validate(for_reader(me, packet))
 
 
 # --- control verbs ---------------------------------------------------------------------
 
 
-async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str) -> dict[str, Any]:
+async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str) -> ControlAnswer:
     state = _open_state(rt, incident_id)
     refusal = check_control(state, event)
     if refusal is not None:
@@ -510,19 +570,27 @@ async def _control(rt: Runtime, incident_id: str, event: ControlEvent, verb: str
         "control verb", extra={"verb": verb, "incident_id": incident_id, "actor": event.actor.id}
     )
     after = rt.view.state(incident_id)
-    return {
-        "incident_id": incident_id,
-        "verb": verb,
-        "holder": after.holder.identity if after.holder else None,
-        "on_hold": after.on_hold,
-        **written,
-    }
+    return ControlAnswer.model_validate(
+        {
+            "incident_id": incident_id,
+            "verb": verb,
+            "holder": after.holder.identity if after.holder else None,
+            "on_hold": after.on_hold,
+            **written,
+        }
+    )
 
 
-@router.post("/incidents/{incident_id}/hold", tags=["control"], responses=ERRORS)
+@router.post(
+    "/incidents/{incident_id}/hold",
+    tags=["control"],
+    responses=ERRORS,
+    response_model=ControlAnswer,
+    response_model_exclude_unset=True,
+)
 async def hold(
     incident_id: IncidentPath, body: HoldRequest, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> ControlAnswer:
     """Stop new side effects for this incident (HoldDeclared + the PostgreSQL stop)."""
     async with rt.locks[incident_id]:
         event = new_event(
@@ -535,10 +603,16 @@ async def hold(
         return await _control(rt, incident_id, event, "hold")
 
 
-@router.post("/incidents/{incident_id}/resume", tags=["control"], responses=ERRORS)
+@router.post(
+    "/incidents/{incident_id}/resume",
+    tags=["control"],
+    responses=ERRORS,
+    response_model=ControlAnswer,
+    response_model_exclude_unset=True,
+)
 async def resume(
     incident_id: IncidentPath, body: ResumeRequest, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> ControlAnswer:
     """Lift the hold (holder only): ResumeDirected, and clear the stop."""
     async with rt.locks[incident_id]:
         event = new_event(
@@ -551,10 +625,16 @@ async def resume(
         return await _control(rt, incident_id, event, "resume")
 
 
-@router.post("/incidents/{incident_id}/handoff", tags=["control"], responses=ERRORS)
+@router.post(
+    "/incidents/{incident_id}/handoff",
+    tags=["control"],
+    responses=ERRORS,
+    response_model=ControlAnswer,
+    response_model_exclude_unset=True,
+)
 async def handoff(
     incident_id: IncidentPath, body: HandoffRequest, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> ControlAnswer:
     """Ask a named team to take over (TakeoverRequested); the packager publishes a packet."""
     async with rt.locks[incident_id]:
         event = new_event(
@@ -567,10 +647,16 @@ async def handoff(
         return await _control(rt, incident_id, event, "handoff")
 
 
-@router.post("/incidents/{incident_id}/takeover", tags=["control"], responses=ERRORS)
+@router.post(
+    "/incidents/{incident_id}/takeover",
+    tags=["control"],
+    responses=ERRORS,
+    response_model=ControlAnswer,
+    response_model_exclude_unset=True,
+)
 async def accept_takeover(
     incident_id: IncidentPath, body: AcceptTakeover, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> ControlAnswer:
     """Accept the takeover packet explicitly, naming its exact hash (a specialist of the
     addressed team): the conn moves. Refused if the packet is not the current one (a
     newer packet exists, or the incident changed since: a newer one is due)."""
@@ -591,10 +677,16 @@ async def accept_takeover(
         return await _control(rt, incident_id, event, "accept_takeover")
 
 
-@router.post("/incidents/{incident_id}/close", tags=["control"], responses=ERRORS)
+@router.post(
+    "/incidents/{incident_id}/close",
+    tags=["control"],
+    responses=ERRORS,
+    response_model=ControlAnswer,
+    response_model_exclude_unset=True,
+)
 async def close_incident(
     incident_id: IncidentPath, body: CloseIncident, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> ControlAnswer:
     """Close the incident (the holder of the conn, or an admin)."""
     async with rt.locks[incident_id]:
         state = _open_state(rt, incident_id)
@@ -641,21 +733,22 @@ async def close_incident(
                 )
             raise
     metrics.CONTROL.labels(verb="close", outcome="accepted").inc()
-    return {"incident_id": incident_id, "verb": "close", **written}
+    return ControlAnswer.model_validate({"incident_id": incident_id, "verb": "close", **written})
 
 
-@router.get("/control", tags=["control"], responses=ERRORS)
-async def get_control(rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+@router.get("/control", tags=["control"], responses=ERRORS, response_model=ControlView)
+async def get_control(rt: RuntimeDep, me: CurrentUser) -> ControlView:
+    """The global kill switch."""
     c = rt.view.folds.control
-    return {
-        "kill_switch": c.kill_switch,
-        "reason": c.reason,
-        "changed_at": c.changed_at.isoformat() if c.changed_at else None,
-        "changed_by": c.changed_by,
-    }
+    return ControlView(
+        kill_switch=c.kill_switch,
+        reason=c.reason,
+        changed_at=c.changed_at.isoformat() if c.changed_at else None,
+        changed_by=c.changed_by,
+    )
 
 
-async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) -> dict[str, Any]:
+async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) -> KillSwitchAnswer:
     require_role(me, Role.ADMIN, doing="operate the kill switch")
     verb = "kill_switch_on" if engage else "kill_switch_off"
     async with rt.locks[GLOBAL_INCIDENT]:
@@ -703,21 +796,25 @@ async def _kill_switch(rt: Runtime, me: CurrentUser, engage: bool, reason: str) 
             )
     metrics.CONTROL.labels(verb=verb, outcome="accepted").inc()
     log.warning("kill switch", extra={"engaged": engage, "actor": me.id, "reason": reason})
-    return {"kill_switch": engage, "reason": reason, **written}
+    return KillSwitchAnswer.model_validate({"kill_switch": engage, "reason": reason, **written})
 
 
-@router.post("/kill-switch/engage", tags=["control"], responses=ERRORS)
+@router.post(
+    "/kill-switch/engage", tags=["control"], responses=ERRORS, response_model=KillSwitchAnswer
+)
 async def kill_switch_on(
     body: KillSwitchRequest, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> KillSwitchAnswer:
     """Global kill switch on (admin): KillSwitchEngaged on conn.control + the global stop."""
     return await _kill_switch(rt, me, True, body.reason)
 
 
-@router.post("/kill-switch/release", tags=["control"], responses=ERRORS)
+@router.post(
+    "/kill-switch/release", tags=["control"], responses=ERRORS, response_model=KillSwitchAnswer
+)
 async def kill_switch_off(
     body: KillSwitchRequest, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> KillSwitchAnswer:
     """Global kill switch off (admin)."""
     return await _kill_switch(rt, me, False, body.reason)
 
@@ -725,7 +822,13 @@ async def kill_switch_off(
 # --- ledger and packets ----------------------------------------------------------------
 
 
-@router.get("/incidents/{incident_id}/ledger", tags=["reads"], responses=ERRORS)
+@router.get(
+    "/incidents/{incident_id}/ledger",
+    tags=["reads"],
+    responses=ERRORS,
+    response_model=LedgerPage,
+    response_model_exclude_unset=True,
+)
 async def get_ledger(
     incident_id: IncidentPath,
     rt: RuntimeDep,
@@ -735,7 +838,7 @@ async def get_ledger(
     event_type: Annotated[list[str] | None, Query(max_length=50)] = None,
     correlation_id: Annotated[str | None, Query(max_length=200)] = None,
     actor: Annotated[str | None, Query(max_length=128)] = None,
-) -> dict[str, Any]:
+) -> LedgerPage:
     """The incident's ledger (sequence, hash, Kafka position, event), paginated by sequence.
 
     Served from the packager's read model when it has caught up with this service's
@@ -762,14 +865,16 @@ async def get_ledger(
         )
         if page is not None:
             items, next_after = page
-            return {
-                "incident_id": incident_id,
-                "items": ledger_items(me, items),
-                "view": view,
-                "next_after": next_after,
-                "head": head,
-                "source": "read_model",
-            }
+            return LedgerPage.model_validate(
+                {
+                    "incident_id": incident_id,
+                    "items": ledger_items(me, items),
+                    "view": view,
+                    "next_after": next_after,
+                    "head": head,
+                    "source": "read_model",
+                }
+            )
     fold_items: list[dict[str, Any]] = []
     fold_next: int | None = None
     for entry in ledger:
@@ -786,33 +891,36 @@ async def get_ledger(
             fold_next = fold_items[-1]["sequence"]
             break
         fold_items.append(entry.to_json())
-    return {
-        "incident_id": incident_id,
-        "items": ledger_items(me, fold_items),
-        "view": view,
-        "next_after": fold_next,
-        "head": head,
-        "source": "fold",
-    }
+    return LedgerPage.model_validate(
+        {
+            "incident_id": incident_id,
+            "items": ledger_items(me, fold_items),
+            "view": view,
+            "next_after": fold_next,
+            "head": head,
+            "source": "fold",
+        }
+    )
 
 
-@router.get("/incidents/{incident_id}/packet", tags=["reads"], responses=ERRORS)
-async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> dict[str, Any]:
+@router.get(
+    "/incidents/{incident_id}/packet",
+    tags=["reads"],
+    responses=ERRORS,
+    response_model=PacketAnswer,
+    response_model_exclude_unset=True,
+)
+async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> PacketAnswer:
     """The latest published takeover packet: its reference from the log, and its full
     content from the packager's read model (`source: "packager"`) when available."""
     state = _open_state(rt, incident_id)
     packet = await packet_for(rt, state)
     if packet is None:
         raise ApiError(404, "not_found", f"no takeover packet published for {incident_id}")
-    return packet
+    return PacketAnswer.model_validate(packet)
 
 
-@router.get("/me", tags=["reads"], responses=ERRORS)
-async def whoami(me: CurrentUser) -> dict[str, Any]:
-    return {
-        "id": me.id,
-        "roles": [r.value for r in me.roles],
-        "team": me.team,
-        "kind": me.kind,
-        "via": me.via,
-    }
+@router.get("/me", tags=["reads"], responses=ERRORS, response_model=Me)
+async def whoami(me: CurrentUser) -> Me:
+    """Who the bearer token says you are."""
+    return Me(id=me.id, roles=[r.value for r in me.roles], team=me.team, kind=me.kind, via=me.via)
