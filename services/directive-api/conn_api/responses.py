@@ -236,7 +236,7 @@ class IncidentView(BridgeState):
     what only the API knows. `health` (ages relative to now), `unverified_changes`,
     `refusals` and `consequential_steps` are the API's older names, kept for clients."""
 
-    authority: AuthorityView | None = None  # type: ignore[assignment]
+    authority: AuthorityView | None = None
     kill_switch: KillSwitchView
     health: dict[str, HealthReading] = Field(
         description="Regions with a reading; ages relative to the time of the request"
