@@ -8,30 +8,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from conn_core import approvals
+from conn_core.bridge import (
+    authority_in_force,
+    by_sequence,
+    control_plane,
+    directive_item,
+    hold_info,
+    last_directed_step,
+    pending_approvals,
+    region_health,
+)
+from conn_core.bridge import bridge_state as core_bridge_state
 from conn_core.chain import sha256_json
 from conn_core.escaping import markdown_code as code
 from conn_core.escaping import markdown_inline as md
 from conn_core.escaping import markdown_quote
-from conn_core.redaction import redact
-from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
+from conn_core.state import DirectiveStatus, IncidentState
 from conn_schemas.packet import (
     MAX_PACKET_DIRECTIVES,
-    AuthorityInForce,
-    ControlPlaneItem,
     DirectiveItem,
-    HoldInfo,
     LedgerHead,
-    PendingApprovalItem,
-    RegionHealth,
     TakeoverPacket,
-)
-from conn_schemas.values import (
-    MAX_DETAIL,
-    action_regions,
-    action_target,
-    clean_text,
-    describe_action,
 )
 
 Trigger = Literal["hold", "handoff"]
@@ -46,87 +43,6 @@ def packet_sha256(packet: TakeoverPacket) -> str:
     return sha256_json(packet.model_dump(mode="json"))
 
 
-def directive_item(record: DirectiveRecord) -> DirectiveItem:
-    return DirectiveItem(
-        correlation_id=record.correlation_id,
-        action=record.action,
-        description=clean_text(describe_action(record.action), MAX_DETAIL),
-        target=action_target(record.action),
-        regions=action_regions(record.action),
-        consequential=record.consequential,
-        issued_by=record.actor_id,
-        issued_sequence=record.issued_sequence,
-        status=record.status.value,
-        verdict=record.verdict,
-        refusal=record.refusal,
-        refusal_detail=clean_text(redact(record.refusal_detail), MAX_DETAIL, multiline=True),
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-    )
-
-
-def last_directed_step(state: IncidentState) -> DirectiveRecord | None:
-    """The last consequential step accepted; failing that, the last directive issued."""
-    if state.last_step is not None and state.last_step in state.directives:
-        return state.directives[state.last_step]
-    if not state.directives:
-        return None
-    return max(state.directives.values(), key=lambda d: d.issued_sequence)
-
-
-def region_names(state: IncidentState) -> list[str]:
-    names: list[str] = list(state.authority.regions) if state.authority else []
-    for region in sorted({*state.last_readings, *state.last_verification}):
-        if region not in names:
-            names.append(region)
-    return names
-
-
-def region_health(state: IncidentState, as_of: datetime) -> tuple[RegionHealth, ...]:
-    out = []
-    for region in region_names(state):
-        reading = state.last_readings.get(region)
-        checked = state.last_verification.get(region)
-        out.append(
-            RegionHealth(
-                region=region,
-                error_rate=reading.error_rate if reading else None,
-                queue_depth=reading.queue_depth if reading else None,
-                request_rate=reading.request_rate if reading else None,
-                observed_at=reading.observed_at if reading else None,
-                age_seconds=round(reading.age_seconds(as_of), 3) if reading else None,
-                healthy=checked.healthy if checked else None,
-                fresh=checked.fresh if checked else None,
-                verified_at=state.last_verification_at.get(region),
-            )
-        )
-    return tuple(out)
-
-
-def authority_in_force(state: IncidentState) -> AuthorityInForce | None:
-    if state.authority is None:
-        return None
-    holder = state.holder or state.authority.holder
-    return AuthorityInForce(
-        name=state.authority.name,
-        version=state.authority.version,
-        sha256=state.authority_sha256,
-        holder=holder.identity,
-        holder_team=holder.team,
-        takeover_teams=state.authority.takeover_teams,
-    )
-
-
-def _by_sequence(
-    records: list[DirectiveRecord], limit: int | None = None
-) -> tuple[DirectiveItem, ...]:
-    """Directive items in ledger order; with `limit`, only the most recent ones."""
-    ordered = sorted(records, key=lambda d: d.issued_sequence)
-    if limit is not None:
-        ordered = ordered[-limit:]
-    return tuple(directive_item(r) for r in ordered)
-
-
 def build_packet(
     state: IncidentState,
     *,
@@ -138,7 +54,6 @@ def build_packet(
     """The packet for `state` (folded up to and including ledger position
     `state.sequence`, whose entry hash is `head_hash`)."""
     last = last_directed_step(state)
-    hold = state.hold
     return TakeoverPacket(
         packet_id=packet_id(state.incident_id, state.sequence, trigger),
         incident_id=state.incident_id,
@@ -147,49 +62,18 @@ def build_packet(
         trigger=trigger,
         to_team=to_team,
         generated_at=generated_at,
-        hold=HoldInfo(
-            reason=hold.reason,
-            detail=clean_text(redact(hold.detail), MAX_DETAIL, multiline=True),
-            since_sequence=hold.since_sequence,
-            correlation_id=hold.correlation_id,
-        )
-        if hold
-        else None,
+        hold=hold_info(state),
         last_step=directive_item(last) if last else None,
         last_verdict=state.last_verdict,
         regions=region_health(state, generated_at),
-        control_plane=tuple(
-            ControlPlaneItem(
-                subject=c.subject, expected=c.expected, observed=c.observed, matches=c.matches
-            )
-            for c in state.last_control_plane
-        ),
-        pending_directives=_by_sequence(state.pending_directives(), MAX_PACKET_DIRECTIVES),
-        blocked_directives=_by_sequence(state.blocked_directives(), MAX_PACKET_DIRECTIVES),
-        partial_changes=_by_sequence(state.unverified_changes(), MAX_PACKET_DIRECTIVES),
+        control_plane=control_plane(state),
+        pending_directives=by_sequence(state.pending_directives(), MAX_PACKET_DIRECTIVES),
+        blocked_directives=by_sequence(state.blocked_directives(), MAX_PACKET_DIRECTIVES),
+        partial_changes=by_sequence(state.unverified_changes(), MAX_PACKET_DIRECTIVES),
         authority=authority_in_force(state),
         pending_approvals=pending_approvals(state),
         ledger_head=LedgerHead(sequence=state.sequence, hash=head_hash),
     )
-
-
-def pending_approvals(state: IncidentState) -> tuple[PendingApprovalItem, ...]:
-    """Directives waiting for a second person, with the decision packet to approve."""
-    out = []
-    for cid in approvals.awaiting(state):
-        track = state.approvals[cid]
-        out.append(
-            PendingApprovalItem(
-                correlation_id=cid,
-                description=describe_action(state.directives[cid].action),
-                issued_by=track.issuer,
-                required=track.rule.count,
-                approved_by=tuple(track.approvers),
-                decision_packet_sha256=approvals.current_sha256(state, cid) or "",
-                expires_at=track.expires_at,
-            )
-        )
-    return tuple(out)
 
 
 # --- Markdown (readable on a phone: short lines, no wide tables) -----------------------
@@ -305,75 +189,20 @@ def render_markdown(packet: TakeoverPacket, sha256: str | None = None) -> str:
 
 
 def bridge_state(state: IncidentState, head_hash: str) -> dict[str, Any]:
-    """The bridge as JSON: holder, current step and status, health per region (ages
-    relative to the last event), pending/blocked directives, partial changes, hold."""
-    as_of = state.last_event_at
-    last = last_directed_step(state)
-    open_step = state.directives.get(state.open_step) if state.open_step else None
-    holder = state.holder
-    return {
-        "incident_id": state.incident_id,
-        "title": state.title,
-        "service": state.service,
-        "opened": state.opened,
-        "closed": state.closed,
-        "sequence": state.sequence,
-        "head_hash": head_hash,
-        "state_changed_at": state.state_changed_at,
-        "holder": {"identity": holder.identity, "team": holder.team} if holder else None,
-        "authority": (a.model_dump(mode="json") if (a := authority_in_force(state)) else None),
-        "current_step": directive_item(last).model_dump(mode="json") if last else None,
-        "open_step": open_step.correlation_id if open_step else None,
-        "last_verdict": state.last_verdict.value if state.last_verdict else None,
-        "regions": [r.model_dump(mode="json") for r in region_health(state, as_of)]
-        if as_of
-        else [],
-        "pending_directives": [
-            i.model_dump(mode="json") for i in _by_sequence(state.pending_directives())
-        ],
-        "blocked_directives": [
-            i.model_dump(mode="json") for i in _by_sequence(state.blocked_directives())
-        ],
-        "partial_changes": [
-            i.model_dump(mode="json") for i in _by_sequence(state.unverified_changes())
-        ],
-        "hold": {
-            "reason": state.hold.reason.value,
-            "detail": state.hold.detail,
-            "since_sequence": state.hold.since_sequence,
-            "correlation_id": state.hold.correlation_id,
-        }
-        if state.hold
-        else None,
-        "takeover_requested_to": state.takeover_requested_to,
-        "last_packet": {
-            "sha256": state.last_packet.sha256,
-            "to_team": state.last_packet.to_team,
-            "trigger": state.last_packet.trigger,
-            "sequence": state.last_packet.sequence,
-            "describes_sequence": state.last_packet.basis,
-            "current": state.packet_changed_at <= state.last_packet.basis,
-        }
-        if state.last_packet
-        else None,
-        "counts": {
-            "directives": len(state.directives),
-            "consequential_steps": state.consequential_steps,
-            "holds": state.holds_declared,
-            "takeovers_accepted": state.takeovers_accepted,
-            "ignored_controls": state.ignored_controls,
-            "ignored_authority": state.ignored_authority,
-            "conflicting_records": state.conflicting_records,
-            "refusals": {k.value: v for k, v in sorted(state.refusals.items())},
-        },
-    }
+    """The bridge as JSON: the contract's BridgeState (conn_core.bridge)."""
+    return core_bridge_state(state, head_hash).model_dump(mode="json")
 
 
 __all__ = [
     "DirectiveStatus",
+    "authority_in_force",
     "bridge_state",
     "build_packet",
+    "directive_item",
+    "last_directed_step",
     "packet_id",
     "packet_sha256",
+    "pending_approvals",
+    "region_health",
     "render_markdown",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from conn_core.bridge import bridge_summary
 from conn_core.fold import evolve
 from conn_core.state import IncidentState
 from conn_schemas.events import (
@@ -66,16 +67,8 @@ def _when(event: Envelope) -> str:
 
 
 def _bridge(state: IncidentState) -> dict[str, Any]:
-    return {
-        "sequence": state.sequence,
-        "holder": state.holder.identity if state.holder else None,
-        "on_hold": state.hold is not None,
-        "hold_reason": state.hold.reason.value if state.hold else None,
-        "open_step": state.open_step,
-        "last_verdict": state.last_verdict.value if state.last_verdict else None,
-        "pending": len(state.pending_directives()),
-        "unverified_changes": [d.correlation_id for d in state.unverified_changes()],
-    }
+    """The bridge in one line: the contract's BridgeSummary (conn_core.bridge)."""
+    return bridge_summary(state).model_dump(mode="json")
 
 
 def _summary(event: Envelope) -> str:

@@ -59,11 +59,24 @@ def extra_models() -> dict[str, Any]:
     except ImportError:  # packet model not present yet
         return {}
     from conn_schemas.approvals import DecisionPacket
+    from conn_schemas.bridge import BridgeState, BridgeSummary
 
-    return {"TakeoverPacket": TakeoverPacket, "DecisionPacket": DecisionPacket}
+    return {
+        "TakeoverPacket": TakeoverPacket,
+        "DecisionPacket": DecisionPacket,
+        "BridgeState": BridgeState,
+        "BridgeSummary": BridgeSummary,
+    }
 
 
-ALWAYS_REQUIRED = ("event_type", "schema_version", "action", "kind", "packet_version")
+ALWAYS_REQUIRED = (
+    "event_type",
+    "schema_version",
+    "action",
+    "kind",
+    "packet_version",
+    "bridge_version",
+)
 """Single-valued fields a reader needs to tell records apart (the envelope's type and
 version, the discriminators of actions and expectations, the packet's version). The
 models give them defaults for convenience, which pydantic reports as optional; on the

@@ -25,6 +25,7 @@ from conn_api import metrics
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
 from conn_api.errors import ApiError
 from conn_api.models import AlertmanagerWebhook
+from conn_api.responses import AlertIntakeAnswer
 from conn_api.routes import ERRORS, new_incident_id
 from conn_api.runtime import Runtime
 from conn_api.store import (
@@ -325,19 +326,26 @@ async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> di
     }
 
 
-@router.post("/alertmanager", responses=ERRORS)
+@router.post(
+    "/alertmanager",
+    responses=ERRORS,
+    response_model=AlertIntakeAnswer,
+    response_model_exclude_unset=True,
+)
 async def alertmanager_webhook(
     hook: AlertmanagerWebhook, rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> AlertIntakeAnswer:
     """Alertmanager webhook receiver (bearer token of an integration identity)."""
     require_role(me, Role.INTEGRATION, Role.ADMIN, doing="post alerts")
     actor = Actor(kind="service", id=me.id, roles=me.roles, team=me.team)
-    return await intake(rt, from_alertmanager(hook), actor)
+    return AlertIntakeAnswer.model_validate(await intake(rt, from_alertmanager(hook), actor))
 
 
 @router.post(
     "/pagerduty",
     responses=ERRORS,
+    response_model=AlertIntakeAnswer,
+    response_model_exclude_unset=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -350,7 +358,7 @@ async def pagerduty_webhook(
     rt: RuntimeDep,
     signature: Annotated[str | None, Header(alias="X-PagerDuty-Signature", max_length=2000)] = None,
     webhook_id: Annotated[str | None, Header(alias="X-Webhook-Id", max_length=200)] = None,
-) -> dict[str, Any]:
+) -> AlertIntakeAnswer:
     """PagerDuty v3 webhook, authenticated by its HMAC-SHA256 signature."""
     raw = await request.body()
     secret = rt.settings.api.conn_pagerduty_webhook_secret
@@ -362,7 +370,7 @@ async def pagerduty_webhook(
         raise ApiError(422, "invalid_request", f"not a PagerDuty v3 webhook: {exc}") from exc
     keys = delivery_keys(webhook_id, body)
     if not keys:
-        return await _pagerduty_intake(rt, alert)
+        return AlertIntakeAnswer.model_validate(await _pagerduty_intake(rt, alert))
     delivery = await claim_delivery(
         rt.db,
         source="pagerduty",
@@ -380,10 +388,10 @@ async def pagerduty_webhook(
                 headers={"Retry-After": "5"},
             )
         metrics.ALERTS.labels(source="pagerduty", outcome="replayed_delivery").inc()
-        return {**_NOTHING, "duplicate_delivery": True}
+        return AlertIntakeAnswer.model_validate({**_NOTHING, "duplicate_delivery": True})
     ok = False
     try:
-        answer = await _pagerduty_intake(rt, alert)
+        answer = AlertIntakeAnswer.model_validate(await _pagerduty_intake(rt, alert))
         ok = True
         return answer
     finally:

@@ -24,6 +24,7 @@ from conn_api.errors import ErrorResponse, error_body, install_handlers
 from conn_api.limits import BodyLimit
 from conn_api.middleware import Capacity, LoadShed, RequestMetrics
 from conn_api.models import DirectiveRequest
+from conn_api.responses import Live, Ready
 from conn_api.runtime import Runtime
 from conn_runtime.ops import RETRY_AFTER_SECONDS
 from conn_runtime.resilience import KAFKA, POSTGRES, StopRequested
@@ -102,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/readyz",
         tags=["ops"],
-        responses={503: {"model": ErrorResponse, "description": "Not ready"}},
+        responses={
+            200: {"model": Ready, "description": "Ready"},
+            503: {"model": ErrorResponse, "description": "Not ready"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         rt: Runtime | None = getattr(request.app.state, "starting", None)
@@ -126,7 +130,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        responses={
+            200: {"model": Live, "description": "Alive"},
+            503: {"model": ErrorResponse, "description": "Wedged"},
+        },
+    )
     async def healthz(request: Request) -> JSONResponse:
         """Liveness: 503 only when an operation made no progress for
         CONN_WEDGED_AFTER_SECONDS (a wedged process), never because a dependency is away."""

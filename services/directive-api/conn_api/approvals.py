@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
@@ -23,6 +23,7 @@ from conn_api import metrics
 from conn_api.deps import CurrentUser, RuntimeDep
 from conn_api.errors import ApiError
 from conn_api.models import ApprovalDecision
+from conn_api.responses import ApprovalAnswer, ApprovalList
 from conn_api.routes import ERRORS, CorrelationPath, IncidentPath, _open_state
 from conn_core import approvals as core
 from conn_schemas.approvals import ApprovalDeclinedPayload, ApprovalRecordedPayload
@@ -33,7 +34,12 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 
-@router.get("/incidents/{incident_id}/approvals", tags=["approvals"], responses=ERRORS)
+@router.get(
+    "/incidents/{incident_id}/approvals",
+    tags=["approvals"],
+    responses=ERRORS,
+    response_model=ApprovalList,
+)
 async def list_approvals(
     incident_id: IncidentPath,
     rt: RuntimeDep,
@@ -41,21 +47,18 @@ async def list_approvals(
     include_done: Annotated[
         bool, Query(description="Also approved-and-run, declined and cancelled ones")
     ] = False,
-) -> dict[str, Any]:
+) -> ApprovalList:
     """Directives waiting for approvers, each with its decision packet and hash."""
     state = _open_state(rt, incident_id)
     items = core.pending(state, datetime.now(UTC), include_done=include_done)
-    return {
-        "incident_id": incident_id,
-        "ledger_sequence": state.sequence,
-        "items": [i.model_dump(mode="json") for i in items],
-    }
+    return ApprovalList(incident_id=incident_id, ledger_sequence=state.sequence, items=items)
 
 
 @router.post(
     "/incidents/{incident_id}/approvals/{correlation_id}",
     tags=["approvals"],
     responses=ERRORS,
+    response_model=ApprovalAnswer,
 )
 async def decide_approval(
     incident_id: IncidentPath,
@@ -63,7 +66,7 @@ async def decide_approval(
     body: ApprovalDecision,
     rt: RuntimeDep,
     me: CurrentUser,
-) -> dict[str, Any]:
+) -> ApprovalAnswer:
     """Approve or decline one directive's exact decision packet (by its hash)."""
     approve = body.decision == "approve"
     if not approve and not body.detail.strip():
@@ -115,14 +118,16 @@ async def decide_approval(
         "approval recorded" if approve else "approval declined",
         extra={"incident_id": incident_id, "correlation_id": correlation_id, "actor": me.id},
     )
-    return {
-        "incident_id": incident_id,
-        "correlation_id": correlation_id,
-        "decision": "approved" if approve else "declined",
-        "by": me.id,
-        "packet_sha256": body.packet_sha256,
-        "approvals": len(track.approvers) if track else None,
-        "required": track.rule.count if track else None,
-        "quorum": quorum,
-        **written,
-    }
+    return ApprovalAnswer.model_validate(
+        {
+            "incident_id": incident_id,
+            "correlation_id": correlation_id,
+            "decision": "approved" if approve else "declined",
+            "by": me.id,
+            "packet_sha256": body.packet_sha256,
+            "approvals": len(track.approvers) if track else None,
+            "required": track.rule.count if track else None,
+            "quorum": quorum,
+            **written,
+        }
+    )

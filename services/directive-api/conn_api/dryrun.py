@@ -34,6 +34,7 @@ from conn_api import directives
 from conn_api.deps import CurrentUser, RuntimeDep
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import Body, DirectiveRequest
+from conn_api.responses import DirectiveIssuedAnswer, DryRunAnswer
 from conn_api.routes import ERRORS, CorrelationPath, IncidentPath
 from conn_api.runtime import Runtime
 from conn_core.ports import PortError
@@ -168,9 +169,14 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
     tags=["directives"],
     responses={
         **ERRORS,
-        200: {"description": "Would be issued: the exact change (nothing appended)"},
+        200: {
+            "model": DryRunAnswer,
+            "description": "Would be issued: the exact change (nothing appended)",
+        },
         502: {"model": ErrorResponse, "description": "The target could not answer the dry run"},
     },
+    response_model=DryRunAnswer,
+    response_model_exclude_unset=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -182,10 +188,10 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
 )
 async def post_dry_run(
     incident_id: IncidentPath, body: dict[str, Any], rt: RuntimeDep, me: CurrentUser
-) -> dict[str, Any]:
+) -> DryRunAnswer:
     """Decide a directive (same body, same authority check) and ask the target for the
     exact change it would make, without making it. Appends nothing to the log."""
-    return await dry_run(rt, incident_id, body, me)
+    return DryRunAnswer.model_validate(await dry_run(rt, incident_id, body, me))
 
 
 @router.post(
@@ -194,8 +200,14 @@ async def post_dry_run(
     tags=["directives"],
     responses={
         **ERRORS,
-        200: {"description": "dry_run: the inverse's exact change (nothing appended)"},
-        202: {"description": "Issued: the recorded inverse, appended as DirectiveIssued"},
+        200: {
+            "model": DryRunAnswer,
+            "description": "dry_run: the inverse's exact change (nothing appended)",
+        },
+        202: {
+            "model": DirectiveIssuedAnswer,
+            "description": "Issued: the recorded inverse, appended as DirectiveIssued",
+        },
         502: {"model": ErrorResponse, "description": "The target could not answer the dry run"},
     },
 )

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 
 from conn_api.deps import CurrentUser, RuntimeDep, require_role
 from conn_api.errors import ApiError, ErrorResponse
+from conn_api.responses import FleetReport
 from conn_api.runtime import Runtime
 from conn_api.view import LedgerEntry
 from conn_core import fleet
@@ -64,11 +65,11 @@ def report(rt: Runtime, since: str | None = None, until: str | None = None) -> d
     return answer
 
 
-@router.get("/fleet/report", tags=["reads"], responses=ERRORS)
+@router.get("/fleet/report", tags=["reads"], responses=ERRORS, response_model=FleetReport)
 async def get_fleet_report(
     rt: RuntimeDep, me: CurrentUser, since: Bound = None, until: Bound = None
-) -> dict[str, Any]:
+) -> FleetReport:
     """Fleet SLIs over every incident that started in [since, until), with a trend per
     ISO week. Definitions: README, "Fleet SLIs"."""
     require_role(me, *READERS, doing="read the fleet report")
-    return report(rt, since, until)
+    return FleetReport.model_validate(report(rt, since, until))

@@ -1,12 +1,22 @@
-"""JSON views of the fold: bridge state, directives and decision packets (pure)."""
+"""Views of the fold: the bridge state (conn_core.bridge), directives and decision
+packets (pure)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+from conn_api.responses import (
+    AuthorityView,
+    DirectiveView,
+    HealthReading,
+    IncidentView,
+    KillSwitchView,
+)
 from conn_api.view import LedgerEntry
+from conn_core.bridge import authority_in_force, bridge_state, bridge_summary
 from conn_core.state import ControlState, DirectiveRecord, DirectiveStatus, IncidentState
+from conn_schemas.bridge import BridgeSummary
 from conn_schemas.events import StateGathered, StepOutcomeUnknown, VerificationSnapshot
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
@@ -49,17 +59,16 @@ def directive_json(d: DirectiveRecord) -> dict[str, Any]:
 
 
 def authority_json(s: IncidentState) -> dict[str, Any] | None:
-    """The authority in force (name, version, content hash, file) and the changes
-    proposed to it that wait for (or got) a second person's approval."""
-    if s.authority is None:
+    """The authority in force (the bridge's AuthorityInForce: name, version, content
+    hash, holder) with its file, regions and the changes proposed to it that wait for
+    (or got) a second person's approval."""
+    in_force = authority_in_force(s)
+    if s.authority is None or in_force is None:
         return None
     return {
-        "name": s.authority.name,
-        "version": s.authority.version,
-        "sha256": s.authority_sha256,
+        **in_force.model_dump(mode="json"),
         "source_file": s.authority_source,
         "regions": list(s.authority.regions),
-        "takeover_teams": list(s.authority.takeover_teams),
         "proposals": [
             {
                 "proposal_id": p.proposal_id,
@@ -80,73 +89,43 @@ def authority_json(s: IncidentState) -> dict[str, Any] | None:
     }
 
 
-def summary_json(s: IncidentState) -> dict[str, Any]:
-    return {
-        "incident_id": s.incident_id,
-        "title": s.title,
-        "service": s.service,
-        "status": "closed" if s.closed else ("on_hold" if s.on_hold else "open"),
-        "sequence": s.sequence,
-        "holder": s.holder.identity if s.holder else None,
-        "opened_at": _iso(s.opened_at),
-        "last_event_at": _iso(s.last_event_at),
-    }
+def summary_view(s: IncidentState) -> BridgeSummary:
+    """One line of the incident list: the contract's BridgeSummary."""
+    return bridge_summary(s)
 
 
-def state_json(
+def incident_view(
     s: IncidentState, control: ControlState, head: LedgerEntry | None, now: datetime | None = None
-) -> dict[str, Any]:
+) -> IncidentView:
+    """The bridge state (conn_core.bridge, the contract's BridgeState) plus what only the
+    API shows: the kill switch, health with ages relative to now, every directive."""
     now = now or datetime.now(UTC)
-    return {
-        **summary_json(s),
-        "ledger_head": {"sequence": head.sequence, "hash": head.hash} if head else None,
-        "state_changed_at": s.state_changed_at,
-        "authority": authority_json(s),
-        "holder": s.holder.model_dump(mode="json") if s.holder else None,
-        "hold": (
-            {
-                "reason": s.hold.reason.value,
-                "detail": s.hold.detail,
-                "since_sequence": s.hold.since_sequence,
-                "correlation_id": s.hold.correlation_id,
-            }
-            if s.hold
-            else None
-        ),
-        "kill_switch": {"engaged": control.kill_switch, "reason": control.reason},
-        "open_step": s.open_step,
-        "last_step": s.last_step,
-        "last_verdict": s.last_verdict.value if s.last_verdict else None,
-        "health": {
-            region: {
-                "error_rate": r.error_rate,
-                "queue_depth": r.queue_depth,
-                "request_rate": r.request_rate,
-                "observed_at": _iso(r.observed_at),
-                "age_seconds": round(r.age_seconds(now), 3),
-            }
+    bridge = bridge_state(s, head.hash if head is not None else None)
+    authority = authority_json(s)
+    return IncidentView(
+        **{
+            **dict(bridge),
+            "authority": AuthorityView.model_validate(authority) if authority else None,
+        },
+        kill_switch=KillSwitchView(engaged=control.kill_switch, reason=control.reason),
+        health={
+            region: HealthReading(
+                error_rate=r.error_rate,
+                queue_depth=r.queue_depth,
+                request_rate=r.request_rate,
+                observed_at=_iso(r.observed_at),
+                age_seconds=round(r.age_seconds(now), 3),
+            )
             for region, r in sorted(s.last_readings.items())
         },
-        "consequential_steps": s.consequential_steps,
-        "drained_pools": {k: sorted(v) for k, v in s.drained_pools.items()},
-        "takeover_requested_to": s.takeover_requested_to,
-        "last_packet": (
-            {
-                "sha256": s.last_packet.sha256,
-                "to_team": s.last_packet.to_team,
-                "trigger": s.last_packet.trigger,
-                "sequence": s.last_packet.sequence,
-                "describes_sequence": s.last_packet.basis,
-                "current": s.packet_changed_at <= s.last_packet.basis,
-            }
-            if s.last_packet
-            else None
-        ),
-        "pending_directives": [d.correlation_id for d in s.pending_directives()],
-        "unverified_changes": [directive_json(d) for d in s.unverified_changes()],
-        "refusals": {k.value: v for k, v in s.refusals.items()},
-        "directives": [directive_json(d) for d in s.directives.values()],
-    }
+        consequential_steps=s.consequential_steps,
+        drained_pools={k: sorted(v) for k, v in s.drained_pools.items()},
+        unverified_changes=[
+            DirectiveView.model_validate(directive_json(d)) for d in s.unverified_changes()
+        ],
+        refusals={k.value: v for k, v in s.refusals.items()},
+        directives=[DirectiveView.model_validate(directive_json(d)) for d in s.directives.values()],
+    )
 
 
 def rollback_hint(record: DirectiveRecord) -> str:

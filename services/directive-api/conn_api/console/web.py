@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conn_api import routes
 from conn_api.auth import AuthError, Identity
@@ -53,6 +53,12 @@ from conn_api.routes import IncidentPath
 from conn_api.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+def _answer(model: BaseModel) -> dict[str, Any]:
+    """A route's answer as the JSON document a client receives."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
 
 LOGIN_COOKIE = "conn_console_login"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -562,12 +568,16 @@ class Console:
             async def call(rt: Runtime, me: Identity, form: dict[str, str]) -> dict[str, Any]:
                 detail = form.get("detail", "")
                 if verb == "hold":
-                    return await routes.hold(incident_id, HoldRequest(detail=detail), rt, me)
+                    return _answer(
+                        await routes.hold(incident_id, HoldRequest(detail=detail), rt, me)
+                    )
                 if verb == "resume":
-                    return await routes.resume(incident_id, ResumeRequest(detail=detail), rt, me)
+                    return _answer(
+                        await routes.resume(incident_id, ResumeRequest(detail=detail), rt, me)
+                    )
                 if verb == "handoff":
                     handoff = HandoffRequest(to_team=form.get("to_team", ""), detail=detail)
-                    return await routes.handoff(incident_id, handoff, rt, me)
+                    return _answer(await routes.handoff(incident_id, handoff, rt, me))
                 # accept: the form must name the exact packet hash it showed; never "latest".
                 sha = form.get("packet_sha256", "")
                 if not SHA256.fullmatch(sha):
@@ -577,7 +587,7 @@ class Console:
                         "accepting a takeover names the exact packet sha256 you read",
                     )
                 accept = AcceptTakeover(packet_sha256=sha, detail=detail)
-                return await routes.accept_takeover(incident_id, accept, rt, me)
+                return _answer(await routes.accept_takeover(incident_id, accept, rt, me))
 
             return await self._perform(
                 request,
@@ -595,9 +605,9 @@ class Console:
             action = form.get("action")
             body = KillSwitchRequest(reason=form.get("reason", ""))
             if action == "engage":
-                return await routes.kill_switch_on(body, rt, me)
+                return _answer(await routes.kill_switch_on(body, rt, me))
             if action == "release":
-                return await routes.kill_switch_off(body, rt, me)
+                return _answer(await routes.kill_switch_off(body, rt, me))
             raise ApiError(422, "invalid_request", "action must be engage or release")
 
         def back(form: dict[str, str]) -> str:

@@ -1,0 +1,253 @@
+"""Pure builders of the typed views of an incident (`conn_schemas.bridge`,
+`conn_schemas.packet` parts): the one place where fold state becomes the bridge state
+that the API, the takeover packet, the packager's read model and the timeline show.
+No I/O; the same state gives the same view.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from conn_core import approvals
+from conn_core.redaction import redact
+from conn_core.state import DirectiveRecord, IncidentState
+from conn_schemas.bridge import (
+    MAX_BRIDGE_DIRECTIVES,
+    BridgeCounts,
+    BridgeState,
+    BridgeSummary,
+    IncidentStatus,
+    PacketReference,
+)
+from conn_schemas.packet import (
+    AuthorityInForce,
+    ControlPlaneItem,
+    DirectiveItem,
+    HoldInfo,
+    LedgerHead,
+    PendingApprovalItem,
+    RegionHealth,
+)
+from conn_schemas.values import (
+    MAX_DETAIL,
+    ConnHolder,
+    action_regions,
+    action_target,
+    clean_text,
+    describe_action,
+)
+
+
+def directive_item(record: DirectiveRecord) -> DirectiveItem:
+    return DirectiveItem(
+        correlation_id=record.correlation_id,
+        action=record.action,
+        description=clean_text(describe_action(record.action), MAX_DETAIL),
+        target=action_target(record.action),
+        regions=action_regions(record.action),
+        consequential=record.consequential,
+        issued_by=record.actor_id,
+        issued_sequence=record.issued_sequence,
+        status=record.status.value,
+        verdict=record.verdict,
+        refusal=record.refusal,
+        refusal_detail=clean_text(redact(record.refusal_detail), MAX_DETAIL, multiline=True),
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+    )
+
+
+def last_directed_step(state: IncidentState) -> DirectiveRecord | None:
+    """The last consequential step accepted; failing that, the last directive issued."""
+    if state.last_step is not None and state.last_step in state.directives:
+        return state.directives[state.last_step]
+    if not state.directives:
+        return None
+    return max(state.directives.values(), key=lambda d: d.issued_sequence)
+
+
+def region_names(state: IncidentState) -> list[str]:
+    names: list[str] = list(state.authority.regions) if state.authority else []
+    for region in sorted({*state.last_readings, *state.last_verification}):
+        if region not in names:
+            names.append(region)
+    return names
+
+
+def region_health(state: IncidentState, as_of: datetime) -> tuple[RegionHealth, ...]:
+    out = []
+    for region in region_names(state):
+        reading = state.last_readings.get(region)
+        checked = state.last_verification.get(region)
+        out.append(
+            RegionHealth(
+                region=region,
+                error_rate=reading.error_rate if reading else None,
+                queue_depth=reading.queue_depth if reading else None,
+                request_rate=reading.request_rate if reading else None,
+                observed_at=reading.observed_at if reading else None,
+                age_seconds=round(reading.age_seconds(as_of), 3) if reading else None,
+                healthy=checked.healthy if checked else None,
+                fresh=checked.fresh if checked else None,
+                verified_at=state.last_verification_at.get(region),
+            )
+        )
+    return tuple(out)
+
+
+def authority_in_force(state: IncidentState) -> AuthorityInForce | None:
+    if state.authority is None:
+        return None
+    holder = state.holder or state.authority.holder
+    return AuthorityInForce(
+        name=state.authority.name,
+        version=state.authority.version,
+        sha256=state.authority_sha256,
+        holder=holder.identity,
+        holder_team=holder.team,
+        takeover_teams=state.authority.takeover_teams,
+    )
+
+
+def hold_info(state: IncidentState) -> HoldInfo | None:
+    hold = state.hold
+    if hold is None:
+        return None
+    return HoldInfo(
+        reason=hold.reason,
+        detail=clean_text(redact(hold.detail), MAX_DETAIL, multiline=True),
+        since_sequence=hold.since_sequence,
+        correlation_id=hold.correlation_id,
+    )
+
+
+def control_plane(state: IncidentState) -> tuple[ControlPlaneItem, ...]:
+    return tuple(
+        ControlPlaneItem(
+            subject=c.subject, expected=c.expected, observed=c.observed, matches=c.matches
+        )
+        for c in state.last_control_plane
+    )
+
+
+def by_sequence(
+    records: list[DirectiveRecord], limit: int | None = None
+) -> tuple[DirectiveItem, ...]:
+    """Directive items in ledger order; with `limit`, only the most recent ones."""
+    ordered = sorted(records, key=lambda d: d.issued_sequence)
+    if limit is not None:
+        ordered = ordered[-limit:]
+    return tuple(directive_item(r) for r in ordered)
+
+
+def pending_approvals(
+    state: IncidentState, limit: int | None = None
+) -> tuple[PendingApprovalItem, ...]:
+    """Directives waiting for a second person, with the decision packet to approve."""
+    out = []
+    for cid in approvals.awaiting(state):
+        track = state.approvals[cid]
+        out.append(
+            PendingApprovalItem(
+                correlation_id=cid,
+                description=describe_action(state.directives[cid].action),
+                issued_by=track.issuer,
+                required=track.rule.count,
+                approved_by=tuple(track.approvers),
+                decision_packet_sha256=approvals.current_sha256(state, cid) or "",
+                expires_at=track.expires_at,
+            )
+        )
+    return tuple(out if limit is None else out[-limit:])
+
+
+def incident_status(state: IncidentState) -> IncidentStatus:
+    return "closed" if state.closed else ("on_hold" if state.on_hold else "open")
+
+
+def packet_reference(state: IncidentState) -> PacketReference | None:
+    p = state.last_packet
+    if p is None:
+        return None
+    return PacketReference(
+        sha256=p.sha256,
+        to_team=p.to_team,
+        trigger="handoff" if p.trigger == "handoff" else "hold",
+        sequence=p.sequence,
+        describes_sequence=p.basis,
+        current=state.packet_changed_at <= p.basis,
+    )
+
+
+def bridge_counts(state: IncidentState) -> BridgeCounts:
+    return BridgeCounts(
+        directives=len(state.directives),
+        consequential_steps=state.consequential_steps,
+        holds=state.holds_declared,
+        takeovers_accepted=state.takeovers_accepted,
+        ignored_controls=state.ignored_controls,
+        ignored_authority=state.ignored_authority,
+        conflicting_records=state.conflicting_records,
+        refusals={k.value: v for k, v in sorted(state.refusals.items())},
+    )
+
+
+def bridge_state(state: IncidentState, head_hash: str | None) -> BridgeState:
+    """The bridge at `state.sequence`, whose ledger entry hash is `head_hash` (None
+    before the first entry). Region ages are relative to the last event."""
+    as_of = state.last_event_at
+    last = last_directed_step(state)
+    cap = MAX_BRIDGE_DIRECTIVES
+    return BridgeState(
+        incident_id=state.incident_id,
+        title=state.title,
+        service=state.service,
+        status=incident_status(state),
+        opened=state.opened,
+        closed=state.closed,
+        on_hold=state.on_hold,
+        sequence=state.sequence,
+        ledger_head=LedgerHead(sequence=state.sequence, hash=head_hash) if head_hash else None,
+        state_changed_at=state.state_changed_at,
+        opened_at=state.opened_at,
+        last_event_at=state.last_event_at,
+        holder=ConnHolder(identity=state.holder.identity, team=state.holder.team)
+        if state.holder
+        else None,
+        hold=hold_info(state),
+        authority=authority_in_force(state),
+        open_step=state.open_step,
+        last_step=directive_item(last) if last else None,
+        last_verdict=state.last_verdict,
+        regions=region_health(state, as_of) if as_of else (),
+        control_plane=control_plane(state),
+        pending_directives=by_sequence(state.pending_directives(), cap),
+        blocked_directives=by_sequence(state.blocked_directives(), cap),
+        partial_changes=by_sequence(state.unverified_changes(), cap),
+        pending_approvals=pending_approvals(state, cap),
+        takeover_requested_to=state.takeover_requested_to,
+        last_packet=packet_reference(state),
+        counts=bridge_counts(state),
+    )
+
+
+def bridge_summary(state: IncidentState) -> BridgeSummary:
+    """The bridge in one line (incident lists; the timeline's bridge before and after
+    each instruction)."""
+    unverified = [d.correlation_id for d in state.unverified_changes()]
+    return BridgeSummary(
+        incident_id=state.incident_id,
+        title=state.title,
+        service=state.service,
+        status=incident_status(state),
+        sequence=state.sequence,
+        holder=state.holder.identity if state.holder else None,
+        on_hold=state.on_hold,
+        hold_reason=state.hold.reason if state.hold else None,
+        open_step=state.open_step,
+        last_verdict=state.last_verdict,
+        pending=len(state.pending_directives()),
+        unverified_changes=tuple(unverified[-MAX_BRIDGE_DIRECTIVES:]),
+        opened_at=state.opened_at,
+        last_event_at=state.last_event_at,
+    )
