@@ -279,7 +279,7 @@ async def close_incident(
 
 
 @router.get("/control", tags=["control"], responses=ERRORS, response_model=ControlView)
-async def get_control(rt: RuntimeDep, me: CurrentUser) -> ControlView:
+async def get_control(rt: RuntimeDep, _me: CurrentUser) -> ControlView:
     """The global kill switch."""
     c = rt.view.folds.control
     return ControlView(

@@ -100,7 +100,7 @@ async def open_incident(
 @router.get("/incidents", tags=["incidents"], responses=ERRORS, response_model=IncidentList)
 async def list_incidents(
     rt: RuntimeDep,
-    me: CurrentUser,
+    _me: CurrentUser,
     status: Annotated[str | None, Query(pattern="^(open|on_hold|closed)$")] = None,
     service: Annotated[str | None, Query(max_length=128)] = None,
 ) -> IncidentList:
@@ -117,7 +117,7 @@ async def list_incidents(
 @router.get(
     "/incidents/{incident_id}", tags=["incidents"], responses=ERRORS, response_model=IncidentView
 )
-async def get_incident(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> IncidentView:
+async def get_incident(incident_id: IncidentPath, rt: RuntimeDep, _me: CurrentUser) -> IncidentView:
     """The bridge state (the contract's BridgeState, schemas/json/BridgeState.schema.json)
     from this service's fold of the log, plus the kill switch, health ages relative to
     now and every directive."""
@@ -258,7 +258,7 @@ async def declare_authority(
     response_model=AuthorityAnswer,
 )
 async def get_authority(
-    incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser
+    incident_id: IncidentPath, rt: RuntimeDep, _me: CurrentUser
 ) -> AuthorityAnswer:
     """The authority in force (name, version, SHA-256, holder, file) and proposed changes."""
     state = open_state(rt, incident_id)

@@ -119,7 +119,7 @@ async def get_ledger(
     response_model=PacketAnswer,
     response_model_exclude_unset=True,
 )
-async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, me: CurrentUser) -> PacketAnswer:
+async def get_packet(incident_id: IncidentPath, rt: RuntimeDep, _me: CurrentUser) -> PacketAnswer:
     """The latest published takeover packet: its reference from the log, and its full
     content from the packager's read model (`source: "packager"`) when available."""
     state = open_state(rt, incident_id)
