@@ -52,6 +52,7 @@ logs: ## Follow a component's log: make logs [component] (default: all)
 
 lint: ## ruff check, ruff format --check, mypy --strict on core and schemas
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict schemas/conn_schemas core/conn_core
 
