@@ -5,6 +5,7 @@ clean stop exit code 0; `build` runs inside the event loop (aiokafka clients nee
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from pydantic import Field
@@ -28,7 +29,10 @@ class _Settings(ServiceSettings):
 
 @pytest.fixture(autouse=True)
 def _no_log_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No JSON log set-up in the test process, and no handler left by an earlier test (one
+    may write to a stream that test captured and closed)."""
     monkeypatch.setattr(service_mod.logs, "configure", lambda name: None)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
 
 
 class _Stops:
