@@ -95,7 +95,7 @@ def serve(name: str, build: Callable[[], Service]) -> None:
         print(f"{prog}: invalid configuration: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except (OSError, KafkaError) as exc:  # a port taken, a broker that refuses us...
-        log.error("cannot start", extra={"error": repr(exc)})
+        log.error("cannot start or go on", extra={"error": repr(exc)}, exc_info=True)
         print(f"{prog}: cannot start: {exc!r}", file=sys.stderr)
         raise SystemExit(1) from None
 
