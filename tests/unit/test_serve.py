@@ -11,7 +11,7 @@ import pytest
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conn_runtime import service as service_mod
+from conn_runtime import logs
 from conn_runtime.service import describe_config_error, serve
 from conn_runtime.settings import ServiceSettings
 from conn_runtime.trust import TrustConfigError
@@ -31,7 +31,7 @@ class _Settings(ServiceSettings):
 def _no_log_setup(monkeypatch: pytest.MonkeyPatch) -> None:
     """No JSON log set-up in the test process, and no handler left by an earlier test (one
     may write to a stream that test captured and closed)."""
-    monkeypatch.setattr(service_mod.logs, "configure", lambda name: None)
+    monkeypatch.setattr(logs, "configure", lambda name: None)
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
 
 
