@@ -22,7 +22,10 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-deps -r requirements.lock \
  && pip install --no-deps setuptools==80.9.0
-# Then the project itself, again without resolving anything.
+# Then the project itself, again without resolving anything: the production packages only.
+# The local dev stack (deploy/local/conn_localstack), the demo and the benchmarks are not
+# copied (nor in the build context, see .dockerignore), so the image cannot ship them;
+# no production package imports them (`lint-imports`, see pyproject.toml).
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY core ./core
@@ -32,7 +35,6 @@ COPY adapters ./adapters
 COPY simulator ./simulator
 COPY cli ./cli
 COPY services ./services
-COPY deploy/local/conn_localstack ./deploy/local/conn_localstack
 RUN pip install --no-deps --no-build-isolation . \
  && pip uninstall -y setuptools
 

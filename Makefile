@@ -58,6 +58,7 @@ TYPED := schemas/conn_schemas core/conn_core runtime/conn_runtime adapters/conn_
 
 lint: ## ruff check, ruff format --check, mypy --strict on the production packages
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict $(TYPED)
 
@@ -71,8 +72,8 @@ schemas: ## Regenerate schemas/json from the pydantic models
 test: lint ## Lint, then every test (unit, property, integration against real services)
 	$(VENV)/bin/pytest
 
-test-unit: ## Pure unit and property tests only (no I/O)
-	$(VENV)/bin/pytest tests/unit
+test-unit: ## Every test without I/O (no broker, database, stack or started process): -m "not integration"
+	$(VENV)/bin/pytest -m "not integration"
 
 demo: setup ## The guided-remediation demo on the local stack
 	$(PY) -m conn_demo

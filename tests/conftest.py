@@ -47,11 +47,50 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE_TOPICS_EVENTS_PARTITIONS = 3
 
 
+# Fixtures that reach a broker, a database, the local stack, a started process (a Conn
+# service, the simulator) or an external server (Prometheus, Alertmanager, Unleash, a
+# Kubernetes control plane). Every fixture built on one of these (fresh_database,
+# conn_topics, trust, pipeline, api, ...) needs it too: pytest's `fixturenames` is the
+# closure over a test's fixtures, so one name here covers everything above it.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "_services",  # kafka_bootstrap, database_url, service_sources
+        "kafka_bootstrap",
+        "database_url",
+        "own_stack",
+        "local_stack_dir",
+        "start_process",  # fixtures_services: simulator, pipeline
+        "api_process",
+        "simulator_url",  # tests/adapters: a simulator process
+        "prometheus_url",
+        "prometheus",
+        "alertmanager",
+        "unleash",
+        "kube",  # fixtures_kube: kube_namespace
+    }
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Conn services default to production; the tests run them (in-process and as child
     # processes, which inherit this) with development tokens, keys and secrets.
     os.environ["CONN_ENV"] = "development"
     isolate()
+
+
+def needs_io(item: pytest.Item) -> bool:
+    """Does this test use (directly or through another fixture) a broker, a database, the
+    stack, a started process or an external server?"""
+    return not INTEGRATION_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `integration` every test that needs I/O (`needs_io`), so
+    `pytest -m "not integration"` (`make test-unit`) runs exactly the tests without it.
+    Tests that start processes by hand (no fixture) carry the marker explicitly."""
+    for item in items:
+        if needs_io(item) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

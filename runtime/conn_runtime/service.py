@@ -12,6 +12,11 @@ every connection is retried with bounded backoff until it succeeds, so a service
 started while Kafka or PostgreSQL is away waits (not ready, naming what is
 missing) instead of exiting; afterwards the consumer loop rewinds and backs off
 while a dependency is away, and resumes from the committed offset.
+
+Every service's entry point (`conn-<name>`, `python -m conn_<pkg>`) is
+`serve(name, build)`: JSON logs, `build()` (reads its `Settings`, a
+`conn_runtime.settings.ServiceSettings`, and makes the service) inside the event loop,
+`run(stop)` until SIGTERM/SIGINT, and the same exit codes everywhere.
 """
 
 from __future__ import annotations
@@ -19,19 +24,116 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from conn_core.state import IncidentState
+from conn_runtime import logs
 from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer
-from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.ops import OpsServer, kafka_ready, run_until_signalled
 from conn_runtime.resilience import KAFKA, Dependencies, StopRequested, Watchdog, retry
 from conn_runtime.settings import KafkaSettings, OpsSettings
 from conn_schemas.signing import SignerRole
 
 log = logging.getLogger(__name__)
+
+
+# -- the one entry point ---------------------------------------------------------------------
+
+
+class Service(Protocol):
+    """What `serve` runs: consume, answer or work until `stop` is set, then wind down
+    (finish what is in hand, commit, close clients) and return."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """One line naming every bad setting (`Model.field: what is wrong`), or the message."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            parts.append(
+                f"{exc.title}.{where}: {err['msg']}" if where else f"{exc.title}: {err['msg']}"
+            )
+        return "; ".join(parts)
+    return " ".join(str(exc).split())
+
+
+def serve(name: str, build: Callable[[], Service]) -> None:
+    """Run the service `name` (`conn-<name>`): configure JSON logs, call `build()` inside
+    the running event loop (aiokafka clients must be made there) and run what it returns
+    until SIGTERM/SIGINT.
+
+    Exit codes: 0 after a clean stop; 2 with one line on stderr (`conn-<name>: invalid
+    configuration: ...`, never a traceback) when the settings, the keys or the keyring,
+    or a setting checked at start-up (an adapter's) are unusable — a pydantic
+    `ValidationError` or any `ValueError` (`TrustConfigError`, `ProductionConfigError`,
+    ...); 1 when a socket cannot be opened or Kafka refuses for good (`OSError`,
+    `KafkaError`). A dependency that is merely away is waited for, not an exit."""
+    logs.configure(name)
+    prog = f"conn-{name}"
+
+    async def main(stop: asyncio.Event) -> None:
+        service = build()
+        await service.run(stop)
+
+    try:
+        asyncio.run(run_until_signalled(main))
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:  # ValidationError, TrustConfigError, ... (all ValueErrors)
+        message = describe_config_error(exc)
+        log.error("invalid configuration", extra={"error": message})
+        sys.stderr.write(f"{prog}: invalid configuration: {message}\n")
+        raise SystemExit(2) from None
+    except (OSError, KafkaError) as exc:  # a port taken, a broker that refuses us...
+        log.error("cannot start or go on", extra={"error": repr(exc)}, exc_info=True)
+        sys.stderr.write(f"{prog}: cannot start: {exc!r}\n")
+        raise SystemExit(1) from None
+
+
+class AsgiService:
+    """An ASGI app served by uvicorn as a `Service` (one worker, in `serve`'s loop): `stop`
+    begins uvicorn's graceful shutdown (requests in flight get `graceful_timeout` s)."""
+
+    def __init__(self, app: Any, *, host: str, port: int, graceful_timeout: float = 10.0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.graceful_timeout = graceful_timeout
+
+    async def run(self, stop: asyncio.Event) -> None:
+        import uvicorn
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=self.host,
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(self.graceful_timeout),
+            )
+        )
+
+        async def stop_on_signal() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        # While it serves, uvicorn also handles SIGTERM/SIGINT itself (the same shutdown).
+        watcher = asyncio.create_task(stop_on_signal())
+        try:
+            await server.serve()
+        finally:
+            watcher.cancel()
 
 
 class ConsumerService:

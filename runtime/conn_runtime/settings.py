@@ -1,6 +1,6 @@
 """Settings shared by every Conn process, read from environment variables.
 
-Each service composes these with its own `Settings` (pydantic-settings). The
+Each service composes these with its own parts in its `Settings` (a `ServiceSettings`). The
 names of the environment variables are the contract with `make up`, the test
 fixtures, the Helm chart and an operator's own deployment.
 """
@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
@@ -133,3 +133,15 @@ class OpsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     conn_wedged_after_seconds: float = 300.0
+
+
+class ServiceSettings(BaseModel):
+    """The one settings pattern of every Conn service: its `Settings` subclasses this and
+    adds its parts, each a pydantic-settings model read from the environment when it is
+    not given (so `Settings()` reads everything, and a test passes the parts it wants).
+    Built once, in the service's `build` (see `conn_runtime.service.serve`): a missing or
+    invalid value is a clear start-up error (exit code 2), never a failure later."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conn_verifier.localstack import process_specs
+from conn_localstack.services import verifier as verifier_spec
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,6 @@ def test_bad_configuration_is_a_clear_error(env: dict[str, str], needle: str) ->
 
 
 def test_localstack_plugin_runs_the_verifier_on_its_port() -> None:
-    (spec,) = process_specs()
+    spec = verifier_spec()
     assert spec.name == "verifier" and list(spec.argv)[1:] == ["-m", "conn_verifier"]
     assert spec.port is not None and str(spec.port) in (spec.health_url or "")

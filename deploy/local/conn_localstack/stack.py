@@ -7,12 +7,14 @@ talk to it; every path is under `paths()` (CONN_LOCAL_DIR) and every port comes
 from the environment, so two stacks with different directories and ports never
 touch each other.
 
-Built-in: postgres, kafka, topics. Others add processes in either of two ways:
+Built-in: postgres, kafka, topics, then the Conn processes (`conn_localstack.services`:
+the stack knows how to start each service; the services never import the stack). They
+are started after Kafka, PostgreSQL and the topics exist, with the stack env
+(KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, CONN_*_PORT) plus the spec's own env. Others add
+processes in either of two ways:
 
-1. A module `conn_<pkg>.localstack` (see PLUGIN_MODULES, or list extra modules in
-   CONN_LOCALSTACK_PLUGINS="mod.a,mod.b") exposing `def process_specs() -> list[ProcessSpec]`.
-   They are started after Kafka, PostgreSQL and the topics exist, with the stack env
-   (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, CONN_*_PORT) plus the spec's own env.
+1. A plugin module listed in CONN_LOCALSTACK_PLUGINS="mod.a,mod.b" exposing
+   `def process_specs() -> list[ProcessSpec]` (e.g. tests/integration/crashy_plugin.py).
 2. `register_process(spec_or_factory)` from Python. The supervisor is a process of its
    own: a registration counts only where the supervisor imports it, i.e. in a plugin
    module (1); registering from a test process does not reach a running supervisor.
@@ -29,7 +31,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from conn_localstack import kafka, postgres, supervisor
+from conn_localstack import kafka, postgres, services, supervisor
 from conn_localstack.config import kafka_bootstrap, port
 from conn_localstack.procs import (
     ProcessSpec,
@@ -40,14 +42,6 @@ from conn_localstack.procs import (
 )
 
 log = logging.getLogger(__name__)
-
-PLUGIN_MODULES = [
-    "conn_simulator.localstack",
-    "conn_api.localstack",
-    "conn_executor.localstack",
-    "conn_verifier.localstack",
-    "conn_packager.localstack",
-]
 
 
 @dataclass
@@ -101,10 +95,10 @@ def _process_component(spec: ProcessSpec) -> Component:
 
 
 def _plugin_specs() -> list[ProcessSpec]:
-    mods = list(PLUGIN_MODULES)
+    """The Conn processes, then those of the CONN_LOCALSTACK_PLUGINS modules."""
     extra = os.environ.get("CONN_LOCALSTACK_PLUGINS", "")
-    mods += [m.strip() for m in extra.split(",") if m.strip()]
-    specs: list[ProcessSpec] = []
+    mods = [m.strip() for m in extra.split(",") if m.strip()]
+    specs: list[ProcessSpec] = services.process_specs()
     for name in mods:
         try:
             mod = importlib.import_module(name)

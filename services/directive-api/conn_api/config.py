@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conn_runtime.settings import DatabaseSettings, KafkaSettings
+from conn_runtime.settings import DatabaseSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV_TOKENS_FILE = ROOT / "deploy" / "local" / "tokens.yaml"
@@ -137,15 +137,8 @@ class ApiSettings(BaseSettings):
         return None
 
 
-class Settings:
+class Settings(ServiceSettings):
     """Everything the API reads from its environment, validated once at start-up."""
 
-    def __init__(
-        self,
-        api: ApiSettings | None = None,
-        kafka: KafkaSettings | None = None,
-        database: DatabaseSettings | None = None,
-    ) -> None:
-        self.api = api or ApiSettings()
-        self.kafka = kafka or KafkaSettings()
-        self.database = database or DatabaseSettings()
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)

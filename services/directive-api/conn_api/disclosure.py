@@ -4,8 +4,9 @@ Raw tool output (`result.output` of a step) and unscrubbed errors (step errors,
 unknown-outcome reasons, failed reads, verification details, refusal details) are
 readable only by the roles that act on them: commander, specialist, admin.
 Everyone else (observers, integration tokens) gets the same documents with the raw
-output replaced by a marker and every such text scrubbed (the executor's redactor:
-URLs, credentials, hosts, addresses, tokens). Pure functions.
+output replaced by a marker and every such text scrubbed (the shared detector in
+`conn_core.redaction`, as the executor's summaries: URLs, credentials, hosts, addresses,
+tokens). Pure functions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from conn_api.auth import Identity
-from conn_executor.redact import scrub
+from conn_core.redaction import scrub
 from conn_schemas.values import Role
 
 PRIVILEGED = (Role.COMMANDER, Role.SPECIALIST, Role.ADMIN)

@@ -1,5 +1,5 @@
 """Executor settings (pydantic-settings, env prefix CONN_EXECUTOR_), composed with
-the shared Kafka, database and adapter settings."""
+the shared Kafka, database and adapter settings in `Settings`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import socket
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conn_adapters.config import AdapterSettings
 from conn_executor.faults import Faults, parse_faults
+from conn_runtime.settings import DatabaseSettings, ServiceSettings
 
 
 def default_executor_id() -> str:
@@ -48,3 +50,11 @@ class ExecutorSettings(BaseSettings):
     @property
     def faults(self) -> Faults:
         return parse_faults(self.fault)
+
+
+class Settings(ServiceSettings):
+    """Everything the executor reads from its environment, validated once at start-up."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)

@@ -6,20 +6,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import sys
-
-from pydantic import ValidationError
+from typing import Any
 
 from conn_packager.app import build_app
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
-from conn_runtime import db, logs
+from conn_runtime import db
 from conn_runtime.ops import OpsServer, kafka_ready
 from conn_runtime.partitions import PartitionReader, TopicNotFound
 from conn_runtime.resilience import KAFKA, POSTGRES, Dependencies, StopRequested, Watchdog, retry
+from conn_runtime.service import serve
 from conn_runtime.settings import OpsSettings
-from conn_runtime.trust import TrustConfigError, signer_for
+from conn_runtime.trust import signer_for
 from conn_schemas.signing import SignerRole
 
 log = logging.getLogger("conn_packager")
@@ -44,83 +42,103 @@ async def discover(settings: Settings) -> tuple[int, dict[int, int]]:
     return len(ends), ends
 
 
-def run() -> None:
-    logs.configure("packager")
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"conn-packager: bad setting {first['loc']}: {first['msg']}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        # The packager appends TakeoverPacketPublished: it needs a packager key, now.
-        signer_for(settings.kafka, expect_role=SignerRole.PACKAGER)
-    except TrustConfigError as exc:
-        log.error("invalid configuration", extra={"error": str(exc)})
-        print(f"conn-packager: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(2)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    packager = Packager(settings.kafka, settings.database.database_url, settings.schema)
-    deps = Dependencies()
-    deps.add(KAFKA, lambda: kafka_ready(settings.kafka.kafka_bootstrap_servers))
-    deps.add(POSTGRES, db.postgres_probe(settings.database.database_url, lambda: packager.pool))
-    watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
-    ops: OpsServer | None = None
-    if settings.packager.conn_packager_metrics_port:
-        ops = OpsServer(
-            settings.packager.conn_packager_host,
-            settings.packager.conn_packager_metrics_port,
-            deps=deps,
-            watchdog=watchdog,
-        )
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stopping.set)
-
-    async def prepare() -> tuple[int, dict[int, int]]:
-        # The ops server answers first (/readyz names what is missing), then Kafka is
-        # waited for with backoff: a packager started before Kafka or the topics does
-        # not exit.
-        if ops is not None:
-            await ops.start()
-        deps.start()
-        with watchdog.working("discover topics"):
-            return await retry(
-                lambda: discover(settings), what="packager: discover", deps=deps, stopping=stopping
-            )
-
-    try:
-        partitions, ends = loop.run_until_complete(prepare())
-    except StopRequested:
-        log.info("stopped before Kafka was reachable")
-        return
-    except OSError as exc:  # e.g. the ops port is taken
-        log.error("cannot start", extra={"error": repr(exc)})
-        sys.exit(1)
-    for sig in (signal.SIGTERM, signal.SIGINT):  # faust's worker installs its own
-        with contextlib.suppress(NotImplementedError):
-            loop.remove_signal_handler(sig)
-    app = build_app(
-        settings, packager, partitions=partitions, ends=ends, deps=deps, watchdog=watchdog, ops=ops
-    )
+def _faust_worker(app: Any) -> Any:
     import faust
 
-    worker = faust.Worker(
+    class Worker(faust.Worker):
+        def install_signal_handlers(self) -> None:
+            """SIGTERM/SIGINT belong to `serve` (they set `stop`, which stops us)."""
+
+    return Worker(
         app,
-        loop=loop,
+        loop=asyncio.get_running_loop(),
         loglevel="INFO",
         redirect_stdouts=False,
         quiet=True,
         logfile=os.devnull,  # faust's plain-text lines; the JSON handler writes stderr
         override_logging=True,
     )
-    log.info(
-        "starting packager",
-        extra={"app_id": app.conf.id, "partitions": partitions, "schema": settings.schema},
-    )
-    worker.execute_from_commandline()
+
+
+class PackagerService:
+    """The live packager as a `Service`: its ops server, the topic discovery (waiting for
+    Kafka and the topics with backoff), then the faust worker until `stop`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.packager = Packager(settings.kafka, settings.database.database_url, settings.schema)
+        self.deps = Dependencies()
+        self.deps.add(KAFKA, lambda: kafka_ready(settings.kafka.kafka_bootstrap_servers))
+        self.deps.add(
+            POSTGRES, db.postgres_probe(settings.database.database_url, lambda: self.packager.pool)
+        )
+        self.watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
+        self.ops: OpsServer | None = None
+        if settings.packager.conn_packager_metrics_port:
+            self.ops = OpsServer(
+                settings.packager.conn_packager_host,
+                settings.packager.conn_packager_metrics_port,
+                deps=self.deps,
+                watchdog=self.watchdog,
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        # The ops server answers first (/readyz names what is missing), then Kafka is
+        # waited for with backoff: a packager started before Kafka or the topics does
+        # not exit.
+        if self.ops is not None:
+            await self.ops.start()
+        self.deps.start()
+        try:
+            with self.watchdog.working("discover topics"):
+                partitions, ends = await retry(
+                    lambda: discover(settings),
+                    what="packager: discover",
+                    deps=self.deps,
+                    stopping=stop,
+                )
+        except StopRequested:
+            log.info("stopped before Kafka was reachable")
+            return
+        app = build_app(
+            settings,
+            self.packager,
+            partitions=partitions,
+            ends=ends,
+            deps=self.deps,
+            watchdog=self.watchdog,
+            ops=self.ops,
+        )
+        worker = _faust_worker(app)
+        log.info(
+            "starting packager",
+            extra={"app_id": app.conf.id, "partitions": partitions, "schema": settings.schema},
+        )
+        # The worker's start returns once it stops (it is a daemon) or crashes.
+        running = asyncio.create_task(worker.start(), name="packager-worker")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            await worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        if worker.crash_reason is not None:
+            log.critical("packager worker crashed", extra={"error": repr(worker.crash_reason)})
+            raise SystemExit(1)
+
+
+def build() -> PackagerService:
+    settings = Settings()
+    # The packager appends TakeoverPacketPublished: it needs a packager key, now.
+    signer_for(settings.kafka, expect_role=SignerRole.PACKAGER)
+    return PackagerService(settings)
+
+
+def run() -> None:
+    serve("packager", build)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conn_readmodel.store import check_schema
-from conn_runtime.settings import DatabaseSettings, KafkaSettings
+from conn_runtime.settings import DatabaseSettings, ServiceSettings
 
 
 class PackagerSettings(BaseSettings):
@@ -38,14 +38,12 @@ class PackagerSettings(BaseSettings):
         return check_schema(value)
 
 
-class Settings:
-    """Everything the packager reads from the environment."""
+class Settings(ServiceSettings):
+    """Everything the packager reads from the environment, validated once at start-up."""
 
-    def __init__(self) -> None:
-        self.kafka = KafkaSettings()
-        self.database = DatabaseSettings()
-        self.packager = PackagerSettings()
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    packager: PackagerSettings = Field(default_factory=PackagerSettings)
 
     @property
-    def schema(self) -> str:
+    def schema(self) -> str:  # type: ignore[override]  # (BaseModel.schema: deprecated v1 API)
         return self.packager.conn_read_schema

@@ -1,10 +1,14 @@
 """Verifier settings (env prefix CONN_VERIFIER_). Kafka and adapters have their own:
-`conn_runtime.settings.KafkaSettings` and `conn_adapters.config.AdapterSettings`."""
+`conn_runtime.settings.KafkaSettings` and `conn_adapters.config.AdapterSettings`;
+`Settings` composes the three."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conn_adapters.config import AdapterSettings
+from conn_runtime.settings import ServiceSettings
 
 
 class VerifierSettings(BaseSettings):
@@ -28,3 +32,10 @@ class VerifierSettings(BaseSettings):
             "(e.g. 0). The snapshot records the criteria actually used."
         ),
     )
+
+
+class Settings(ServiceSettings):
+    """Everything the verifier reads from its environment, validated once at start-up."""
+
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
