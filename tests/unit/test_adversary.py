@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -48,7 +49,7 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
-from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
+from trust_support import OWNER, PRINCIPAL_OF_ROLE, Forgery, Keys, forgeries, restamp
 
 from conn_core.authority import parse_authority
 from conn_core.fold import evolve, evolve_control, fold
@@ -59,7 +60,14 @@ from conn_packager.packet import build_packet, packet_sha256
 from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
-from conn_schemas.signing import SignerRole, open_record
+from conn_schemas.signing import (
+    SignerRole,
+    generate_private_key,
+    new_key_id,
+    open_record,
+    public_key_b64,
+    sign,
+)
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     Action,
@@ -381,6 +389,68 @@ def _no_health(p: ev.VerificationSnapshotPayload) -> list[str]:
     return out
 
 
+def _bound_wrong(event: ev.Envelope, keys: Keys) -> list[Forgery]:
+    """Forgeries by the rightful signer itself, with its own valid key, of a record that
+    claims to be someone else's: another producer, or (a refusal) another refuser."""
+    owner = OWNER[event.event_type]
+    signer = PRINCIPAL_OF_ROLE[owner]
+    other = next(n for r, n in PRINCIPAL_OF_ROLE.items() if r is not owner)
+    out = []
+    claimed = event.model_copy(update={"producer": other})
+    value = encode(claimed)
+    key = event.incident_id.encode()
+    out.append(
+        Forgery("other-producer", "producer_mismatch", value, key, keys.headers(value, signer))
+    )
+    actor = (
+        ALICE
+        if owner is not SignerRole.API
+        else Actor.service(PRINCIPAL_OF_ROLE[SignerRole.EXECUTOR])
+    )
+    value = encode(event.model_copy(update={"actor": actor}))
+    out.append(Forgery("other-actor", "actor_not_allowed", value, key, keys.headers(value, signer)))
+    if isinstance(event, ev.DirectiveRefused):
+        by = "directive-api" if event.payload.refused_by == "executor" else "executor"
+        refusal = event.model_copy(
+            update={"payload": event.payload.model_copy(update={"refused_by": by})}
+        )
+        value = encode(refusal)
+        out.append(
+            Forgery("other-refuser", "not_entitled", value, key, keys.headers(value, signer))
+        )
+    return out
+
+
+def _retired_keys(keys: Keys) -> dict[str, tuple[str, Ed25519PrivateKey]]:
+    """One more key for every principal, retired an hour ago (rotated out)."""
+    out = {}
+    principals = keys.doc["principals"]
+    assert isinstance(principals, dict)
+    for name, entry in principals.items():
+        private = generate_private_key()
+        kid = "retired-" + new_key_id(name, private.public_key())
+        entry["keys"].append(
+            {
+                "id": kid,
+                "public_key": public_key_b64(private.public_key()),
+                "not_after": (ev.utcnow() - timedelta(hours=1)).isoformat(),
+            }
+        )
+        out[name] = (kid, private)
+    return out
+
+
+def _signed_by_retired(
+    event: ev.Envelope, retired: dict[str, tuple[str, Ed25519PrivateKey]]
+) -> Forgery:
+    """The rightful principal's record, signed with its retired key."""
+    kid, private = retired[PRINCIPAL_OF_ROLE[OWNER[event.event_type]]]
+    value = encode(event)
+    return Forgery(
+        "retired-key", "key_retired", value, event.incident_id.encode(), sign(value, private, kid)
+    )
+
+
 @functools.cache
 def _authority(content: bytes, holder: str) -> tuple[AuthorityBoundary, str]:
     return parse_authority(content, holder=holder)
@@ -397,6 +467,7 @@ class Adversary(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.keys = Keys.fresh()
+        self.retired = _retired_keys(self.keys)
         self.keyring = self.keys.keyring
         self.log: list[Raw] = []
         self.trusted: list[ev.Envelope | None] = []
@@ -977,7 +1048,7 @@ class Adversary(RuleBasedStateMachine):
 
     @rule(
         event_type=st.sampled_from(sorted(OWNER)),
-        variant=st.integers(min_value=0, max_value=10),
+        variant=st.integers(min_value=0, max_value=20),
         pick=st.integers(min_value=0, max_value=50),
     )
     def forge(self, event_type: str, variant: int, pick: int) -> None:
@@ -991,7 +1062,11 @@ class Adversary(RuleBasedStateMachine):
         )
         owner = OWNER[event_type]
         event = restamp(event, PRINCIPAL_OF_ROLE[owner], owner)
-        variants = list(forgeries(event, self.keys))
+        variants = [
+            *forgeries(event, self.keys),
+            *_bound_wrong(event, self.keys),
+            _signed_by_retired(event, self.retired),
+        ]
         f = variants[variant % len(variants)]
         folded = self.consume(
             Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)
