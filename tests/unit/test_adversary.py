@@ -1048,11 +1048,11 @@ class Adversary(RuleBasedStateMachine):
 
     @rule(
         event_type=st.sampled_from(sorted(OWNER)),
-        variant=st.integers(min_value=0, max_value=20),
         pick=st.integers(min_value=0, max_value=50),
     )
-    def forge(self, event_type: str, variant: int, pick: int) -> None:
-        """A well-formed record of any type, aimed at a live directive, forged."""
+    def forge(self, event_type: str, pick: int) -> None:
+        """A well-formed record of any type, aimed at a live directive, forged every way
+        at once (each forgery is its own record on the topic)."""
         cids = list(self.live.directives) or [None]
         cid = cids[pick % len(cids)]
         template = TEMPLATES[event_type]
@@ -1067,12 +1067,24 @@ class Adversary(RuleBasedStateMachine):
             *_bound_wrong(event, self.keys),
             _signed_by_retired(event, self.retired),
         ]
-        f = variants[variant % len(variants)]
-        folded = self.consume(
-            Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)
+        for f in variants:
+            folded = self.consume(
+                Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)
+            )
+            if folded:
+                self.fail(f"forged {event_type} ({f.name}) was not dead-lettered")
+        # Genuinely signed, on the wrong topic: a kill switch on conn.events, an incident's
+        # record on conn.control.
+        value = encode(event)
+        wrong = Raw(
+            value,
+            incident.encode(),
+            self.keys.headers(value, PRINCIPAL_OF_ROLE[owner]),
+            honest=False,
+            control=incident != ev.GLOBAL_INCIDENT,
         )
-        if folded:
-            self.fail(f"forged {event_type} ({f.name}) was not dead-lettered")
+        if self.consume(wrong):
+            self.fail(f"{event_type} on the wrong topic was not dead-lettered")
 
     @rule(pick=st.integers(min_value=0, max_value=10_000))
     def replay(self, pick: int) -> None:
