@@ -458,6 +458,11 @@ REVERTS += (
         "takeover-stale-packet",
         "with the newer-packet-due check also reverted",
     ),
+    _both(
+        "takeover-packet-team",
+        "takeover-other-team",
+        "with the requested-team check also reverted",
+    ),
 )
 
 
@@ -589,7 +594,8 @@ def report(results: dict[str, Result]) -> None:
         )
         rows.append(
             f"| `{r.name}` | {r.issue} | {r.hole} | {r.invariant} | {r.how} "
-            f"(`{r.file}`) | {what} | {others} |"
+            + (f"(`{r.file}`)" if r.edits else "(`tests/unit/test_adversary.py`)")
+            + f" | {what} | {others} |"
         )
     head = REPORT.read_text().split("<!-- generated")[0] if REPORT.exists() else INTRO
     REPORT.write_text(

@@ -162,7 +162,8 @@ DANA = Actor(kind="human", id="dana", roles=(Role.SPECIALIST,), team="database-p
 EVE = Actor(kind="human", id="eve", roles=(Role.SPECIALIST,), team="payments")
 OLIVE = Actor(kind="human", id="olive", roles=(Role.OBSERVER,))
 ROOT_ADMIN = Actor(kind="human", id="root", roles=(Role.ADMIN,))
-HUMANS = (ALICE, MALLORY, DANA, EVE, OLIVE)
+RITA = Actor(kind="human", id="rita", roles=(Role.SPECIALIST,), team="rollback-authority")
+HUMANS = (ALICE, MALLORY, DANA, EVE, RITA, OLIVE)
 
 ACTIONS: tuple[Action, ...] = (
     DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west"),
@@ -239,6 +240,7 @@ class Oracle:
     kill: bool = False
     takeover_to: str | None = None
     packet_sha: str | None = None
+    packet_to: str | None = None
     directives: dict[str, ev.DirectiveIssued] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     position: int = 0
@@ -298,6 +300,7 @@ class Oracle:
             self.takeover_to = event.payload.to_team
         elif isinstance(event, ev.TakeoverPacketPublished):
             self.packet_sha = event.payload.packet_sha256
+            self.packet_to = event.payload.to_team
             self.packet_current = True
         elif isinstance(event, ev.TakeoverAccepted):
             self.holder = event.actor.id
@@ -638,7 +641,9 @@ class Adversary(RuleBasedStateMachine):
 
     @rule(
         who=st.sampled_from((ALICE, ALICE, *HUMANS)),
-        team=st.sampled_from(("database-platform", "database-platform", "payments")),
+        team=st.sampled_from(
+            ("database-platform", "database-platform", "rollback-authority", "payments")
+        ),
     )
     def request_takeover(self, who: Actor, team: str) -> None:
         event = ev.new_event(
@@ -652,8 +657,11 @@ class Adversary(RuleBasedStateMachine):
         if check_control(self.live, event) is None:
             self.write(event, API)
 
-    @rule(to_team=st.sampled_from((None, "database-platform")))
-    def publish_packet(self, to_team: str | None) -> None:
+    @rule(handoff=st.booleans())
+    def publish_packet(self, handoff: bool) -> None:
+        """The packager publishes the current packet (addressed to the team a takeover was
+        requested for, if one was and `handoff`)."""
+        to_team = self.live.takeover_requested_to if handoff else None
         if not self.live.opened:
             return
         packet = build_packet(
@@ -673,7 +681,10 @@ class Adversary(RuleBasedStateMachine):
         )
         self.service(PACKAGER, ev.TakeoverPacketPublished, payload, None)  # type: ignore[arg-type]
 
-    @rule(who=st.sampled_from((DANA, DANA, *HUMANS)), latest=st.sampled_from((True, True, False)))
+    @rule(
+        who=st.sampled_from((DANA, DANA, RITA, *HUMANS)),
+        latest=st.sampled_from((True, True, False)),
+    )
     def accept_takeover(self, who: Actor, latest: bool) -> None:
         sha = (
             self.live.last_packet.sha256
@@ -697,6 +708,8 @@ class Adversary(RuleBasedStateMachine):
                 self.fail(f"API accepted a takeover by {who.id} naming {sha[:8]}")
             if o.takeover_to is not None and who.team != o.takeover_to:
                 self.fail(f"{who.id} of {who.team} took over a handoff to {o.takeover_to}")
+            if o.packet_to is not None and who.team != o.packet_to:
+                self.fail(f"{who.id} of {who.team} took a packet addressed to {o.packet_to}")
             if not o.packet_current:
                 self.fail(f"{who.id} took over on a packet that no longer describes the incident")
             self.write(event, API)
@@ -1036,7 +1049,7 @@ class Adversary(RuleBasedStateMachine):
         elif disruption == "kill":
             self.kill_switch(0)
         elif disruption == "accept":
-            self.publish_packet(None)
+            self.publish_packet(False)
             self.accept_takeover(DANA, True)
         self.executor_act(x)
 
@@ -1206,6 +1219,7 @@ for _name, _times in (
     ("hold", 1),
     ("narrow_authority", 1),
     ("race_the_gate", 4),
+    ("forge", 2),
 ):
     for _i in range(_times):
         setattr(Adversary, f"{_name}_{_i}", getattr(Adversary, _name))
