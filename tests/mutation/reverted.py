@@ -409,7 +409,7 @@ REVERTS: tuple[Revert, ...] = (
                 0,
             ),
         ),
-        ("tests/unit/test_packet_builder.py",),
+        ("tests/unit/test_packet_builder.py", "tests/unit/test_packet_unknown_outcomes.py"),
         how="unverified_changes leaves out OUTCOME_UNKNOWN",
     ),
     Revert(

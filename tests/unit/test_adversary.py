@@ -1220,6 +1220,7 @@ for _name, _times in (
     ("narrow_authority", 1),
     ("race_the_gate", 4),
     ("forge", 2),
+    ("verifier_judges", 3),
 ):
     for _i in range(_times):
         setattr(Adversary, f"{_name}_{_i}", getattr(Adversary, _name))
