@@ -473,6 +473,7 @@ class Result:
     """"caught: <first violation>" or "missed"."""
     failed_tests: list[str] = field(default_factory=list)
     ran_tests: list[str] = field(default_factory=list)
+    examples: int = 100
 
 
 ADVERSARY = """
@@ -526,7 +527,7 @@ def check(revert: Revert) -> Result:
     )
     line = (out.stdout.strip().splitlines() or [f"ERROR {out.stderr[-300:]}"])[-1]
     adversary = "missed" if line == "MISSED" else "caught: " + line.removeprefix("CAUGHT ")
-    result = Result(revert.name, adversary)
+    result = Result(revert.name, adversary, examples=BUDGET)
     if revert.tests:
         tests = subprocess.run(
             [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *revert.tests],
@@ -584,7 +585,7 @@ def report(results: dict[str, Result]) -> None:
             continue
         caught = "**y**" if res.adversary.startswith("caught") else "n"
         first = res.adversary.removeprefix("caught: ")[:160].replace("|", "/")
-        what = f"{caught}: {first}" if caught != "n" else "n"
+        what = (f"{caught}: {first}" if caught != "n" else "n") + f" ({res.examples} ex.)"
         others = (
             _tests(res.failed_tests)
             if res.failed_tests
