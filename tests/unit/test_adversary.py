@@ -37,9 +37,11 @@ import functools
 import sys
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -47,17 +49,25 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
-from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
+from trust_support import OWNER, PRINCIPAL_OF_ROLE, Forgery, Keys, forgeries, restamp
 
 from conn_core.authority import parse_authority
 from conn_core.fold import evolve, evolve_control, fold
 from conn_core.rules import Accepted, check_authority, check_control, decide, recheck
 from conn_core.state import ControlState, DirectiveStatus, IncidentState
+from conn_core.verdict import judge
 from conn_readmodel.packet import build_packet, packet_sha256
 from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
-from conn_schemas.signing import SignerRole, open_record
+from conn_schemas.signing import (
+    SignerRole,
+    generate_private_key,
+    new_key_id,
+    open_record,
+    public_key_b64,
+    sign,
+)
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     Action,
@@ -82,6 +92,66 @@ NARROW = RUNBOOK.replace(
     b"    targets: [cache-invalidation, checkout-workers]", b"    targets: [checkout-workers]"
 )
 assert NARROW != RUNBOOK
+WIDE = RUNBOOK.replace(b"max_consequential_steps: 10", b"max_consequential_steps: 50").replace(
+    b"reservations:\n  - action: restart_dependency_tier\n    target: orders-db\n"
+    b"    team: database-platform\n"
+    b"    reason: orders-db restarts need the database platform team (replication, failover)\n",
+    b"reservations: []\n",
+)
+"""Wider than the runbook: no reservation of orders-db, a larger blast radius."""
+assert b"reservations: []\n" in WIDE and b"max_consequential_steps: 50" in WIDE
+
+DISRUPTIONS = (
+    "takeover",
+    "integration_hold",
+    "hold",
+    "narrow",
+    "verify",
+    "close",
+    "kill",
+    "accept",
+)
+"""What the adversary throws between an executor's last look and its side effect."""
+
+READING_KINDS = (
+    "healthy",
+    "healthy",
+    "unhealthy",
+    "no_traffic",
+    "no_error_rate",
+    "no_queue_depth",
+    "no_request_rate",
+    "too_old",
+    "before_step",
+)
+"""Windows the verifier judges; all but the first two are no data or not health."""
+
+
+def _readings(
+    kind: str, region: str, step_time: datetime, now: datetime, samples: int
+) -> list[MetricsReading]:
+    """`samples` distinct readings after the step, spoiled as `kind` says."""
+    out = []
+    for i in range(samples):
+        at = now - timedelta(seconds=1 + i)
+        values: dict[str, float | None] = {
+            "error_rate": 0.001,
+            "queue_depth": 3.0,
+            "request_rate": 25.0,
+        }
+        if kind == "unhealthy":
+            values["error_rate"] = 0.5
+        elif kind == "no_traffic":
+            values["request_rate"] = 0.0
+        elif kind.startswith("no_"):
+            values[kind.removeprefix("no_")] = None
+        elif kind == "too_old":
+            at = now - timedelta(seconds=16 + i)
+        elif kind == "before_step":
+            at = step_time - timedelta(seconds=1 + i)
+        out.append(MetricsReading(region=region, observed_at=at, **values))
+    return out
+
 
 INC = "inc-adv"
 OTHER = "inc-other"
@@ -92,7 +162,8 @@ DANA = Actor(kind="human", id="dana", roles=(Role.SPECIALIST,), team="database-p
 EVE = Actor(kind="human", id="eve", roles=(Role.SPECIALIST,), team="payments")
 OLIVE = Actor(kind="human", id="olive", roles=(Role.OBSERVER,))
 ROOT_ADMIN = Actor(kind="human", id="root", roles=(Role.ADMIN,))
-HUMANS = (ALICE, MALLORY, DANA, EVE, OLIVE)
+RITA = Actor(kind="human", id="rita", roles=(Role.SPECIALIST,), team="rollback-authority")
+HUMANS = (ALICE, MALLORY, DANA, EVE, RITA, OLIVE)
 
 ACTIONS: tuple[Action, ...] = (
     DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west"),
@@ -127,6 +198,17 @@ STATE_CHANGING = frozenset(
 """DESIGN.md invariant 5: "a verification snapshot or state change", and "a close,
 takeover, authority change or derived hold" — what makes an earlier directive stale."""
 
+PACKET_CONTENT = STATE_CHANGING | {
+    "DirectiveIssued",
+    "DirectiveAccepted",
+    "DirectiveRefused",
+    "ApprovalRecorded",
+    "ApprovalDeclined",
+}
+"""DESIGN.md invariant 9: what a takeover packet shows (last step and status, health,
+pending and blocked directives, partial changes, authority, holds): a record of one of
+these types makes the latest packet out of date."""
+
 
 @dataclass
 class Raw:
@@ -158,6 +240,7 @@ class Oracle:
     kill: bool = False
     takeover_to: str | None = None
     packet_sha: str | None = None
+    packet_to: str | None = None
     directives: dict[str, ev.DirectiveIssued] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     position: int = 0
@@ -167,6 +250,8 @@ class Oracle:
     side_effects: dict[str, int] = field(default_factory=dict)
     refused_authority: int = 0
     consequential_effects: int = 0
+    packet_current: bool = False
+    problems: list[str] = field(default_factory=list)
 
     def see(self, event: ev.Envelope, principal: str) -> None:
         """A record that verified (on conn.events of INC, or conn.control)."""
@@ -180,20 +265,29 @@ class Oracle:
         cid = event.correlation_id
         if event.event_type in STATE_CHANGING:
             self.stale |= {c for c in self.directives if c != cid}
+        if event.event_type in PACKET_CONTENT:
+            self.packet_current = False
         p = event.payload
         if isinstance(event, ev.AuthorityDeclared):
             if self.holder is not None and event.actor.id != self.holder:
                 self.refused_authority += 1  # DESIGN 4: only the holder narrows it
                 return
             a = event.payload.authority
-            self.authority = {
+            picture: dict[str, object] = {
                 "regions": set(a.regions),
                 "grants": {(g.action, t) for g in a.allowed for t in g.targets},
                 "any_target": {g.action for g in a.allowed if not g.targets},
                 "reserved": {(r.action, r.target): r.team for r in a.reservations},
                 "max_steps": a.blast_radius.max_consequential_steps,
+                "limits": a.blast_radius,
                 "teams": set(a.takeover_teams),
             }
+            wider = _wider(self.authority, picture)
+            if wider and event.payload.approval is None:
+                # DESIGN 4: during an incident the boundary may only narrow, unless a
+                # second authorized person who is not the holder approves the change.
+                self.problems.append(f"{event.actor.id} widened the authority: {wider}")
+            self.authority = picture
             self.holder = a.holder.identity
         elif isinstance(event, ev.DirectiveIssued) and cid is not None:
             self.directives.setdefault(cid, event)
@@ -206,6 +300,8 @@ class Oracle:
             self.takeover_to = event.payload.to_team
         elif isinstance(event, ev.TakeoverPacketPublished):
             self.packet_sha = event.payload.packet_sha256
+            self.packet_to = event.payload.to_team
+            self.packet_current = True
         elif isinstance(event, ev.TakeoverAccepted):
             self.holder = event.actor.id
             self.hold = False
@@ -216,6 +312,7 @@ class Oracle:
         elif isinstance(event, ev.VerificationSnapshot):
             assert isinstance(p, ev.VerificationSnapshotPayload)
             if p.verdict is Verdict.RECOVERED:
+                self.problems += [f"recovered on {why}" for why in _no_health(p)]
                 self.unverified.discard(p.step_correlation_id or "")
                 if p.step_correlation_id:
                     self.recovered.add(p.step_correlation_id)
@@ -250,6 +347,113 @@ class Oracle:
         return None
 
 
+def _wider(old: dict[str, object] | None, new: dict[str, object]) -> list[str]:
+    """What `new` allows that `old` did not (DESIGN 4's "only narrow")."""
+    if old is None:
+        return []
+    out = []
+    for key in ("regions", "grants", "any_target", "teams"):
+        more = new[key] - old[key]  # type: ignore[operator]
+        if more:
+            out.append(f"{key} {sorted(map(str, more))}")
+    reserved_old, reserved_new = old["reserved"], new["reserved"]
+    assert isinstance(reserved_old, dict) and isinstance(reserved_new, dict)
+    for item, team in reserved_old.items():
+        if reserved_new.get(item) != team:
+            out.append(f"reservation of {item} for {team} dropped")
+    limits_old, limits_new = old["limits"], new["limits"]
+    for name, value in dict(limits_new).items():  # type: ignore[call-overload]
+        if value > getattr(limits_old, name):
+            out.append(f"{name} {getattr(limits_old, name)} -> {value}")
+    return out
+
+
+def _no_health(p: ev.VerificationSnapshotPayload) -> list[str]:
+    """DESIGN 6, "no data is never health": what in a snapshot judged recovered says
+    nothing about health (or says it is unhealthy)."""
+    c = p.criteria
+    out = [] if p.regions else ["no region at all"]
+    for region in p.regions:
+        if not region.readings:
+            out.append(f"{region.region}: no readings")
+        for r in region.readings:
+            if r.error_rate is None or r.queue_depth is None or r.request_rate is None:
+                out.append(f"{region.region}: a missing value")
+            elif r.request_rate <= 0:
+                out.append(f"{region.region}: no traffic")
+            elif r.error_rate > c.max_error_rate or r.queue_depth > c.max_queue_depth:
+                out.append(f"{region.region}: unhealthy values")
+        newest = max((r.observed_at for r in region.readings), default=None)
+        if newest is not None and (
+            (p.window_ended_at - newest).total_seconds() > c.max_reading_age_seconds
+            or newest < p.window_started_at
+        ):
+            out.append(f"{region.region}: no fresh reading")
+    return out
+
+
+def _bound_wrong(event: ev.Envelope, keys: Keys) -> list[Forgery]:
+    """Forgeries by the rightful signer itself, with its own valid key, of a record that
+    claims to be someone else's: another producer, or (a refusal) another refuser."""
+    owner = OWNER[event.event_type]
+    signer = PRINCIPAL_OF_ROLE[owner]
+    other = next(n for r, n in PRINCIPAL_OF_ROLE.items() if r is not owner)
+    out = []
+    claimed = event.model_copy(update={"producer": other})
+    value = encode(claimed)
+    key = event.incident_id.encode()
+    out.append(
+        Forgery("other-producer", "producer_mismatch", value, key, keys.headers(value, signer))
+    )
+    actor = (
+        ALICE
+        if owner is not SignerRole.API
+        else Actor.service(PRINCIPAL_OF_ROLE[SignerRole.EXECUTOR])
+    )
+    value = encode(event.model_copy(update={"actor": actor}))
+    out.append(Forgery("other-actor", "actor_not_allowed", value, key, keys.headers(value, signer)))
+    if isinstance(event, ev.DirectiveRefused):
+        by = "directive-api" if event.payload.refused_by == "executor" else "executor"
+        refusal = event.model_copy(
+            update={"payload": event.payload.model_copy(update={"refused_by": by})}
+        )
+        value = encode(refusal)
+        out.append(
+            Forgery("other-refuser", "not_entitled", value, key, keys.headers(value, signer))
+        )
+    return out
+
+
+def _retired_keys(keys: Keys) -> dict[str, tuple[str, Ed25519PrivateKey]]:
+    """One more key for every principal, retired an hour ago (rotated out)."""
+    out = {}
+    principals = keys.doc["principals"]
+    assert isinstance(principals, dict)
+    for name, entry in principals.items():
+        private = generate_private_key()
+        kid = "retired-" + new_key_id(name, private.public_key())
+        entry["keys"].append(
+            {
+                "id": kid,
+                "public_key": public_key_b64(private.public_key()),
+                "not_after": (ev.utcnow() - timedelta(hours=1)).isoformat(),
+            }
+        )
+        out[name] = (kid, private)
+    return out
+
+
+def _signed_by_retired(
+    event: ev.Envelope, retired: dict[str, tuple[str, Ed25519PrivateKey]]
+) -> Forgery:
+    """The rightful principal's record, signed with its retired key."""
+    kid, private = retired[PRINCIPAL_OF_ROLE[OWNER[event.event_type]]]
+    value = encode(event)
+    return Forgery(
+        "retired-key", "key_retired", value, event.incident_id.encode(), sign(value, private, kid)
+    )
+
+
 @functools.cache
 def _authority(content: bytes, holder: str) -> tuple[AuthorityBoundary, str]:
     return parse_authority(content, holder=holder)
@@ -266,6 +470,7 @@ class Adversary(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.keys = Keys.fresh()
+        self.retired = _retired_keys(self.keys)
         self.keyring = self.keys.keyring
         self.log: list[Raw] = []
         self.trusted: list[ev.Envelope | None] = []
@@ -436,7 +641,9 @@ class Adversary(RuleBasedStateMachine):
 
     @rule(
         who=st.sampled_from((ALICE, ALICE, *HUMANS)),
-        team=st.sampled_from(("database-platform", "database-platform", "payments")),
+        team=st.sampled_from(
+            ("database-platform", "database-platform", "rollback-authority", "payments")
+        ),
     )
     def request_takeover(self, who: Actor, team: str) -> None:
         event = ev.new_event(
@@ -450,8 +657,11 @@ class Adversary(RuleBasedStateMachine):
         if check_control(self.live, event) is None:
             self.write(event, API)
 
-    @rule(to_team=st.sampled_from((None, "database-platform")))
-    def publish_packet(self, to_team: str | None) -> None:
+    @rule(handoff=st.booleans())
+    def publish_packet(self, handoff: bool) -> None:
+        """The packager publishes the current packet (addressed to the team a takeover was
+        requested for, if one was and `handoff`)."""
+        to_team = self.live.takeover_requested_to if handoff else None
         if not self.live.opened:
             return
         packet = build_packet(
@@ -471,7 +681,10 @@ class Adversary(RuleBasedStateMachine):
         )
         self.service(PACKAGER, ev.TakeoverPacketPublished, payload, None)  # type: ignore[arg-type]
 
-    @rule(who=st.sampled_from((DANA, DANA, *HUMANS)), latest=st.sampled_from((True, True, False)))
+    @rule(
+        who=st.sampled_from((DANA, DANA, RITA, *HUMANS)),
+        latest=st.sampled_from((True, True, False)),
+    )
     def accept_takeover(self, who: Actor, latest: bool) -> None:
         sha = (
             self.live.last_packet.sha256
@@ -495,6 +708,10 @@ class Adversary(RuleBasedStateMachine):
                 self.fail(f"API accepted a takeover by {who.id} naming {sha[:8]}")
             if o.takeover_to is not None and who.team != o.takeover_to:
                 self.fail(f"{who.id} of {who.team} took over a handoff to {o.takeover_to}")
+            if o.packet_to is not None and who.team != o.packet_to:
+                self.fail(f"{who.id} of {who.team} took a packet addressed to {o.packet_to}")
+            if not o.packet_current:
+                self.fail(f"{who.id} took over on a packet that no longer describes the incident")
             self.write(event, API)
             self.stops.discard(INC)
 
@@ -751,15 +968,104 @@ class Adversary(RuleBasedStateMachine):
             )
             return
 
+    @rule(
+        kinds=st.lists(st.sampled_from(READING_KINDS), min_size=1, max_size=2),
+        samples=st.integers(1, 3),
+    )
+    def verifier_judges(self, kinds: list[str], samples: int) -> None:
+        """The verifier judges a window of readings with `judge`: healthy ones, and the
+        ones that are no data (missing values, no traffic, too old, too few)."""
+        for cid, record in self.live.directives.items():
+            if cid in self.live.snapshot_correlations or record.status not in (
+                DirectiveStatus.SUCCEEDED,
+                DirectiveStatus.FAILED,
+                DirectiveStatus.OUTCOME_UNKNOWN,
+            ):
+                continue
+            now = ev.utcnow()
+            step_time = now - timedelta(seconds=20)
+            criteria = VerificationCriteria(samples=samples, max_reading_age_seconds=15)
+            window = {
+                region: _readings(kind, region, step_time, now, samples)
+                for region, kind in zip(("us-east", "eu-west"), kinds, strict=False)
+            }
+            j = judge(criteria, window, (), step_time=step_time, now=now)
+            self.service(
+                VERIFIER,
+                ev.VerificationSnapshot,
+                ev.VerificationSnapshotPayload(
+                    trigger="step",
+                    step_correlation_id=cid,
+                    regions=j.regions,
+                    criteria=criteria,
+                    verdict=j.verdict,
+                    detail=j.detail,
+                    window_started_at=step_time,
+                    window_ended_at=now,
+                ),
+                cid,
+            )
+            return
+
+    @rule(content=st.sampled_from(("runbook", "wide")), who=st.sampled_from((None, ALICE, DANA)))
+    def widen_authority(self, content: str, who: Actor | None) -> None:
+        """The holder (or someone) tries to widen the boundary in force without a second
+        person: the runbook again after a narrowing, or one without the reservation and
+        with a larger blast radius."""
+        if who is None:
+            holder = self.live.holder.identity if self.live.holder else "alice"
+            who = next(h for h in HUMANS if h.id == holder)
+        self.declare(RUNBOOK if content == "runbook" else WIDE, who)
+
+    @rule(
+        x=st.sampled_from(EXECUTORS),
+        action=st.sampled_from(ACTIONS),
+        disruption=st.sampled_from(DISRUPTIONS),
+    )
+    def race_the_gate(self, x: str, action: Action, disruption: str) -> None:
+        """The adversary's timing: a record lands exactly between an executor's last look
+        and its side effect (a takeover, a hold an integration asks for, a narrower
+        authority, a verification, a close, a hold, the kill switch). If no step is
+        waiting at its gate, the holder directs one and an executor takes it there."""
+        x, cid = self._work(x, "started")
+        if cid is None:
+            self.holder_directs(action, 1)
+            self.executor_claim(x)
+            x, cid = self._work(x, "started")
+            if cid is None:
+                return
+        if disruption == "takeover":
+            self.request_takeover(self._holder(), "database-platform")
+        elif disruption == "integration_hold":
+            self.hold(Actor.service(INTEGRATION), 0)
+        elif disruption == "hold":
+            self.hold(self._holder(), 0)
+        elif disruption == "narrow":
+            self.declare(NARROW, self._holder())
+        elif disruption == "verify":
+            self.verify(Verdict.RECOVERED)
+        elif disruption == "close":
+            self.close(0)
+        elif disruption == "kill":
+            self.kill_switch(0)
+        elif disruption == "accept":
+            self.publish_packet(False)
+            self.accept_takeover(DANA, True)
+        self.executor_act(x)
+
+    def _holder(self) -> Actor:
+        holder = self.live.holder.identity if self.live.holder else "alice"
+        return next(h for h in HUMANS if h.id == holder)
+
     # -- the adversary ------------------------------------------------------------------
 
     @rule(
         event_type=st.sampled_from(sorted(OWNER)),
-        variant=st.integers(min_value=0, max_value=10),
         pick=st.integers(min_value=0, max_value=50),
     )
-    def forge(self, event_type: str, variant: int, pick: int) -> None:
-        """A well-formed record of any type, aimed at a live directive, forged."""
+    def forge(self, event_type: str, pick: int) -> None:
+        """A well-formed record of any type, aimed at a live directive, forged every way
+        at once (each forgery is its own record on the topic)."""
         cids = list(self.live.directives) or [None]
         cid = cids[pick % len(cids)]
         template = TEMPLATES[event_type]
@@ -769,13 +1075,29 @@ class Adversary(RuleBasedStateMachine):
         )
         owner = OWNER[event_type]
         event = restamp(event, PRINCIPAL_OF_ROLE[owner], owner)
-        variants = list(forgeries(event, self.keys))
-        f = variants[variant % len(variants)]
-        folded = self.consume(
-            Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)
+        variants = [
+            *forgeries(event, self.keys),
+            *_bound_wrong(event, self.keys),
+            _signed_by_retired(event, self.retired),
+        ]
+        for f in variants:
+            folded = self.consume(
+                Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)
+            )
+            if folded:
+                self.fail(f"forged {event_type} ({f.name}) was not dead-lettered")
+        # Genuinely signed, on the wrong topic: a kill switch on conn.events, an incident's
+        # record on conn.control.
+        value = encode(event)
+        wrong = Raw(
+            value,
+            incident.encode(),
+            self.keys.headers(value, PRINCIPAL_OF_ROLE[owner]),
+            honest=False,
+            control=incident != ev.GLOBAL_INCIDENT,
         )
-        if folded:
-            self.fail(f"forged {event_type} ({f.name}) was not dead-lettered")
+        if self.consume(wrong):
+            self.fail(f"{event_type} on the wrong topic was not dead-lettered")
 
     @rule(pick=st.integers(min_value=0, max_value=10_000))
     def replay(self, pick: int) -> None:
@@ -839,6 +1161,7 @@ class Adversary(RuleBasedStateMachine):
     def nothing_violated(self) -> None:
         assert not self.forged_folded, self.forged_folded
         assert not self.violations, self.violations
+        assert not self.oracle.problems, self.oracle.problems
 
     @invariant()
     def unknown_outcomes_are_in_the_packet(self) -> None:
@@ -895,6 +1218,9 @@ for _name, _times in (
     ("request_takeover", 3),
     ("hold", 1),
     ("narrow_authority", 1),
+    ("race_the_gate", 4),
+    ("forge", 2),
+    ("verifier_judges", 3),
 ):
     for _i in range(_times):
         setattr(Adversary, f"{_name}_{_i}", getattr(Adversary, _name))
@@ -912,7 +1238,7 @@ def _templates() -> None:
 _templates()
 
 Adversary.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=200,
     stateful_step_count=80,
     deadline=None,
     database=None,
