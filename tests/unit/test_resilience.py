@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -18,6 +19,7 @@ from aiokafka.errors import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conn_runtime import resilience
 from conn_runtime.resilience import (
     KAFKA,
     NETWORK,
@@ -175,9 +177,15 @@ async def test_retry_gives_up_when_bounded_and_stops_when_asked() -> None:
         await retry(away, what="t", backoff=FAST, stopping=stopping)
 
 
-async def test_watchdog_tells_a_wedged_operation_from_one_waiting_for_a_dependency() -> None:
-    dog = Watchdog(stale_after=0.05)
+async def test_watchdog_tells_a_wedged_operation_from_one_waiting_for_a_dependency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The watchdog's clock is ours: no outcome here depends on how loaded the machine is.
+    clock = [0.0]
+    monkeypatch.setattr(resilience, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    dog = Watchdog(stale_after=0.5)
     release = asyncio.Event()
+    attempts = [0]
 
     async def wedged() -> None:
         with dog.working("wedged"):
@@ -185,14 +193,20 @@ async def test_watchdog_tells_a_wedged_operation_from_one_waiting_for_a_dependen
 
     async def waiting() -> None:
         async def away() -> None:
+            attempts[0] += 1
             raise KafkaConnectionError("down")
 
         with dog.working("waiting"), pytest.raises(StopRequested):
             await retry(away, what="t", backoff=FAST, stopping=release)
 
     tasks = [asyncio.create_task(wedged()), asyncio.create_task(waiting())]
-    while "wedged" not in dog.stalled():
-        await asyncio.sleep(0.01)
+    while attempts[0] == 0:
+        await asyncio.sleep(0.001)
+    assert dog.stalled() == []
+    clock[0] = 1.0  # a second on the watchdog's clock...
+    seen = attempts[0]
+    while attempts[0] < seen + 2:  # ...in which the one retrying tried again
+        await asyncio.sleep(0.001)
     assert dog.stalled() == ["wedged"]  # the one retrying keeps touching its clock
     release.set()
     await asyncio.gather(*tasks)
