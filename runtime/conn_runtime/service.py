@@ -27,6 +27,7 @@ from conn_core.state import IncidentState
 from conn_runtime.folds import IncidentFolds
 from conn_runtime.kafka import Consumed, EventLoop, EventProducer
 from conn_runtime.ops import OpsServer, kafka_ready
+from conn_runtime.pipeline import ConsumerSettings
 from conn_runtime.resilience import KAFKA, Dependencies, StopRequested, Watchdog, retry
 from conn_runtime.settings import KafkaSettings, OpsSettings
 from conn_schemas.signing import SignerRole
@@ -38,6 +39,12 @@ class ConsumerService:
     name = "service"
     role: SignerRole | None = None
     """The keyring role this service's signing key must have (checked at start-up)."""
+    pipelined = True
+    """Consume `conn.events` pipelined (`conn_runtime.pipeline`): each incident in log
+    order, incidents independently, offsets committed off the hot path up to the
+    lowest unfinished record. A service whose handler relies on records of different
+    incidents being handled in partition order sets this False (strictly one batch at
+    a time); CONN_CONSUMER_PIPELINED=true/false overrides it per process."""
 
     def __init__(
         self,
@@ -56,6 +63,8 @@ class ConsumerService:
         self.watchdog = Watchdog(OpsSettings().conn_wedged_after_seconds)
         self.folds = IncidentFolds()
         self.producer = EventProducer(kafka, producer_name=self.name, expect_role=self.role)
+        consuming = ConsumerSettings()
+        pipelined = consuming.conn_consumer_pipelined
         self.loop = EventLoop(
             kafka,
             group_id=group_id,
@@ -70,6 +79,9 @@ class ConsumerService:
             on_caught_up=self.on_caught_up,
             deps=self.deps,
             watchdog=self.watchdog,
+            pipelined=self.pipelined if pipelined is None else pipelined,
+            commit_interval=consuming.conn_consumer_commit_interval_seconds,
+            drain_timeout=consuming.conn_consumer_drain_seconds,
         )
         self.control_loop: EventLoop | None = None
         if follow_control:
