@@ -764,9 +764,11 @@ class EventLoop:
                     self._marks.started(tp, epoch, record.offset)
                     await self._workers.submit((tp, item.event.incident_id), item)
                 if caught_up and not await self._caught_up_barrier(tp, epoch):
-                    # on_caught_up must run before anything after the history: the rest
-                    # of this partition's records are fetched again after it did.
-                    self.consumer.seek(tp, record.offset + 1)
+                    if self._epoch.get(tp, 0) == epoch and not self._stopping.is_set():
+                        # on_caught_up failed (a dependency is away) and must run before
+                        # anything after the history: the rest of this partition's
+                        # records are fetched again once it did.
+                        self.consumer.seek(tp, record.offset + 1)
                     break
 
     async def _caught_up_barrier(self, tp: TopicPartition, epoch: int) -> bool:

@@ -545,3 +545,33 @@ async def test_a_handler_that_outlives_the_drain_is_not_committed_even_after_rea
         loop.stop_soon()
         await task
     assert fake.committed_offsets[TP0] == 2
+
+
+async def test_history_is_handled_before_on_caught_up_and_nothing_after_it_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Catch-up (records below the committed offset re-read with replaying=True):
+    on_caught_up sees every history record handled and no live record handled yet."""
+    handled: list[tuple[int, bool]] = []
+    at_caught_up: list[list[tuple[int, bool]]] = []
+
+    async def handler(item: Consumed) -> None:
+        for _ in range(item.position.offset % 3):
+            await asyncio.sleep(0)  # history records of other incidents overtake
+        handled.append((item.position.offset, item.replaying))
+        fake.finished[TP0].add(item.position.offset)
+
+    async def on_caught_up(partitions: set[TopicPartition]) -> None:
+        at_caught_up.append(sorted(handled))
+
+    loop, fake = await make_loop(monkeypatch, handler)
+    loop._on_caught_up = on_caught_up
+    loop._replay_until[TP0] = 4
+    fake.feed(records(["a", "b", "c", "d", "a", "b", "c"], 0))
+    task = asyncio.create_task(loop.run())
+    try:
+        await until(lambda: len(handled) == 7)
+    finally:
+        loop.stop_soon()
+        await task
+    assert at_caught_up == [[(0, True), (1, True), (2, True), (3, True)]]
