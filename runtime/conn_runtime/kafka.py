@@ -823,6 +823,14 @@ class EventLoop:
     ) -> None:
         """Wait (bounded) for the running handlers of revoked partitions, commit what
         they finished, then forget the partitions' marks."""
+        if self.group_id is not None and self.generation() < 0:
+            # Expelled (e.g. frozen past the session timeout): the partitions may already
+            # be someone else's and nothing can be committed. Fenced only; a handler
+            # still running finishes on its own, under its claim's fence.
+            self._marks.forget(revoked)
+            for tp in revoked:
+                self._committed.pop(tp, None)
+            return
         drained = await self._workers.wait(lambda key: key[0] in revoked, self.drain_timeout)
         if not drained:
             log.warning(
@@ -866,8 +874,6 @@ class EventLoop:
                 async with asyncio.timeout(COMMIT_TIMEOUT):
                     await self.consumer.commit(offsets)
             except (KafkaError, TimeoutError) as exc:  # rebalance: records are redelivered
-                if self.deps is not None and isinstance(exc, KafkaError):
-                    self.deps.report(exc)
                 log.warning("commit failed", extra={"consumer": self.name, "error": repr(exc)})
                 return
             self._committed.update(offsets)

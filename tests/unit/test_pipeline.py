@@ -247,6 +247,12 @@ class FakeConsumer:
     )
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     committed_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    generation: int = 1
+    """The group generation (-1: expelled, as aiokafka resets it)."""
+
+    @property
+    def _coordinator(self) -> FakeConsumer:
+        return self
 
     def feed(self, records: list[FakeRecord]) -> None:
         batch: dict[TopicPartition, list[FakeRecord]] = defaultdict(list)
@@ -575,3 +581,36 @@ async def test_history_is_handled_before_on_caught_up_and_nothing_after_it_first
         loop.stop_soon()
         await task
     assert at_caught_up == [[(0, True), (1, True), (2, True), (3, True)]]
+
+
+async def test_an_expelled_member_fences_its_partitions_without_waiting_or_committing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Frozen past its session timeout, the member has no generation any more: its
+    partitions may already be another's. The revoke fences them at once (no record
+    of theirs starts) and commits nothing; the running handler finishes on its own."""
+    gate = asyncio.Event()
+    handled: list[tuple[str, int]] = []
+
+    async def handler(item: Consumed) -> None:
+        if item.position.offset == 0:
+            await gate.wait()
+        handled.append((item.event.incident_id, item.position.offset))
+        fake.finished[TP0].add(item.position.offset)
+
+    loop, fake = await make_loop(monkeypatch, handler)
+    fake.feed(records(["a", "a"], 0))
+    task = asyncio.create_task(loop.run())
+    try:
+        await until(lambda: fake.committed_offsets.get(TP0) == 0)
+        commits = len(fake.commits)
+        fake.generation = -1
+        await loop._revoked({TP0})  # returns with a@0 still running
+        assert handled == [] and len(fake.commits) == commits
+        gate.set()
+        await until(lambda: ("a", 0) in handled)
+    finally:
+        gate.set()
+        loop.stop_soon()
+        await task
+    assert ("a", 1) not in handled and len(fake.commits) == commits
