@@ -39,12 +39,13 @@ class ConsumerService:
     name = "service"
     role: SignerRole | None = None
     """The keyring role this service's signing key must have (checked at start-up)."""
-    pipelined = True
+    pipelined = False
     """Consume `conn.events` pipelined (`conn_runtime.pipeline`): each incident in log
     order, incidents independently, offsets committed off the hot path up to the
-    lowest unfinished record. A service whose handler relies on records of different
-    incidents being handled in partition order sets this False (strictly one batch at
-    a time); CONN_CONSUMER_PIPELINED=true/false overrides it per process."""
+    lowest unfinished record. OFF by default for now: with it on, the executor test
+    of a member frozen past its session timeout (tests/executor/test_executor_fencing)
+    still fails (a directive issued during the pause is decided on an empty fold).
+    CONN_CONSUMER_PIPELINED=true/false overrides it per process."""
 
     def __init__(
         self,
