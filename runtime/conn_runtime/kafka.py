@@ -435,7 +435,13 @@ class EventLoop:
         self._committed: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._workers: KeyedWorkers[tuple[TopicPartition, str], Consumed] = KeyedWorkers(
-            self._run_one, limit=max_in_flight, done=self._done, name=name
+            self._run_one,
+            limit=max_in_flight,
+            done=self._done,
+            name=name,
+            # A record given up after a revoke takes the rest of ITS assignment with
+            # it, not the history a re-assignment queued behind it.
+            related=lambda a, b: a.epoch == b.epoch,
         )
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -133,12 +133,17 @@ class KeyedWorkers(Generic[K, T]):
         limit: int,
         done: Callable[[T, bool], None],
         name: str = "worker",
+        related: Callable[[T, T], bool] = lambda _a, _b: True,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self._run = run
         self._done = done
         """Called once per submitted item: (item, finished)."""
+        self._related = related
+        """After an item is given up, the key's later items `related` to it are dropped
+        (e.g. of the same assignment epoch); the others (a newer assignment's records
+        queued behind it) still run, in order."""
         self._slots = asyncio.Semaphore(limit)
         self._queues: dict[K, deque[T]] = {}
         self._tasks: dict[K, asyncio.Task[None]] = {}
@@ -168,7 +173,10 @@ class KeyedWorkers(Generic[K, T]):
                     self._slots.release()
                     self._done(item, finished)
                 if not finished:
-                    break  # never run a later record of the key before this one
+                    # Never run a later record of the key after this one was given up.
+                    while queue and self._related(item, queue[0]):
+                        self._done(queue.popleft(), False)
+                        self._slots.release()
         finally:
             while queue:  # given up (or cancelled): the rest stays unhandled
                 self._done(queue.popleft(), False)
