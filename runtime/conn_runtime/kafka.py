@@ -10,6 +10,15 @@
   topic/partition/offset in headers) and carries on, runs
   the handler per incident in log order (incidents in parallel, bounded), and
   commits offsets only after the whole batch has been handled.
+- With `pipelined=True` (see `conn_runtime.pipeline`) it does not wait for a batch:
+  each incident (on its partition) has one ordered worker, incidents run
+  in parallel with at most `max_in_flight` records in flight, fetching goes on while
+  steps run, and offsets are committed off the hot path (every
+  `commit_interval` seconds, on revoke and on stop) only up to the lowest
+  unfinished record of each partition. A failing handler is retried in place (its
+  incident's later records wait behind it); on revoke the revoked partitions are
+  fenced (nothing more of them is started), their running handlers are waited for
+  (at most `drain_timeout`), and only what finished is committed.
 - With `catch_up=True`, every newly assigned partition is re-read from offset 0
   and records below the group's committed offset are handed to the handler
   with `replaying=True`: services rebuild their fold of each incident's prefix
@@ -35,6 +44,7 @@ from aiokafka.structs import RecordMetadata
 
 from conn_runtime import metrics
 from conn_runtime.partitioning import WRONG_PARTITION, misplaced
+from conn_runtime.pipeline import KeyedWorkers, Watermarks
 from conn_runtime.resilience import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -57,6 +67,8 @@ Headers = list[tuple[str, bytes]]
 MAX_REQUEST_SIZE = 2_000_000
 DEFAULT_SEND_TIMEOUT = 30.0
 """Seconds to wait for an acknowledgement before the outcome is reported unknown."""
+COMMIT_TIMEOUT = 10.0
+"""Seconds a pipelined loop's offset commit may take (it is retried at the next one)."""
 
 
 class RecordTooLarge(KafkaError):  # type: ignore[misc]
@@ -368,6 +380,9 @@ class EventLoop:
         deps: Dependencies | None = None,
         watchdog: Watchdog | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
+        pipelined: bool = False,
+        commit_interval: float = 1.0,
+        drain_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
         self.trust: Trust = trust_for(settings)
@@ -411,6 +426,23 @@ class EventLoop:
             max_poll_records=max_batch,
         )
         self.ready = False
+        self.pipelined = pipelined
+        """Per-incident workers and off-path commits (module docstring); False: one
+        batch at a time, committed after each batch."""
+        self.commit_interval = commit_interval
+        self.drain_timeout = drain_timeout
+        self._marks: Watermarks[TopicPartition] = Watermarks()
+        self._committed: dict[TopicPartition, int] = {}
+        self._commit_lock = asyncio.Lock()
+        self._workers: KeyedWorkers[tuple[TopicPartition, str], Consumed] = KeyedWorkers(
+            self._run_one,
+            limit=max_in_flight,
+            done=self._done,
+            name=name,
+            # A record given up after a revoke takes the rest of ITS assignment with
+            # it, not the history a re-assignment queued behind it.
+            related=lambda a, b: a.epoch == b.epoch,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -443,6 +475,7 @@ class EventLoop:
 
     async def stop(self) -> None:
         self._stopping.set()
+        await self._workers.cancel()  # only if run() did not finish them
         await self.consumer.stop()
 
     def current(self, consumed: Consumed) -> bool:
@@ -480,14 +513,31 @@ class EventLoop:
         return int(getattr(coordinator, "generation", -1) or -1)
 
     async def run(self) -> None:
-        """Run until `stop_soon()`; the caller owns start/stop."""
+        """Run until `stop_soon()`; the caller owns start/stop. Pipelined, it lets the
+        running handlers finish (they see `stopping`) and commits what finished."""
         self.ready = True
+        committer = None
+        if self.pipelined and self.group_id is not None:
+            committer = asyncio.create_task(self._commit_periodically(), name=f"{self.name}-commit")
         try:
             while not self._stopping.is_set():
                 with self.watchdog.working(self.name):
                     await self._iteration()
+        except asyncio.CancelledError:
+            await self._workers.cancel()
+            raise
         finally:
             self.ready = False
+            if committer is not None:
+                committer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committer
+        if self.pipelined:
+            try:
+                await self._workers.wait(lambda _: True)
+            finally:
+                await self._workers.cancel()
+            await self._commit(None)
 
     async def _iteration(self) -> None:
         if self._pending_caught_up:
@@ -500,7 +550,10 @@ class EventLoop:
             await self._pause()
             return
         if batch:
-            await self._process(batch)
+            if self.pipelined:
+                await self._dispatch(batch)
+            else:
+                await self._process(batch)
         await self._report_lag()
 
     def _note_failure(
@@ -554,6 +607,8 @@ class EventLoop:
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         self._bump(assigned)
+        for tp in assigned:
+            self._committed.pop(tp, None)
         if self.catch_up and assigned:
             for tp in assigned:
                 committed = await self.consumer.committed(tp) if self.group_id else None
@@ -573,7 +628,10 @@ class EventLoop:
         await self._report_caught_up(done)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
-        self._bump(revoked)
+        before = {tp: self._epoch.get(tp, 0) for tp in revoked}
+        self._bump(revoked)  # fenced: nothing more of these partitions is started
+        if self.pipelined:
+            await self._settle_revoked(revoked, before)
         for tp in revoked:
             self._replay_until.pop(tp, None)
         self._pending_caught_up -= revoked
@@ -584,7 +642,7 @@ class EventLoop:
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         epochs = {tp: self._epoch.get(tp, 0) for tp in batch}
-        groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]] = defaultdict(list)
+        groups: dict[tuple[TopicPartition, str], list[Consumed]] = defaultdict(list)
         commit: dict[TopicPartition, int] = {}
         caught_up: set[TopicPartition] = set()
         for tp, records in batch.items():
@@ -598,25 +656,11 @@ class EventLoop:
                 if until is not None and record.offset + 1 >= until:
                     self._replay_until.pop(tp, None)
                     caught_up.add(tp)
-                try:
-                    trusted = self.trust.open(record)
-                except UnreadableRecord as exc:
-                    if isinstance(exc, UntrustedRecord):
-                        metrics.RECORDS_UNTRUSTED.labels(
-                            consumer=self.name, reason=exc.reason
-                        ).inc()
-                    if not replaying and self.dead_letter:
-                        await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
-                    continue
-                wrong = self._misplaced(record, trusted.event)
-                if wrong is not None:
-                    if not replaying and self.dead_letter:
-                        await self.producer.dead_letter(record, WRONG_PARTITION, wrong, self.name)
-                    continue
-                position = Position(record.topic, record.partition, record.offset)
-                groups[(tp, record.key)].append(
-                    Consumed(trusted.event, position, replaying, trusted.principal, epochs[tp])
-                )
+                item = await self._admit(record, replaying, epochs[tp])
+                if item is not None:
+                    # By the verified incident, not the record's key (a producer may key
+                    # a record differently): one incident, one ordered sequence.
+                    groups[(tp, item.event.incident_id)].append(item)
 
         failed = await self._handle_groups(groups)
         for tp, epoch in epochs.items():
@@ -644,7 +688,7 @@ class EventLoop:
         await self._report_caught_up(caught_up)
 
     async def _handle_groups(
-        self, groups: dict[tuple[TopicPartition, bytes | None], list[Consumed]]
+        self, groups: dict[tuple[TopicPartition, str], list[Consumed]]
     ) -> dict[TopicPartition, int]:
         failed: dict[TopicPartition, int] = {}
 
@@ -679,6 +723,166 @@ class EventLoop:
 
         await asyncio.gather(*(run_group(tp, items) for (tp, _), items in groups.items()))
         return failed
+
+    # -- pipelined processing ------------------------------------------------------------
+
+    async def _admit(
+        self, record: ConsumerRecord[Any, Any], replaying: bool, epoch: int
+    ) -> Consumed | None:
+        """Decode and verify one record; dead-letter (unless replaying or a read-only
+        view) what cannot be read, trusted or is on the wrong partition."""
+        try:
+            trusted = self.trust.open(record)
+        except UnreadableRecord as exc:
+            if isinstance(exc, UntrustedRecord):
+                metrics.RECORDS_UNTRUSTED.labels(consumer=self.name, reason=exc.reason).inc()
+            if not replaying and self.dead_letter:
+                await self.producer.dead_letter(record, exc.reason, exc.detail, self.name)
+            return None
+        wrong = self._misplaced(record, trusted.event)
+        if wrong is not None:
+            if not replaying and self.dead_letter:
+                await self.producer.dead_letter(record, WRONG_PARTITION, wrong, self.name)
+            return None
+        position = Position(record.topic, record.partition, record.offset)
+        return Consumed(trusted.event, position, replaying, trusted.principal, epoch)
+
+    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Hand each record to its incident's worker (waiting while `max_in_flight`
+        records are unfinished) and go back to fetching without waiting for them."""
+        for tp, records in batch.items():
+            epoch = self._epoch.get(tp, 0)
+            for record in records:
+                if self._epoch.get(tp, 0) != epoch or self._stopping.is_set():
+                    break  # revoked (and maybe re-assigned) meanwhile: not ours to handle
+                metrics.RECORDS_CONSUMED.labels(topic=record.topic, consumer=self.name).inc()
+                until = self._replay_until.get(tp)
+                replaying = until is not None and record.offset < until
+                caught_up = until is not None and record.offset + 1 >= until
+                if caught_up:
+                    self._replay_until.pop(tp, None)
+                item = await self._admit(record, replaying, epoch)
+                if self._epoch.get(tp, 0) != epoch:
+                    break
+                if item is None:
+                    self._marks.skipped(tp, epoch, record.offset)
+                else:
+                    self._marks.started(tp, epoch, record.offset)
+                    await self._workers.submit((tp, item.event.incident_id), item)
+                if caught_up and not await self._caught_up_barrier(tp, epoch):
+                    if self._epoch.get(tp, 0) == epoch and not self._stopping.is_set():
+                        # on_caught_up failed (a dependency is away) and must run before
+                        # anything after the history: the rest of this partition's
+                        # records are fetched again once it did.
+                        self.consumer.seek(tp, record.offset + 1)
+                    break
+
+    async def _caught_up_barrier(self, tp: TopicPartition, epoch: int) -> bool:
+        """The partition's history has been handed out: wait until it is handled, then
+        report it caught up. False if records after it must not be handled yet."""
+        await self._workers.wait(lambda key: key[0] == tp)
+        if self._epoch.get(tp, 0) != epoch or self._marks.unfinished(tp):
+            return False  # revoked, or given up because we are stopping
+        await self._report_caught_up({tp})
+        return tp not in self._pending_caught_up
+
+    async def _run_one(self, item: Consumed) -> bool:
+        """Handle one record until it succeeds; False when given up (stopping, or its
+        partition revoked): it stays unfinished, so it is not committed."""
+        attempt = 0
+        extra: dict[str, object] = {
+            "event_type": item.event.event_type,
+            "offset": item.position.offset,
+        }
+        while True:
+            if self._stopping.is_set() or not self.current(item):
+                return False
+            started = time.perf_counter()
+            try:
+                await self.handler(item)
+                return True
+            except StopRequested:
+                log.info("stopping; the record will be redelivered", extra=extra)
+                return False
+            except Exception as exc:
+                if dependency_of(exc) is not None:
+                    self._note_failure(exc, "handler waits for a dependency; will retry", extra)
+                else:
+                    log.exception("handler failed; will retry", extra=extra)
+            finally:
+                metrics.HANDLE_SECONDS.labels(consumer=self.name).observe(
+                    time.perf_counter() - started
+                )
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+
+    def _done(self, item: Consumed, finished: bool) -> None:
+        if finished:
+            tp = TopicPartition(item.position.topic, item.position.partition)
+            self._marks.finished(tp, item.epoch, item.position.offset)
+
+    async def _settle_revoked(
+        self, revoked: set[TopicPartition], epochs: dict[TopicPartition, int]
+    ) -> None:
+        """Wait (bounded) for the running handlers of revoked partitions, commit what
+        they finished, then forget the partitions' marks."""
+        if self.group_id is not None and self.generation() < 0:
+            # Expelled (e.g. frozen past the session timeout): the partitions may already
+            # be someone else's and nothing can be committed. Fenced only; a handler
+            # still running finishes on its own, under its claim's fence.
+            self._marks.forget(revoked)
+            for tp in revoked:
+                self._committed.pop(tp, None)
+            return
+        drained = await self._workers.wait(lambda key: key[0] in revoked, self.drain_timeout)
+        if not drained:
+            log.warning(
+                "handlers of revoked partitions still running; their records are not "
+                "committed (the new owner handles them again, fenced by its claims)",
+                extra={"consumer": self.name},
+            )
+        if self.group_id is not None:
+            await self._commit(epochs)
+        self._marks.forget(revoked)
+        for tp in revoked:
+            self._committed.pop(tp, None)
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval)
+            await self._commit(None)
+
+    async def _commit(self, epochs: dict[TopicPartition, int] | None) -> None:
+        """Commit, for each partition still assigned in the given epoch (None: the
+        current ones), its lowest unfinished offset if it moved."""
+        async with self._commit_lock:
+            assigned = self.consumer.assignment()
+            wanted = (
+                epochs
+                if epochs is not None
+                else {tp: self._epoch.get(tp, 0) for tp in self._marks.partitions()}
+            )
+            offsets: dict[TopicPartition, int] = {}
+            for tp, epoch in wanted.items():
+                if tp not in assigned or self._marks.epoch(tp) != epoch:
+                    continue
+                offset = self._marks.committable(tp)
+                if offset is not None and self._committed.get(tp) != offset:
+                    offsets[tp] = offset
+            if not offsets:
+                return
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                # cancellation of a commit that completes at the same moment.
+                async with asyncio.timeout(COMMIT_TIMEOUT):
+                    await self.consumer.commit(offsets)
+            except (KafkaError, TimeoutError) as exc:  # rebalance: records are redelivered
+                log.warning("commit failed", extra={"consumer": self.name, "error": repr(exc)})
+                return
+            self._committed.update(offsets)
 
     async def _report_lag(self) -> None:
         for tp in self.consumer.assignment():
