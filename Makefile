@@ -54,7 +54,7 @@ logs: ## Follow a component's log: make logs [component] (default: all)
 TYPED := schemas/conn_schemas core/conn_core runtime/conn_runtime adapters/conn_adapters \
   readmodel/conn_readmodel cli/conn_cli simulator/conn_simulator \
   services/verifier/conn_verifier services/directive-api/conn_api \
-  services/packager/conn_packager services/executor/conn_executor
+  services/packager/conn_packager services/executor/conn_executor deploy/local/conn_localstack
 
 lint: ## ruff check, ruff format --check, mypy --strict on the production packages
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,7 @@ import logging
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,12 +255,14 @@ class EventProducer:
         """Append several events; all are acknowledged when this returns, in order."""
         if self._broken:
             await self._replace()
+        batch = [(event, *self.signed(event)) for event in events]
+        # Every record is checked before any goes out: a batch is sent whole or not at all.
+        for _, value, _ in batch:
+            if len(value) > MAX_RECORD_BYTES:
+                raise RecordTooLarge(f"{len(value)} bytes > {MAX_RECORD_BYTES}")
         futures = []
         try:
-            for event in events:
-                value, headers = self.signed(event)
-                if len(value) > MAX_RECORD_BYTES:
-                    raise RecordTooLarge(f"{len(value)} bytes > {MAX_RECORD_BYTES}")
+            for event, value, headers in batch:
                 futures.append(
                     await self._producer.send(
                         self.topics.events, value, key=event.incident_id.encode(), headers=headers
@@ -557,7 +559,7 @@ class EventLoop:
         await self._report_lag()
 
     def _note_failure(
-        self, exc: BaseException, message: str, extra: dict[str, object] | None = None
+        self, exc: BaseException, message: str, extra: Mapping[str, object] | None = None
     ) -> None:
         if self.deps is not None:
             self.deps.report(exc)
@@ -800,7 +802,6 @@ class EventLoop:
             started = time.perf_counter()
             try:
                 await self.handler(item)
-                return True
             except StopRequested:
                 log.info("stopping; the record will be redelivered", extra=extra)
                 return False
@@ -809,6 +810,8 @@ class EventLoop:
                     self._note_failure(exc, "handler waits for a dependency; will retry", extra)
                 else:
                     log.exception("handler failed; will retry", extra=extra)
+            else:
+                return True
             finally:
                 metrics.HANDLE_SECONDS.labels(consumer=self.name).observe(
                     time.perf_counter() - started

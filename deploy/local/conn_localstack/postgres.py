@@ -139,7 +139,7 @@ async def healthy() -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not healthy"
         return False
     try:
-        return await conn.fetchval("SELECT 1") == 1
+        return bool(await conn.fetchval("SELECT 1") == 1)
     finally:
         await conn.close()
 

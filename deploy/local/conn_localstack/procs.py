@@ -131,7 +131,7 @@ def _cmd_matches(proc: psutil.Process, meta: dict[str, object]) -> bool:
     # package is installed, and mutmut brings it): its executable still says what it is.
     with contextlib.suppress(psutil.Error, OSError):
         exe = shutil.which(argv[0]) or argv[0]
-        return os.path.realpath(exe) == os.path.realpath(proc.exe())
+        return bool(os.path.realpath(exe) == os.path.realpath(proc.exe()))
     return False
 
 

@@ -212,6 +212,7 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        del sender, signal  # the signal's calling convention; only the partitions matter
         revoked: set[Any] = args[0] if args else set()  # faust sends the revoked TPs
         for tp in revoked:
             if tp.topic == topics.events:
