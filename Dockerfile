@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image pattern for every Conn service, built from requirements.lock.
+# One image pattern for every Conn service, built from requirements-runtime.lock (no dev tools).
 #
 #   docker build --build-arg SERVICE=executor -t conn-executor:0.1.0 .
 #
@@ -19,8 +19,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first (cached layer): exactly the locked set, nothing resolved at build time.
-COPY requirements.lock ./
-RUN pip install --no-deps -r requirements.lock \
+COPY requirements-runtime.lock ./
+RUN pip install --no-deps -r requirements-runtime.lock \
  && pip install --no-deps setuptools==80.9.0
 # Then the project itself, again without resolving anything: the production packages only.
 # The local dev stack (deploy/local/conn_localstack), the demo and the benchmarks are not

@@ -1,5 +1,5 @@
 """Static checks of the one Dockerfile for every service (no Docker daemon here to build it):
-pinned base image, built from requirements.lock without resolving, non-root, a /healthz
+pinned base image, built from requirements-runtime.lock without resolving, non-root, a /healthz
 HEALTHCHECK, and every SERVICE mapped to a real console script and the chart's port."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_dependencies_come_from_the_lock_without_resolution(
 ) -> None:
     runs = [rest for word, rest in instructions if word == "RUN"]
     pip = [r for r in runs if "pip install" in r]
-    assert any("--no-deps -r requirements.lock" in r for r in pip), pip
+    assert any("--no-deps -r requirements-runtime.lock" in r for r in pip), pip
     # Every pip install is --no-deps: nothing outside the lock is ever resolved, and every
     # extra package (the build backend) is pinned with ==.
     for cmd in pip:
@@ -78,7 +78,7 @@ def test_dependencies_come_from_the_lock_without_resolution(
                 if re.fullmatch(r"[A-Za-z][\w.-]*", token):
                     raise AssertionError(f"unpinned package {token!r} in: {part}")
     copies = [rest for word, rest in instructions if word == "COPY"]
-    assert any(c.startswith("requirements.lock") for c in copies)
+    assert any(c.startswith("requirements-runtime.lock") for c in copies)
 
 
 def test_runs_as_a_non_root_user(instructions: list[tuple[str, str]]) -> None:
