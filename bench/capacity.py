@@ -72,7 +72,7 @@ async def one(
 ) -> None:
     try:
         answer, _ = await cmd.direct_retrying(
-            incident, gather_action(region), t.changed_at[incident]
+            incident, gather_action(region), lambda: t.changed_at[incident]
         )
     except httpx.TransportError as exc:  # e.g. a keep-alive connection the server closed
         key = f"transport {type(exc).__name__}"

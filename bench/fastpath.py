@@ -221,7 +221,7 @@ async def pg_hops(dsn: str, count: int) -> list[float]:
 
 
 async def directed(cmd: Commander, t: EventTap, incident: str, action: dict[str, Any]) -> str:
-    answer, _ = await cmd.direct_retrying(incident, action, t.changed_at[incident])
+    answer, _ = await cmd.direct_retrying(incident, action, lambda: t.changed_at[incident])
     return str(answer["correlation_id"])
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,18 +207,33 @@ class Commander:
         return result
 
     async def direct_retrying(
-        self, incident_id: str, action: dict[str, Any], based_on: int, *, attempts: int = 50
+        self,
+        incident_id: str,
+        action: dict[str, Any],
+        based_on: int | Callable[[], int],
+        *,
+        attempts: int = 50,
     ) -> tuple[dict[str, Any], int]:
         """As a commander would: if the API has not folded the position the directive is
-        based on yet (invalid_base_position, 422), re-send shortly. Returns (answer, retries)."""
+        based on yet (invalid_base_position, 422), re-send shortly; if the state moved on
+        since the position the commander read (stale_base_position, 409: e.g. the tap has
+        not seen the incident's authority yet), re-read it (`based_on` may be a callable
+        reading the tap) and re-send. Returns (answer, retries)."""
+
+        def base() -> int:
+            return based_on() if callable(based_on) else based_on
+
         for attempt in range(attempts):
             try:
-                return await self.direct(incident_id, action, based_on), attempt
+                return await self.direct(incident_id, action, base()), attempt
             except Refused as exc:
-                if exc.status != 422 or "invalid_base_position" not in exc.body:
+                retry = (exc.status == 422 and "invalid_base_position" in exc.body) or (
+                    exc.status == 409 and "stale_base_position" in exc.body and callable(based_on)
+                )
+                if not retry:
                     raise
                 await asyncio.sleep(0.02)
-        return await self.direct(incident_id, action, based_on), attempts
+        return await self.direct(incident_id, action, base()), attempts
 
     async def hold(self, incident_id: str) -> Any:
         return await self._post(f"/v1/incidents/{incident_id}/hold", {"detail": "bench"})

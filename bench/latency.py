@@ -150,7 +150,7 @@ async def run_incident(
             sent = time.perf_counter()
             try:
                 answer, retries = await cmd.direct_retrying(
-                    incident, action, t.changed_at[incident]
+                    incident, action, lambda: t.changed_at[incident]
                 )
                 s.retries += retries
             except Refused as exc:

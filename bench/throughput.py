@@ -59,7 +59,9 @@ async def commander(cmd: Commander, t: EventTap, w: int, deadline: float, counts
             (restart_action(tier, region), ("VerificationSnapshot",)),
         ):
             try:
-                answer, _ = await cmd.direct_retrying(incident, action, t.changed_at[incident])
+                answer, _ = await cmd.direct_retrying(
+                    incident, action, lambda: t.changed_at[incident]
+                )
             except Refused as exc:
                 key = f"api {exc.status}"
                 counts.refused[key] = counts.refused.get(key, 0) + 1
