@@ -86,7 +86,7 @@ def pipeline(
     conn_topics: Topics,
     trust: Any,
 ) -> Iterator[Callable[..., Pipeline]]:
-    """`pipeline(scenario="seed_outage", executors=1, **env)` starts the simulator,
+    """`pipeline(scenario="seed_outage", executors=1, env=..., keyring=...)` starts the simulator,
     packager, verifier, executor(s) and directive API on this test's own topics
     and database, each logged in to Kafka as its own principal and signing with its
     key of the session's test keyring; everything is stopped after the test."""
@@ -100,7 +100,14 @@ def pipeline(
         speed: float = 60.0,
         seed: int = 7,
         env: dict[str, str] | None = None,
+        keyring: Path | None = None,
     ) -> Pipeline:
+        def identity(principal: str) -> dict[str, str]:
+            own: dict[str, str] = trust.env(principal)
+            if keyring is None:
+                return own
+            return {**own, "CONN_KEYRING_FILE": str(keyring)}  # verify against this one
+
         p = Pipeline(
             kafka_bootstrap=kafka_bootstrap,
             database_url=fresh_database,
@@ -111,7 +118,7 @@ def pipeline(
             executors=executors,
             log_dir=_log_dir(request),
             extra_env=env or {},
-            identity=trust.env,
+            identity=identity,
         )
         started.append(p)
         return p.start()

@@ -6,8 +6,10 @@ written out here independently of `conn_schemas.signing.CEILING`."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -80,6 +82,8 @@ class Keys:
     private: dict[str, Ed25519PrivateKey]
     key_ids: dict[str, str]
     doc: dict[str, object]
+    retired: dict[str, tuple[Ed25519PrivateKey, str]] = field(default_factory=dict)
+    """principal -> (signing key, key id) of a key rotated out (`with_retired`)."""
 
     @classmethod
     def fresh(cls) -> Keys:
@@ -100,6 +104,25 @@ class Keys:
         self.private[name] = key
         self.key_ids[name] = kid
         return kid
+
+    def with_retired(self, at: datetime) -> Keys:
+        """A copy whose keyring also lists, for every principal, one more key retired at
+        `at` (rotated out: `conn keys retire`). The current keys are the same."""
+        out = Keys(dict(self.private), dict(self.key_ids), copy.deepcopy(self.doc))
+        principals = out.doc["principals"]
+        assert isinstance(principals, dict)
+        for name, entry in principals.items():
+            key = generate_private_key()
+            kid = "retired-" + new_key_id(name, key.public_key())
+            entry["keys"].append(
+                {
+                    "id": kid,
+                    "public_key": public_key_b64(key.public_key()),
+                    "not_after": at.isoformat(),
+                }
+            )
+            out.retired[name] = (key, kid)
+        return out
 
     @property
     def keyring(self) -> Keyring:
@@ -138,7 +161,10 @@ def forgeries(
 ) -> Iterator[Forgery]:
     """Every forged variant of `event` (already stamped for its rightful signer):
     unsigned, an unknown key, a valid key of a principal not entitled to the type,
-    a genuine signature replayed over altered bytes, and the wrong Kafka key."""
+    a genuine signature replayed over altered bytes, the wrong Kafka key, and (when
+    `keys` lists retired keys, `Keys.with_retired`) the rightful principal's retired
+    key: a record signed with it after its retirement (the broker's append time, or
+    no broker time at all) is refused."""
     owner = OWNER[event.event_type]
     rightful = PRINCIPAL_OF_ROLE[owner]
     value = encode(event)
@@ -167,3 +193,6 @@ def forgeries(
     assert altered != value
     yield Forgery("replayed-signature", "bad_signature", altered, key, genuine)
     yield Forgery("wrong-kafka-key", "key_mismatch", value, b"another-incident", genuine)
+    if rightful in keys.retired:
+        old, old_kid = keys.retired[rightful]
+        yield Forgery("retired-key", "key_retired", value, key, sign(value, old, old_kid))

@@ -3,15 +3,16 @@ running pipeline of real processes on the authenticated broker:
 
 for EVERY event type, a well-formed record of that type written by a producer the
 keyring does not entitle to it -- unsigned, signed with an unknown key, signed with a
-valid key of another principal, a genuine signature replayed over altered bytes, or
-under the wrong Kafka key -- changes no state anywhere (the API's fold, the packager's
+valid key of another principal, a genuine signature replayed over altered bytes, under
+the wrong Kafka key, or signed with the rightful principal's key that was retired
+before the broker appended the record -- changes no state anywhere (the API's fold, the packager's
 read model and packets, the executor's and the verifier's decisions), causes no side
 effect at the simulator, and is dead-lettered with its reason by every consumer group
 that owns processing. The attacker is another service with broker credentials that
 allow it to write conn.events (and, for conn.control, the API's leaked broker
 password): the broker lets the bytes in, the signature keeps them out.
 
-One pipeline, many records (~150): CI time stays bounded.
+One pipeline, many records (~175): CI time stays bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ from trust_support import OWNER, PRINCIPAL_OF_ROLE, Forgery, forgeries, restamp
 from conn_localstack.ephemeral import Pipeline
 from conn_runtime.kafka import EventProducer, Position
 from conn_runtime.settings import Topics
+from conn_runtime.trust import write_keyring_file
 from conn_schemas import events as ev
 from conn_schemas.values import Actor, DrainWorkerPool, Role
 
@@ -176,8 +179,14 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
     kafka_bootstrap: str,
     conn_topics: Topics,
     fresh_database: str,
+    tmp_path: Path,
 ) -> None:
-    p = pipeline("seed_outage")
+    # Every principal's keyring entry also lists a key rotated out an hour ago: what
+    # it signs now (the broker stamps the append time) must be refused as retired.
+    keys = trust.keys.with_retired(ev.utcnow() - timedelta(hours=1))
+    keyring = tmp_path / "keyring-with-retired-keys.yaml"
+    write_keyring_file(keyring, keys.keyring)
+    p = pipeline("seed_outage", keyring=keyring)
     prefix = prefix_of(conn_topics)
     http = httpx.AsyncClient(base_url=p.api.url, timeout=30)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, **trust.kafka_options("admin"))
@@ -221,7 +230,7 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
                 control = event.incident_id == ev.GLOBAL_INCIDENT
                 topic = conn_topics.control if control else conn_topics.events
                 via = leaked if control else integration
-                for forgery in forgeries(event, trust.keys):
+                for forgery in forgeries(event, keys):
                     pos = await via.publish(
                         topic, forgery.key, forgery.value, forgery.headers, sign=False
                     )
@@ -232,6 +241,14 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
         on_events = [s for s in sent if s[2].topic == conn_topics.events]
         on_control = [s for s in sent if s[2].topic == conn_topics.control]
         assert len(on_events) > 100 and len(on_control) >= 10
+        assert {f.reason for f, _, _ in sent} >= {
+            "unsigned",
+            "unknown_key",
+            "not_entitled",
+            "bad_signature",
+            "key_mismatch",
+            "key_retired",
+        }
 
         # --- wait until every reader has been past all of them -----------------------------------
         ends = await _ends(trust, kafka_bootstrap, conn_topics.events)
@@ -386,6 +403,7 @@ async def test_no_unentitled_record_of_any_type_changes_anything(
             env={
                 **p.base_env(),
                 **trust.env("sre"),
+                "CONN_KEYRING_FILE": str(keyring),
                 "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                 "DATABASE_URL": fresh_database,
                 "COLUMNS": "250",

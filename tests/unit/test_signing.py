@@ -108,18 +108,30 @@ def test_the_entitled_principal_signs_and_every_reader_trusts_it(event_type: str
 def test_every_forgery_of_every_event_type_is_refused_with_its_reason(event_type: str) -> None:
     event = stamped(event_type)
     seen = set()
-    for forgery in forgeries(event, KEYS):
+    retired_at = datetime(2026, 11, 1, tzinfo=UTC)
+    keys = KEYS.with_retired(retired_at)  # every principal also lists a rotated-out key
+    keyring = keys.keyring
+    for forgery in forgeries(event, keys):
         seen.add(forgery.reason)
-        with pytest.raises(UntrustedRecord) as info:
-            open_record(
-                KEYRING,
-                value=forgery.value,
-                key=forgery.key,
-                headers=forgery.headers,
-                on_control=event.incident_id == ev.GLOBAL_INCIDENT,
-            )
-        assert info.value.reason == forgery.reason, forgery.name
-    assert {"unsigned", "unknown_key", "bad_signature", "key_mismatch", "not_entitled"} <= seen
+        for appended_at in (None, retired_at + timedelta(milliseconds=1)):
+            with pytest.raises(UntrustedRecord) as info:
+                open_record(
+                    keyring,
+                    value=forgery.value,
+                    key=forgery.key,
+                    headers=forgery.headers,
+                    on_control=event.incident_id == ev.GLOBAL_INCIDENT,
+                    appended_at=appended_at,
+                )
+            assert info.value.reason == forgery.reason, forgery.name
+    assert {
+        "unsigned",
+        "unknown_key",
+        "bad_signature",
+        "key_mismatch",
+        "not_entitled",
+        "key_retired",
+    } <= seen
 
 
 @given(data=st.data())
