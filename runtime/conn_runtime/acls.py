@@ -107,9 +107,15 @@ def acl_bindings(
     principals: KafkaPrincipals | None = None,
     groups: Groups | None = None,
 ) -> list[AclBinding]:
-    """Every ACL the Conn topics and groups need; anything not listed is denied."""
+    """Every ACL the Conn topics and groups need; anything not listed is denied.
+
+    Raises `ValueError` for principals that would share a Conn service's rights: an
+    integration or reader named like a service principal, or whose own group prefix
+    covers a service's consumer group (an integration called `conn` would get READ on
+    every group starting with `conn`, so it could join the executor group)."""
     p = principals or KafkaPrincipals()
     g = groups or Groups()
+    _check_names(p, g)
     out: list[AclBinding] = []
 
     def allow(
@@ -149,6 +155,25 @@ def acl_bindings(
             allow(who, topic, name, (r, d))
         allow(who, group, g.name(who), (r,), PatternType.PREFIXED)
     return sorted(set(out))
+
+
+def _check_names(p: KafkaPrincipals, g: Groups) -> None:
+    services = {p.api, p.executor, p.verifier, p.packager}
+    service_groups = [g.name(gid) for gid in (g.executor, g.verifier, g.packager)]
+    for who in (*p.integrations, *p.readers):
+        if who in services:
+            raise ValueError(
+                f"{who!r} is a Conn service's Kafka principal; an integration or reader "
+                "needs a login of its own"
+            )
+        mine = g.name(who)
+        covered = [sg for sg in service_groups if sg.startswith(mine)]
+        if covered:
+            raise ValueError(
+                f"{who!r} may use consumer groups starting with {mine!r}, which would "
+                f"include {covered[0]!r}: choose a principal name that is not a prefix "
+                "of a Conn service's group"
+            )
 
 
 # --- applying them --------------------------------------------------------------------------------

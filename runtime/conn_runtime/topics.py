@@ -283,22 +283,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from conn_runtime.acls import Groups, KafkaPrincipals, acl_bindings
 
-    acls = (
-        acl_bindings(
-            settings.topics,
-            KafkaPrincipals(
-                api=args.api_user,
-                executor=args.executor_user,
-                verifier=args.verifier_user,
-                packager=args.packager_user,
-                integrations=tuple(args.integration),
-                readers=tuple(args.reader),
-            ),
-            Groups(prefix=settings.conn_topic_prefix),
+    try:
+        acls = (
+            acl_bindings(
+                settings.topics,
+                KafkaPrincipals(
+                    api=args.api_user,
+                    executor=args.executor_user,
+                    verifier=args.verifier_user,
+                    packager=args.packager_user,
+                    integrations=tuple(args.integration),
+                    readers=tuple(args.reader),
+                ),
+                Groups(prefix=settings.conn_topic_prefix),
+            )
+            if args.acls
+            else []
         )
-        if args.acls
-        else []
-    )
+    except ValueError as e:
+        print(f"topics: invalid ACL principals: {e}", file=sys.stderr)
+        return 2
     if args.dry_run:
         doc: Any = [
             {
