@@ -16,6 +16,7 @@ Resolution order, per service:
   (a) env KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL: used as given. Tests that stop or
       restart the broker or the database skip (`own_stack`): they are not ours to restart;
   (b) testcontainers, if a Docker daemon answers a ping (ours: restartable by docker);
+      for Kafka only with CONN_TEST_KAFKA=docker (a PLAINTEXT broker: no SASL, no ACLs);
   (c) otherwise the private local stack, started for the session under its own
       supervisor (which exits with this process, even if it is killed) and stopped at
       the end; its directory is deleted.
@@ -178,13 +179,21 @@ def local_stack_dir() -> Path:
     return paths().root
 
 
+def kafka_from_docker() -> bool:
+    """Kafka from testcontainers only on request (CONN_TEST_KAFKA=docker): that broker is
+    PLAINTEXT, without SASL or ACLs, so the broker-authorization tests skip on it. By
+    default the session's Kafka is the private local stack, which authenticates (SCRAM)
+    and authorizes (ACLs) like production, whether or not a Docker daemon answers."""
+    return os.environ.get("CONN_TEST_KAFKA") == "docker"
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def kafka_bootstrap(_services: _Services) -> str:
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if env:
         _services.sources["kafka"] = "env"
         return env
-    if _services.docker_available():
+    if kafka_from_docker() and _services.docker_available():
         from testcontainers.community.kafka import KafkaContainer
 
         c = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()

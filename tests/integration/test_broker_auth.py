@@ -14,6 +14,7 @@ fail if the broker simply refused everyone.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -39,7 +40,17 @@ producer asks for its id (cluster IDEMPOTENT_WRITE), before naming a topic."""
 @pytest.fixture(autouse=True)
 def _sasl_only(trust: Identities) -> None:
     if not trust.sasl:
+        # Only ever on request (CONN_TEST_KAFKA=docker): otherwise the next test fails.
+        assert os.environ.get("CONN_TEST_KAFKA") == "docker", "PLAINTEXT broker not asked for"
         pytest.skip("the broker is a PLAINTEXT testcontainer: no SASL, no ACLs")
+
+
+def test_the_session_broker_authenticates_unless_told_otherwise(
+    kafka_bootstrap: str, trust: Identities, service_sources: dict[str, str]
+) -> None:
+    """The suite (and CI) runs on an authenticated broker even where a Docker daemon
+    answers: a PLAINTEXT testcontainer is used only when CONN_TEST_KAFKA=docker."""
+    assert trust.sasl and service_sources["kafka"] != "docker", service_sources
 
 
 async def _write(bootstrap: str, topic: str, **login: Any) -> None:
