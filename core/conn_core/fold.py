@@ -142,7 +142,13 @@ def fold_all(events: Iterable[Envelope]) -> dict[str, IncidentState]:
 
 
 def evolve_control(control: ControlState, event: Envelope) -> ControlState:
-    """Apply one `conn.control` event (kill switch)."""
+    """Apply one `conn.control` event (kill switch). An `event_id` seen before (a
+    genuine record replayed, signature and all) changes nothing, as in `evolve`."""
+    if isinstance(event, KillSwitchEngaged | KillSwitchReleased):
+        if event.event_id in control.seen_event_ids:
+            control.duplicate_events += 1
+            return control
+        control.seen_event_ids.add(event.event_id)
     if isinstance(event, KillSwitchEngaged):
         control.kill_switch = True
         control.reason = event.payload.reason

@@ -220,3 +220,7 @@ class ControlState:
     reason: str = ""
     changed_at: datetime | None = None
     changed_by: str | None = None
+    seen_event_ids: set[UUID] = field(default_factory=set, repr=False)
+    """A genuine control record re-published byte for byte (a replay, still correctly
+    signed) changes nothing: an old KillSwitchReleased must not release a later engage."""
+    duplicate_events: int = 0
