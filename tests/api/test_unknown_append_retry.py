@@ -1,0 +1,119 @@
+"""A retry after an append whose outcome was unknown (invariants 1 and 2 at the API),
+on real Kafka + PostgreSQL: the retry with the same Idempotency-Key answers with the
+directive the log holds, whatever became of it since, and never issues it a second
+time: not after the executor refused it, and not while the API's own fold has not yet
+read the log to its end (deciding then could "refuse" a directive that is in the log
+and may run, or answer "issued" for a copy every fold ignores)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from api_support import Api, of_incident, read_log
+from kafka_support import LedgerWriter
+
+from conn_api.runtime import Runtime
+from conn_schemas import events as ev
+from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason
+
+DRAIN = {"action": "drain_worker_pool", "pool": "checkout-workers", "region": "us-east"}
+
+
+def runtime(api: Api) -> Runtime:
+    rt = api.app.state.runtime
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+async def unacknowledged(
+    api: Api, incident: str, based_on: int, key: dict[str, str]
+) -> httpx.Response:
+    """The first attempt: its DirectiveIssued is sent, but never acknowledged in time."""
+    rt = runtime(api)
+    timeout = rt.producer.send_timeout
+    rt.producer.send_timeout = 0
+    try:
+        first = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    finally:
+        rt.producer.send_timeout = timeout
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "outcome_unknown"
+    return first
+
+
+async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
+    topic = runtime(api).view.topics.events
+    for _ in range(100):
+        found = of_incident(await read_log(bootstrap, topic), incident, "DirectiveIssued")
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def test_a_retry_after_the_executor_refused_it_does_not_issue_it_again(
+    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any
+) -> None:
+    incident = await api.open_incident()
+    key = {"Idempotency-Key": f"refused-{incident}"}
+    based_on = await api.position(incident)
+    first = await unacknowledged(api, incident, based_on, key)
+    correlation = first.json()["error"]["detail"]["correlation_id"]
+    (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
+    assert issued.correlation_id == correlation
+    # The executor refused it meanwhile (the client has not heard of it yet).
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        await writer.append(
+            ev.new_event(
+                ev.DirectiveRefused,
+                incident_id=incident,
+                payload=ev.DirectiveRefusedPayload(
+                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
+                    reason=RefusalReason.STALE_BASE,
+                    detail="the incident's state changed",
+                    refused_by="executor",
+                    checked_at_sequence=issued.payload.based_on_sequence,
+                ),
+                actor=Actor.service("executor"),
+                producer="executor",
+                correlation_id=correlation,
+            )
+        )
+
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    assert again.json()["recovered"] == "the earlier append had landed"
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+
+
+async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
+    api: Api, kafka_bootstrap: str
+) -> None:
+    rt = runtime(api)
+    incident = await api.open_incident()
+    key = {"Idempotency-Key": f"behind-{incident}"}
+    based_on = await api.position(incident)
+    consumer = rt.view.loop.consumer
+    paused = consumer.assignment()
+    consumer.pause(*paused)  # the API's fold stops reading: its view falls behind the log
+    try:
+        first = await unacknowledged(api, incident, based_on, key)
+        correlation = first.json()["error"]["detail"]["correlation_id"]
+        (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
+        assert issued.correlation_id == correlation
+        behind = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+        assert behind.status_code == 503, behind.text
+        error = behind.json()["error"]
+        assert error["code"] == "outcome_unknown" and behind.headers.get("Retry-After")
+        assert error["detail"]["correlation_id"] == correlation
+    finally:
+        consumer.resume(*paused)
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, rt.view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
