@@ -8,12 +8,15 @@ and may run, or answer "issued" for a copy every fold ignores)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 from api_support import Api, of_incident, read_log
 from kafka_support import LedgerWriter
 
+from conn_api.directives import request_hash
 from conn_api.runtime import Runtime
 from conn_schemas import events as ev
 from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason
@@ -117,3 +120,59 @@ async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
     assert again.json()["correlation_id"] == correlation
     log = of_incident(await read_log(kafka_bootstrap, rt.view.topics.events), incident)
     assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+
+
+async def test_a_retry_never_decides_anew_under_an_id_the_log_has_refused(
+    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any, fresh_database: str
+) -> None:
+    """The attempt's id is in the log as a refusal without a DirectiveIssued (no path
+    writes this today; a DirectiveIssued after it would be ignored by every fold): the
+    retry answers that refusal, and nothing is issued."""
+    incident = await api.open_incident()
+    based_on = await api.position(incident)
+    correlation = str(uuid.uuid4())
+    body = {"action": DRAIN, "based_on_sequence": based_on}
+    conn = await asyncpg.connect(fresh_database)
+    try:  # an attempt whose append outcome was unknown
+        await conn.execute(
+            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
+            " request_sha256, correlation_id, outcome_unknown) VALUES ($1, $2, $3, $4, $5, true)",
+            "alice",
+            f"refusal-{incident}",
+            incident,
+            request_hash(incident, body),
+            correlation,
+        )
+    finally:
+        await conn.close()
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        await writer.append(
+            ev.new_event(
+                ev.DirectiveRefused,
+                incident_id=incident,
+                payload=ev.DirectiveRefusedPayload(
+                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
+                    reason=RefusalReason.ON_HOLD,
+                    detail="on hold",
+                    refused_by="directive-api",
+                    checked_at_sequence=based_on,
+                ),
+                actor=Actor.service("directive-api"),
+                producer="directive-api",
+                correlation_id=correlation,
+            ),
+            as_="directive-api",
+        )
+    again = await api.direct(
+        incident,
+        "alice",
+        DRAIN,
+        based_on=based_on,
+        headers={"Idempotency-Key": f"refusal-{incident}"},
+    )
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert error["code"] == RefusalReason.ON_HOLD.value
+    assert error["detail"]["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert not [e for e in log if e.event_type == "DirectiveIssued"]
