@@ -176,3 +176,38 @@ async def test_a_retry_never_decides_anew_under_an_id_the_log_has_refused(
     assert error["detail"]["correlation_id"] == correlation
     log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
     assert not [e for e in log if e.event_type == "DirectiveIssued"]
+
+
+async def test_a_key_abandoned_by_a_dead_api_process_is_resolved_from_the_log(
+    api: Api, kafka_bootstrap: str, fresh_database: str
+) -> None:
+    """An API process claimed the key and died before answering (maybe after its
+    append): the key is not 'in progress' for ever. A retry once the claim is older than
+    the abandonment bound treats it as unknown: the log read to its end has nothing of
+    it here, so it is decided anew under the claimed id, once."""
+    incident = await api.open_incident()
+    based_on = await api.position(incident)
+    correlation = str(uuid.uuid4())
+    body = {"action": DRAIN, "based_on_sequence": based_on}
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(
+            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
+            " request_sha256, correlation_id, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, now() - interval '1 hour')",
+            "alice",
+            f"abandoned-{incident}",
+            incident,
+            request_hash(incident, body),
+            correlation,
+        )
+    finally:
+        await conn.close()
+    key = {"Idempotency-Key": f"abandoned-{incident}"}
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    replay = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert replay.status_code == 202 and replay.json()["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]

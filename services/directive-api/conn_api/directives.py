@@ -97,6 +97,16 @@ async def issue(
             )
         deadline = time.monotonic() + rt.settings.api.conn_api_idempotency_wait_seconds
         record = _with_pending_answer(rt, identity, idem_key, existing)
+        abandoned = rt.settings.api.conn_api_idempotency_abandoned_seconds
+        if not record.completed and not record.outcome_unknown and record.age_seconds > abandoned:
+            # Claimed, never answered, long ago: the process that held it died (maybe
+            # after its append). Unknown, like an unacknowledged append: resolved from
+            # the log, never left "in progress" for ever.
+            log.warning(
+                "idempotency key abandoned", extra={"correlation_id": record.correlation_id}
+            )
+            await _keep_unknown(rt, identity, idem_key)
+            record = dataclasses.replace(record, outcome_unknown=True)
         if not record.completed and record.outcome_unknown:
             return await _resolve_unknown(rt, incident_id, body, identity, idem_key, record)
         while not record.completed and time.monotonic() < deadline:
