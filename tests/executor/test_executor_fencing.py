@@ -175,6 +175,48 @@ async def test_a_frozen_executor_does_not_act_after_another_took_its_step(
     assert state.hold is None and state.unverified_changes() == []
 
 
+async def test_an_executor_frozen_between_its_gate_and_the_call_does_not_act(
+    make_harness: Any,
+) -> None:
+    """A passed its fenced gate (the claim is `started`) and froze right before the
+    call, past its session timeout; B took the incident over and, finding the claim
+    past the gate, reported the step as unknown (never re-run). When A wakes up it must
+    not make the call: its claim and its last look are older than its bound."""
+    h = await make_harness()
+    a = h.start_executor("executor-a", fault="pause_after_gate=2")
+    inc = "inc-zombie-call"
+    await h.open_incident(inc)
+    key = await h.issue(inc, DRAIN)
+    await h.wait_for(inc, has("StepStarted", key), what="A's StepStarted", procs=(a,))
+
+    async def gated() -> bool:
+        return (await claim_row(h, key))["status"] == "started"
+
+    await until(gated, "A's gate", timeout=30)
+    h.pause(a)
+    try:
+        b = h.start_executor("executor-b")
+        await h.wait_for(
+            inc, has("StepOutcomeUnknown", key), what="B's report", procs=(b,), timeout=120
+        )
+    finally:
+        h.unpause(a)
+
+    def a_spoke(events: list[Any]) -> bool:  # not acting, or acting late
+        return bool(of_type(events, "StepFailed", key) or of_type(events, "StepSucceeded", key))
+
+    events = await h.wait_for(inc, a_spoke, what="A's word on the step", procs=(a,), timeout=60)
+    assert key not in await h.side_effects(), "the frozen executor acted after losing the step"
+    assert not of_type(events, "StepSucceeded", key)
+    (failed,) = of_type(events, "StepFailed", key)
+    assert isinstance(failed, ev.StepFailed) and failed.payload.not_started
+    assert "between the gate and the call" in failed.payload.error, failed.payload.error
+    state = await h.state(inc)
+    assert state.directives[key].status is DirectiveStatus.OUTCOME_UNKNOWN  # B's, first
+    row = await claim_row(h, key)
+    assert row["status"] == "unknown" and row["executor_id"].startswith("executor-b")
+
+
 async def test_a_zombies_late_finish_changes_nothing(make_harness: Any) -> None:
     """A acted, then froze before recording the outcome; B reports it unknown. A's
     late StepSucceeded changes neither the claim nor the ledger's view."""

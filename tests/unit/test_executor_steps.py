@@ -45,6 +45,8 @@ from conn_schemas.values import RefusalReason
 
 REFUSALS = [Refused(reason, f"because {reason.value}") for reason in RefusalReason]
 STOP_SIGNALS = [Stop("kill_switch", "global kill switch engaged: drill"), Stop("hold", "on hold")]
+LIMIT = 5.0
+"""The bound from the gate to the call (the executor's `act_within`)."""
 RESULT = ActionResult(idempotency_key="c-1", changed=True, before={"a": 1}, after={"a": 0})
 
 refusals = st.sampled_from(REFUSALS)
@@ -214,6 +216,23 @@ def test_the_gate() -> None:
         _legal(Phase.INTENT_RECORDED, result)
 
 
+@given(elapsed=st.floats(min_value=0.0, max_value=3600.0))
+def test_a_step_that_reaches_the_call_late_is_not_executed(elapsed: float) -> None:
+    """Frozen or starved between the gate and the call for as long as the bound (below
+    the consumer session timeout), the step may have lost its incident to another
+    executor, which reports it: nothing ran, so it is StepFailed(not_started)."""
+    result = steps.in_time(Phase.GATED, elapsed=elapsed, limit=LIMIT)
+    _legal(Phase.GATED, result)
+    if elapsed < LIMIT:
+        assert result == Go(Phase.GATED)
+    else:
+        assert isinstance(result, NotStarted) and result.stop is None
+        assert "between the gate and the call" in result.error
+    for phase in set(Phase) - {Phase.GATED}:
+        with pytest.raises(IllegalTransition):
+            steps.in_time(phase, elapsed=0.0, limit=LIMIT)
+
+
 # -- the call ------------------------------------------------------------------------------
 
 
@@ -272,6 +291,7 @@ CLEAR: dict[str, object] = {
     "at_gate": None,
     "gate": "started",
     "after_gate": None,
+    "since_gate": 0.2,
 }
 OBSTACLES: dict[str, st.SearchStrategy[object]] = {
     "decision": st.sampled_from(REFUSALS),
@@ -282,6 +302,7 @@ OBSTACLES: dict[str, st.SearchStrategy[object]] = {
     "at_gate": refusals,
     "gate": st.sampled_from(["fenced", "kill_switch", "hold"]),
     "after_gate": refusals,
+    "since_gate": st.floats(min_value=LIMIT, max_value=3600.0),
 }
 
 
@@ -332,6 +353,10 @@ def _drive(world: list[Observation]) -> tuple[Phase, bool]:
     after_gate = seen["after_gate"]
     assert after_gate is None or isinstance(after_gate, Refused)
     if not step(steps.rechecked(phase, after_gate)):
+        return phase, False
+    since_gate = seen["since_gate"]
+    assert isinstance(since_gate, float)
+    if not step(steps.in_time(phase, elapsed=since_gate, limit=LIMIT)):
         return phase, False
     phase = steps.moved(phase, Phase.ACTING)
     call = seen["call"]

@@ -72,6 +72,13 @@ class ApiSettings(BaseSettings):
     )
     conn_api_read_your_writes_seconds: float = 5.0
     conn_api_idempotency_wait_seconds: float = 10.0
+    conn_api_idempotency_abandoned_seconds: float = Field(
+        default=300.0,
+        ge=60.0,
+        description="A key claimed this long ago with no answer was abandoned (the API "
+        "process that claimed it died): a retry treats its append as of unknown outcome. "
+        "Far above the longest a request holds its key (send timeout + read-your-writes)",
+    )
     conn_read_schema: str = "conn_read"
     conn_api_read_model: bool = True
     conn_api_read_model_wait_seconds: float = Field(default=1.0, ge=0, le=30)

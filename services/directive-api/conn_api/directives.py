@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from conn_api import metrics
@@ -39,6 +40,7 @@ from conn_core import approvals
 from conn_core.chain import sha256_json
 from conn_core.rules import Accepted, decide
 from conn_core.state import IncidentState
+from conn_runtime.ops import RETRY_AFTER_SECONDS
 from conn_runtime.resilience import dependency_of
 from conn_schemas.events import (
     DirectiveIssued,
@@ -95,6 +97,16 @@ async def issue(
             )
         deadline = time.monotonic() + rt.settings.api.conn_api_idempotency_wait_seconds
         record = _with_pending_answer(rt, identity, idem_key, existing)
+        abandoned = rt.settings.api.conn_api_idempotency_abandoned_seconds
+        if not record.completed and not record.outcome_unknown and record.age_seconds > abandoned:
+            # Claimed, never answered, long ago: the process that held it died (maybe
+            # after its append). Unknown, like an unacknowledged append: resolved from
+            # the log, never left "in progress" for ever.
+            log.warning(
+                "idempotency key abandoned", extra={"correlation_id": record.correlation_id}
+            )
+            await _keep_unknown(rt, identity, idem_key)
+            record = dataclasses.replace(record, outcome_unknown=True)
         if not record.completed and record.outcome_unknown:
             return await _resolve_unknown(rt, incident_id, body, identity, idem_key, record)
         while not record.completed and time.monotonic() < deadline:
@@ -208,13 +220,33 @@ async def _resolve_unknown(
     record: IdempotencyRecord,
 ) -> tuple[int, dict[str, Any]]:
     """A retry of a request whose append was not acknowledged. The producer that sent
-    it has been replaced, so it either is in the log by now or never will be: if our
-    fold holds the directive, answer as if it had been acknowledged; else decide anew
-    under the same claim (the same correlation id)."""
+    it has been replaced, so it either is in the log by now or never will be: once our
+    fold holds everything the partition holds, if it has the DirectiveIssued, answer as
+    if it had been acknowledged (whatever became of it since: refused by the executor,
+    run, ...); else decide anew under the same claim (the same correlation id).
+
+    Never decided anew on a fold that has not caught up with the log: a second
+    DirectiveIssued of the same id would be ignored by every fold (the answer "issued"
+    a lie), and a refusal would hide a directive that is in the log and may run."""
+    within = rt.settings.api.conn_api_read_your_writes_seconds
     async with rt.locks[incident_id]:
-        await rt.view.wait_log_end(incident_id, rt.settings.api.conn_api_read_your_writes_seconds)
+        try:
+            caught_up = await rt.view.wait_log_end(incident_id, within)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("log end unreadable for an unknown append", extra={"error": repr(exc)})
+            caught_up = False
         found = rt.view.state(incident_id).directives.get(record.correlation_id)
-    if found is not None and found.refusal is None:
+    if found is None and not caught_up:
+        raise ApiError(
+            503,
+            OUTCOME_UNKNOWN,
+            "the earlier attempt of this request may be in the event log, which this API "
+            "has not read to its end yet: nothing was done; retry with the same "
+            "Idempotency-Key",
+            {"correlation_id": record.correlation_id, "appended": None},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if found is not None and found.issuer is not None:  # its DirectiveIssued is in the log
         response: dict[str, Any] = {
             "status": "issued",
             "incident_id": incident_id,
@@ -229,6 +261,17 @@ async def _resolve_unknown(
         rt.answers.put(Answer(identity.id, idem_key, 202, response))
         metrics.DIRECTIVES.labels(outcome="replayed", reason="").inc()
         return 202, {**response, "replayed": True}
+    if found is not None and found.refusal is not None:
+        # A refusal under this very id (never deciding anew under an id the log holds:
+        # every fold would ignore the new DirectiveIssued).
+        status = REFUSAL_STATUS.get(found.refusal, 409)
+        body = error_body(
+            found.refusal.value,
+            found.refusal_detail,
+            {"correlation_id": record.correlation_id, "recovered": "the earlier append had landed"},
+        )
+        rt.answers.put(Answer(identity.id, idem_key, status, body))
+        return status, _mark_replayed(status, body)
     return await _issue_claimed(rt, incident_id, body, identity, idem_key, record.correlation_id)
 
 

@@ -60,6 +60,8 @@ class IdempotencyRecord:
     response: dict[str, Any] | None
     outcome_unknown: bool = False
     """The append was not acknowledged: it may be in the log (see directives.issue)."""
+    age_seconds: float = 0.0
+    """Time since the key was claimed (by the database's clock)."""
 
     @property
     def completed(self) -> bool:
@@ -87,7 +89,8 @@ async def claim_key(
             (principal, idem_key, incident_id, request_sha256, correlation_id)
         VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (principal, idem_key) DO UPDATE SET principal = EXCLUDED.principal
-        RETURNING request_sha256, correlation_id, status_code, response, outcome_unknown
+        RETURNING request_sha256, correlation_id, status_code, response, outcome_unknown,
+            extract(epoch FROM now() - created_at)::float8 AS age_seconds
         """,
         principal,
         key,
@@ -109,12 +112,14 @@ def _record(row: asyncpg.Record) -> IdempotencyRecord:
         row["status_code"],
         response,
         bool(row["outcome_unknown"]),
+        float(row["age_seconds"]),
     )
 
 
 async def get_key(pool: asyncpg.Pool, *, principal: str, key: str) -> IdempotencyRecord | None:
     row = await pool.fetchrow(
-        "SELECT request_sha256, correlation_id, status_code, response, outcome_unknown"
+        "SELECT request_sha256, correlation_id, status_code, response, outcome_unknown,"
+        " extract(epoch FROM now() - created_at)::float8 AS age_seconds"
         " FROM conn_api_idempotency WHERE principal = $1 AND idem_key = $2",
         principal,
         key,

@@ -4,8 +4,10 @@
 after a side effect and before appending its outcome, so a crash test can
 SIGKILL it in exactly that window. Also: `pause_before_side_effect=N` (after
 StepStarted, before the last stop check), `pause_before_gate=N` (after that check,
-before the fenced gate: where a takeover can land unseen), `slow_side_effect=N` (the adapter call takes
-N s longer, to exercise timeouts). Several faults: comma-separated.
+before the fenced gate: where a takeover can land unseen), `pause_after_gate=N` (after
+the gate and the last look, right before the call: a process frozen at the moment of
+acting), `slow_side_effect=N` (the adapter call takes N s longer, to exercise
+timeouts). Several faults: comma-separated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ KNOWN = (
     "pause_after_side_effect",
     "pause_before_side_effect",
     "pause_before_gate",
+    "pause_after_gate",
     "slow_side_effect",
 )
 
@@ -29,6 +32,7 @@ class Faults:
     pause_after_side_effect: float = 0.0
     pause_before_side_effect: float = 0.0
     pause_before_gate: float = 0.0
+    pause_after_gate: float = 0.0
     slow_side_effect: float = 0.0
 
     @property
@@ -37,6 +41,7 @@ class Faults:
             self.pause_after_side_effect
             or self.pause_before_side_effect
             or self.pause_before_gate
+            or self.pause_after_gate
             or self.slow_side_effect
         )
 

@@ -923,6 +923,7 @@ class ExecutorService(ConsumerService):
             log.warning("fault: pausing before the gate", extra=_step_log(step))
             await asyncio.sleep(self.faults.pause_before_gate)
         # ...then the gate: fenced, and no stop committed before it (one statement).
+        gate_sent = time.monotonic()
         gate = await self.claims.start(
             cid,
             generation=step.generation,
@@ -945,6 +946,17 @@ class ExecutorService(ConsumerService):
         # anything in the log before it stops the step, anything after it is later.
         if not await self._apply(
             step, steps.rechecked(step.phase, await self._recheck(step, "after_gate"))
+        ):
+            return
+        if self.faults.pause_after_gate:
+            log.warning("fault: pausing after the gate", extra=_step_log(step))
+            await asyncio.sleep(self.faults.pause_after_gate)
+        # A process frozen (or starved) since the gate may have lost the incident to
+        # another executor, which reports the step as unknown: past the bound, no call.
+        # Nothing is awaited between this check and the call.
+        elapsed = time.monotonic() - gate_sent
+        if not await self._apply(
+            step, steps.in_time(step.phase, elapsed=elapsed, limit=self.settings.act_within)
         ):
             return
 

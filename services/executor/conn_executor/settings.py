@@ -21,7 +21,8 @@ def default_executor_id() -> str:
 class ExecutorSettings(BaseSettings):
     """Env: CONN_EXECUTOR_ID, CONN_EXECUTOR_METRICS_PORT (18101), CONN_EXECUTOR_GROUP_ID,
     CONN_EXECUTOR_STEP_TIMEOUT, CONN_EXECUTOR_GATHER_TIMEOUT, CONN_EXECUTOR_MAX_IN_FLIGHT,
-    CONN_EXECUTOR_STOP_READ_PATIENCE, CONN_EXECUTOR_FAULT (test only)."""
+    CONN_EXECUTOR_STOP_READ_PATIENCE, CONN_EXECUTOR_ACT_WITHIN, CONN_EXECUTOR_FAULT (test
+    only)."""
 
     model_config = SettingsConfigDict(env_prefix="CONN_EXECUTOR_", extra="ignore")
 
@@ -37,6 +38,15 @@ class ExecutorSettings(BaseSettings):
         ge=0,
         description="How long the last check before a side effect waits for PostgreSQL to "
         "answer (a restart) before it fails closed",
+    )
+    act_within: float = Field(
+        default=5.0,
+        gt=0,
+        lt=10.0,
+        description="Bound from the fenced gate to the call: a step that takes longer (a "
+        "frozen process, a slow look) is not executed, because another executor may have "
+        "taken its claim over. Below the consumer session timeout (10 s), the least time "
+        "before another executor can own the incident",
     )
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     fault: str = ""

@@ -280,6 +280,21 @@ def gated(*, started: bool, stop_kind: StopKind | None = None, stop_reason: str 
     return Go(Phase.GATED)
 
 
+def in_time(phase: Phase, *, elapsed: float, limit: float) -> Next:
+    """GATED, the last thing before the call: the time since the gate statement was
+    sent. A step that took longer than `limit` (below the consumer session timeout)
+    may belong to another executor by now (this process was frozen or starved, was
+    expelled from its group, and the new owner took the claim over and reported it),
+    and its last look is that old: it is not executed (nothing ran)."""
+    _from(phase, Phase.GATED)
+    if elapsed < limit:
+        return Go(phase)
+    return NotStarted(
+        f"not executed: {elapsed:.1f} s passed between the gate and the call (limit "
+        f"{limit:g} s); the claim and the last look may be out of date"
+    )
+
+
 def called(outcome: ActionResult | CallError) -> Outcome:
     """ACTING -> how the call ended."""
     if isinstance(outcome, ActionResult):

@@ -1,0 +1,213 @@
+"""A retry after an append whose outcome was unknown (invariants 1 and 2 at the API),
+on real Kafka + PostgreSQL: the retry with the same Idempotency-Key answers with the
+directive the log holds, whatever became of it since, and never issues it a second
+time: not after the executor refused it, and not while the API's own fold has not yet
+read the log to its end (deciding then could "refuse" a directive that is in the log
+and may run, or answer "issued" for a copy every fold ignores)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+from api_support import Api, of_incident, read_log
+from kafka_support import LedgerWriter
+
+from conn_api.directives import request_hash
+from conn_api.runtime import Runtime
+from conn_schemas import events as ev
+from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason
+
+DRAIN = {"action": "drain_worker_pool", "pool": "checkout-workers", "region": "us-east"}
+
+
+def runtime(api: Api) -> Runtime:
+    rt = api.app.state.runtime
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+async def unacknowledged(
+    api: Api, incident: str, based_on: int, key: dict[str, str]
+) -> httpx.Response:
+    """The first attempt: its DirectiveIssued is sent, but never acknowledged in time."""
+    rt = runtime(api)
+    timeout = rt.producer.send_timeout
+    rt.producer.send_timeout = 0
+    try:
+        first = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    finally:
+        rt.producer.send_timeout = timeout
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "outcome_unknown"
+    return first
+
+
+async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
+    topic = runtime(api).view.topics.events
+    for _ in range(100):
+        found = of_incident(await read_log(bootstrap, topic), incident, "DirectiveIssued")
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def test_a_retry_after_the_executor_refused_it_does_not_issue_it_again(
+    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any
+) -> None:
+    incident = await api.open_incident()
+    key = {"Idempotency-Key": f"refused-{incident}"}
+    based_on = await api.position(incident)
+    first = await unacknowledged(api, incident, based_on, key)
+    correlation = first.json()["error"]["detail"]["correlation_id"]
+    (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
+    assert issued.correlation_id == correlation
+    # The executor refused it meanwhile (the client has not heard of it yet).
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        await writer.append(
+            ev.new_event(
+                ev.DirectiveRefused,
+                incident_id=incident,
+                payload=ev.DirectiveRefusedPayload(
+                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
+                    reason=RefusalReason.STALE_BASE,
+                    detail="the incident's state changed",
+                    refused_by="executor",
+                    checked_at_sequence=issued.payload.based_on_sequence,
+                ),
+                actor=Actor.service("executor"),
+                producer="executor",
+                correlation_id=correlation,
+            )
+        )
+
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    assert again.json()["recovered"] == "the earlier append had landed"
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+
+
+async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
+    api: Api, kafka_bootstrap: str
+) -> None:
+    rt = runtime(api)
+    incident = await api.open_incident()
+    key = {"Idempotency-Key": f"behind-{incident}"}
+    based_on = await api.position(incident)
+    consumer = rt.view.loop.consumer
+    paused = consumer.assignment()
+    consumer.pause(*paused)  # the API's fold stops reading: its view falls behind the log
+    try:
+        first = await unacknowledged(api, incident, based_on, key)
+        correlation = first.json()["error"]["detail"]["correlation_id"]
+        (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
+        assert issued.correlation_id == correlation
+        behind = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+        assert behind.status_code == 503, behind.text
+        error = behind.json()["error"]
+        assert error["code"] == "outcome_unknown" and behind.headers.get("Retry-After")
+        assert error["detail"]["correlation_id"] == correlation
+    finally:
+        consumer.resume(*paused)
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, rt.view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+
+
+async def test_a_retry_never_decides_anew_under_an_id_the_log_has_refused(
+    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any, fresh_database: str
+) -> None:
+    """The attempt's id is in the log as a refusal without a DirectiveIssued (no path
+    writes this today; a DirectiveIssued after it would be ignored by every fold): the
+    retry answers that refusal, and nothing is issued."""
+    incident = await api.open_incident()
+    based_on = await api.position(incident)
+    correlation = str(uuid.uuid4())
+    body = {"action": DRAIN, "based_on_sequence": based_on}
+    conn = await asyncpg.connect(fresh_database)
+    try:  # an attempt whose append outcome was unknown
+        await conn.execute(
+            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
+            " request_sha256, correlation_id, outcome_unknown) VALUES ($1, $2, $3, $4, $5, true)",
+            "alice",
+            f"refusal-{incident}",
+            incident,
+            request_hash(incident, body),
+            correlation,
+        )
+    finally:
+        await conn.close()
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        await writer.append(
+            ev.new_event(
+                ev.DirectiveRefused,
+                incident_id=incident,
+                payload=ev.DirectiveRefusedPayload(
+                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
+                    reason=RefusalReason.ON_HOLD,
+                    detail="on hold",
+                    refused_by="directive-api",
+                    checked_at_sequence=based_on,
+                ),
+                actor=Actor.service("directive-api"),
+                producer="directive-api",
+                correlation_id=correlation,
+            ),
+            as_="directive-api",
+        )
+    again = await api.direct(
+        incident,
+        "alice",
+        DRAIN,
+        based_on=based_on,
+        headers={"Idempotency-Key": f"refusal-{incident}"},
+    )
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert error["code"] == RefusalReason.ON_HOLD.value
+    assert error["detail"]["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert not [e for e in log if e.event_type == "DirectiveIssued"]
+
+
+async def test_a_key_abandoned_by_a_dead_api_process_is_resolved_from_the_log(
+    api: Api, kafka_bootstrap: str, fresh_database: str
+) -> None:
+    """An API process claimed the key and died before answering (maybe after its
+    append): the key is not 'in progress' for ever. A retry once the claim is older than
+    the abandonment bound treats it as unknown: the log read to its end has nothing of
+    it here, so it is decided anew under the claimed id, once."""
+    incident = await api.open_incident()
+    based_on = await api.position(incident)
+    correlation = str(uuid.uuid4())
+    body = {"action": DRAIN, "based_on_sequence": based_on}
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(
+            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
+            " request_sha256, correlation_id, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, now() - interval '1 hour')",
+            "alice",
+            f"abandoned-{incident}",
+            incident,
+            request_hash(incident, body),
+            correlation,
+        )
+    finally:
+        await conn.close()
+    key = {"Idempotency-Key": f"abandoned-{incident}"}
+    again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["correlation_id"] == correlation
+    replay = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    assert replay.status_code == 202 and replay.json()["correlation_id"] == correlation
+    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
+    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
