@@ -8,6 +8,7 @@ human note (`rationale`, `note`); no code turns it into an action.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -188,6 +189,32 @@ def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
     if size > MAX_JSON_BYTES:
         raise ValueError(f"{size} bytes of JSON > {MAX_JSON_BYTES}")
     return value
+
+
+def fit_json(value: dict[str, Any], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A foreign JSON object (a target's raw answer) made to fit `JsonObject`: unchanged
+    when it fits; else a marked stand-in — `truncated`, its size, its SHA-256 and as much
+    of its JSON text as fits — never an error after the call succeeded, never a silent cut."""
+    try:
+        raw = orjson.dumps(value)
+    except TypeError:  # e.g. a lone surrogate from "\ud800" in the target's JSON
+        raw = json.dumps(value, ensure_ascii=True, default=repr).encode()
+    else:
+        if len(raw) <= limit and len(value) <= 256:
+            return value
+    text = raw.decode("utf-8")
+    keep = limit // 2
+    while True:
+        fitted: dict[str, Any] = {
+            "truncated": True,
+            "bytes": len(raw),
+            "keys": len(value),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "head": text[:keep],
+        }
+        if len(orjson.dumps(fitted)) <= limit:
+            return fitted
+        keep //= 2
 
 
 JsonObject = Annotated[
