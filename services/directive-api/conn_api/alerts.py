@@ -161,9 +161,12 @@ def from_pagerduty(body: dict[str, Any]) -> NormalizedAlert | None:
         return None
     service = data.get("service") if isinstance(data.get("service"), dict) else {}
     assert isinstance(service, dict)
-    fingerprint = str(data.get("incident_key") or data.get("id") or event.get("id") or "")
-    if not fingerprint:
-        raise ValueError("incident has no id")
+    incident_id = data.get("id")
+    if not isinstance(incident_id, str) or not incident_id:
+        # Not the event id instead: it names this delivery's event, not the incident,
+        # so a later resolve could never meet the alert it resolves.
+        raise ValueError("event.data.id (the PagerDuty incident id) is missing")
+    fingerprint = str(data.get("incident_key") or incident_id)
     status: Literal["firing", "resolved"] = (
         "resolved"
         if event_type == "incident.resolved" or data.get("status") == "resolved"
