@@ -82,14 +82,28 @@ def _severity(raw: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "", raw)[:32] or "unknown"
 
 
+LEFT_OUT_LABEL = "conn_labels_left_out"
+_FIRST = ("alertname", "service", "severity", "job")
+
+
 def _labels(raw: dict[str, str]) -> dict[str, str]:
-    """Alert labels as the contract carries them: valid names, one-line bounded values."""
-    out: dict[str, str] = {}
-    for key, value in raw.items():
-        if len(out) >= MAX_LABELS:
-            break
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
-            out[key] = clean_text(str(value), MAX_LINE)
+    """Alert labels as the contract carries them: valid names, one-line bounded values,
+    at most MAX_LABELS. Past that (or a name that is not a label name), what is left
+    out is counted in the label `conn_labels_left_out`: never cut silently."""
+    valid = {
+        key: clean_text(str(value), MAX_LINE)
+        for key, value in raw.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key)
+    }
+    invalid = len(raw) - len(valid)
+    if len(valid) + (1 if invalid else 0) <= MAX_LABELS:
+        out = valid
+    else:
+        order = [k for k in _FIRST if k in valid] + [k for k in valid if k not in _FIRST]
+        out = {k: valid[k] for k in order[: MAX_LABELS - 1]}
+    left_out = len(raw) - len(out)
+    if left_out:
+        out[LEFT_OUT_LABEL] = str(left_out)
     return out
 
 
