@@ -35,6 +35,8 @@ def test_events_are_frozen() -> None:
         (b'{"event_type": "IncidentOpened", "schema_version": 9}', "unsupported_version"),
         (b'{"event_type": "IncidentOpened", "schema_version": 2, "payload": {}}', "invalid"),
         (b"x" * (codec.MAX_RECORD_BYTES + 1), "too_large"),
+        (b'{"event_type": "Nope", "event_type": "IncidentOpened"}', "duplicate_key"),
+        (b'{"event_type": "IncidentOpened", "payload": {"a": 1, "a": 2}}', "duplicate_key"),
     ],
 )
 def test_unreadable_records_have_a_precise_reason(value: bytes | None, reason: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conn_api.errors import error_body
+from conn_schemas.codec import duplicate_key
 
 
 class BodyLimit:
@@ -101,36 +102,6 @@ def _is_json(scope: Scope) -> bool:
             media = value.split(b";", 1)[0].strip().lower()
             return bool(media.startswith(b"application/") and media.endswith(b"json"))
     return False
-
-
-class _Duplicate(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Duplicate(key)
-            seen.add(key)
-    return obj
-
-
-def duplicate_key(body: bytes) -> str | None:
-    """The first key that appears twice in one object of a JSON body, if any (None too
-    for a body that is not JSON: the route answers that)."""
-    if not body:
-        return None
-    try:
-        json.loads(body, object_pairs_hook=_no_duplicates)
-    except _Duplicate as dup:
-        return dup.key
-    except (ValueError, RecursionError):
-        return None
-    return None
 
 
 async def _too_large(send: Send, limit: int, declared: int | None) -> None:
