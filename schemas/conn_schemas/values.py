@@ -184,10 +184,34 @@ MAX_JSON_BYTES = 32_768
 """Bound of a free-form JSON object (raw tool output, before/after state)."""
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
-    size = len(orjson.dumps(value))
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size} bytes of JSON > {MAX_JSON_BYTES}")
+    raw = orjson.dumps(value)
+    if len(raw) > MAX_JSON_BYTES:
+        raise ValueError(f"{len(raw)} bytes of JSON > {MAX_JSON_BYTES}")
+    # NUL is the one character no consumer can store (PostgreSQL text and jsonb refuse
+    # it): a record carrying one would stop the read model's writer, so it is refused.
+    if b"\\u0000" in raw and _has_nul(value):
+        raise ValueError("a NUL character (U+0000) in a JSON object")
     return value
 
 
@@ -195,6 +219,8 @@ def fit_json(value: dict[str, Any], limit: int = MAX_JSON_BYTES) -> dict[str, An
     """A foreign JSON object (a target's raw answer) made to fit `JsonObject`: unchanged
     when it fits; else a marked stand-in — `truncated`, its size, its SHA-256 and as much
     of its JSON text as fits — never an error after the call succeeded, never a silent cut."""
+    if _has_nul(value):  # kept, as U+FFFD: no consumer can store a NUL
+        value = _without_nul(value)
     try:
         raw = orjson.dumps(value)
     except TypeError:  # e.g. a lone surrogate from "\ud800" in the target's JSON

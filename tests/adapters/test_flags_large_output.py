@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from conn_adapters.flags import UnleashFeatureFlags
 from conn_schemas.events import StepSucceededPayload
@@ -78,11 +79,23 @@ def test_fit_json_always_fits_and_keeps_what_fits(value: dict[str, Any], limit: 
         size = len(orjson.dumps(value))
     except TypeError:  # lone surrogates: never kept as they are
         size = None
+    nul = "\\u0000" in (orjson.dumps(value).decode() if size is not None else "")
     if size is not None and size <= limit and len(value) <= 256:
-        assert fitted is value
+        assert fitted is value or (nul and "\x00" not in orjson.dumps(fitted).decode())
     else:
         assert fitted["truncated"] is True and len(orjson.dumps(fitted)) <= limit
     TypeAdapter(JsonObject).validate_python(fit_json(value))
+
+
+def test_a_nul_in_raw_output_is_kept_as_a_replacement_character() -> None:
+    """PostgreSQL (the read model) cannot store U+0000: the contract refuses it in a
+    JSON object, and the adapter's fitting replaces it, so the step is still recorded."""
+    fitted = fit_json({"value": "a\x00b", "k\x00": ["\x00"]})
+    assert fitted == {"value": "a\ufffdb", "k\ufffd": ["\ufffd"]}
+    TypeAdapter(JsonObject).validate_python(fitted)
+    with pytest.raises(ValidationError, match="NUL"):
+        TypeAdapter(JsonObject).validate_python({"value": "a\x00b"})
+    TypeAdapter(JsonObject).validate_python({"text": "\\u0000 written out is fine"})
 
 
 def test_fit_json_takes_lone_surrogates_and_huge_values() -> None:
