@@ -18,7 +18,7 @@ import httpx
 from conn_adapters._common import bounded, now_utc, raise_for_status
 from conn_core.ports import ActionResult, FlagRuleState, PortError
 from conn_schemas.undo import ChangePreview, FieldChange
-from conn_schemas.values import Action, DisableFlagRule, EnableFlagRule
+from conn_schemas.values import Action, DisableFlagRule, EnableFlagRule, fit_json
 
 
 class UnleashFeatureFlags:
@@ -116,7 +116,7 @@ class UnleashFeatureFlags:
             changed=changed,
             before=before,
             after=after,
-            output=output,
+            output=fit_json(output),  # the target's answer can be any size
         )
         self._done[idempotency_key] = result
         return result

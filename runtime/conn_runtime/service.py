@@ -114,11 +114,14 @@ class AsgiService:
     async def run(self, stop: asyncio.Event) -> None:
         import uvicorn
 
+        from conn_runtime.http_limits import bounded_protocol
+
         server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
                 host=self.host,
                 port=self.port,
+                http=bounded_protocol(),  # a bound on request heads (httptools has none)
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=int(self.graceful_timeout),

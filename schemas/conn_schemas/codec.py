@@ -7,6 +7,7 @@ consumer loop sends to `conn.deadletter`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -39,6 +40,38 @@ def to_raw(event: Envelope) -> dict[str, Any]:
     return raw
 
 
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return obj
+
+
+def duplicate_key(value: bytes) -> str | None:
+    """The first key that appears twice in one object of a JSON document, if any (None
+    too for bytes that are not JSON). Parsers disagree about which of the two counts
+    (the last here, the first in many others), so such a document means different
+    things to different readers: refused wherever Conn reads JSON from outside."""
+    if not value:
+        return None
+    try:
+        json.loads(value, object_pairs_hook=_no_duplicates)
+    except _Duplicate as dup:
+        return dup.key
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
 def decode(value: bytes | None) -> Event:
     if value is None:
         raise UnreadableRecord("empty", "record has no value")
@@ -48,6 +81,11 @@ def decode(value: bytes | None) -> Event:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise UnreadableRecord("not_json", str(exc)) from exc
+    duplicate = duplicate_key(value)
+    if duplicate is not None:
+        raise UnreadableRecord(
+            "duplicate_key", f"the key {duplicate[:100]!r} appears twice in one object"
+        )
     return decode_raw(raw)
 
 

@@ -8,6 +8,7 @@ human note (`rationale`, `note`); no code turns it into an action.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -183,11 +184,63 @@ MAX_JSON_BYTES = 32_768
 """Bound of a free-form JSON object (raw tool output, before/after state)."""
 
 
-def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
-    size = len(orjson.dumps(value))
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{size} bytes of JSON > {MAX_JSON_BYTES}")
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
     return value
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    raw = orjson.dumps(value)
+    if len(raw) > MAX_JSON_BYTES:
+        raise ValueError(f"{len(raw)} bytes of JSON > {MAX_JSON_BYTES}")
+    # NUL is the one character no consumer can store (PostgreSQL text and jsonb refuse
+    # it): a record carrying one would stop the read model's writer, so it is refused.
+    if b"\\u0000" in raw and _has_nul(value):
+        raise ValueError("a NUL character (U+0000) in a JSON object")
+    return value
+
+
+def fit_json(value: dict[str, Any], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A foreign JSON object (a target's raw answer) made to fit `JsonObject`: unchanged
+    when it fits; else a marked stand-in — `truncated`, its size, its SHA-256 and as much
+    of its JSON text as fits — never an error after the call succeeded, never a silent cut."""
+    if _has_nul(value):  # kept, as U+FFFD: no consumer can store a NUL
+        value = _without_nul(value)
+    try:
+        raw = orjson.dumps(value)
+    except TypeError:  # e.g. a lone surrogate from "\ud800" in the target's JSON
+        raw = json.dumps(value, ensure_ascii=True, default=repr).encode()
+    else:
+        if len(raw) <= limit and len(value) <= 256:
+            return value
+    text = raw.decode("utf-8")
+    keep = limit // 2
+    while True:
+        fitted: dict[str, Any] = {
+            "truncated": True,
+            "bytes": len(raw),
+            "keys": len(value),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "head": text[:keep],
+        }
+        if len(orjson.dumps(fitted)) <= limit:
+            return fitted
+        keep //= 2
 
 
 JsonObject = Annotated[

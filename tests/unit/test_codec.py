@@ -35,6 +35,8 @@ def test_events_are_frozen() -> None:
         (b'{"event_type": "IncidentOpened", "schema_version": 9}', "unsupported_version"),
         (b'{"event_type": "IncidentOpened", "schema_version": 2, "payload": {}}', "invalid"),
         (b"x" * (codec.MAX_RECORD_BYTES + 1), "too_large"),
+        (b'{"event_type": "Nope", "event_type": "IncidentOpened"}', "duplicate_key"),
+        (b'{"event_type": "IncidentOpened", "payload": {"a": 1, "a": 2}}', "duplicate_key"),
     ],
 )
 def test_unreadable_records_have_a_precise_reason(value: bytes | None, reason: str) -> None:
@@ -112,3 +114,15 @@ def test_arbitrary_objects_are_unreadable_with_a_reason(obj: dict[str, object]) 
 def test_actor_of_new_event_is_kept() -> None:
     event = History().open().events[0]
     assert event.actor == ALICE
+
+
+def test_a_nul_in_raw_tool_output_makes_the_record_unreadable() -> None:
+    """No consumer can store U+0000 (PostgreSQL refuses it in text and jsonb): a record
+    carrying one in a step's raw output is dead-lettered as invalid, not handed to the
+    packager, whose read-model write would fail on it again and again."""
+    [step] = [e for e in one_of_each() if e.event_type == "StepSucceeded"]
+    raw = codec.to_raw(step)
+    raw["payload"]["result"]["output"] = {"answer": "ok\x00"}
+    with pytest.raises(codec.UnreadableRecord) as info:
+        codec.decode(orjson.dumps(raw))
+    assert info.value.reason == "invalid" and "NUL" in info.value.detail

@@ -170,3 +170,24 @@ def test_forgetting_a_partition_drops_only_its_incidents() -> None:
     projector.forget_partition(gone)
     for incident in ids:
         assert projector.needs(incident) == (partition_for(incident, PARTITIONS) == gone)
+
+
+def test_a_signed_record_with_a_duplicate_key_is_refused_and_the_next_projects() -> None:
+    """Issue 14: a rightful producer's record whose JSON has a key twice means different
+    things to different parsers (the last counts here, the first in many others)."""
+    events = history()
+    projector = Projector(trust(), partitions=PARTITIONS)
+    first = signed(events[0], 0)
+    assert isinstance(projector.apply(first), Projected)
+    good = signed(events[1], 1)
+    text = good.value.decode()
+    # The same record with its incident id given twice: first a foreign one, then its own.
+    forked = text.replace('"incident_id":', '"incident_id":"inc-other","incident_id":', 1)
+    value = forked.encode()
+    twice = Rec(
+        TOPICS.events, good.partition, 1, good.key, value, KEYS.headers(value, "directive-api")
+    )
+    refused = projector.apply(twice)
+    assert isinstance(refused, Refused) and refused.reason == "duplicate_key", refused
+    after = projector.apply(signed(events[1], 2))
+    assert isinstance(after, Projected) and after.sequence == 2

@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -30,9 +30,12 @@ from conn_api.routes import ERRORS, new_incident_id
 from conn_api.runtime import Runtime
 from conn_api.store import (
     AlertSeen,
+    IntakeBusy,
     alert_appended,
+    alert_incidents_since,
     claim_delivery,
     finish_delivery,
+    intake_lock,
     observe_alert,
 )
 from conn_core.chain import sha256_json
@@ -79,14 +82,28 @@ def _severity(raw: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "", raw)[:32] or "unknown"
 
 
+LEFT_OUT_LABEL = "conn_labels_left_out"
+_FIRST = ("alertname", "service", "severity", "job")
+
+
 def _labels(raw: dict[str, str]) -> dict[str, str]:
-    """Alert labels as the contract carries them: valid names, one-line bounded values."""
-    out: dict[str, str] = {}
-    for key, value in raw.items():
-        if len(out) >= MAX_LABELS:
-            break
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
-            out[key] = clean_text(str(value), MAX_LINE)
+    """Alert labels as the contract carries them: valid names, one-line bounded values,
+    at most MAX_LABELS. Past that (or a name that is not a label name), what is left
+    out is counted in the label `conn_labels_left_out`: never cut silently."""
+    valid = {
+        key: clean_text(str(value), MAX_LINE)
+        for key, value in raw.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key)
+    }
+    invalid = len(raw) - len(valid)
+    if len(valid) + (1 if invalid else 0) <= MAX_LABELS:
+        out = valid
+    else:
+        order = [k for k in _FIRST if k in valid] + [k for k in valid if k not in _FIRST]
+        out = {k: valid[k] for k in order[: MAX_LABELS - 1]}
+    left_out = len(raw) - len(out)
+    if left_out:
+        out[LEFT_OUT_LABEL] = str(left_out)
     return out
 
 
@@ -158,9 +175,12 @@ def from_pagerduty(body: dict[str, Any]) -> NormalizedAlert | None:
         return None
     service = data.get("service") if isinstance(data.get("service"), dict) else {}
     assert isinstance(service, dict)
-    fingerprint = str(data.get("incident_key") or data.get("id") or event.get("id") or "")
-    if not fingerprint:
-        raise ValueError("incident has no id")
+    incident_id = data.get("id")
+    if not isinstance(incident_id, str) or not incident_id:
+        # Not the event id instead: it names this delivery's event, not the incident,
+        # so a later resolve could never meet the alert it resolves.
+        raise ValueError("event.data.id (the PagerDuty incident id) is missing")
+    fingerprint = str(data.get("incident_key") or incident_id)
     status: Literal["firing", "resolved"] = (
         "resolved"
         if event_type == "incident.resolved" or data.get("status") == "resolved"
@@ -184,6 +204,42 @@ def verify_pagerduty_signature(secret: str, body: bytes, header: str | None) -> 
         return False
     expected = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return any(hmac.compare_digest(sig.strip(), expected) for sig in header.split(","))
+
+
+INTAKE_LOCK_WAIT_SECONDS = 10.0
+"""How long an intake waits for another replica's (else 503 + Retry-After)."""
+FOLD_LAG_SECONDS = 300.0
+"""How long an incident another replica opened for an alert may be unknown to our fold
+and still be taken as open (a fold lags by milliseconds; this is generous)."""
+
+
+def _just_opened_elsewhere(rt: Runtime, incident_id: str) -> bool:
+    """Not in our fold at all (not opened, not closed): another replica opened it."""
+    state = rt.view.state(incident_id)
+    return not state.opened and not state.closed
+
+
+def _still_open(rt: Runtime, incident_id: str, appended_at: datetime | None, now: datetime) -> bool:
+    state = rt.view.state(incident_id)
+    if state.opened:
+        return not state.closed
+    return (
+        _just_opened_elsewhere(rt, incident_id)
+        and appended_at is not None
+        and (now - appended_at).total_seconds() < FOLD_LAG_SECONDS
+    )
+
+
+async def _incident_for(rt: Runtime, service: str, now: datetime) -> str | None:
+    """The open incident of the service: in our fold, or opened for one of its alerts
+    by another replica and not in our fold yet."""
+    found = _open_incident_for(rt, service)
+    if found is not None:
+        return found
+    recent = await alert_incidents_since(
+        rt.db, service=service, since=now - timedelta(seconds=FOLD_LAG_SECONDS)
+    )
+    return next((i for i in recent if _just_opened_elsewhere(rt, i)), None)
 
 
 def _open_incident_for(rt: Runtime, service: str) -> str | None:
@@ -225,97 +281,116 @@ def _recorded_since_close(rt: Runtime, incident_id: str, fingerprint: str) -> bo
 
 
 async def intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> dict[str, Any]:
+    """Alerts one at a time, in this process (alert_lock) and across replicas (a lock in
+    PostgreSQL): an alert is decided on knowing every alert recorded before it."""
+    try:
+        async with (
+            rt.alert_lock,
+            intake_lock(rt.db, wait_seconds=INTAKE_LOCK_WAIT_SECONDS),
+        ):
+            return await _intake(rt, alerts, actor)
+    except IntakeBusy as exc:
+        raise ApiError(
+            503,
+            "busy",
+            "another API replica is taking in alerts; nothing was recorded: retry",
+            {"appended": False},
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+async def _intake(rt: Runtime, alerts: list[NormalizedAlert], actor: Actor) -> dict[str, Any]:
     appended = folded = ignored = after_close = 0
     incidents: list[str] = []
-    async with rt.alert_lock:
-        for alert in alerts:
-            now = datetime.now(UTC)
-            seen = await observe_alert(
-                rt.db,
-                fingerprint=alert.fingerprint,
+    for alert in alerts:
+        now = datetime.now(UTC)
+        seen = await observe_alert(
+            rt.db,
+            fingerprint=alert.fingerprint,
+            source=alert.source,
+            service=alert.service,
+            status=alert.status,
+            now=now,
+            window_seconds=rt.settings.api.conn_alert_dedup_window_seconds,
+            occurrence=alert.starts_at.isoformat() if alert.starts_at else None,
+        )
+        attached = seen.incident_id
+        closed = _after_close(rt, alert, seen)
+        if (
+            seen.duplicate
+            and attached is not None
+            and (
+                _still_open(rt, attached, seen.appended_at, now)
+                or (closed is not None and _recorded_since_close(rt, closed, alert.fingerprint))
+            )
+        ):
+            folded += 1
+            metrics.ALERTS.labels(source=alert.source, outcome="folded").inc()
+            incidents.append(attached)
+            continue
+        opened: IncidentOpened | None = None
+        if closed is not None:
+            # Recorded in the closed incident's ledger for the commander to see;
+            # nothing is opened or re-opened (opening a new incident is theirs).
+            incident_id = closed
+            labels = {**alert.labels, "conn_after_close": "true"}
+        else:
+            labels = alert.labels
+            found = await _incident_for(rt, alert.service, now)
+            if found is None and alert.status == "resolved":
+                ignored += 1
+                metrics.ALERTS.labels(source=alert.source, outcome="ignored").inc()
+                continue
+            if found is None:
+                incident_id = new_incident_id()
+                opened = new_event(
+                    IncidentOpened,
+                    incident_id=incident_id,
+                    payload=IncidentOpenedPayload(
+                        title=clean_text(alert.summary or f"{alert.service} alert", MAX_LINE),
+                        service=alert.service,
+                        severity=_SEVERITY.get(alert.severity.lower(), "sev2"),
+                        opened_from_alert=alert.fingerprint,
+                    ),
+                    actor=actor,
+                    producer=rt.producer.principal,
+                )
+            else:
+                incident_id = found
+        # Both events are built (validated) before either is appended: an alert the
+        # contract refuses opens nothing.
+        event = new_event(
+            AlertReceived,
+            incident_id=incident_id,
+            payload=AlertReceivedPayload(
                 source=alert.source,
+                fingerprint=alert.fingerprint,
                 service=alert.service,
                 status=alert.status,
-                now=now,
-                window_seconds=rt.settings.api.conn_alert_dedup_window_seconds,
-                occurrence=alert.starts_at.isoformat() if alert.starts_at else None,
+                severity=alert.severity,
+                summary=alert.summary,
+                labels=labels,
+                starts_at=alert.starts_at,
+                duplicates_folded=seen.folded_since,
+            ),
+            actor=actor,
+            producer=rt.producer.principal,
+        )
+        if opened is not None:
+            await rt.append_and_fold(opened)
+            log.info(
+                "incident opened from alert",
+                extra={"incident_id": incident_id, "fingerprint": alert.fingerprint},
             )
-            attached = seen.incident_id
-            closed = _after_close(rt, alert, seen)
-            if seen.duplicate and attached is not None:
-                state = rt.view.state(attached)
-                if (state.opened and not state.closed) or (
-                    closed is not None and _recorded_since_close(rt, closed, alert.fingerprint)
-                ):
-                    folded += 1
-                    metrics.ALERTS.labels(source=alert.source, outcome="folded").inc()
-                    incidents.append(attached)
-                    continue
-            opened: IncidentOpened | None = None
-            if closed is not None:
-                # Recorded in the closed incident's ledger for the commander to see;
-                # nothing is opened or re-opened (opening a new incident is theirs).
-                incident_id = closed
-                labels = {**alert.labels, "conn_after_close": "true"}
-            else:
-                labels = alert.labels
-                found = _open_incident_for(rt, alert.service)
-                if found is None and alert.status == "resolved":
-                    ignored += 1
-                    metrics.ALERTS.labels(source=alert.source, outcome="ignored").inc()
-                    continue
-                if found is None:
-                    incident_id = new_incident_id()
-                    opened = new_event(
-                        IncidentOpened,
-                        incident_id=incident_id,
-                        payload=IncidentOpenedPayload(
-                            title=clean_text(alert.summary or f"{alert.service} alert", MAX_LINE),
-                            service=alert.service,
-                            severity=_SEVERITY.get(alert.severity.lower(), "sev2"),
-                            opened_from_alert=alert.fingerprint,
-                        ),
-                        actor=actor,
-                        producer=rt.producer.principal,
-                    )
-                else:
-                    incident_id = found
-            # Both events are built (validated) before either is appended: an alert the
-            # contract refuses opens nothing.
-            event = new_event(
-                AlertReceived,
-                incident_id=incident_id,
-                payload=AlertReceivedPayload(
-                    source=alert.source,
-                    fingerprint=alert.fingerprint,
-                    service=alert.service,
-                    status=alert.status,
-                    severity=alert.severity,
-                    summary=alert.summary,
-                    labels=labels,
-                    starts_at=alert.starts_at,
-                    duplicates_folded=seen.folded_since,
-                ),
-                actor=actor,
-                producer=rt.producer.principal,
-            )
-            if opened is not None:
-                await rt.append_and_fold(opened)
-                log.info(
-                    "incident opened from alert",
-                    extra={"incident_id": incident_id, "fingerprint": alert.fingerprint},
-                )
-            await rt.append_and_fold(event)
-            await alert_appended(
-                rt.db, fingerprint=alert.fingerprint, incident_id=incident_id, now=now
-            )
-            if closed is not None:
-                after_close += 1
-                metrics.ALERTS.labels(source=alert.source, outcome="after_close").inc()
-            else:
-                appended += 1
-                metrics.ALERTS.labels(source=alert.source, outcome="appended").inc()
-            incidents.append(incident_id)
+        await rt.append_and_fold(event)
+        await alert_appended(rt.db, fingerprint=alert.fingerprint, incident_id=incident_id, now=now)
+        if closed is not None:
+            after_close += 1
+            metrics.ALERTS.labels(source=alert.source, outcome="after_close").inc()
+        else:
+            appended += 1
+            metrics.ALERTS.labels(source=alert.source, outcome="appended").inc()
+        incidents.append(incident_id)
     return {
         "received": len(alerts),
         "appended": appended,

@@ -9,6 +9,11 @@ limit is handed to the application unchanged (buffered: at most the limit in mem
 Limits (ApiSettings): CONN_API_MAX_BODY_BYTES (default 64 KiB) for every route, and
 CONN_API_MAX_ALERT_BODY_BYTES (default 1 MiB) under /v1/alerts/ (an Alertmanager
 group notification carries every alert of the group).
+
+A JSON body (any `application/...json` content type) with a duplicate key in any object
+is answered 422 before the application sees it: parsers disagree about which of the two
+counts (the last here, the first elsewhere), so a proxy, a log and the API would read
+different requests. A body that is not valid JSON is left to the route (its usual 422).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conn_api.errors import error_body
+from conn_schemas.codec import duplicate_key
 
 
 class BodyLimit:
@@ -70,12 +76,32 @@ class BodyLimit:
             messages.append(message)
             more = bool(message.get("more_body", False))
 
+        if _is_json(scope):
+            duplicate = duplicate_key(b"".join(m.get("body", b"") for m in messages))
+            if duplicate is not None:
+                await _answer(
+                    send,
+                    422,
+                    "invalid_request",
+                    f"duplicate key {duplicate[:100]!r} in the JSON body",
+                    {"duplicate_key": duplicate[:100]},
+                )
+                return
+
         async def replay() -> Message:
             if messages:
                 return messages.pop(0)
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return bool(media.startswith(b"application/") and media.endswith(b"json"))
+    return False
 
 
 async def _too_large(send: Send, limit: int, declared: int | None) -> None:

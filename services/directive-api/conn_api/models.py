@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conn_schemas.events import DirectiveIssuedPayload
 from conn_schemas.values import (
@@ -144,14 +145,30 @@ class CloseIncident(Body):
 class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    status: Literal["firing", "resolved"] = "firing"
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_ALERT_LABELS)
+    status: Literal["firing", "resolved"]
+    labels: dict[LabelKey, LabelValue] = Field(
+        min_length=1,
+        max_length=MAX_ALERT_LABELS,
+        description="At least one label (Alertmanager always sends alertname)",
+    )
     annotations: dict[LabelKey, AnnotationValue] = Field(
         default_factory=dict, max_length=MAX_ALERT_LABELS
     )
-    startsAt: str | None = Field(default=None, max_length=64)
-    endsAt: str | None = Field(default=None, max_length=64)
+    startsAt: str | None = Field(default=None, max_length=64, description="RFC 3339")
+    endsAt: str | None = Field(default=None, max_length=64, description="RFC 3339")
     fingerprint: Token | None = None
+
+    @field_validator("startsAt", "endsAt")
+    @classmethod
+    def _rfc3339(cls, value: str | None) -> str | None:
+        """A time is a time: an alert whose times cannot be read is refused, not taken
+        in without its occurrence (which is what folds an HA pair's duplicate)."""
+        if value:
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"not an RFC 3339 time: {value[:64]!r}") from None
+        return value
 
 
 class AlertmanagerWebhook(BaseModel):
@@ -162,7 +179,7 @@ class AlertmanagerWebhook(BaseModel):
     version: str = Field(default="4", max_length=16)
     status: Literal["firing", "resolved"] = "firing"
     receiver: str = Field(default="", max_length=256)
-    alerts: list[AlertmanagerAlert] = Field(default_factory=list, max_length=1000)
+    alerts: list[AlertmanagerAlert] = Field(min_length=1, max_length=1000)
     commonLabels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=MAX_ALERT_LABELS
     )

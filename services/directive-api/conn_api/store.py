@@ -4,6 +4,8 @@ de-duplication and webhook deliveries already seen. (The stop table `conn_stops`
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import asyncpg
 
 SCHEMA_LOCK_KEY = 0x434F4E4E4150  # "CONNAP"
+ALERT_INTAKE_LOCK_KEY = 0x434F4E4E414C  # "CONNAL"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS conn_api_idempotency (
@@ -246,6 +249,39 @@ async def finish_delivery(pool: asyncpg.Pool, *, source: str, keys: list[str], o
         )
 
 
+class IntakeBusy(Exception):
+    """Another API replica held the alert-intake lock longer than we may wait."""
+
+
+@asynccontextmanager
+async def intake_lock(pool: asyncpg.Pool, *, wait_seconds: float) -> AsyncIterator[None]:
+    """Alert intake, one at a time across every API replica (a PostgreSQL advisory lock,
+    held for the whole intake and released when it ends or its connection dies).
+
+    Without it two replicas that receive the same alert at the same moment (an
+    Alertmanager HA pair posts to both) both find no incident yet and open two: each
+    decides on its own fold, which has not seen the other's IncidentOpened."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(wait_seconds * 1000))}ms'")
+        try:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ALERT_INTAKE_LOCK_KEY)
+        except asyncpg.LockNotAvailableError as exc:
+            raise IntakeBusy from exc
+        yield
+
+
+async def alert_incidents_since(pool: asyncpg.Pool, *, service: str, since: datetime) -> list[str]:
+    """Incidents alerts of `service` were recorded in since `since`, newest first: what
+    other replicas appended (their IncidentOpened may not be in our fold yet)."""
+    rows = await pool.fetch(
+        "SELECT incident_id FROM conn_api_alerts WHERE service = $1"
+        " AND incident_id IS NOT NULL AND last_appended >= $2 ORDER BY last_appended DESC",
+        service,
+        since,
+    )
+    return list(dict.fromkeys(str(r["incident_id"]) for r in rows))
+
+
 @dataclass(frozen=True)
 class AlertSeen:
     duplicate: bool
@@ -254,6 +290,8 @@ class AlertSeen:
     """Duplicates folded since the last AlertReceived appended for this fingerprint."""
     same_occurrence: bool = False
     """The same occurrence as the one recorded (e.g. Alertmanager fingerprint + startsAt)."""
+    appended_at: datetime | None = None
+    """When an AlertReceived for this fingerprint was last appended (by any replica)."""
 
 
 async def observe_alert(
@@ -305,7 +343,9 @@ async def observe_alert(
                 fingerprint,
                 now,
             )
-            return AlertSeen(True, row["incident_id"], row["folded_since"] + 1, same)
+            return AlertSeen(
+                True, row["incident_id"], row["folded_since"] + 1, same, row["last_appended"]
+            )
         await conn.execute(
             "UPDATE conn_api_alerts SET received = received + 1, status = $2, last_seen = $3,"
             " occurrence = COALESCE($4, occurrence) WHERE fingerprint = $1",
@@ -314,7 +354,7 @@ async def observe_alert(
             now,
             occurrence,
         )
-        return AlertSeen(False, row["incident_id"], row["folded_since"], same)
+        return AlertSeen(False, row["incident_id"], row["folded_since"], same, row["last_appended"])
 
 
 async def alert_appended(
