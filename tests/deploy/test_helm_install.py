@@ -271,6 +271,7 @@ def test_a_missing_verb_fails_and_upgrade_restores_the_role(release: Release) ->
     kube.request(
         "PATCH", f"/apis/apps/v1/namespaces/{target}/deployments/{POOL}", {"spec": {"replicas": 2}}
     )
+    objects_before = _release_objects(release)
     with pytest.raises(PortError, match="not authorized") as err:
         asyncio.run(drain("k-helm-missing-verb"))
     assert not err.value.retriable
@@ -288,6 +289,10 @@ def test_a_missing_verb_fails_and_upgrade_restores_the_role(release: Release) ->
         assert kube.rolled_out(release.namespace, f"{RELEASE}-{svc}"), svc
     asyncio.run(drain("k-helm-after-upgrade"))
     assert kube.deployment(target, POOL)["spec"]["replicas"] == 0
+    # The upgrade left nothing behind: its pre-upgrade hooks (the topics Job and its Secret)
+    # ran and were deleted, and the release has the same objects as before (no orphan).
+    assert not kube.get(f"/apis/batch/v1/namespaces/{release.namespace}/jobs")["items"]
+    assert _release_objects(release) == objects_before
 
 
 NAMESPACED = [
@@ -323,6 +328,19 @@ def _leftovers(kube: Kube, ns: str, keep_target: bool = False) -> list[tuple[str
                 continue  # the checkout platform's own Deployments, pods and ReplicaSets
             out.append((kind, name))
     return out
+
+
+def _release_objects(release: Release) -> set[tuple[str, str, str]]:
+    """(namespace, kind, name) of what the release owns in both namespaces, without what
+    changes on every rollout (pods, ReplicaSets, EndpointSlices) and Helm's own record of
+    each revision."""
+    churn = {"Pod", "ReplicaSet", "EndpointSlice"}
+    return {
+        (ns, kind, name)
+        for ns, keep in ((release.namespace, False), (release.target, True))
+        for kind, name in _leftovers(release.kube, ns, keep_target=keep)
+        if kind not in churn and not name.startswith(f"sh.helm.release.v1.{RELEASE}.")
+    }
 
 
 def test_uninstall_leaves_nothing_behind(release: Release) -> None:

@@ -30,7 +30,7 @@ def _running(status: dict, name: str, not_pid: int | None = None) -> bool:
 
 
 def test_supervisor_restarts_a_killed_component_and_says_why() -> None:
-    with StackCli.temporary("supervised") as stack:
+    with StackCli.temporary("supervised", COLUMNS="250") as stack:
         _kill_and_watch(stack)
 
 
@@ -62,6 +62,12 @@ def _kill_and_watch(stack: StackCli) -> None:
             logs = stack.run("logs", name, "--no-follow", "-n", "200")
             assert "supervisor: restart #1" in logs
         assert "component exited; restarting it" in stack.log("supervisor")
+        # what `make status` prints: the restarts and the reason of the last exit, per row
+        table = stack.run("status").splitlines()
+        for name in ("postgres", "simulator"):
+            (row_text,) = [line for line in table if f" {name} " in line]
+            cells = [c.strip() for c in row_text.split("│")]
+            assert "1" in cells and any(c.startswith("signal SIGKILL at ") for c in cells), table
         # the other component was not touched, and the supervisor is the same process
         final = stack.status()
         assert final["supervisor"] == supervisor
