@@ -333,6 +333,20 @@ def apply_vote(state: IncidentState, event: Vote) -> bool:
     return True
 
 
+def counted(state: IncidentState, event: Vote) -> bool:
+    """Did the fold count this vote (folded into `state`)? A vote the API checked on a
+    view that lagged behind the log (say a decline appended after the step started)
+    is in the ledger but changes nothing: the approver must be told so."""
+    track = state.approvals.get(event.correlation_id or "")
+    if track is None:
+        return False
+    decision = "approved" if isinstance(event, ApprovalRecorded) else "declined"
+    return any(
+        v.approver == event.actor.id and v.decision == decision and v.at == event.occurred_at
+        for v in track.votes
+    )
+
+
 # --- at the moment of acting ---------------------------------------------------------------
 
 
