@@ -382,6 +382,15 @@ def gate(state: IncidentState, correlation_id: str, now: datetime | None = None)
             RefusalReason.APPROVAL_EXPIRED,
             f"the approval window closed at {track.expires_at.isoformat()}",
         )
+    named = {v.packet_sha256 for v in track.votes if v.decision == "approved" and v.counted}
+    if track.quorum_at is not None and named != {track.approved_sha256}:
+        # Each vote named the packet current when it landed; if the packet changed in
+        # between without superseding the directive (only its own records can), the
+        # approvers did not approve one and the same packet.
+        return Refused(
+            RefusalReason.STALE_BASE,
+            f"the approvals name {len(named)} different decision packets: approve it again",
+        )
     counted = [
         a for a in dict.fromkeys(track.approvers) if a != track.issuer or track.rule.self_approval
     ]
