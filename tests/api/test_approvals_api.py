@@ -32,10 +32,10 @@ def code(r: Any) -> tuple[int, str]:
     return r.status_code, r.json()["error"]["code"] if r.status_code >= 400 else ""
 
 
-async def incident_with_pending(api: Api) -> tuple[str, str, str]:
+async def incident_with_pending(api: Api, rule: bytes = RULE) -> tuple[str, str, str]:
     inc = await api.open_incident(runbook=False)
     r = await api.post(
-        f"/v1/incidents/{inc}/authority", "alice", {"content": (RUNBOOK + RULE).decode()}
+        f"/v1/incidents/{inc}/authority", "alice", {"content": (RUNBOOK + rule).decode()}
     )
     assert r.status_code == 201, r.text
     r = await api.direct(inc, "alice", DRAIN)
@@ -95,6 +95,17 @@ async def test_quorum_of_distinct_entitled_people_who_did_not_issue_it(api: Api)
     assert all(e.producer.startswith("directive-api") for e in approvals)
     r = await api.get(f"/v1/incidents/{inc}/approvals")
     assert r.json()["items"][0]["status"] == "approved"
+
+
+async def test_the_issuer_cannot_approve_even_when_entitled(api: Api) -> None:
+    """alice (commander, incident-command) is entitled by role and team, but she issued it."""
+    rule = RULE.replace(b"roles: [specialist, admin]", b"roles: [commander, specialist]")
+    inc, cid, sha = await incident_with_pending(api, rule)
+    r = await vote(api, inc, cid, "alice", sha)
+    assert code(r) == (403, "not_conn_holder"), r.text
+    assert "a second person must approve it" in r.json()["error"]["message"]
+    r = await api.get(f"/v1/incidents/{inc}/approvals")
+    assert r.json()["items"][0]["counted"] == 0 and r.json()["items"][0]["votes"] == []
 
 
 async def test_one_decline_blocks(api: Api) -> None:

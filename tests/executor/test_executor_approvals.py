@@ -23,7 +23,13 @@ from conn_core import approvals
 from conn_runtime.kafka import event_headers
 from conn_schemas import events as ev
 from conn_schemas.codec import encode
-from conn_schemas.values import Actor, DrainWorkerPool, Role, UpdateIncidentRecord
+from conn_schemas.values import (
+    Actor,
+    DrainWorkerPool,
+    GatherState,
+    Role,
+    UpdateIncidentRecord,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +197,40 @@ async def test_a_forged_approval_is_dead_lettered_and_does_not_complete_the_quor
     assert approvers == ["dana", "erin"]
     assert (await h.side_effects()).get(cid) == 1
     assert issued.actor.id == ALICE.id  # the issuer never approved it
+
+
+async def test_a_takeover_or_a_newer_state_change_cancels_a_waiting_directive(
+    make_harness: Any,
+) -> None:
+    """Recorded by the executor (DirectiveRefused), with no side effect, even though an
+    approval had already been given; a later approval changes nothing."""
+    h = await make_harness()
+    proc = h.start_executor()
+    cases = {"inc-wait-takeover": "takeover", "inc-wait-gather": "gather"}
+    waiting: dict[str, tuple[str, str, ev.Envelope]] = {}
+    for inc in cases:
+        await h.open_incident(inc)
+        await h.declare(inc, rule(count=2, expires_after=900))
+        cid = await h.issue(inc, DRAIN)
+        sha, issued = await pending(h, inc, cid)
+        await h.append(approval(inc, cid, DANA, sha, issued))
+        waiting[inc] = (cid, sha, issued)
+    await h.take_over("inc-wait-takeover")
+    await h.issue("inc-wait-gather", GatherState(regions=("us-east",)))
+    for inc, (cid, sha, issued) in waiting.items():
+        events = await h.wait_for(
+            inc, has("DirectiveRefused", cid), what=f"{cases[inc]} cancels", procs=(proc,)
+        )
+        (refused,) = of_type(events, "DirectiveRefused", cid)
+        assert isinstance(refused.payload, ev.DirectiveRefusedPayload)
+        assert refused.payload.refused_by == "executor"
+        assert refused.payload.reason.value == "stale_base_position", refused.payload
+        assert "cancelled while waiting for approval" in refused.payload.detail
+        assert not of_type(events, "StepStarted", cid)
+        await h.append(approval(inc, cid, ERIN, sha, issued))  # too late: nothing happens
+    note = await h.issue("inc-wait-gather", UpdateIncidentRecord(note="after"))
+    await h.wait_for(
+        "inc-wait-gather", has("IncidentRecordUpdated", note), what="the note", procs=(proc,)
+    )
+    effects = await h.side_effects()
+    assert all(cid not in effects for cid, _, _ in waiting.values())
