@@ -333,6 +333,20 @@ def apply_vote(state: IncidentState, event: Vote) -> bool:
     return True
 
 
+def counted(state: IncidentState, event: Vote) -> bool:
+    """Did the fold count this vote (folded into `state`)? A vote the API checked on a
+    view that lagged behind the log (say a decline appended after the step started)
+    is in the ledger but changes nothing: the approver must be told so."""
+    track = state.approvals.get(event.correlation_id or "")
+    if track is None:
+        return False
+    decision = "approved" if isinstance(event, ApprovalRecorded) else "declined"
+    return any(
+        v.approver == event.actor.id and v.decision == decision and v.at == event.occurred_at
+        for v in track.votes
+    )
+
+
 # --- at the moment of acting ---------------------------------------------------------------
 
 
@@ -367,6 +381,15 @@ def gate(state: IncidentState, correlation_id: str, now: datetime | None = None)
         return Refused(
             RefusalReason.APPROVAL_EXPIRED,
             f"the approval window closed at {track.expires_at.isoformat()}",
+        )
+    named = {v.packet_sha256 for v in track.votes if v.decision == "approved" and v.counted}
+    if track.quorum_at is not None and named != {track.approved_sha256}:
+        # Each vote named the packet current when it landed; if the packet changed in
+        # between without superseding the directive (only its own records can), the
+        # approvers did not approve one and the same packet.
+        return Refused(
+            RefusalReason.STALE_BASE,
+            f"the approvals name {len(named)} different decision packets: approve it again",
         )
     counted = [
         a for a in dict.fromkeys(track.approvers) if a != track.issuer or track.rule.self_approval

@@ -4,9 +4,17 @@ rule does not allow answered with a clear 4xx and nothing appended."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from typing import Any
 
+import pytest
 from api_support import ROOT, Api, of_incident, read_log
+from kafka_support import LedgerWriter
+
+from conn_core.state import DirectiveStatus
+from conn_schemas import events as ev
+from conn_schemas.values import Actor, DrainWorkerPool
 
 RUNBOOK = (ROOT / "runbooks" / "checkout-authority.yaml").read_bytes()
 RULE = b"""
@@ -24,10 +32,10 @@ def code(r: Any) -> tuple[int, str]:
     return r.status_code, r.json()["error"]["code"] if r.status_code >= 400 else ""
 
 
-async def incident_with_pending(api: Api) -> tuple[str, str, str]:
+async def incident_with_pending(api: Api, rule: bytes = RULE) -> tuple[str, str, str]:
     inc = await api.open_incident(runbook=False)
     r = await api.post(
-        f"/v1/incidents/{inc}/authority", "alice", {"content": (RUNBOOK + RULE).decode()}
+        f"/v1/incidents/{inc}/authority", "alice", {"content": (RUNBOOK + rule).decode()}
     )
     assert r.status_code == 201, r.text
     r = await api.direct(inc, "alice", DRAIN)
@@ -89,6 +97,17 @@ async def test_quorum_of_distinct_entitled_people_who_did_not_issue_it(api: Api)
     assert r.json()["items"][0]["status"] == "approved"
 
 
+async def test_the_issuer_cannot_approve_even_when_entitled(api: Api) -> None:
+    """alice (commander, incident-command) is entitled by role and team, but she issued it."""
+    rule = RULE.replace(b"roles: [specialist, admin]", b"roles: [commander, specialist]")
+    inc, cid, sha = await incident_with_pending(api, rule)
+    r = await vote(api, inc, cid, "alice", sha)
+    assert code(r) == (403, "not_conn_holder"), r.text
+    assert "a second person must approve it" in r.json()["error"]["message"]
+    r = await api.get(f"/v1/incidents/{inc}/approvals")
+    assert r.json()["items"][0]["counted"] == 0 and r.json()["items"][0]["votes"] == []
+
+
 async def test_one_decline_blocks(api: Api) -> None:
     inc, cid, sha = await incident_with_pending(api)
     assert code(await vote(api, inc, cid, "dana", sha, "decline")) == (422, "invalid_request")
@@ -112,3 +131,56 @@ async def test_bad_requests_are_4xx(api: Api) -> None:
     assert r.status_code == 422
     r = await api.get("/v1/incidents/nope/approvals")
     assert r.status_code == 404
+
+
+async def test_a_vote_the_log_did_not_count_is_not_answered_as_recorded(
+    api: Api, trust: Any, kafka_bootstrap: str, conn_topics: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decline racing the step's start: the API checked it on a view that had not yet
+    folded the executor's StepStarted, appended it, and the fold (the arbiter) did not
+    count it. The approver must hear 409 vote_not_counted, not 200 "declined"."""
+    inc, cid, sha = await incident_with_pending(api)
+    view = api.app.state.runtime.view
+    lagging = copy.deepcopy(view.state(inc))  # the view as it was before the step started
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
+        await writer.append(
+            ev.new_event(
+                ev.StepStarted,
+                incident_id=inc,
+                payload=ev.StepStartedPayload(
+                    action=DrainWorkerPool(pool="cache-invalidation", region="us-east"),
+                    idempotency_key=cid,
+                    executor_id="executor-1",
+                    fencing_token=1,
+                ),
+                actor=Actor.service("executor"),
+                producer="executor",
+                correlation_id=cid,
+            )
+        )
+    for _ in range(200):  # bounded: until the API's own fold has the step started
+        if view.state(inc).directives[cid].status is DirectiveStatus.STARTED:
+            break
+        await asyncio.sleep(0.05)
+    assert view.state(inc).directives[cid].status is DirectiveStatus.STARTED
+    # A current view refuses the decline before appending anything...
+    assert code(await vote(api, inc, cid, "dana", sha, "decline", "too late")) == (
+        409,
+        "duplicate_directive",
+    )
+    # ...a lagging one lets it through to the log, where it does not count.
+    live = view.state
+    reads = iter([lagging])
+    monkeypatch.setattr(view, "state", lambda incident: next(reads, None) or live(incident))
+    r = await vote(api, inc, cid, "dana", sha, "decline", "replication lag too high")
+    assert code(r) == (409, "vote_not_counted"), r.text
+    monkeypatch.undo()
+    assert view.state(inc).approvals[cid].declined_by is None
+    declines = of_incident(
+        await read_log(
+            api.settings.kafka.kafka_bootstrap_servers, api.settings.kafka.topics.events
+        ),
+        inc,
+        "ApprovalDeclined",
+    )
+    assert [e.actor.id for e in declines] == ["dana"]  # in the ledger, and not counted

@@ -99,3 +99,19 @@ def test_the_fleet_slis_have_a_panel_row(dash: dict[str, Any]) -> None:
         assert f"conn_fleet_{key}" in text, key
     assert "conn_fleet_unauthorized_side_effects" in text
     assert "conn_fleet_caught_by_reason" in text
+
+
+def test_the_two_person_rule_has_a_panel_row(dash: dict[str, Any]) -> None:
+    """Issue 19: time to approval, declines and cancellations, votes refused or not
+    counted at the API, and dry runs are on the dashboard."""
+    rows = [p["title"] for p in _panels(dash) if p["type"] == "row"]
+    assert any(t.startswith("Two-person rule") for t in rows)
+    text = " ".join(e for _, e in _exprs(dash))
+    for needle in (
+        "conn_executor_time_to_approval_seconds_bucket",
+        "conn_executor_approvals_total",
+        'outcome=~"declined|cancelled"',
+        "conn_api_approvals_total",
+        "conn_api_dry_runs_total",
+    ):
+        assert needle in text, needle

@@ -11,13 +11,16 @@ packager, directive API on a real broker and PostgreSQL):
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from conn_cli.main import app as conn_cli
 from conn_localstack.ephemeral import ROOT
 
 pytestmark = pytest.mark.integration
@@ -114,6 +117,15 @@ def rule_enabled(sim: str) -> bool:
     return not s.get("disabled", False)
 
 
+def cli(api: str, who: str, *args: str) -> Any:
+    """`conn ...` as `who` (the same commands a commander types)."""
+    return CliRunner().invoke(
+        conn_cli,
+        list(args),
+        env={"CONN_API_URL": api, "CONN_TOKEN": TOKENS[who], "COLUMNS": "250"},
+    )
+
+
 def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any) -> None:
     p = pipeline("seed_outage")
     api, sim = p.api.url, p.simulator.url
@@ -152,6 +164,15 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
     assert r.status_code == 401
     r = request(api, "alice", "POST", dry, {"action": {"action": "drain_worker_pool"}})
     assert r.status_code == 422
+    # ...and from the command line (`conn direct ... --dry-run`):
+    out = cli(
+        api, "alice", "direct", "drain-worker-pool", inc, "--pool", "cache-invalidation",
+        "--region", "us-east", "--dry-run", "--json",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["recorded"] is False and shown["preview"]["method"] == "server_dry_run"
+    assert {"path": "spec.replicas", "before": 6, "after": 0} in shown["preview"]["changes"]
     assert p.side_effects() == before_effects, "a dry run caused a side effect"
     assert ledger(api, inc) == before_log, "a dry run wrote to the ledger"
     assert pool(sim, "cache-invalidation", "us-east") == (6, 6)
@@ -229,13 +250,9 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
     )["correlation_id"]
     assert snapshot_of(api, inc, fcid)["payload"]["verdict"] == "recovered"
     assert rule_enabled(sim) is False
-    fundo = call(
-        api,
-        "alice",
-        "POST",
-        f"/v1/incidents/{inc}/directives/{fcid}/undo",
-        {"based_on_sequence": sequence(api, inc)},
-    )
+    out = cli(api, "alice", "direct", "undo", inc, fcid, "--json")  # `conn direct undo`
+    assert out.exit_code == 0, out.output
+    fundo = json.loads(out.output)
     assert fundo["action"] == {**disable, "action": "enable_flag_rule"}
     fsnap = snapshot_of(api, inc, fundo["correlation_id"])
     (fcheck,) = fsnap["payload"]["control_plane"]
@@ -267,5 +284,7 @@ def test_dry_run_touches_nothing_and_undo_restores_and_is_verified(pipeline: Any
         {"based_on_sequence": sequence(api, inc)},
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "irreversible", r.text
+    out = cli(api, "alice", "direct", "undo", inc, rcid)
+    assert out.exit_code == 1 and "409 irreversible" in out.output, out.output
     detail = call(api, "olive", "GET", f"/v1/incidents/{inc}/directives/{rcid}")["undo"]
     assert detail["reversible"] is False and detail["previous_generation"] == 0

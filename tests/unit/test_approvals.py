@@ -5,6 +5,7 @@ state change stops it."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -331,3 +332,89 @@ def test_the_decision_packet_says_a_restart_cannot_be_undone() -> None:
     text = planned_undo(restart)
     assert text is not None and "cannot be undone" in text and "orders-db" in text
     assert planned_undo(DRAIN) is not None and "cannot" not in (planned_undo(DRAIN) or "")
+
+
+# --- the exact packet: replays, and every record that could change it -------------------
+
+
+def test_an_approval_replayed_from_another_directive_or_incident_does_not_count() -> None:
+    h, cid = history()
+    other = h.direct(DRAIN)  # the same action and target, another directive
+    assert approvals.current_sha256(state_of(h), other) != approvals.current_sha256(
+        state_of(h), cid
+    )
+    genuine = vote(h, other, CAROL)
+    # carol's approval of the other directive, re-addressed to this one (a new record)
+    h.events.append(genuine.model_copy(update={"event_id": uuid.uuid4(), "correlation_id": cid}))
+    # ...and the very same record delivered twice
+    h.events.append(genuine)
+    state = state_of(h)
+    assert state.approvals[cid].approvers == []
+    assert state.approvals[other].approvers == ["carol"]
+    # An approval from another incident (same directive id, same action) carried over.
+    h2 = History("inc-2").open().declare(content=runbook())
+    h2.direct(DRAIN, actor=ALICE, cid=cid)
+    elsewhere = vote(h2, cid, DANA)
+    assert approvals.current_sha256(state_of(h2), cid) != approvals.current_sha256(state_of(h), cid)
+    h.events.append(
+        elsewhere.model_copy(update={"event_id": uuid.uuid4(), "incident_id": h.incident_id})
+    )
+    assert state_of(h).approvals[cid].approvers == []
+    assert gate(h, cid) is RefusalReason.APPROVAL_REQUIRED
+
+
+RECORDS = (
+    "alert",
+    "note",
+    "gather",
+    "own_gather",
+    "hold",
+    "resume",
+    "takeover",
+    "redeclare",
+    "other_directive",
+    "carol",
+    "dana",
+)
+"""Records that may land while a directive waits for approvers (`own_gather`: a record of
+the directive itself, which never supersedes it)."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(RECORDS), max_size=10))
+def test_a_runnable_directive_runs_the_one_packet_its_quorum_approved(steps: list[str]) -> None:
+    """Oracle (DESIGN.md 11, "approved the exact decision packet"): if the step may run,
+    every approval that counted named one and the same packet, and it is today's packet
+    unless only the directive's own records came after the first approval."""
+    h, cid = history()
+    own_after_first_vote = False
+    for step in [*steps, "carol", "dana"]:  # the quorum is always asked for at the end
+        if step == "alert":
+            h.alert()
+        elif step == "note":
+            h.note()
+        elif step == "gather":
+            h.gather(None, purpose="directed")
+        elif step == "own_gather":
+            h.gather(cid, purpose="directed")
+            own_after_first_vote = own_after_first_vote or bool(state_of(h).approvals[cid].votes)
+        elif step == "hold":
+            h.hold()
+        elif step == "resume":
+            h.resume()
+        elif step == "takeover":
+            h.request_takeover()
+        elif step == "redeclare":
+            h.declare(content=runbook())
+        elif step == "other_directive":
+            h.direct(DrainWorkerPool(pool="checkout-workers", region="us-east"))
+        else:
+            vote(h, cid, CAROL if step == "carol" else DANA)  # names today's packet
+    state = state_of(h)
+    if (recheck(state, cid, NO_CONTROL) or approvals.gate(state, cid)) is not None:
+        return
+    track = state.approvals[cid]
+    named = {v.packet_sha256 for v in track.votes if v.decision == "approved" and v.counted}
+    assert named == {track.approved_sha256}, steps
+    if not own_after_first_vote:
+        assert named == {approvals.current_sha256(state, cid)}, steps

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from builders import ALICE, History
+from builders import ALICE, RUNBOOK, History
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from conn_core import approvals
 from conn_core.fold import fold
 from conn_core.rules import Accepted, Refused, check_observation, decide
 from conn_core.state import ControlState
@@ -282,3 +283,35 @@ def test_an_undo_already_directed_is_not_issued_twice() -> None:
     h.direct(inverse)
     answer = undo_action(fold(h.events, h.incident_id), cid)
     assert isinstance(answer, NoUndo) and answer.code == "already_undone"
+
+
+def test_an_undo_waits_for_approvers_when_its_inverse_needs_them() -> None:
+    """Issue 19 item 3: the undo is subject to the same approvals as any directive."""
+    text = RUNBOOK.read_text()
+    rule = "approvals:\n  - action: scale_worker_pool\n    count: 1\n    roles: [specialist]\n"
+    h = History().open().declare(content=text.replace("\napprovals:\n", "\n" + rule, 1).encode())
+    cid = h.direct(DRAIN)
+    h.accept(cid, DRAIN)
+    h._add(
+        ev.StepStarted,
+        ev.StepStartedPayload(
+            action=DRAIN,
+            idempotency_key=cid,
+            executor_id="x1",
+            fencing_token=1,
+            undo=undo_for(DRAIN, pool(6)),
+        ),
+        h.events[-1].actor,
+        cid,
+    )
+    h.succeed(cid, DRAIN)
+    h.snapshot(cid, Verdict.RECOVERED)
+    inverse = undo_action(fold(h.events, h.incident_id), cid)
+    assert isinstance(inverse, ScaleWorkerPool)
+    undo = h.direct(inverse)  # what `conn direct undo` issues
+    state = fold(h.events, h.incident_id)
+    assert undo in approvals.awaiting(state)
+    refusal = approvals.gate(state, undo)
+    assert refusal is not None and refusal.reason is RefusalReason.APPROVAL_REQUIRED
+    packet = approvals.decision_packet(state, undo)
+    assert packet is not None and packet.action == inverse

@@ -108,6 +108,18 @@ async def decide_approval(
         written = await rt.append_and_fold(event)
         after = rt.view.state(incident_id)
         track = after.approvals.get(correlation_id)
+    if written["folded"] and not core.counted(after, event):
+        # Checked on a view that lagged behind the log (e.g. the step started, or its
+        # packet changed, before this vote landed): in the ledger, but it changes nothing.
+        metrics.APPROVALS.labels(body.decision, "not_counted").inc()
+        raise ApiError(
+            409,
+            "vote_not_counted",
+            f"your {'approval' if approve else 'decline'} of {correlation_id} was recorded "
+            "but does not count: the directive changed before it landed (started, decided, "
+            "or a new decision packet); read the approvals again",
+            {k: written[k] for k in ("event_id", "sequence", "folded")},
+        )
     metrics.APPROVALS.labels(body.decision, "recorded").inc()
     quorum = bool(track and track.quorum)
     if approve and quorum and track is not None and track.quorum_at is not None:

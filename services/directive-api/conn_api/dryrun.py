@@ -26,11 +26,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from pydantic import Field, ValidationError
 
 from conn_adapters.config import Adapters, AdapterSettings, build_adapters
-from conn_api import directives
+from conn_api import directives, metrics
 from conn_api.deps import CurrentUser, RuntimeDep
 from conn_api.errors import ApiError, ErrorResponse
 from conn_api.models import Body, DirectiveRequest
@@ -57,12 +56,6 @@ from conn_schemas.values import (
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1")
-
-DRY_RUNS = Counter(
-    "conn_api_dry_runs_total",
-    "Dry runs answered (nothing is appended to the log)",
-    ["outcome"],
-)
 
 
 class UndoRequest(Body):
@@ -107,14 +100,14 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
         payload = request.payload()
     except ValidationError as exc:
         first = exc.errors()[0]
-        DRY_RUNS.labels("invalid").inc()
+        metrics.DRY_RUNS.labels("invalid").inc()
         raise ApiError.refused(
             RefusalReason.INVALID_DIRECTIVE,
             f"not a valid directive: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
         ) from None
     decision = decide(state, payload, me.actor(), rt.view.folds.control)
     if isinstance(decision, Refused):
-        DRY_RUNS.labels("refused").inc()
+        metrics.DRY_RUNS.labels("refused").inc()
         log.info(
             "dry run refused (nothing appended)",
             extra={"incident_id": incident_id, "actor": me.id, "reason": decision.reason.value},
@@ -138,19 +131,19 @@ async def dry_run(rt: Runtime, incident_id: str, body: Any, me: CurrentUser) -> 
     if action.action not in CONSEQUENTIAL_ACTIONS:
         answer["preview"] = None
         answer["detail"] = "not a side effect on a target: nothing to preview"
-        DRY_RUNS.labels("read_only").inc()
+        metrics.DRY_RUNS.labels("read_only").inc()
         return answer
     try:
         change = await preview(preview_adapters(rt), action)
     except PortError as exc:
-        DRY_RUNS.labels("target_error").inc()
+        metrics.DRY_RUNS.labels("target_error").inc()
         raise ApiError(
             502,
             "dry_run_failed",
             f"the target could not preview {describe_action(action)}: {str(exc)[:300]}",
             {"dry_run": True, "retriable": exc.retriable},
         ) from None
-    DRY_RUNS.labels("previewed").inc()
+    metrics.DRY_RUNS.labels("previewed").inc()
     log.info(
         "dry run answered (nothing appended)",
         extra={

@@ -28,6 +28,11 @@ TIME_TO_APPROVAL = Histogram(
     "From DirectiveIssued to the approval that completed its quorum",
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
 )
+DRY_RUNS = Counter(
+    "conn_api_dry_runs_total",
+    "Dry runs answered (nothing is appended to the log)",
+    ["outcome"],
+)
 REQUEST_SECONDS = Histogram(
     "conn_api_request_seconds",
     "HTTP request latency",
