@@ -284,7 +284,7 @@ RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "checkout-authority
 
 
 def test_an_entitled_approver_approves_the_exact_decision_packet(
-    console_stack: Pipeline, browser: Any
+    console_stack: Pipeline, browser: Any, artifacts: Path
 ) -> None:
     """Two-person rule from the console: the approver sees the decision packet's hash and
     approves that exact hash (the same call as `conn approve`); a stale hash or a decline
@@ -318,6 +318,15 @@ def test_an_entitled_approver_approves_the_exact_decision_packet(
         page.locator("#panel-approvals", has_text=sha).wait_for()
         assert page.locator("#panel-approvals form").count() == 0, who
         page.context.close()
+
+    # On a phone, the whole decision packet opened, nothing needs sideways scrolling.
+    phone = sign_in(browser, api.url, "priya", f"/console/incidents/{incident}", **PHONE)
+    phone.click("#panel-approvals details summary")
+    assert cid in phone.inner_text("#panel-approvals pre")
+    wide = phone.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide[0] <= wide[1], wide
+    phone.screenshot(path=str(artifacts / "approval-phone.png"), full_page=True)
+    phone.context.close()
 
     page = sign_in(browser, api.url, "dana", f"/console/incidents/{incident}")
     form = page.locator("form[data-control=approve]")

@@ -3,6 +3,7 @@ controls a person is shown, escaping in every template, and the small helpers.""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -556,6 +557,12 @@ def test_entitled_approvers_get_approve_and_decline_naming_the_packet_hash() -> 
     assert html.count(f'name="packet_sha256" value="{listed.packet_sha256}"') == 2
     assert 'data-control="approve"' in html and 'data-control="decline"' in html
     assert f"/console/incidents/inc-a/approvals/{cid}" in html
+    # The whole packet is on the page, and it is the one the hash names.
+    from conn_core.chain import sha256_json
+
+    shown_packet = item(DANA_ID).packet_json
+    assert sha256_json(json.loads(shown_packet)) == listed.packet_sha256
+    assert str(escape(shown_packet)) in html
     observer = r.incident(OLIVE_ID, "inc-a", now=at)
     html = Renderer().render(
         "panels/approvals.html", page=observer, me=OLIVE_ID, csrf="t", ks=observer.kill_switch

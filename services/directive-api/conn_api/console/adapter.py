@@ -16,6 +16,7 @@ still decides for real when the form is posted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -185,6 +186,9 @@ class ApprovalView:
     packet_sha256: str
     may_approve: bool
     may_decline: bool
+    packet_json: str = ""
+    """The whole decision packet (evidence, blast radius, verification criteria...) as the
+    API lists it: what the hash covers."""
 
 
 @dataclass(frozen=True)
@@ -677,6 +681,7 @@ def approval_views(who: Identity, state: IncidentState, now: datetime) -> tuple[
                 packet_sha256=item.packet_sha256,
                 may_approve=may_approve,
                 may_decline=may_decline,
+                packet_json=json.dumps(p.model_dump(mode="json"), indent=2, sort_keys=True),
             )
         )
     return tuple(out)
