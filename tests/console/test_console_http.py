@@ -199,6 +199,55 @@ def test_the_live_stream_is_per_session_per_incident_and_per_role(api: Api) -> N
         assert "data-control" in data["panels"]["panel-controls"]["html"]
 
 
+CONTROL_POSTS = (
+    "/console/incidents/{incident}/hold",
+    "/console/incidents/{incident}/resume",
+    "/console/incidents/{incident}/handoff",
+    "/console/incidents/{incident}/accept",
+    "/console/incidents/{incident}/approvals/{correlation}",
+    "/console/kill-switch",
+    "/console/logout",
+)
+"""Every POST of the console but sign-in (which has its own login CSRF test);
+test_console_views checks this list against the router."""
+
+
+def test_no_console_post_works_cross_site_or_without_the_csrf_token(api: Api) -> None:
+    """A cross-site form post carries the victim's cookie (as a browser without SameSite
+    would send it) and a well-formed body, but never this session's CSRF token, or it
+    comes with Sec-Fetch-Site: cross-site / a foreign Origin: every control refuses it
+    with 403 and nothing is appended; the session survives."""
+    incident = api.open_incident("CSRF on every control")
+    before = api.types(incident)
+    body = {
+        "detail": "x",
+        "to_team": "database-platform",
+        "packet_sha256": "a" * 64,
+        "decision": "decline",
+        "action": "engage",
+        "reason": "x",
+        "confirm": "yes",
+    }
+    with browser_client(api.url) as victim:
+        sign_in(victim, "root")
+        good = csrf(victim)
+        for template in CONTROL_POSTS:
+            path = template.format(incident=incident, correlation="d-1")
+            for extra, headers in (
+                ({}, {}),
+                ({"csrf": "forged"}, {}),
+                ({"csrf": good}, {"Sec-Fetch-Site": "cross-site"}),
+                ({"csrf": good}, {"Sec-Fetch-Site": "same-site"}),
+                ({"csrf": good}, {"Origin": "https://evil.example"}),
+                ({"csrf": good}, {"Origin": "null"}),
+            ):
+                resp = victim.post(path, data={**body, **extra}, headers=headers)
+                assert resp.status_code == 403, (path, extra, headers, resp.status_code)
+        assert victim.get("/console/").status_code == 200, "still signed in"
+    assert api.types(incident) == before
+    assert api.ok("olive", "GET", f"/v1/incidents/{incident}")["kill_switch"]["engaged"] is False
+
+
 def test_signing_out_ends_the_session_everywhere(api: Api) -> None:
     with browser_client(api.url) as c:
         sign_in(c, "olive")

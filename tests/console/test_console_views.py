@@ -624,3 +624,21 @@ def test_observers_read_free_texts_scrubbed_as_the_api_shows_them() -> None:
     assert observer.hold is not None and observer.hold.detail == scrubbed
     assert all("hunter2" not in row.summary for row in r.rows_after(OLIVE_ID, "inc-s", 0))
     assert any(SECRET in row.summary for row in r.rows_after(ALICE_ID, "inc-s", 0))
+
+
+def test_every_console_post_is_in_the_csrf_test() -> None:
+    """A new POST route must be added to the HTTP test that posts it cross-site."""
+    from test_console_http import CONTROL_POSTS
+
+    from conn_api.console.web import Console
+
+    posts = {
+        getattr(route, "path", "")
+        for route in Console().router.routes
+        if "POST" in getattr(route, "methods", set())
+    }
+    expected = {
+        p.replace("{incident}", "{incident_id}").replace("{correlation}", "{correlation_id}")
+        for p in CONTROL_POSTS
+    }
+    assert posts - {"/console/login"} == expected
