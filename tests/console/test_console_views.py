@@ -642,3 +642,43 @@ def test_every_console_post_is_in_the_csrf_test() -> None:
         for p in CONTROL_POSTS
     }
     assert posts - {"/console/login"} == expected
+
+
+def test_the_incident_list_filters_open_held_and_handed_off_with_severity_holder_verdict() -> None:
+    from conn_api.console.web import Console
+
+    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+    plain = History("inc-open").open().declare()
+    cid = plain.direct(action)
+    plain.snapshot(cid, Verdict.RECOVERED)
+    held = History("inc-held").open().declare()
+    held.hold()
+    handed = History("inc-handed").open().declare()
+    handed.request_takeover("database-platform")
+    handed.take_over(handed.packet(team="database-platform"))
+    closed = History("inc-closed").open().declare()
+    closed.close()
+    view = FoldedView().feed(*plain.events, *held.events, *handed.events, *closed.events)
+    r = reader(view)
+    console = Console()
+
+    def ids(flt: str) -> set[str]:
+        return {row.incident_id for row in console._incident_rows(r, flt)}
+
+    assert ids("active") == {"inc-open", "inc-held", "inc-handed"}
+    assert ids("open") == {"inc-open", "inc-handed"}
+    assert ids("held") == {"inc-held"}
+    assert ids("handed-off") == {"inc-handed"}
+    assert ids("closed") == {"inc-closed"}
+    assert ids("all") == {"inc-open", "inc-held", "inc-handed", "inc-closed"}
+    rows = {row.incident_id: row for row in r.incidents()}
+    assert (rows["inc-open"].severity, rows["inc-open"].holder) == ("sev2", "alice")
+    assert rows["inc-open"].last_verdict == "recovered"
+    assert (rows["inc-handed"].holder, rows["inc-handed"].holder_team) == (
+        "dana",
+        "database-platform",
+    )
+    html = Renderer().render("panels/incident_rows.html", rows=r.incidents())
+    for words in ("On hold (manual)", "Handed off to database-platform", "Closed", "sev2"):
+        assert words in html, words
+    assert '<span class="badge verdict-recovered">recovered</span>' in html
