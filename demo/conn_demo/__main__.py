@@ -112,7 +112,7 @@ def main() -> int:
     )
     console.print(
         Rule(
-            "[bold]14. The fleet report: is Conn doing its job? (all incidents)[/bold]",
+            "[bold]17. The fleet report: is Conn doing its job? (all incidents)[/bold]",
             align="left",
         )
     )

@@ -272,6 +272,120 @@ def test_accepting_a_takeover_names_the_exact_packet_hash(
     assert "dana (database-platform)" in page.locator("#panel-summary").inner_text()
 
 
+APPROVAL_RULE = """
+approvals:
+  - action: drain_worker_pool
+    targets: [cache-invalidation]
+    count: 1
+    roles: [specialist, admin]
+    expires_after: 900
+"""
+RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "checkout-authority.yaml"
+
+
+def test_an_entitled_approver_approves_the_exact_decision_packet(
+    console_stack: Pipeline, browser: Any, artifacts: Path
+) -> None:
+    """Two-person rule from the console: the approver sees the decision packet's hash and
+    approves that exact hash (the same call as `conn approve`); a stale hash or a decline
+    without a reason is refused with its reason; the issuer and an observer get no form."""
+    api = Api(console_stack.api.url)
+    incident = api.open_incident("Approval check", authority=False)
+    api.ok(
+        "alice",
+        "POST",
+        f"/v1/incidents/{incident}/authority",
+        {"content": RUNBOOK.read_text() + APPROVAL_RULE},
+    )
+    seq = api.ok("olive", "GET", f"/v1/incidents/{incident}")["sequence"]
+    issued = api.ok(
+        "alice",
+        "POST",
+        f"/v1/incidents/{incident}/directives",
+        {
+            "action": {
+                "action": "drain_worker_pool",
+                "pool": "cache-invalidation",
+                "region": "us-east",
+            },
+            "based_on_sequence": seq,
+        },
+    )
+    cid = issued["correlation_id"]
+    sha = issued["awaiting_approval"]["decision_packet_sha256"]
+    for who in ("alice", "olive"):  # the issuer never approves; an observer never votes
+        page = sign_in(browser, api.url, who, f"/console/incidents/{incident}")
+        page.locator("#panel-approvals", has_text=sha).wait_for()
+        assert page.locator("#panel-approvals form").count() == 0, who
+        page.context.close()
+
+    # On a phone, the whole decision packet opened, nothing needs sideways scrolling.
+    phone = sign_in(browser, api.url, "priya", f"/console/incidents/{incident}", **PHONE)
+    phone.click("#panel-approvals details summary")
+    assert cid in phone.inner_text("#panel-approvals pre")
+    wide = phone.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide[0] <= wide[1], wide
+    phone.screenshot(path=str(artifacts / "approval-phone.png"), full_page=True)
+    phone.context.close()
+
+    page = sign_in(browser, api.url, "dana", f"/console/incidents/{incident}")
+    form = page.locator("form[data-control=approve]")
+    assert form.locator("input[name=packet_sha256]").get_attribute("value") == sha
+    action = f"{api.url}/console/incidents/{incident}/approvals/{cid}"
+    for body, status in (
+        ({"decision": "approve", "confirm": "yes", "packet_sha256": "0" * 64}, "409"),
+        ({"decision": "approve", "packet_sha256": sha}, "422, invalid_request"),
+        ({"decision": "decline", "packet_sha256": sha}, "422, invalid_request"),
+        ({"decision": "approve", "confirm": "yes"}, "422, invalid_request"),
+    ):
+        page.request.post(action, form={"csrf": csrf_of(page), **body}, max_redirects=0)
+        page.goto(f"{api.url}/console/incidents/{incident}")
+        assert f"Refused (HTTP {status}" in page.inner_text("#flash"), body
+    assert not {"ApprovalRecorded", "ApprovalDeclined"} & set(api.types(incident))
+
+    page.fill("form[data-control=approve] input[name=detail]", "replication is healthy")
+    page.locator("form[data-control=approve] input[name=confirm]").check()
+    with page.expect_request(re.compile(r".*/approvals/.*")) as posted:
+        page.click("form[data-control=approve] button[type=submit]")
+    assert f"packet_sha256={sha}" in (posted.value.post_data or "")
+    page.wait_for_selector('#ledger-rows tr[data-event-type="ApprovalRecorded"]')
+    vote = next(
+        e["event"] for e in api.ledger(incident) if e["event"]["event_type"] == "ApprovalRecorded"
+    )
+    assert vote["actor"]["id"] == "dana" and vote["correlation_id"] == cid
+    assert vote["payload"] == {"packet_sha256": sha, "detail": "replication is healthy"}
+    page.locator("form[data-control=approve]").wait_for(state="detached")
+
+
+def test_pages_load_nothing_from_elsewhere_and_fit_a_phone(
+    console_stack: Pipeline, browser: Any
+) -> None:
+    """No external assets (every request the browser makes goes to the API's own origin,
+    so the console works with no internet) and, on a phone's viewport, no page is wider
+    than the screen (nothing needs sideways scrolling)."""
+    api = Api(console_stack.api.url)
+    incident = api.open_incident("Phone check")
+    api.ok("alice", "POST", f"/v1/incidents/{incident}/handoff", {"to_team": "database-platform"})
+    api.wait_for(
+        incident,
+        lambda es: any(e["event"]["event_type"] == "TakeoverPacketPublished" for e in es),
+        "the handoff packet",
+    )
+    page = sign_in(browser, api.url, "dana", "/console/", **PHONE)
+    requested: list[str] = []
+    page.context.on("request", lambda req: requested.append(req.url))
+    for path in (
+        "/console/",
+        f"/console/incidents/{incident}",
+        f"/console/incidents/{incident}/packet",
+    ):
+        page.goto(f"{api.url}{path}")
+        page.wait_for_load_state("load")
+        wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert wide[0] <= wide[1], (path, wide)
+    assert requested and all(url.startswith(api.url + "/") for url in requested), requested
+
+
 def test_a_hostile_title_renders_as_text_everywhere(
     console_stack: Pipeline, browser: Any, artifacts: Path
 ) -> None:

@@ -138,6 +138,116 @@ def test_a_control_without_this_sessions_csrf_token_changes_nothing(api: Api) ->
     assert api.types(incident)[: len(before) + 1] == [*before, "HoldDeclared"]
 
 
+def test_signing_in_never_keeps_a_session_id_someone_planted(api: Api) -> None:
+    """Session fixation: an id set in the victim's browser beforehand (made up, or the
+    attacker's own live session) is never the id of the victim's signed-in session, and
+    the planted one no longer works."""
+    with browser_client(api.url) as attacker:
+        sign_in(attacker, "olive")
+        live = str(attacker.cookies.get("conn_console"))
+        assert attacker.get("/console/").status_code == 200
+    for planted in ("chosen-by-the-attacker-" + "x" * 20, live):
+        with browser_client(api.url) as victim:
+            victim.cookies.set("conn_console", planted)
+            resp = sign_in(victim, "alice")
+            assert resp.status_code == 303
+            fresh = next(
+                h for h in resp.headers.get_list("set-cookie") if h.startswith("conn_console=")
+            )
+            sid = fresh.split(";")[0].removeprefix("conn_console=")
+            assert sid and sid != planted
+            page = victim.get("/console/")
+            assert "Signed in as <strong>alice</strong>" in page.text
+        with browser_client(api.url) as again:
+            again.cookies.set("conn_console", planted)
+            assert again.get("/console/").status_code == 303, "the planted id is no session"
+
+
+def test_the_live_stream_is_per_session_per_incident_and_per_role(api: Api) -> None:
+    """SSE authorization: no session, no stream; an observer's stream carries no control
+    form and free texts scrubbed as the API shows them to an observer; a stream carries
+    only its own incident's entries."""
+    secret = "password=hunter2 on db-7.internal:5432"
+    incident = api.open_incident("Stream authorization")
+    api.ok("alice", "POST", f"/v1/incidents/{incident}/hold", {"detail": secret})
+    api.wait_for(
+        incident,
+        lambda es: any(e["event"]["event_type"] == "HoldDeclared" for e in es),
+        "the hold",
+    )
+    olive_ledger = api.ok("olive", "GET", f"/v1/incidents/{incident}/ledger?limit=1000")
+    assert "hunter2" not in json.dumps(olive_ledger)  # the API's own rule: the oracle
+    url = f"/console/incidents/{incident}/events"
+    with browser_client(api.url) as anonymous:
+        assert anonymous.get(url).status_code == 401
+    with browser_client(api.url) as c:
+        sign_in(c, "olive")
+        with c.stream("GET", url) as resp:
+            _, data = _first_update(resp)
+        text = json.dumps(data)
+        assert "HoldDeclared" in {r["type"] for r in data["rows"]}
+        assert "hunter2" not in text and "db-7.internal" not in text
+        assert "<form" not in data["panels"]["panel-controls"]["html"]
+        with c.stream("GET", "/console/incidents/inc-never-opened/events") as resp:
+            _, other = _first_update(resp)
+        assert other["rows"] == [] and incident not in json.dumps(other)
+    with browser_client(api.url) as c:
+        sign_in(c, "alice")
+        with c.stream("GET", url) as resp:
+            _, data = _first_update(resp)
+        assert "hunter2" in json.dumps(data)  # the commander reads the note whole
+        assert "data-control" in data["panels"]["panel-controls"]["html"]
+
+
+CONTROL_POSTS = (
+    "/console/incidents/{incident}/hold",
+    "/console/incidents/{incident}/resume",
+    "/console/incidents/{incident}/handoff",
+    "/console/incidents/{incident}/accept",
+    "/console/incidents/{incident}/approvals/{correlation}",
+    "/console/kill-switch",
+    "/console/logout",
+)
+"""Every POST of the console but sign-in (which has its own login CSRF test);
+test_console_views checks this list against the router."""
+
+
+def test_no_console_post_works_cross_site_or_without_the_csrf_token(api: Api) -> None:
+    """A cross-site form post carries the victim's cookie (as a browser without SameSite
+    would send it) and a well-formed body, but never this session's CSRF token, or it
+    comes with Sec-Fetch-Site: cross-site / a foreign Origin: every control refuses it
+    with 403 and nothing is appended; the session survives."""
+    incident = api.open_incident("CSRF on every control")
+    before = api.types(incident)
+    body = {
+        "detail": "x",
+        "to_team": "database-platform",
+        "packet_sha256": "a" * 64,
+        "decision": "decline",
+        "action": "engage",
+        "reason": "x",
+        "confirm": "yes",
+    }
+    with browser_client(api.url) as victim:
+        sign_in(victim, "root")
+        good = csrf(victim)
+        for template in CONTROL_POSTS:
+            path = template.format(incident=incident, correlation="d-1")
+            for extra, headers in (
+                ({}, {}),
+                ({"csrf": "forged"}, {}),
+                ({"csrf": good}, {"Sec-Fetch-Site": "cross-site"}),
+                ({"csrf": good}, {"Sec-Fetch-Site": "same-site"}),
+                ({"csrf": good}, {"Origin": "https://evil.example"}),
+                ({"csrf": good}, {"Origin": "null"}),
+            ):
+                resp = victim.post(path, data={**body, **extra}, headers=headers)
+                assert resp.status_code == 403, (path, extra, headers, resp.status_code)
+        assert victim.get("/console/").status_code == 200, "still signed in"
+    assert api.types(incident) == before
+    assert api.ok("olive", "GET", f"/v1/incidents/{incident}")["kill_switch"]["engaged"] is False
+
+
 def test_signing_out_ends_the_session_everywhere(api: Api) -> None:
     with browser_client(api.url) as c:
         sign_in(c, "olive")

@@ -3,6 +3,7 @@ controls a person is shown, escaping in every template, and the small helpers.""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -30,8 +31,9 @@ from conn_core.rules import check_control
 from conn_core.state import ControlState, IncidentState
 from conn_runtime.kafka import Position
 from conn_schemas import events as ev
+from conn_schemas.approvals import ApprovalDeclinedPayload, ApprovalRecordedPayload
 from conn_schemas.observations import MetricsReading
-from conn_schemas.values import Actor, DisableFlagRule, Role, Verdict
+from conn_schemas.values import Actor, DisableFlagRule, DrainWorkerPool, Role, Verdict
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> **b** [l](javascript:x) {{7*7}}"
 
@@ -77,13 +79,47 @@ def reader(view: FoldedView) -> BridgeReader:
 
 
 def hostile_history() -> History:
+    """Every free-text field a page shows, typed by someone hostile: the title, an
+    alert's summary and label, a refusal's detail, a step's error, an approval note,
+    hold and handoff notes."""
+    from conn_schemas.values import RefusalReason
+
     h = History("inc-hostile")
     h._add(
         ev.IncidentOpened,
         ev.IncidentOpenedPayload(title=HOSTILE, service="checkout", severity="sev1"),
         ALICE,
     )
-    h.declare()
+    h.declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE)
+    h._add(
+        ev.AlertReceived,
+        ev.AlertReceivedPayload(
+            source="alertmanager",
+            fingerprint="f1",
+            service="checkout",
+            summary=HOSTILE,
+            labels={"note": HOSTILE},
+        ),
+        Actor.service("alertbot"),
+    )
+    flag = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+    refused = h.direct(flag)
+    h.refuse(refused, flag, RefusalReason.STEP_UNVERIFIED, detail=HOSTILE)
+    failed = h.direct(flag)
+    h.accept(failed, flag)
+    h.start(failed, flag)
+    h._add(
+        ev.StepFailed,
+        ev.StepFailedPayload(action=flag, error=HOSTILE, summary="failed", duration_ms=5),
+        VERIFIER,
+        failed,
+    )
+    guarded = h.direct(GUARDED)
+    state = FoldedView().feed(*h.events).state("inc-hostile")
+    from conn_core import approvals as core
+
+    (waiting,) = core.pending(state, T0)
+    _vote(h, guarded, waiting.packet_sha256, ev_actor("root"), note=HOSTILE)
     h._add(ev.HoldDeclared, ev.HoldDeclaredPayload(detail=HOSTILE), ALICE)
     h._add(
         ev.TakeoverRequested,
@@ -112,8 +148,13 @@ def test_every_template_escapes_what_people_typed() -> None:
     view = FoldedView().feed(*hostile_history().events)
     r = reader(view)
     render = Renderer()
-    page = r.incident(DANA_ID, "inc-hostile")
+    page = r.incident(DANA_ID, "inc-hostile", now=T0)
     assert page.row.title == HOSTILE
+    assert [x.detail for x in page.refusals] == [HOSTILE]
+    (approval,) = page.approvals
+    assert approval.votes == (f"root approved: {HOSTILE}",)
+    for kind in ("AlertReceived", "DirectiveRefused", "StepFailed", "ApprovalRecorded"):
+        assert any(HOSTILE in row.summary for row in page.ledger if row.event_type == kind), kind
     ctx: dict[str, Any] = {"page": page, "me": DANA_ID, "csrf": "t", "ks": page.kill_switch}
     html = render.render("incident.html", flash=None, now=page.now, **ctx)
     _no_markup_from_data(html)
@@ -437,3 +478,207 @@ def test_the_incident_list_shows_the_fleet_summary() -> None:
     # a new record changes the summary (it is not cached past a change)
     view = FoldedView().feed(*h.events[:-1])
     assert dict(reader(view).fleet_summary())["Safe completion"] == "n/a (0/0)"
+
+
+APPROVAL_RULE = b"""
+approvals:
+  - action: drain_worker_pool
+    targets: [cache-invalidation]
+    count: 1
+    roles: [specialist, admin]
+    expires_after: 900
+"""
+GUARDED = DrainWorkerPool(pool="cache-invalidation", region="us-east")
+
+
+def _waiting_for_approval(incident_id: str) -> tuple[History, str]:
+    h = History(incident_id).open().declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE)
+    return h, h.direct(GUARDED)
+
+
+def _vote(
+    h: History, cid: str, sha: str, actor: Actor, *, decline: str = "", note: str = ""
+) -> None:
+    if decline:
+        h._add(
+            ev.ApprovalDeclined,
+            ApprovalDeclinedPayload(packet_sha256=sha, reason=decline),
+            actor,
+            cid,
+        )
+    else:
+        h._add(
+            ev.ApprovalRecorded, ApprovalRecordedPayload(packet_sha256=sha, detail=note), actor, cid
+        )
+
+
+def test_entitled_approvers_get_approve_and_decline_naming_the_packet_hash() -> None:
+    """The approvals panel offers approve/decline to exactly those the core's check_vote
+    would let vote now (the oracle is check_vote on the vote each would send, not the
+    adapter), each form naming the decision packet's sha256 the API lists."""
+    from conn_core import approvals as core
+
+    h, cid = _waiting_for_approval("inc-a")
+    at = T0 + timedelta(seconds=30)
+    view = FoldedView().feed(*h.events)
+    state = view.state("inc-a")
+    (listed,) = core.pending(state, at)
+    r = reader(view)
+
+    def item(who: Identity) -> Any:
+        (one,) = r.incident(who, "inc-a", now=at).approvals
+        return one
+
+    def core_allows(who: Identity) -> bool:
+        vote = ev.new_event(
+            ev.ApprovalRecorded,
+            incident_id="inc-a",
+            payload=ApprovalRecordedPayload(packet_sha256=listed.packet_sha256),
+            actor=who.actor(),
+            producer="directive-api",
+            correlation_id=cid,
+            clock=lambda: at,
+        )
+        return core.check_vote(state, vote) is None
+
+    for who in (ALICE_ID, DANA_ID, ROB_ID, OLIVE_ID, ROOT_ID, BOT_ID):
+        shown = item(who)
+        assert shown.packet_sha256 == listed.packet_sha256 and shown.correlation_id == cid
+        assert shown.may_approve == (core_allows(who) and who.kind == "human"), who.id
+    assert item(DANA_ID).may_approve and item(ROOT_ID).may_approve
+    assert not item(ALICE_ID).may_approve, "the issuer never approves their own step"
+    assert not any((item(w).may_approve or item(w).may_decline) for w in (OLIVE_ID, BOT_ID))
+    assert item(DANA_ID).may_decline and not item(OLIVE_ID).may_decline
+
+    page = r.incident(DANA_ID, "inc-a", now=at)
+    html = Renderer().render(
+        "panels/approvals.html", page=page, me=DANA_ID, csrf="t", ks=page.kill_switch
+    )
+    assert html.count(f'name="packet_sha256" value="{listed.packet_sha256}"') == 2
+    assert 'data-control="approve"' in html and 'data-control="decline"' in html
+    assert f"/console/incidents/inc-a/approvals/{cid}" in html
+    # The whole packet is on the page, and it is the one the hash names.
+    from conn_core.chain import sha256_json
+
+    shown_packet = item(DANA_ID).packet_json
+    assert sha256_json(json.loads(shown_packet)) == listed.packet_sha256
+    assert str(escape(shown_packet)) in html
+    observer = r.incident(OLIVE_ID, "inc-a", now=at)
+    html = Renderer().render(
+        "panels/approvals.html", page=observer, me=OLIVE_ID, csrf="t", ks=observer.kill_switch
+    )
+    assert listed.packet_sha256 in html and "<form" not in html
+
+    # Once the quorum is in, nobody is offered to approve again; after expiry neither.
+    _vote(h, cid, listed.packet_sha256, DANA_ID.actor(), note="ok")
+    r = reader(FoldedView().feed(*h.events))
+    assert not item(ROOT_ID).may_approve and item(ROOT_ID).status == "approved"
+    h2, _ = _waiting_for_approval("inc-a")
+    r = reader(FoldedView().feed(*h2.events))
+    late = r.incident(DANA_ID, "inc-a", now=T0 + timedelta(hours=1)).approvals
+    assert all(not (x.may_approve or x.may_decline) for x in late)
+
+
+SECRET = "password=hunter2 on db-7.internal:5432 via https://ops.example.com/x"
+
+
+def test_observers_read_free_texts_scrubbed_as_the_api_shows_them() -> None:
+    """Invariant 10 on the console: errors, refusal details, hold notes reach an observer
+    scrubbed (the API's conn_api.disclosure rule), on the page and on the live stream's
+    rows; the roles that act on them read them whole."""
+    from conn_api.disclosure import redacted
+    from conn_schemas.values import RefusalReason
+
+    h = History("inc-s").open().declare()
+    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    h._add(
+        ev.StepFailed,
+        ev.StepFailedPayload(action=action, error=SECRET, summary="failed", duration_ms=5),
+        VERIFIER,
+        cid,
+    )
+    other = h.direct(action)
+    h.refuse(other, action, RefusalReason.STEP_UNVERIFIED, detail=SECRET)
+    h._add(ev.HoldDeclared, ev.HoldDeclaredPayload(detail=SECRET), ALICE)
+    view = FoldedView().feed(*h.events)
+    r = reader(view)
+    scrubbed = redacted({"detail": SECRET})["detail"]
+    assert "hunter2" not in scrubbed  # the oracle: what GET .../ledger gives an observer
+
+    def rendered(who: Identity) -> str:
+        page = r.incident(who, "inc-s")
+        ctx: dict[str, Any] = {"page": page, "me": who, "csrf": "t", "ks": page.kill_switch}
+        html = Renderer().render("incident.html", flash=None, now=page.now, **ctx)
+        for row in r.rows_after(who, "inc-s", 0):
+            html += Renderer().render("panels/ledger_row.html", row=row)
+        return html
+
+    for secret_part in ("hunter2", "db-7.internal", "ops.example.com"):
+        assert secret_part not in rendered(OLIVE_ID), secret_part
+        assert secret_part in rendered(DANA_ID), secret_part
+    observer = r.incident(OLIVE_ID, "inc-s")
+    assert [x.detail for x in observer.refusals] == [scrubbed]
+    assert observer.hold is not None and observer.hold.detail == scrubbed
+    assert all("hunter2" not in row.summary for row in r.rows_after(OLIVE_ID, "inc-s", 0))
+    assert any(SECRET in row.summary for row in r.rows_after(ALICE_ID, "inc-s", 0))
+
+
+def test_every_console_post_is_in_the_csrf_test() -> None:
+    """A new POST route must be added to the HTTP test that posts it cross-site."""
+    from test_console_http import CONTROL_POSTS
+
+    from conn_api.console.web import Console
+
+    posts = {
+        getattr(route, "path", "")
+        for route in Console().router.routes
+        if "POST" in getattr(route, "methods", set())
+    }
+    expected = {
+        p.replace("{incident}", "{incident_id}").replace("{correlation}", "{correlation_id}")
+        for p in CONTROL_POSTS
+    }
+    assert posts - {"/console/login"} == expected
+
+
+def test_the_incident_list_filters_open_held_and_handed_off_with_severity_holder_verdict() -> None:
+    from conn_api.console.web import Console
+
+    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
+    plain = History("inc-open").open().declare()
+    cid = plain.direct(action)
+    plain.snapshot(cid, Verdict.RECOVERED)
+    held = History("inc-held").open().declare()
+    held.hold()
+    handed = History("inc-handed").open().declare()
+    handed.request_takeover("database-platform")
+    handed.take_over(handed.packet(team="database-platform"))
+    closed = History("inc-closed").open().declare()
+    closed.close()
+    view = FoldedView().feed(*plain.events, *held.events, *handed.events, *closed.events)
+    r = reader(view)
+    console = Console()
+
+    def ids(flt: str) -> set[str]:
+        return {row.incident_id for row in console._incident_rows(r, flt)}
+
+    assert ids("active") == {"inc-open", "inc-held", "inc-handed"}
+    assert ids("open") == {"inc-open", "inc-handed"}
+    assert ids("held") == {"inc-held"}
+    assert ids("handed-off") == {"inc-handed"}
+    assert ids("closed") == {"inc-closed"}
+    assert ids("all") == {"inc-open", "inc-held", "inc-handed", "inc-closed"}
+    rows = {row.incident_id: row for row in r.incidents()}
+    assert (rows["inc-open"].severity, rows["inc-open"].holder) == ("sev2", "alice")
+    assert rows["inc-open"].last_verdict == "recovered"
+    assert (rows["inc-handed"].holder, rows["inc-handed"].holder_team) == (
+        "dana",
+        "database-platform",
+    )
+    html = Renderer().render("panels/incident_rows.html", rows=r.incidents())
+    for words in ("On hold (manual)", "Handed off to database-platform", "Closed", "sev2"):
+        assert words in html, words
+    assert '<span class="badge verdict-recovered">recovered</span>' in html

@@ -16,6 +16,7 @@ still decides for real when the form is posted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,13 +26,16 @@ from pydantic import ValidationError
 from conn_api import fleet as fleet_api
 from conn_api.auth import Identity
 from conn_api.console.render import fmt_pct
+from conn_api.disclosure import privileged
 from conn_api.packets import packet_for
 from conn_api.runtime import PRODUCER, Runtime
 from conn_api.view import LedgerEntry
-from conn_core import fleet
+from conn_core import approvals, fleet
 from conn_core.chain import sha256_json
+from conn_core.redaction import scrub
 from conn_core.rules import check_control
 from conn_core.state import ControlState, DirectiveRecord, IncidentState
+from conn_schemas.approvals import ApprovalDeclinedPayload, ApprovalRecordedPayload
 from conn_schemas.events import (
     AlertReceived,
     ApprovalDeclined,
@@ -69,6 +73,15 @@ from conn_schemas.packet import TakeoverPacket
 from conn_schemas.values import HoldReason, Role, describe_action
 
 SPARK_POINTS = 40
+MAX_TEXT = 2000
+
+
+def _shown(text: str, full: bool) -> str:
+    """Free text (errors, reasons, details, conflicts) as this reader may see it: whole
+    for the roles that act on it, scrubbed for everyone else (invariant 10, the API's
+    `conn_api.disclosure` rule on the same fields)."""
+    return text if full else scrub(text, limit=MAX_TEXT)
+
 
 # --- view models --------------------------------------------------------------------------
 
@@ -149,6 +162,33 @@ class ProposalView:
     sequence: int
     widenings: tuple[str, ...]
     approved_by: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """A directive waiting for approvers (two-person rule), with its decision packet's
+    hash; `may_approve` / `may_decline`: what the core's `check_vote` would say to this
+    person now (the API route still decides for real)."""
+
+    correlation_id: str
+    status: str
+    summary: str
+    issued_by: str
+    risk: str
+    risk_notes: tuple[str, ...]
+    preconditions: tuple[str, ...]
+    undo: str | None
+    authority: str
+    expires_at: datetime
+    required: int
+    counted: int
+    votes: tuple[str, ...]
+    packet_sha256: str
+    may_approve: bool
+    may_decline: bool
+    packet_json: str = ""
+    """The whole decision packet (evidence, blast radius, verification criteria...) as the
+    API lists it: what the hash covers."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +276,7 @@ class IncidentPage:
     ledger_hidden: int
     controls: Controls
     now: datetime
+    approvals: tuple[ApprovalView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -322,8 +363,14 @@ def incident_row(state: IncidentState, ledger: Sequence[LedgerEntry]) -> Inciden
     )
 
 
-def summarize(event: Envelope) -> tuple[str, str]:
-    """(kind, one plain line) for a ledger entry. Plain text: the template escapes it."""
+def summarize(event: Envelope, full: bool = True) -> tuple[str, str]:
+    """(kind, one plain line) for a ledger entry. Plain text: the template escapes it.
+    `full=False`: free texts (errors, reasons, details) scrubbed, as the API shows them
+    to observers."""
+
+    def t(text: str) -> str:
+        return _shown(text, full)
+
     if isinstance(event, IncidentOpened):
         opened = event.payload
         return "info", f"“{opened.title}” — service {opened.service}, {opened.severity}"
@@ -344,7 +391,7 @@ def summarize(event: Envelope) -> tuple[str, str]:
         approved = event.payload
         return "control", (
             f"approved proposal {approved.proposal_id} (sha256 {approved.content_sha256[:12]}…)"
-            + (f" — {approved.detail}" if approved.detail else "")
+            + (f" — {t(approved.detail)}" if approved.detail else "")
         )
     if isinstance(event, DirectiveIssued):
         text = describe_action(event.payload.action)
@@ -357,7 +404,7 @@ def summarize(event: Envelope) -> tuple[str, str]:
         refused = event.payload
         return (
             "refusal",
-            f"refused by {refused.refused_by}: {refused.reason.value} — {refused.detail}",
+            f"refused by {refused.refused_by}: {refused.reason.value} — {t(refused.detail)}",
         )
     if isinstance(event, StateGathered):
         gathered = event.payload
@@ -367,16 +414,16 @@ def summarize(event: Envelope) -> tuple[str, str]:
             f"{len(o.tiers)} tiers, {len(o.metrics)} regions"
         )
         if gathered.conflicts:
-            text += " — conflicts: " + "; ".join(gathered.conflicts)
+            text += " — conflicts: " + "; ".join(t(c) for c in gathered.conflicts)
         return "step", text
     if isinstance(event, StepStarted):
         return "step", describe_action(event.payload.action)
     if isinstance(event, StepSucceeded):
         return "step", event.payload.summary
     if isinstance(event, StepFailed):
-        return "refusal", f"{describe_action(event.payload.action)} — {event.payload.error}"
+        return "refusal", f"{describe_action(event.payload.action)} — {t(event.payload.error)}"
     if isinstance(event, StepOutcomeUnknown):
-        return "refusal", f"{describe_action(event.payload.action)} — {event.payload.reason}"
+        return "refusal", f"{describe_action(event.payload.action)} — {t(event.payload.reason)}"
     if isinstance(event, VerificationSnapshot):
         snapshot = event.payload
         parts = []
@@ -394,13 +441,13 @@ def summarize(event: Envelope) -> tuple[str, str]:
         return "verify", f"verdict {snapshot.verdict.value} — " + "; ".join(parts)
     if isinstance(event, HoldDeclared):
         hold = event.payload
-        return "control", hold.reason.value + (f" — {hold.detail}" if hold.detail else "")
+        return "control", hold.reason.value + (f" — {t(hold.detail)}" if hold.detail else "")
     if isinstance(event, ResumeDirected):
-        return "control", event.payload.detail or "hold lifted"
+        return "control", t(event.payload.detail) or "hold lifted"
     if isinstance(event, TakeoverRequested):
         takeover = event.payload
         return "control", f"to {takeover.to_team}" + (
-            f" — {takeover.detail}" if takeover.detail else ""
+            f" — {t(takeover.detail)}" if takeover.detail else ""
         )
     if isinstance(event, TakeoverPacketPublished):
         packet = event.payload
@@ -419,24 +466,24 @@ def summarize(event: Envelope) -> tuple[str, str]:
     if isinstance(event, IncidentClosed):
         return "control", event.payload.resolution
     if isinstance(event, KillSwitchEngaged | KillSwitchReleased):
-        return "control", event.payload.reason
+        return "control", t(event.payload.reason)
     if isinstance(event, ApprovalRecorded):
         approval = event.payload
         return "control", (
             f"approved decision packet {approval.packet_sha256[:12]}… (two-person rule)"
-            + (f" — {approval.detail}" if approval.detail else "")
+            + (f" — {t(approval.detail)}" if approval.detail else "")
         )
     if isinstance(event, ApprovalDeclined):
         declined = event.payload
         return (
             "refusal",
-            f"declined decision packet {declined.packet_sha256[:12]}… — {declined.reason}",
+            f"declined decision packet {declined.packet_sha256[:12]}… — {t(declined.reason)}",
         )
     return "info", event.event_type
 
 
-def ledger_row(entry: LedgerEntry) -> LedgerRow:
-    kind, text = summarize(entry.event)
+def ledger_row(entry: LedgerEntry, full: bool = True) -> LedgerRow:
+    kind, text = summarize(entry.event, full)
     e = entry.event
     return LedgerRow(
         sequence=entry.sequence,
@@ -450,7 +497,7 @@ def ledger_row(entry: LedgerEntry) -> LedgerRow:
     )
 
 
-def step_view(d: DirectiveRecord) -> StepView:
+def step_view(d: DirectiveRecord, full: bool = True) -> StepView:
     return StepView(
         correlation_id=d.correlation_id,
         summary=describe_action(d.action),
@@ -460,7 +507,7 @@ def step_view(d: DirectiveRecord) -> StepView:
         issued_sequence=d.issued_sequence,
         consequential=d.consequential,
         refusal=d.refusal.value if d.refusal else None,
-        refusal_detail=d.refusal_detail,
+        refusal_detail=_shown(d.refusal_detail, full),
     )
 
 
@@ -542,7 +589,7 @@ def regions(
     return tuple(out)
 
 
-def refusals(ledger: Iterable[LedgerEntry]) -> tuple[RefusalView, ...]:
+def refusals(ledger: Iterable[LedgerEntry], full: bool = True) -> tuple[RefusalView, ...]:
     out = []
     for entry in ledger:
         e = entry.event
@@ -551,7 +598,7 @@ def refusals(ledger: Iterable[LedgerEntry]) -> tuple[RefusalView, ...]:
                 RefusalView(
                     sequence=entry.sequence,
                     reason=e.payload.reason.value,
-                    detail=e.payload.detail,
+                    detail=_shown(e.payload.detail, full),
                     refused_by=e.payload.refused_by,
                     actor=e.actor.id,
                     action=describe_action(e.payload.action) if e.payload.action else None,
@@ -578,6 +625,66 @@ def open_proposals(state: IncidentState) -> tuple[ProposalView, ...]:
         for p in state.authority_proposals.values()
         if not p.applied and p.base_sha256 == state.authority_sha256 and p.proposer == holder
     )
+
+
+def approval_views(who: Identity, state: IncidentState, now: datetime) -> tuple[ApprovalView, ...]:
+    """Directives waiting for approvers (the API's `GET .../approvals` items), and whether
+    `who` may approve or decline each one: the core's `check_vote` on the vote they would
+    send, naming the decision packet shown. Service identities may do neither."""
+    out = []
+    for item in approvals.pending(state, now):
+        cid = item.correlation_id
+        may_approve = may_decline = False
+        if item.status == "awaiting" and who.kind == "human":
+            actor = who.actor()
+            approve = new_event(
+                ApprovalRecorded,
+                incident_id=state.incident_id,
+                payload=ApprovalRecordedPayload(packet_sha256=item.packet_sha256),
+                actor=actor,
+                producer=PRODUCER,
+                correlation_id=cid,
+                clock=lambda: now,
+            )
+            decline = new_event(
+                ApprovalDeclined,
+                incident_id=state.incident_id,
+                payload=ApprovalDeclinedPayload(packet_sha256=item.packet_sha256, reason="-"),
+                actor=actor,
+                producer=PRODUCER,
+                correlation_id=cid,
+                clock=lambda: now,
+            )
+            may_approve = approvals.check_vote(state, approve) is None
+            may_decline = approvals.check_vote(state, decline) is None
+        p = item.packet
+        out.append(
+            ApprovalView(
+                correlation_id=cid,
+                status=item.status,
+                summary=p.summary,
+                issued_by=p.issued_by,
+                risk=p.risk,
+                risk_notes=tuple(p.risk_notes),
+                preconditions=tuple(p.preconditions),
+                undo=p.undo,
+                authority=p.authority,
+                expires_at=p.expires_at,
+                required=item.required,
+                counted=item.counted,
+                votes=tuple(
+                    f"{v.approver} {v.decision}"
+                    + ("" if v.counted else " (not counted)")
+                    + (f": {v.note}" if v.note else "")
+                    for v in item.votes
+                ),
+                packet_sha256=item.packet_sha256,
+                may_approve=may_approve,
+                may_decline=may_decline,
+                packet_json=json.dumps(p.model_dump(mode="json"), indent=2, sort_keys=True),
+            )
+        )
+    return tuple(out)
 
 
 def packet_freshness(state: IncidentState, sha256: str) -> str:
@@ -750,6 +857,7 @@ class BridgeReader:
     ) -> IncidentPage:
         """The whole page; `with_ledger=False` for the panels alone (live updates)."""
         now = now or datetime.now(UTC)
+        full = privileged(who)
         state = self.state(incident_id)
         ledger = self.ledger(incident_id)
         shown = ledger[-self.ledger_rows :] if with_ledger else []
@@ -759,10 +867,14 @@ class BridgeReader:
         return IncidentPage(
             row=incident_row(state, ledger),
             opened=state.opened,
-            hold=HoldView(hold.reason.value, hold.detail, hold.since_sequence) if hold else None,
-            current_step=step_view(current) if current else None,
+            hold=(
+                HoldView(hold.reason.value, _shown(hold.detail, full), hold.since_sequence)
+                if hold
+                else None
+            ),
+            current_step=step_view(current, full) if current else None,
             open_step=state.open_step,
-            pending=tuple(step_view(d) for d in state.pending_directives()),
+            pending=tuple(step_view(d, full) for d in state.pending_directives()),
             regions=regions(state, ledger, now),
             authority=(
                 AuthorityView(
@@ -777,20 +889,23 @@ class BridgeReader:
                 if state.authority
                 else None
             ),
-            refusals=refusals(ledger),
+            refusals=refusals(ledger, full),
             packet=packet_ref(state),
             takeover_requested_to=state.takeover_requested_to,
             kill_switch=self.kill_switch(),
             head_sequence=ledger[-1].sequence if ledger else 0,
             head_hash=ledger[-1].hash if ledger else None,
-            ledger=tuple(ledger_row(e) for e in shown),
+            ledger=tuple(ledger_row(e, full) for e in shown),
             ledger_hidden=len(ledger) - len(shown) if with_ledger else 0,
             controls=available_controls(who, state, self.control, accepted_packets(ledger)),
             now=now,
+            approvals=approval_views(who, state, now),
         )
 
-    def rows_after(self, incident_id: str, after: int) -> list[LedgerRow]:
-        return [ledger_row(e) for e in self.ledger(incident_id) if e.sequence > after]
+    def rows_after(self, who: Identity, incident_id: str, after: int) -> list[LedgerRow]:
+        """Ledger rows after `after`, as `who` may read them."""
+        full = privileged(who)
+        return [ledger_row(e, full) for e in self.ledger(incident_id) if e.sequence > after]
 
     async def packet(self, who: Identity, incident_id: str) -> PacketPage | None:
         state = self.state(incident_id)

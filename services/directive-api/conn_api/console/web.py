@@ -1,8 +1,8 @@
 """The console's routes: sign-in, pages, live streams and the control forms.
 
 Every control form calls the very route function of the API that the `conn` CLI calls
-(`conn_api.routes.hold`, `.resume`, `.handoff`, `.accept_takeover`, `.kill_switch_on/off`)
-with the signed-in identity: one implementation of every control, the same checks, the
+(`conn_api.routes.hold`, `.resume`, `.handoff`, `.accept_takeover`, `.kill_switch_on/off`,
+`conn_api.approvals.decide_approval`) with the signed-in identity: one implementation of every control, the same checks, the
 same ledger events. There is no route here that issues a directive.
 """
 
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from conn_api import routes
+from conn_api import approvals, routes
 from conn_api.auth import AuthError, Identity
 from conn_api.console import stream
 from conn_api.console.adapter import (
@@ -44,12 +44,13 @@ from conn_api.console.sessions import Session, SessionStore, StoreUnavailable
 from conn_api.errors import ApiError
 from conn_api.models import (
     AcceptTakeover,
+    ApprovalDecision,
     HandoffRequest,
     HoldRequest,
     KillSwitchRequest,
     ResumeRequest,
 )
-from conn_api.routes import IncidentPath
+from conn_api.routes import CorrelationPath, IncidentPath
 from conn_api.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,15 @@ FILTERS = (
     ("closed", "Closed"),
     ("all", "All"),
 )
-INCIDENT_PANELS = ("summary", "health", "authority", "packet_ref", "refusals", "controls")
+INCIDENT_PANELS = (
+    "summary",
+    "health",
+    "authority",
+    "packet_ref",
+    "refusals",
+    "controls",
+    "approvals",
+)
 PANEL_IDS = {
     "summary": "panel-summary",
     "health": "panel-health",
@@ -79,6 +88,7 @@ PANEL_IDS = {
     "packet_ref": "panel-packet",
     "refusals": "panel-refusals",
     "controls": "panel-controls",
+    "approvals": "panel-approvals",
     "killswitch": "panel-killswitch",
     "incident_rows": "panel-incident-rows",
     "packet_current": "panel-packet-current",
@@ -172,6 +182,11 @@ class Console:
             r.add_api_route(
                 f"/incidents/{{incident_id}}/{verb}", self._control_route(verb), methods=["POST"]
             )
+        r.add_api_route(
+            "/incidents/{incident_id}/approvals/{correlation_id}",
+            self.decide_approval,
+            methods=["POST"],
+        )
         r.add_api_route("/kill-switch", self.kill_switch, methods=["POST"])
 
     # -- sign in / out -------------------------------------------------------------------
@@ -240,6 +255,11 @@ class Console:
                 status=403,
                 error=f"{identity.id} is a service identity; the console is for people",
             )
+        # Session fixation: whatever session id the browser brought is ended, and the
+        # signed-in session always gets a new random id (never one a third party knows).
+        planted = session_cookie(request)
+        if planted:
+            await self.sessions.delete(rt.db, planted)
         session = await self.sessions.create(rt.db, identity, token=token)
         log.info("console sign-in", extra={"actor": identity.id, "via": identity.via})
         secure = cookie_secure(request, self.settings.cookie_secure)
@@ -418,7 +438,7 @@ class Console:
                 ctx = self._incident_context(session, page)
                 for name in INCIDENT_PANELS:
                     panels[name] = self.render_panel(name, **ctx)
-                for row in reader.rows_after(incident_id, cursor[0])[:500]:
+                for row in reader.rows_after(session.identity, incident_id, cursor[0])[:500]:
                     rows.append(
                         {
                             "seq": row.sequence,
@@ -599,6 +619,39 @@ class Console:
 
         control.__name__ = f"console_{verb}"
         return control
+
+    async def decide_approval(
+        self, request: Request, incident_id: IncidentPath, correlation_id: CorrelationPath
+    ) -> Response:
+        """Approve or decline one directive's decision packet: the form names the exact
+        packet sha256 it showed (never "latest"); approving needs the confirmation box,
+        declining a reason (the API refuses a decline without one)."""
+
+        async def call(rt: Runtime, me: Identity, form: dict[str, str]) -> dict[str, Any]:
+            decision = form.get("decision", "")
+            if decision not in ("approve", "decline"):
+                raise ApiError(422, "invalid_request", "decision must be approve or decline")
+            if decision == "approve" and form.get("confirm") != "yes":
+                raise ApiError(422, "invalid_request", "approve: tick the confirmation box first")
+            sha = form.get("packet_sha256", "")
+            if not SHA256.fullmatch(sha):
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    "approving or declining names the exact decision packet sha256 you read",
+                )
+            body = ApprovalDecision(
+                decision="approve" if decision == "approve" else "decline",
+                packet_sha256=sha,
+                detail=form.get("detail", ""),
+            )
+            return _answer(
+                await approvals.decide_approval(incident_id, correlation_id, body, rt, me)
+            )
+
+        return await self._perform(
+            request, "approval", lambda _form: f"/console/incidents/{incident_id}", call
+        )
 
     async def kill_switch(self, request: Request) -> Response:
         async def call(rt: Runtime, me: Identity, form: dict[str, str]) -> dict[str, Any]:
