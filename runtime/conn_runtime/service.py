@@ -141,12 +141,12 @@ class ConsumerService:
     name = "service"
     role: SignerRole | None = None
     """The keyring role this service's signing key must have (checked at start-up)."""
-    pipelined = False
+    pipelined = True
     """Consume `conn.events` pipelined (`conn_runtime.pipeline`): each incident in log
     order, incidents independently, offsets committed off the hot path up to the
-    lowest unfinished record. OFF by default until the fault suite has been run with
-    it on (the frozen-member failure in tests/executor/test_executor_fencing was the
-    re-read history dropped behind a given-up record: fixed, tests/unit/test_pipeline).
+    lowest unfinished record. On by default since the executor's and the verifier's
+    fault and integration tests pass with it (the frozen-member failure was the re-read
+    history dropped behind a given-up record: fixed, tests/unit/test_pipeline).
     CONN_CONSUMER_PIPELINED=true/false overrides it per process."""
 
     def __init__(
