@@ -22,6 +22,11 @@ async def json_codecs(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A release without asyncpg's reset query (see `create_pool(reset_session=False)`).
+    asyncpg still rolls back a transaction left open and drops listeners first."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -29,15 +34,23 @@ async def create_pool(
     max_size: int = 10,
     command_timeout: float = 30,
     json: bool = False,
+    reset_session: bool = True,
 ) -> asyncpg.Pool:
     """The services' pool. `json=True`: jsonb/json come back as Python objects
-    (`json_codecs`), as the read model's writers and readers expect."""
+    (`json_codecs`), as the read model's writers and readers expect.
+
+    `reset_session=False`: a connection goes back to the pool without asyncpg's reset
+    query (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one round trip
+    saved per statement. Only for a pool whose users never leave session state behind:
+    no SET, LISTEN, cursor outside a transaction or session-level advisory lock
+    (`apply_schema` takes a transaction-level one)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
         init=json_codecs if json else None,
+        reset=None if reset_session else _keep_session,
     )
     assert pool is not None
     return pool

@@ -269,9 +269,16 @@ class EventProducer:
                     )
                 )
             mds = await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout)
+        except (TimeoutError, KafkaTimeoutError) as exc:
+            self._broken = True  # a batch may have gone out: fresh sequences
+            raise AppendOutcomeUnknown(f"no acknowledgement within {self.send_timeout}s") from exc
         except BaseException:
             self._broken = bool(futures)  # a batch may have gone out: fresh sequences
             raise
+        for event, _, _ in batch:
+            metrics.RECORDS_PRODUCED.labels(
+                topic=self.topics.events, event_type=event.event_type
+            ).inc()
         return [_position(md) for md in mds]
 
     async def publish(

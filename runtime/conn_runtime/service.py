@@ -144,12 +144,12 @@ class ConsumerService:
     name = "service"
     role: SignerRole | None = None
     """The keyring role this service's signing key must have (checked at start-up)."""
-    pipelined = False
+    pipelined = True
     """Consume `conn.events` pipelined (`conn_runtime.pipeline`): each incident in log
     order, incidents independently, offsets committed off the hot path up to the
-    lowest unfinished record. OFF by default for now: with it on, the executor test
-    of a member frozen past its session timeout (tests/executor/test_executor_fencing)
-    still fails (a directive issued during the pause is decided on an empty fold).
+    lowest unfinished record. On by default since the executor's and the verifier's
+    fault and integration tests pass with it (the frozen-member failure was the re-read
+    history dropped behind a given-up record: fixed, tests/unit/test_pipeline).
     CONN_CONSUMER_PIPELINED=true/false overrides it per process."""
 
     def __init__(
@@ -302,7 +302,14 @@ class ConsumerService:
         except StopRequested:
             await self.stop()  # stopped while waiting for a dependency
             return
-        log.info("started", extra={"group": self.loop.group_id, "topic": self.topics.events})
+        log.info(
+            "started",
+            extra={
+                "group": self.loop.group_id,
+                "topic": self.topics.events,
+                "pipelined": self.loop.pipelined,
+            },
+        )
         tasks = [asyncio.create_task(self.loop.run(), name=f"{self.name}-events")]
         if self.control_loop is not None:
             tasks.append(asyncio.create_task(self.control_loop.run(), name=f"{self.name}-control"))

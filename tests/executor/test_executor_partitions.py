@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from executor_harness import ALICE, decided, of_type, partition_for, step_recorded
+from executor_harness import ALICE, has, of_type, partition_for, step_recorded
 from kafka_support import current
 
 from conn_schemas import events as ev
@@ -78,7 +78,10 @@ async def test_a_record_on_the_wrong_partition_is_dead_lettered_and_the_incident
     await h.open_incident(inc)
     proc = h.start_executor()
     first = await h.issue(inc, GatherState())
-    await h.wait_for(inc, decided(first), what="a first decision", procs=(proc,))
+    # Its StateGathered too, not only its acceptance: the next directive is based on the
+    # ledger position read now, and a StateGathered landing after that base makes it
+    # stale (refused stale_base_position, as it should be).
+    await h.wait_for(inc, has("StateGathered", first), what="a first gather", procs=(proc,))
 
     # A close of `inc`, keyed by its id and signed by its rightful producer, but on
     # partition 1 (e.g. a client whose partitioner is not murmur2): trusted, yet with

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from conn_executor.lifecycle import FINAL, ClaimStatus
-from conn_runtime.stops import GLOBAL_SCOPE
+from conn_runtime.stops import GLOBAL_SCOPE, Stop
 
 __all__ = ["CLAIMS_DDL", "CLAIMS_LOCK_KEY", "Claim", "ClaimStatus", "ClaimStore", "Gate"]
 
@@ -172,6 +172,69 @@ class ClaimStore:
             "claim a step",
         )
         return None if row is None else _claim(row)
+
+    async def claim_reading_stop(
+        self,
+        *,
+        correlation_id: str,
+        incident_id: str,
+        action: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        generation: int,
+        executor_id: str,
+    ) -> tuple[Claim | None, Stop | None]:
+        """`try_claim` and, in the same statement (one round trip), the stop in force
+        for the incident (the kill switch first) as `conn_runtime.stops.active_stop`
+        reads it: what the decision before accepting the step checks. This is not the
+        check before the side effect: that one is the gate (`start`)."""
+        row = await self.persist(
+            lambda: self.pool.fetchrow(
+                f"""
+            WITH stop AS (
+                SELECT scope, reason, changed_by, changed_at FROM conn_stops
+                WHERE engaged AND scope = ANY($9::text[])
+                ORDER BY (scope = $10) DESC LIMIT 1
+            ), claim AS (
+                INSERT INTO executor_claims (correlation_id, incident_id, action, topic,
+                    kafka_partition, directive_offset, generation, executor_id, status)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'claimed')
+                ON CONFLICT (correlation_id) DO NOTHING
+                RETURNING {_COLUMNS}
+            )
+            SELECT claim.*, stop.scope AS stop_scope, stop.reason AS stop_reason,
+                   stop.changed_by AS stop_changed_by, stop.changed_at AS stop_changed_at
+            FROM (SELECT 1) AS one
+            LEFT JOIN claim ON true
+            LEFT JOIN stop ON true
+            """,
+                correlation_id,
+                incident_id,
+                action,
+                topic,
+                partition,
+                offset,
+                generation,
+                executor_id,
+                [GLOBAL_SCOPE, incident_id],
+                GLOBAL_SCOPE,
+            ),
+            "claim a step",
+        )
+        assert row is not None
+        claim = None if row["correlation_id"] is None else _claim(row)
+        stop = (
+            None
+            if row["stop_scope"] is None
+            else Stop(
+                row["stop_scope"],
+                row["stop_reason"],
+                row["stop_changed_by"],
+                row["stop_changed_at"],
+            )
+        )
+        return claim, stop
 
     async def get(self, correlation_id: str) -> Claim | None:
         row = await self.persist(

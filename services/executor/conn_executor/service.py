@@ -157,6 +157,13 @@ class Entry(StrEnum):
     the directive is not at hand, so it is never decided on it."""
 
 
+@dataclass(frozen=True)
+class StopRead:
+    """What the stops table held when it was read (`stop` None: no stop engaged)."""
+
+    stop: stops.Stop | None
+
+
 @dataclass
 class Step:
     """One directive being handled: who, what, where it sits in the log, and the
@@ -179,6 +186,10 @@ class Step:
     """A snapshot of the log before the directive (LIVE steps only): what `decide` sees."""
     phase: Phase = Phase.CLAIMED
     """Where the step is in `conn_executor.steps` (moved only along its transitions)."""
+    stop_at_claim: StopRead | None = None
+    """The stops table as the claim's own statement read it (LIVE steps): what the
+    decision right after the claim checks, instead of a second query. Never the check
+    before the side effect (that is the gate)."""
 
     @property
     def action(self) -> Action:
@@ -256,7 +267,9 @@ class ExecutorService(ConsumerService):
         """Safe to repeat after a failure (the service retries it while PostgreSQL or
         Kafka is away at start-up)."""
         if self._pool is None:
-            self._pool = await db.create_pool(self.database.database_url)
+            # No session state is ever left on these connections (plain statements; the
+            # schema's advisory lock is transaction-level): no reset round trip per release.
+            self._pool = await db.create_pool(self.database.database_url, reset_session=False)
         for attempt in range(3):
             try:
                 await db.apply_schema(self._pool, CLAIMS_DDL, lock_key=CLAIMS_LOCK_KEY)
@@ -603,7 +616,7 @@ class ExecutorService(ConsumerService):
             prefix=prefix,
         )
         async with self._locks[event.incident_id]:
-            claim = await self.claims.try_claim(
+            claim, stop = await self.claims.claim_reading_stop(
                 correlation_id=cid,
                 incident_id=event.incident_id,
                 action=event.payload.action.action.value,
@@ -614,6 +627,7 @@ class ExecutorService(ConsumerService):
                 executor_id=self.settings.id,
             )
             if claim is not None:
+                step.stop_at_claim = StopRead(stop)
                 await self._decide_and_run(step)
                 return
             await self._redelivered(step)
@@ -765,7 +779,9 @@ class ExecutorService(ConsumerService):
         read_only = step.action.action in READ_ONLY_ACTIONS
         stop = None
         if isinstance(decision, Accepted) and not read_only:
-            stop = await self._stop_signal(step.incident_id, None)
+            # Read with the claim (only `decide` ran since) when this is the live claim.
+            read, step.stop_at_claim = step.stop_at_claim, None
+            stop = await self._stop_signal(step.incident_id, None, read=read)
         awaiting = step.correlation_id in approvals.awaiting(step.view)
         if not await self._apply(
             step, steps.decided(decision, stop=stop, awaiting=awaiting), at=prefix.sequence
@@ -785,10 +801,10 @@ class ExecutorService(ConsumerService):
             step, steps.rechecked(step.phase, await self._recheck(step, "before_accept"))
         ):
             return
-        await self._accept(step, prefix.sequence)
         if step.consequential:
-            await self._execute_step(step)
+            await self._execute_step(step, accept_at=prefix.sequence)
         else:
+            await self._accept(step, prefix.sequence)
             await self._run_non_consequential(step, prefix, accepted=True)
 
     async def _apply(self, step: Step, result: steps.Next, *, at: int | None = None) -> bool:
@@ -821,13 +837,19 @@ class ExecutorService(ConsumerService):
         return False
 
     async def _accept(self, step: Step, sequence: int) -> None:
-        await self._append(
+        await self.producer.append(self._accepted(step, sequence))
+        self._accepted_done(step)
+
+    def _accepted(self, step: Step, sequence: int) -> Envelope:
+        return self._event(
             DirectiveAccepted,
             step,
             DirectiveAcceptedPayload(
                 action=step.action, consequential=step.consequential, checked_at_sequence=sequence
             ),
         )
+
+    def _accepted_done(self, step: Step) -> None:
         step.phase = steps.moved(step.phase, Phase.ACCEPTED)
         m.DIRECTIVES.labels("accepted", step.action.action.value).inc()
         log.info("directive accepted", extra=_step_log(step))
@@ -892,14 +914,18 @@ class ExecutorService(ConsumerService):
 
     # -- the step ---------------------------------------------------------------------
 
-    async def _execute_step(self, step: Step) -> None:
-        """ACCEPTED -> INTENT_RECORDED -> GATED -> ACTING -> the outcome."""
+    async def _execute_step(self, step: Step, *, accept_at: int | None = None) -> None:
+        """ACCEPTED -> INTENT_RECORDED -> GATED -> ACTING -> the outcome. With
+        `accept_at` the step is still RECHECKED: DirectiveAccepted (checked at that
+        sequence) and StepStarted go out as one append (one acknowledgement to wait for,
+        in this order; a crash between them is the same as one after the first)."""
         cid = step.correlation_id
         # The undo is read from the target before acting and recorded with the intent.
         undo = await record_undo(self.adapters, step.action, self.settings.gather_timeout)
+        accepted = None if accept_at is None else self._accepted(step, accept_at)
         # Intent before action: StepStarted is in the log before the gate below, so a
         # crash anywhere after it is never mistaken for "nothing happened"...
-        await self._append(
+        intent = self._event(
             StepStarted,
             step,
             StepStartedPayload(
@@ -910,6 +936,11 @@ class ExecutorService(ConsumerService):
                 undo=undo,
             ),
         )
+        if accepted is None:
+            await self.producer.append(intent)
+        else:
+            await self.producer.append_many([accepted, intent])
+            self._accepted_done(step)
         step.phase = steps.moved(step.phase, Phase.INTENT_RECORDED)
         if self.faults.pause_before_side_effect:
             log.warning("fault: pausing before the side effect", extra=_step_log(step))
@@ -1111,9 +1142,12 @@ class ExecutorService(ConsumerService):
 
     # -- stops --------------------------------------------------------------------------
 
-    async def _stop_signal(self, incident_id: str, state: IncidentState | None) -> Stop | None:
+    async def _stop_signal(
+        self, incident_id: str, state: IncidentState | None, *, read: StopRead | None = None
+    ) -> Stop | None:
         """Kill switch (conn.control, in memory), the hold in the fold (if given), and
-        the stops in PostgreSQL. Unreadable stops count as a stop (fail closed)."""
+        the stops in PostgreSQL (`read`: as just read with the claim; else read now).
+        Unreadable stops count as a stop (fail closed)."""
         control = self.folds.control
         if control.kill_switch:
             return Stop("kill_switch", f"global kill switch engaged: {control.reason}")
@@ -1121,19 +1155,24 @@ class ExecutorService(ConsumerService):
             return Stop("hold", f"incident on hold: {state.hold.detail or state.hold.reason}")
         pool = self._pool
         assert pool is not None
-        try:
-            # A PostgreSQL restart is waited out (bounded); the answer is still read
-            # immediately before the side effect.
-            stop = await retry(
-                lambda: active_stop(pool, incident_id),
-                what="read stop signals",
-                deps=self.deps,
-                dependency=POSTGRES,
-                give_up_after=self.settings.stop_read_patience,
-                stopping=self.loop.stopping,
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            return Stop("hold", f"stop signals unreadable ({type(exc).__name__}): failing closed")
+        if read is not None:
+            stop = read.stop
+        else:
+            try:
+                # A PostgreSQL restart is waited out (bounded); the answer is still read
+                # immediately before the side effect.
+                stop = await retry(
+                    lambda: active_stop(pool, incident_id),
+                    what="read stop signals",
+                    deps=self.deps,
+                    dependency=POSTGRES,
+                    give_up_after=self.settings.stop_read_patience,
+                    stopping=self.loop.stopping,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                return Stop(
+                    "hold", f"stop signals unreadable ({type(exc).__name__}): failing closed"
+                )
         if stop is None:
             return None
         if stop.scope == GLOBAL_SCOPE:
@@ -1145,6 +1184,12 @@ class ExecutorService(ConsumerService):
     # -- appending ----------------------------------------------------------------------
 
     async def _append(self, cls: type[Envelope], step: Step, payload: Frozen) -> Envelope:
+        event = self._event(cls, step, payload)
+        await self.producer.append(event)
+        return event
+
+    def _event(self, cls: type[Envelope], step: Step, payload: Frozen) -> Envelope:
+        """The step's next event, caused by its previous one."""
         event = new_event(
             cls,
             incident_id=step.incident_id,
@@ -1154,7 +1199,6 @@ class ExecutorService(ConsumerService):
             correlation_id=step.correlation_id,
             causation_id=step.cause,
         )
-        await self.producer.append(event)
         step.cause = str(event.event_id)
         return event
 
