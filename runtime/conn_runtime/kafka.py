@@ -343,6 +343,8 @@ class Consumed:
     """The keyring principal whose signature the record carries."""
     epoch: int = 0
     """The loop's assignment epoch of the partition when the record was fetched."""
+    signer_role: SignerRole | None = None
+    """The keyring role of that principal (what kind of producer signed the record)."""
 
 
 Handler = Callable[[Consumed], Awaitable[None]]
@@ -754,7 +756,7 @@ class EventLoop:
                 await self.producer.dead_letter(record, WRONG_PARTITION, wrong, self.name)
             return None
         position = Position(record.topic, record.partition, record.offset)
-        return Consumed(trusted.event, position, replaying, trusted.principal, epoch)
+        return Consumed(trusted.event, position, replaying, trusted.principal, epoch, trusted.role)
 
     async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         """Hand each record to its incident's worker (waiting while `max_in_flight`

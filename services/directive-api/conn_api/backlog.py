@@ -11,7 +11,10 @@ takeover) are never shed by it.
 A directive counts from its DirectiveIssued until an outcome with its correlation id
 (TERMINAL), or until it is WINDOW_SECONDS old by its `occurred_at` (one awaiting
 approval, or never executed because its incident holds, does not block the others; a
-replay of old history at start-up counts nothing).
+replay of old history at start-up counts nothing). Only an outcome signed by a pipeline
+role (OUTCOME_ROLES) ends a directive: an integration may sign `IncidentRecordUpdated`,
+and one naming an open directive's correlation id must not make the backlog look
+shorter than it is.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+from conn_schemas.signing import SignerRole
 
 TERMINAL = frozenset(
     {
@@ -31,6 +36,7 @@ TERMINAL = frozenset(
         "VerificationSnapshot",
     }
 )
+OUTCOME_ROLES = frozenset({SignerRole.API, SignerRole.EXECUTOR, SignerRole.VERIFIER})
 WINDOW_SECONDS = 30.0
 
 
@@ -44,13 +50,19 @@ class Backlog:
         self._now = now
         self._open: OrderedDict[str, datetime] = OrderedDict()
 
-    def observe(self, event_type: str, correlation_id: str | None, occurred_at: datetime) -> None:
+    def observe(
+        self,
+        event_type: str,
+        correlation_id: str | None,
+        occurred_at: datetime,
+        signer_role: SignerRole | None,
+    ) -> None:
         if correlation_id is None:
             return
         if event_type == "DirectiveIssued":
             if (self._now() - occurred_at).total_seconds() < self.window:
                 self._open[correlation_id] = occurred_at
-        elif event_type in TERMINAL:
+        elif event_type in TERMINAL and signer_role in OUTCOME_ROLES:
             self._open.pop(correlation_id, None)
 
     def size(self) -> int:

@@ -132,7 +132,9 @@ class LogView:
         event = consumed.event
         pos = consumed.position
         if self.folds.apply(consumed):
-            self.backlog.observe(event.event_type, event.correlation_id, event.occurred_at)
+            self.backlog.observe(
+                event.event_type, event.correlation_id, event.occurred_at, consumed.signer_role
+            )
             if event.incident_id == GLOBAL_INCIDENT:
                 prev = self.control_log[-1].hash if self.control_log else GENESIS
                 entry = LedgerEntry(len(self.control_log) + 1, link(prev, event), pos, event)
