@@ -34,6 +34,7 @@ from conn_runtime.kafka import Consumed, EventLoop
 from conn_runtime.pipeline import KeyedWorkers, Watermarks
 from conn_runtime.resilience import Backoff
 from conn_runtime.settings import KafkaSettings
+from conn_schemas.signing import SignerRole
 
 TOPIC = "t.events"
 TP0 = TopicPartition(TOPIC, 0)
@@ -228,6 +229,7 @@ class FakeRecord:
 class FakeTrusted:
     event: FakeEvent
     principal: str = "test"
+    role: SignerRole = SignerRole.EXECUTOR
 
 
 class FakeTrust:
