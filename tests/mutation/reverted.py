@@ -466,26 +466,6 @@ REVERTS += (
 )
 
 
-def _without_look(name: str) -> Revert:
-    """A revert with the adversary's executor also acting without its look at the log
-    after StepStarted (the check that masks it)."""
-    first = next(r for r in REVERTS if r.name == name)
-    return Revert(
-        f"{name}+look-after-gate",
-        first.issue,
-        f"{first.hole}, with the executor's look after StepStarted also reverted",
-        first.invariant,
-        first.file,
-        first.edits,
-        first.tests,
-        flags=("LOOK_AFTER_GATE",),
-        how=f"{first.how}, and the adversary's executor acts without its look after the gate",
-    )
-
-
-REVERTS += (_without_look("refusal-hides-start"),)
-
-
 @dataclass
 class Result:
     name: str

@@ -1039,13 +1039,17 @@ class Adversary(RuleBasedStateMachine):
         self.kill_switch(1)
         self.claim_as_late_records_land(y)
 
-    @rule(rare=st.integers(0, 1))
-    def resume_in_flight(self, rare: int) -> None:
-        """The holder resumes through one API replica; the record is in flight while
+    @rule(rare=st.integers(0, 1), x=st.sampled_from(EXECUTORS), action=st.sampled_from(ACTIONS))
+    def resume_in_flight(self, rare: int, x: str, action: Action) -> None:
+        """The holder resumes (a hold first, if none is in force) through one API
+        replica, which lifts the stop in PostgreSQL; the record is in flight while
         another replica's records land (with `rare` 0: a packet, a takeover accepted by
         the addressed specialist and a new hold by an integration), then it lands: the
-        fold must re-check it (DESIGN 1: only the holder resumes)."""
+        fold must re-check it (DESIGN 1: only the holder resumes). Then the new holder
+        directs and an executor takes the step."""
         holder = self._holder()
+        if self.live.hold is None:
+            self.hold(holder, 0)
         event = ev.new_event(
             ev.ResumeDirected,
             incident_id=INC,
@@ -1061,11 +1065,15 @@ class Adversary(RuleBasedStateMachine):
             self.write(event, API)
         finally:
             self.stalling = None
+        self.stops.discard(INC)
         if rare == 0:
             self.publish_packet(False)
             self.accept_takeover(DANA, True)
             self.hold(Actor.service(INTEGRATION), 0)
             self.land("api")
+            self.holder_directs(action, 1)
+            self.executor_claim(x)
+            self.executor_act(x)
 
     # -- honest verifier ----------------------------------------------------------------
 
@@ -1395,6 +1403,7 @@ for _name, _times in (
     ("verifier_judges", 3),
     ("refusal_in_flight", 2),
     ("handoff", 2),
+    ("resume_in_flight", 2),
 ):
     for _i in range(_times):
         setattr(Adversary, f"{_name}_{_i}", getattr(Adversary, _name))
@@ -1470,8 +1479,9 @@ def test_a_resume_overtaken_by_a_takeover_resumes_nothing() -> None:
     the hold stays (DESIGN 1: only the holder resumes)."""
     m = Adversary()
     m.hold(ALICE, 0)
-    m.resume_in_flight(0)
+    m.resume_in_flight(0, "x1", ACTIONS[1])
     assert m.live.holder is not None and m.live.holder.identity == "dana"
     assert m.live.hold is not None and m.oracle.hold
     assert m.live.ignored_controls == 1 and not m.in_flight
+    assert m.live.directives == {} and m.oracle.side_effects == {}
     assert m.violations == []
