@@ -51,12 +51,15 @@ MODULES = {
 TARGET = {"rules": 90.0, "fold": 90.0, "verdict": 90.0}
 """The kill scores issue 15 asks for; the other modules are reported, not gated."""
 
-# Unit tests that do not exercise the pure core (they talk to git or spawn processes, or
-# time asyncio tasks of the runtime's watchdog, which fails under mutmut's load).
+# Unit tests that do not exercise the pure core (they talk to git or spawn processes,
+# read the bench package or the lock files, which the staging directory does not
+# hold, or time asyncio tasks of the runtime's watchdog, which fails under mutmut's load).
 DESELECT = [
     "--ignore=tests/unit/test_repository_hygiene.py",
     "--ignore=tests/unit/test_localstack_ids.py",
     "--ignore=tests/unit/test_bench_helpers.py",
+    "--ignore=tests/unit/test_bench_table.py",
+    "--ignore=tests/unit/test_runtime_lock.py",
     "--ignore=tests/unit/test_resilience.py",
 ]
 

@@ -246,6 +246,7 @@ class Oracle:
     position: int = 0
     unverified: set[str] = field(default_factory=set)
     first_outcome: dict[str, str] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
     recovered: set[str] = field(default_factory=set)
     side_effects: dict[str, int] = field(default_factory=dict)
     refused_authority: int = 0
@@ -263,7 +264,29 @@ class Oracle:
             return
         self.position += 1
         cid = event.correlation_id
-        if event.event_type in STATE_CHANGING:
+        if isinstance(event, ev.ResumeDirected) and (
+            event.actor.id != self.holder or not self.hold
+        ):
+            # DESIGN 1 and 6: only the human holding the conn resumes a hold. A resume
+            # checked by one API replica that lands after another's takeover (or after
+            # the hold was already lifted) resumes nothing and changes nothing.
+            return
+        # A step's second start, or an outcome after its first (a fenced-out executor's
+        # late record), reports nothing new: at most one side effect per correlation_id,
+        # and the first outcome stands (DESIGN 2).
+        repeated = cid is not None and (
+            (
+                isinstance(event, ev.StepStarted)
+                and (cid in self.started or cid in self.first_outcome)
+            )
+            or (
+                isinstance(event, ev.StepSucceeded | ev.StepFailed | ev.StepOutcomeUnknown)
+                and cid in self.first_outcome
+            )
+        )
+        if isinstance(event, ev.StepStarted) and cid is not None:
+            self.started.add(cid)
+        if event.event_type in STATE_CHANGING and not repeated:
             self.stale |= {c for c in self.directives if c != cid}
         if event.event_type in PACKET_CONTENT:
             self.packet_current = False
@@ -484,6 +507,12 @@ class Adversary(RuleBasedStateMachine):
         self.stops: set[str] = set()  # the PostgreSQL fast path: INC and/or "_global"
         self.forged_folded: list[str] = []
         self.violations: list[str] = []
+        # Delayed delivery: records a producer sent that have not landed on the topic yet
+        # (its acknowledgement pending), per producer instance ("x1", "x2", "api").
+        self.in_flight: dict[str, list[Raw]] = {}
+        self.stalling: str | None = None
+        self.pending: dict[str, tuple[str, int, str]] = {}
+        self.land_others = False
         self.api(ALICE, ev.IncidentOpened, ev.IncidentOpenedPayload(title="t", service="checkout"))
         self.declare(RUNBOOK)
 
@@ -518,16 +547,24 @@ class Adversary(RuleBasedStateMachine):
 
     def write(self, event: ev.Envelope, principal: str, *, honest: bool = True) -> ev.Envelope:
         value = encode(event)
-        self.consume(
-            Raw(
-                value,
-                event.incident_id.encode(),
-                self.keys.headers(value, principal),
-                honest,
-                control=event.incident_id == ev.GLOBAL_INCIDENT,
-            )
+        raw = Raw(
+            value,
+            event.incident_id.encode(),
+            self.keys.headers(value, principal),
+            honest,
+            control=event.incident_id == ev.GLOBAL_INCIDENT,
         )
+        if self.stalling is not None:
+            self.in_flight.setdefault(self.stalling, []).append(raw)
+        else:
+            self.consume(raw)
         return event
+
+    def land(self, producer: str) -> None:
+        """`producer`'s records in flight land now, in the order it sent them (Kafka keeps
+        one producer's order on a partition; another producer's records may be between)."""
+        for raw in self.in_flight.pop(producer, []):
+            self.consume(raw)
 
     def api(
         self,
@@ -715,6 +752,17 @@ class Adversary(RuleBasedStateMachine):
             self.write(event, API)
             self.stops.discard(INC)
 
+    @rule(
+        team=st.sampled_from(("database-platform", "rollback-authority", "payments")),
+        who=st.sampled_from((DANA, RITA, EVE)),
+    )
+    def handoff(self, team: str, who: Actor) -> None:
+        """A whole handoff at once: the holder asks for `team`, the packager publishes
+        the packet addressed to it, and `who` (of that team or another) accepts it."""
+        self.request_takeover(self._holder(), team)
+        self.publish_packet(True)
+        self.accept_takeover(who, True)
+
     @rule(rare=st.integers(0, 4), who=st.sampled_from((ALICE, ALICE, *HUMANS)))
     def narrow_authority(self, rare: int, who: Actor) -> None:
         """Someone (mostly the holder) narrows the authority through the API."""
@@ -780,8 +828,14 @@ class Adversary(RuleBasedStateMachine):
                 return
             refusal = recheck(self.live, cid, self.control, executor_id=x, owns_claim=True)
             action = record.action
+            seen = record.status  # what this executor looked at
+            if self.land_others:
+                # What other producers sent before this executor's look lands after it,
+                # before its own write: its decision rests on a view that is now behind.
+                for other in [p for p in self.in_flight if p != x]:
+                    self.land(other)
             if refusal is not None:
-                if record.status is DirectiveStatus.ISSUED:
+                if seen is DirectiveStatus.ISSUED:
                     self.service(
                         EXECUTOR,
                         ev.DirectiveRefused,
@@ -796,7 +850,7 @@ class Adversary(RuleBasedStateMachine):
                     )
                 self.claims[cid].phase = "done"
                 return
-            if record.status is DirectiveStatus.ISSUED:
+            if seen is DirectiveStatus.ISSUED:
                 self.service(
                     EXECUTOR,
                     ev.DirectiveAccepted,
@@ -921,7 +975,105 @@ class Adversary(RuleBasedStateMachine):
 
     @rule(x=st.sampled_from(EXECUTORS))
     def revive(self, x: str) -> None:
+        """Back: its records in flight land first (its producer retries them), then its
+        claim goes on where it was, unless another executor took it (fenced)."""
         self.frozen.discard(x)
+        self.land(x)
+        if x in self.pending:
+            cid, generation, phase = self.pending.pop(x)
+            claim = self.claims.get(cid)
+            if claim is not None and claim.executor == x and claim.generation == generation:
+                claim.phase = phase
+
+    # -- delayed delivery ---------------------------------------------------------------
+
+    @rule(x=st.sampled_from(EXECUTORS))
+    def executor_stalls(self, x: str) -> None:
+        """An executor claims and decides, sends its decision (a refusal, or its
+        DirectiveAccepted and StepStarted), and freezes before the acknowledgement:
+        its records are in flight, its claim never got past "claimed"."""
+        if not self._alive(x):
+            return
+        generation = self.generation
+        self.stalling = x
+        try:
+            self.executor_claim(x)
+        finally:
+            self.stalling = None
+        if self.generation == generation:
+            return
+        cid = next(c for c, k in self.claims.items() if k.generation == self.generation)
+        claim = self.claims[cid]
+        if self.in_flight.get(x):
+            self.pending[x] = (cid, claim.generation, claim.phase)
+            claim.phase = "claimed"
+        self.frozen.add(x)
+
+    @rule(producer=st.sampled_from((*EXECUTORS, "api")))
+    def deliver(self, producer: str) -> None:
+        """A producer's records in flight land (whether or not it is still frozen)."""
+        self.land(producer)
+
+    @rule(x=st.sampled_from(EXECUTORS))
+    def claim_as_late_records_land(self, x: str) -> None:
+        """An executor claims (or takes over a frozen one's claim) and another
+        producer's records in flight land between its look and its own write."""
+        self.land_others = True
+        try:
+            self.executor_claim(x)
+        finally:
+            self.land_others = False
+
+    @rule(x=st.sampled_from(EXECUTORS), action=st.sampled_from(ACTIONS))
+    def refusal_in_flight(self, x: str, action: Action) -> None:
+        """The kill switch blips while a directive waits: one executor refuses it and
+        freezes with the refusal in flight; the switch is released; the other executor
+        takes the claim over, looks, and the stale refusal lands before its own records
+        (the fold must still show the step it then starts, DESIGN 2 and 9)."""
+        y = next(e for e in EXECUTORS if e != x)
+        if not (self._alive(x) and self._alive(y)) or self.stops:
+            return
+        self.holder_directs(action, 1)
+        self.kill_switch(0)
+        self.executor_stalls(x)
+        self.kill_switch(1)
+        self.claim_as_late_records_land(y)
+
+    @rule(rare=st.integers(0, 1), x=st.sampled_from(EXECUTORS), action=st.sampled_from(ACTIONS))
+    def resume_in_flight(self, rare: int, x: str, action: Action) -> None:
+        """The holder resumes (a hold first, if none is in force) through one API
+        replica, which lifts the stop in PostgreSQL; the record is in flight while
+        another replica's records land (with `rare` 0: a packet, a takeover accepted by
+        the addressed specialist and a new hold by an integration), then it lands: the
+        fold must re-check it (DESIGN 1: only the holder resumes). Then the new holder
+        directs and an executor takes the step."""
+        holder = self._holder()
+        if self.live.hold is None:
+            self.hold(holder, 0)
+        event = ev.new_event(
+            ev.ResumeDirected,
+            incident_id=INC,
+            payload=ev.ResumeDirectedPayload(),
+            actor=holder,
+            producer=API,
+        )
+        assert isinstance(event, ev.ResumeDirected)
+        if self.live.hold is None or check_control(self.live, event) is not None:
+            return
+        self.stalling = "api"
+        try:
+            self.write(event, API)
+        finally:
+            self.stalling = None
+        self.stops.discard(INC)
+        if rare == 0:
+            self.publish_packet(False)
+            self.accept_takeover(DANA, True)
+            self.hold(Actor.service(INTEGRATION), 0)
+            self.land("api")
+            self.holder_directs(action, 1)
+            self.executor_claim(x)
+            self.executor_act(x)
 
     # -- honest verifier ----------------------------------------------------------------
 
@@ -974,7 +1126,14 @@ class Adversary(RuleBasedStateMachine):
     )
     def verifier_judges(self, kinds: list[str], samples: int) -> None:
         """The verifier judges a window of readings with `judge`: healthy ones, and the
-        ones that are no data (missing values, no traffic, too old, too few)."""
+        ones that are no data (missing values, no traffic, too old, too few). With no
+        finished step waiting for its verdict, the holder directs one and it runs."""
+        if not self._verifiable():
+            self.holder_directs(ACTIONS[1], 1)
+            for x in EXECUTORS:
+                self.executor_claim(x)
+                self.executor_act(x)
+                self.executor_finish(x, "ok")
         for cid, record in self.live.directives.items():
             if cid in self.live.snapshot_correlations or record.status not in (
                 DirectiveStatus.SUCCEEDED,
@@ -1006,6 +1165,14 @@ class Adversary(RuleBasedStateMachine):
                 cid,
             )
             return
+
+    def _verifiable(self) -> bool:
+        return any(
+            cid not in self.live.snapshot_correlations
+            and record.status
+            in (DirectiveStatus.SUCCEEDED, DirectiveStatus.FAILED, DirectiveStatus.OUTCOME_UNKNOWN)
+            for cid, record in self.live.directives.items()
+        )
 
     @rule(content=st.sampled_from(("runbook", "wide")), who=st.sampled_from((None, ALICE, DANA)))
     def widen_authority(self, content: str, who: Actor | None) -> None:
@@ -1164,6 +1331,19 @@ class Adversary(RuleBasedStateMachine):
         assert not self.oracle.problems, self.oracle.problems
 
     @invariant()
+    def no_executed_step_is_hidden(self) -> None:
+        """DESIGN 2 and 9: StepStarted is in the log before the side effect, and the log
+        shows every step that ran as started or finished (never as issued, accepted or
+        refused), so a packet and a takeover see it."""
+        for cid in self.oracle.side_effects:
+            status = self.live.directives[cid].status
+            assert status not in (
+                DirectiveStatus.ISSUED,
+                DirectiveStatus.ACCEPTED,
+                DirectiveStatus.REFUSED,
+            ), f"side effect of {cid} hidden: the log shows it {status.value}"
+
+    @invariant()
     def unknown_outcomes_are_in_the_packet(self) -> None:
         o = self.oracle
         unknown = {
@@ -1221,6 +1401,9 @@ for _name, _times in (
     ("race_the_gate", 4),
     ("forge", 2),
     ("verifier_judges", 3),
+    ("refusal_in_flight", 2),
+    ("handoff", 2),
+    ("resume_in_flight", 2),
 ):
     for _i in range(_times):
         setattr(Adversary, f"{_name}_{_i}", getattr(Adversary, _name))
@@ -1272,3 +1455,33 @@ def test_with_the_look_after_the_gate_the_step_is_not_started() -> None:
     (cid,) = m.live.directives
     assert m.live.directives[cid].not_started
     assert m.oracle.side_effects == {}
+
+
+def test_a_stale_refusal_that_lands_before_the_new_owners_start_hides_nothing() -> None:
+    """Delayed delivery (issue 15): a fenced-out executor's refusal lands between the new
+    owner's look and its own records. The step the new owner then runs shows as started
+    (DESIGN 2 and 9), and the machine sees nothing wrong."""
+    m = Adversary()
+    m.refusal_in_flight("x1", ACTIONS[1])
+    (cid,) = m.live.directives
+    landed = [e.event_type for e in m.trusted[-3:] if e is not None]
+    assert landed == ["DirectiveRefused", "DirectiveAccepted", "StepStarted"]
+    m.executor_act("x2")
+    assert m.oracle.side_effects == {cid: 1}
+    assert m.live.directives[cid].status is DirectiveStatus.STARTED
+    m.no_executed_step_is_hidden()
+    assert m.violations == []
+
+
+def test_a_resume_overtaken_by_a_takeover_resumes_nothing() -> None:
+    """Delayed delivery (issue 15): the holder's resume, checked by one API replica,
+    lands after another replica's takeover and a new hold: the fold re-checks it and
+    the hold stays (DESIGN 1: only the holder resumes)."""
+    m = Adversary()
+    m.hold(ALICE, 0)
+    m.resume_in_flight(0, "x1", ACTIONS[1])
+    assert m.live.holder is not None and m.live.holder.identity == "dana"
+    assert m.live.hold is not None and m.oracle.hold
+    assert m.live.ignored_controls == 1 and not m.in_flight
+    assert m.live.directives == {} and m.oracle.side_effects == {}
+    assert m.violations == []

@@ -242,3 +242,24 @@ def test_refused_iff_a_later_record_not_its_own_changed_the_state(
     refusal = check(h, cid, executor_id="x1")
     changed = any(name in FOREIGN for name in later)
     assert (refusal is not None) == changed, (steps, refusal)
+
+
+def test_two_replicas_issue_two_steps_at_once_and_only_the_first_may_run() -> None:
+    """DESIGN 3 (one step at a time), third line: two API replicas decide on the same
+    view and both append a consequential directive. The fold opens the first step at
+    its DirectiveIssued; at the moment of acting the second is refused while the first
+    is open and unverified (no state change landed in between, so only this check
+    stops it)."""
+    h = History().open().declare()
+    before = fold(h.events, h.incident_id)
+    for action in (DRAIN, RESTART):
+        payload = ev.DirectiveIssuedPayload(action=action, based_on_sequence=before.sequence)
+        assert decide(before, payload, ALICE, NO_CONTROL) == Accepted(consequential=True)
+    first = h.direct(DRAIN, based_on=before.sequence)
+    second = h.direct(RESTART, based_on=before.sequence)
+    state = fold(h.events, h.incident_id)
+    assert state.open_step == first
+    assert recheck(state, first, NO_CONTROL) is None
+    refused = recheck(state, second, NO_CONTROL)
+    assert refused is not None and refused.reason is RefusalReason.STEP_UNVERIFIED, refused
+    assert first in refused.detail
