@@ -63,6 +63,18 @@ ROWS: list[tuple[str, str, str, str]] = [
         "CPU of a raw Kafka round trip",
     ),
     (
+        "signing_cost",
+        "produce side: per event (µs)",
+        "encode + sign per event, one core (µs)",
+        "the same event unsigned",
+    ),
+    (
+        "signing_cost",
+        "read side: per event (µs)",
+        "verify + decode per event, one core (µs)",
+        "the same event unsigned",
+    ),
+    (
         "open_loop_capacity",
         "",  # computed: see _capacity
         "open-loop gather_state capacity (achieved/s; p99 ms there)",
