@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench.common import MIN_REPETITIONS, console, load_snapshot, machine, merge_median
+from bench.common import MIN_REPETITIONS, console, load_snapshot, machine, merge_median, settle
 
 BENCHMARKS: dict[str, str] = {
     "fastpath": "bench.fastpath",
@@ -96,7 +96,7 @@ def run_once(
     name: str, run: Callable[..., Coroutine[Any, Any, Any]], *, quick: bool, rep: int, reps: int
 ) -> Any:
     """One repetition, with the load average before and after it."""
-    before = load_snapshot()
+    before = settle()
     busy = " [yellow](busy machine: will not be published)[/yellow]" if before["busy"] else ""
     console.print(
         f"[dim]{name} {rep + 1}/{reps}: load average {before['loadavg_1m']} on "

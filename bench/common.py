@@ -79,6 +79,28 @@ def load_snapshot() -> dict[str, Any]:
     }
 
 
+SETTLE_MAX_SECONDS = 240.0
+"""How long a repetition waits for the machine to calm down (the previous repetition's own
+load decays with the 1-minute average's ~60 s time constant) before it starts anyway."""
+
+
+def settle(max_seconds: float = SETTLE_MAX_SECONDS, poll: float = 5.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below the busy threshold (or `max_seconds`
+    passed), printing progress; returns the last snapshot. A repetition that still starts
+    on a busy machine is recorded as such, never published."""
+    deadline = time.monotonic() + max_seconds
+    snap = load_snapshot()
+    while snap["busy"] and time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        console.print(
+            f"[dim]  settling: load average {snap['loadavg_1m']} > "
+            f"{BUSY_LOAD_PER_CORE * snap['cores']:.1f}; waiting (at most {left:.0f}s more)[/dim]"
+        )
+        time.sleep(min(poll, max(left, 0.0)))
+        snap = load_snapshot()
+    return snap
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
