@@ -198,6 +198,12 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
             "",
             f"{cores} cores; measured {whens[0]} to {whens[-1]} (UTC). Each figure is the "
             f"median of its repetitions; each baseline was measured in the same run.",
+            "Commit measured: "
+            + ", ".join(
+                f"`{name}` {doc['machine'].get('commit', 'not recorded')}"
+                for name, doc in sorted(published.items())
+            )
+            + ".",
         ]
     else:
         out.append(
