@@ -8,7 +8,7 @@ STACK := $(PY) -m conn_localstack.cli
 KUBE := $(PY) -m conn_localstack.kube
 COMMA := ,
 
-.PHONY: help setup up down status logs test test-unit lint fmt schemas demo bench bench-quick bench-table chaos clean
+.PHONY: help setup up down status logs test test-unit lint fmt schemas demo console-screenshot bench bench-quick bench-table chaos clean
 .PHONY: mutation mutation-score
 .PHONY: kube-up kube-down kube-status
 
@@ -77,6 +77,9 @@ test-unit: ## Every test without I/O (no broker, database, stack or started proc
 
 demo: setup ## The guided-remediation demo on the local stack
 	$(PY) -m conn_demo
+
+console-screenshot: ## Regenerate docs/console.png from a real run, on the console tests' private stack
+	$(VENV)/bin/pytest tests/console/readme_screenshot.py -p no:cacheprovider
 
 # BENCH=fastpath,capacity,... narrows a run; BENCH_REPS (default 3) sets the repetitions.
 BENCH_NAMES = $(subst $(COMMA), ,$(BENCH))

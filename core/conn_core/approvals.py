@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from conn_core.chain import sha256_json
+from conn_core.regions import latest_by_region
 from conn_core.rules import Refused
 from conn_core.state import DirectiveStatus, IncidentState
 from conn_core.undo import planned_undo
@@ -168,19 +169,16 @@ def decision_packet(state: IncidentState, correlation_id: str) -> DecisionPacket
     ]
     if record.expectation is not None:
         preconditions.append(f"observed first: {describe_expectation(record.expectation)}")
-    evidence = []
-    for region in authority.regions:
-        reading = state.last_readings.get(region)
-        verified = state.last_verification.get(region)
-        evidence.append(
-            RegionEvidence(
-                region=region,
-                error_rate=reading.error_rate if reading else None,
-                queue_depth=reading.queue_depth if reading else None,
-                observed_at=reading.observed_at if reading else None,
-                verdict_healthy=verified.healthy if verified else None,
-            )
+    evidence = tuple(
+        RegionEvidence(
+            region=r.region,
+            error_rate=r.error_rate,
+            queue_depth=r.queue_depth,
+            observed_at=r.observed_at,
+            verdict_healthy=r.healthy,
         )
+        for r in latest_by_region(state, authority.regions)
+    )
     control = tuple(
         ControlPlaneEvidence(subject=c.subject, observed=c.observed, matches=c.matches)
         for c in state.last_control_plane
@@ -202,7 +200,7 @@ def decision_packet(state: IncidentState, correlation_id: str) -> DecisionPacket
         risk=_RISK.get(action.action, "low"),
         risk_notes=tuple(notes),
         blast_radius=blast,
-        evidence=tuple(evidence),
+        evidence=evidence,
         control_plane=control,
         gathered=state.last_observation,
         verification=authority.criteria_for(action.action),

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from conn_core import approvals
 from conn_core.redaction import redact
+from conn_core.regions import latest_by_region
 from conn_core.state import DirectiveRecord, IncidentState
 from conn_schemas.bridge import (
     MAX_BRIDGE_DIRECTIVES,
@@ -75,24 +76,9 @@ def region_names(state: IncidentState) -> list[str]:
 
 
 def region_health(state: IncidentState, as_of: datetime) -> tuple[RegionHealth, ...]:
-    out = []
-    for region in region_names(state):
-        reading = state.last_readings.get(region)
-        checked = state.last_verification.get(region)
-        out.append(
-            RegionHealth(
-                region=region,
-                error_rate=reading.error_rate if reading else None,
-                queue_depth=reading.queue_depth if reading else None,
-                request_rate=reading.request_rate if reading else None,
-                observed_at=reading.observed_at if reading else None,
-                age_seconds=round(reading.age_seconds(as_of), 3) if reading else None,
-                healthy=checked.healthy if checked else None,
-                fresh=checked.fresh if checked else None,
-                verified_at=state.last_verification_at.get(region),
-            )
-        )
-    return tuple(out)
+    """Health of every region the authority names or the ledger has readings or a
+    verification of, with the age of each reading at `as_of`."""
+    return latest_by_region(state, region_names(state), as_of)
 
 
 def authority_in_force(state: IncidentState) -> AuthorityInForce | None:

@@ -1,6 +1,7 @@
 """Debian's Chromium, driven headless by Playwright's Python driver (the playwright wheel
 carries its driver; `playwright install`, which downloads a browser, is never used).
-Shared by the console's browser tests and the README screenshot script."""
+Used by the console's browser tests and the README's screenshot
+(tests/console/readme_screenshot.py)."""
 
 from __future__ import annotations
 

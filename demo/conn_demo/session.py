@@ -220,9 +220,14 @@ def run_session(
     tokens: dict[str, str] | None = None,
     incident_id: str | None = None,
     timeout: float = 90.0,
+    before_approval: Callable[[str], None] | None = None,
 ) -> SessionResult:
     """Play the seed-outage session. Raises DemoError if Conn does not behave as
-    the scenario requires (the end-to-end test relies on that)."""
+    the scenario requires (the end-to-end test relies on that).
+
+    `before_approval(correlation_id)` is called while dana's orders-db restart waits
+    for its approver, right before priya approves it (the README's picture of the
+    console is taken then); the session goes on when it returns."""
     console = console or Console()
     tokens = tokens or load_tokens()
     incident = incident_id or f"inc-{uuid.uuid4().hex[:6]}"
@@ -400,6 +405,8 @@ def run_session(
     if waiting is None:
         raise DemoError(f"directive {restart_db} is not waiting for approval")
     result.decision_packet = waiting
+    if before_approval is not None:
+        before_approval(restart_db)
     bridge.conn(
         "priya",
         "approve",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import httpx
+import pytest_asyncio
 from api_support import Api, of_incident, read_log
 from kafka_support import LedgerWriter
 
@@ -22,28 +24,13 @@ from conn_schemas import events as ev
 from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason
 
 DRAIN = {"action": "drain_worker_pool", "pool": "checkout-workers", "region": "us-east"}
+DRAIN_ACTION = DrainWorkerPool(pool="checkout-workers", region="us-east")
 
 
 def runtime(api: Api) -> Runtime:
     rt = api.app.state.runtime
     assert isinstance(rt, Runtime)
     return rt
-
-
-async def unacknowledged(
-    api: Api, incident: str, based_on: int, key: dict[str, str]
-) -> httpx.Response:
-    """The first attempt: its DirectiveIssued is sent, but never acknowledged in time."""
-    rt = runtime(api)
-    timeout = rt.producer.send_timeout
-    rt.producer.send_timeout = 0
-    try:
-        first = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
-    finally:
-        rt.producer.send_timeout = timeout
-    assert first.status_code == 503, first.text
-    assert first.json()["error"]["code"] == "outcome_unknown"
-    return first
 
 
 async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
@@ -56,41 +43,125 @@ async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
     return []
 
 
+async def issued_ids(bootstrap: str, api: Api, incident: str) -> list[str | None]:
+    """The correlation ids of the incident's DirectiveIssued, read straight from Kafka."""
+    log = await read_log(bootstrap, runtime(api).view.topics.events)
+    return [e.correlation_id for e in of_incident(log, incident, "DirectiveIssued")]
+
+
+async def unacknowledged(
+    api: Api, bootstrap: str, incident: str, based_on: int, key: dict[str, str]
+) -> Any:
+    """The first attempt: its DirectiveIssued is sent, but never acknowledged in time.
+    Returns that DirectiveIssued, read from the log (under the id the 503 named)."""
+    rt = runtime(api)
+    timeout = rt.producer.send_timeout
+    rt.producer.send_timeout = 0
+    try:
+        first = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
+    finally:
+        rt.producer.send_timeout = timeout
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "outcome_unknown"
+    (issued,) = await issued_in_log(bootstrap, api, incident)
+    assert issued.correlation_id == first.json()["error"]["detail"]["correlation_id"]
+    return issued
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def writer(kafka_bootstrap: str, conn_topics: Any, trust: Any) -> AsyncIterator[LedgerWriter]:
+    """Appends to the test's topics as the rightful producers do (their keys and logins)."""
+    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as w:
+        yield w
+
+
+async def refused_in_log(
+    writer: LedgerWriter,
+    incident: str,
+    correlation: str,
+    *,
+    by: str,
+    reason: RefusalReason,
+    detail: str,
+    checked_at: int,
+) -> None:
+    """The drain under `correlation` refused in the log by `by` (the executor or the
+    directive API), written as that service writes it."""
+    await writer.append(
+        ev.new_event(
+            ev.DirectiveRefused,
+            incident_id=incident,
+            payload=ev.DirectiveRefusedPayload(
+                action=DRAIN_ACTION,
+                reason=reason,
+                detail=detail,
+                refused_by=by,
+                checked_at_sequence=checked_at,
+            ),
+            actor=Actor.service(by),
+            producer=by,
+            correlation_id=correlation,
+        ),
+        as_=by,
+    )
+
+
+async def key_left_by_an_attempt(
+    dsn: str,
+    incident: str,
+    idem_key: str,
+    based_on: int,
+    *,
+    outcome_unknown: bool = False,
+    age: timedelta = timedelta(0),
+) -> str:
+    """alice's Idempotency-Key row for the drain on `incident` as an earlier attempt left
+    it (claimed `age` ago; its append's outcome unknown or not): the id it claimed."""
+    correlation = str(uuid.uuid4())
+    body = {"action": DRAIN, "based_on_sequence": based_on}
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
+            " request_sha256, correlation_id, outcome_unknown, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, now() - $7::interval)",
+            "alice",
+            idem_key,
+            incident,
+            request_hash(incident, body),
+            correlation,
+            outcome_unknown,
+            age,
+        )
+    finally:
+        await conn.close()
+    return correlation
+
+
 async def test_a_retry_after_the_executor_refused_it_does_not_issue_it_again(
-    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any
+    api: Api, kafka_bootstrap: str, writer: LedgerWriter
 ) -> None:
     incident = await api.open_incident()
     key = {"Idempotency-Key": f"refused-{incident}"}
     based_on = await api.position(incident)
-    first = await unacknowledged(api, incident, based_on, key)
-    correlation = first.json()["error"]["detail"]["correlation_id"]
-    (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
-    assert issued.correlation_id == correlation
+    issued = await unacknowledged(api, kafka_bootstrap, incident, based_on, key)
+    correlation = issued.correlation_id
     # The executor refused it meanwhile (the client has not heard of it yet).
-    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
-        await writer.append(
-            ev.new_event(
-                ev.DirectiveRefused,
-                incident_id=incident,
-                payload=ev.DirectiveRefusedPayload(
-                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
-                    reason=RefusalReason.STALE_BASE,
-                    detail="the incident's state changed",
-                    refused_by="executor",
-                    checked_at_sequence=issued.payload.based_on_sequence,
-                ),
-                actor=Actor.service("executor"),
-                producer="executor",
-                correlation_id=correlation,
-            )
-        )
+    await refused_in_log(
+        writer,
+        incident,
+        correlation,
+        by="executor",
+        reason=RefusalReason.STALE_BASE,
+        detail="the incident's state changed",
+        checked_at=issued.payload.based_on_sequence,
+    )
 
     again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
     assert again.status_code == 202, again.text
     assert again.json()["correlation_id"] == correlation
     assert again.json()["recovered"] == "the earlier append had landed"
-    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
-    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+    assert await issued_ids(kafka_bootstrap, api, incident) == [correlation]
 
 
 async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
@@ -104,10 +175,9 @@ async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
     paused = consumer.assignment()
     consumer.pause(*paused)  # the API's fold stops reading: its view falls behind the log
     try:
-        first = await unacknowledged(api, incident, based_on, key)
-        correlation = first.json()["error"]["detail"]["correlation_id"]
-        (issued,) = await issued_in_log(kafka_bootstrap, api, incident)
-        assert issued.correlation_id == correlation
+        correlation = (
+            await unacknowledged(api, kafka_bootstrap, incident, based_on, key)
+        ).correlation_id
         behind = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
         assert behind.status_code == 503, behind.text
         error = behind.json()["error"]
@@ -118,64 +188,38 @@ async def test_a_retry_is_not_decided_on_a_fold_behind_the_log(
     again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
     assert again.status_code == 202, again.text
     assert again.json()["correlation_id"] == correlation
-    log = of_incident(await read_log(kafka_bootstrap, rt.view.topics.events), incident)
-    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+    assert await issued_ids(kafka_bootstrap, api, incident) == [correlation]
 
 
 async def test_a_retry_never_decides_anew_under_an_id_the_log_has_refused(
-    api: Api, kafka_bootstrap: str, conn_topics: Any, trust: Any, fresh_database: str
+    api: Api, kafka_bootstrap: str, writer: LedgerWriter, fresh_database: str
 ) -> None:
     """The attempt's id is in the log as a refusal without a DirectiveIssued (no path
     writes this today; a DirectiveIssued after it would be ignored by every fold): the
     retry answers that refusal, and nothing is issued."""
     incident = await api.open_incident()
     based_on = await api.position(incident)
-    correlation = str(uuid.uuid4())
-    body = {"action": DRAIN, "based_on_sequence": based_on}
-    conn = await asyncpg.connect(fresh_database)
-    try:  # an attempt whose append outcome was unknown
-        await conn.execute(
-            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
-            " request_sha256, correlation_id, outcome_unknown) VALUES ($1, $2, $3, $4, $5, true)",
-            "alice",
-            f"refusal-{incident}",
-            incident,
-            request_hash(incident, body),
-            correlation,
-        )
-    finally:
-        await conn.close()
-    async with LedgerWriter(trust, kafka_bootstrap, conn_topics) as writer:
-        await writer.append(
-            ev.new_event(
-                ev.DirectiveRefused,
-                incident_id=incident,
-                payload=ev.DirectiveRefusedPayload(
-                    action=DrainWorkerPool(pool="checkout-workers", region="us-east"),
-                    reason=RefusalReason.ON_HOLD,
-                    detail="on hold",
-                    refused_by="directive-api",
-                    checked_at_sequence=based_on,
-                ),
-                actor=Actor.service("directive-api"),
-                producer="directive-api",
-                correlation_id=correlation,
-            ),
-            as_="directive-api",
-        )
-    again = await api.direct(
+    idem_key = f"refusal-{incident}"
+    correlation = await key_left_by_an_attempt(
+        fresh_database, incident, idem_key, based_on, outcome_unknown=True
+    )
+    await refused_in_log(
+        writer,
         incident,
-        "alice",
-        DRAIN,
-        based_on=based_on,
-        headers={"Idempotency-Key": f"refusal-{incident}"},
+        correlation,
+        by="directive-api",
+        reason=RefusalReason.ON_HOLD,
+        detail="on hold",
+        checked_at=based_on,
+    )
+    again = await api.direct(
+        incident, "alice", DRAIN, based_on=based_on, headers={"Idempotency-Key": idem_key}
     )
     assert again.status_code == 409, again.text
     error = again.json()["error"]
     assert error["code"] == RefusalReason.ON_HOLD.value
     assert error["detail"]["correlation_id"] == correlation
-    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
-    assert not [e for e in log if e.event_type == "DirectiveIssued"]
+    assert await issued_ids(kafka_bootstrap, api, incident) == []
 
 
 async def test_a_key_abandoned_by_a_dead_api_process_is_resolved_from_the_log(
@@ -187,27 +231,14 @@ async def test_a_key_abandoned_by_a_dead_api_process_is_resolved_from_the_log(
     it here, so it is decided anew under the claimed id, once."""
     incident = await api.open_incident()
     based_on = await api.position(incident)
-    correlation = str(uuid.uuid4())
-    body = {"action": DRAIN, "based_on_sequence": based_on}
-    conn = await asyncpg.connect(fresh_database)
-    try:
-        await conn.execute(
-            "INSERT INTO conn_api_idempotency (principal, idem_key, incident_id,"
-            " request_sha256, correlation_id, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, now() - interval '1 hour')",
-            "alice",
-            f"abandoned-{incident}",
-            incident,
-            request_hash(incident, body),
-            correlation,
-        )
-    finally:
-        await conn.close()
-    key = {"Idempotency-Key": f"abandoned-{incident}"}
+    idem_key = f"abandoned-{incident}"
+    correlation = await key_left_by_an_attempt(
+        fresh_database, incident, idem_key, based_on, age=timedelta(hours=1)
+    )
+    key = {"Idempotency-Key": idem_key}
     again = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
     assert again.status_code == 202, again.text
     assert again.json()["correlation_id"] == correlation
     replay = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
     assert replay.status_code == 202 and replay.json()["correlation_id"] == correlation
-    log = of_incident(await read_log(kafka_bootstrap, runtime(api).view.topics.events), incident)
-    assert [e.correlation_id for e in log if e.event_type == "DirectiveIssued"] == [correlation]
+    assert await issued_ids(kafka_bootstrap, api, incident) == [correlation]

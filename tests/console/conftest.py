@@ -3,6 +3,7 @@
 - `console_stack`: one private pipeline (simulator, packager, verifier, executor,
   directive API as real processes) on its own topics and database, shared by every
   console test of the session (each test works on its own incident).
+- `api`: the stack's directive API, called as a person (`console_support.Api`).
 - `browser`: Debian's Chromium driven by Playwright's Python driver (`playwright install`
   is never used). Missing Chromium skips, except under CI=true, where it fails.
   Function-scoped and set up after `console_stack` on purpose: Playwright's sync API
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from console_support import Api
 
 from conn_demo.browser import chromium_missing, launch
 from conn_localstack.ephemeral import LOGS, Pipeline
@@ -78,6 +80,11 @@ def console_stack(
         yield p.start()
     finally:
         p.stop()
+
+
+@pytest.fixture
+def api(console_stack: Pipeline) -> Api:
+    return Api(console_stack.api.url)
 
 
 def _missing(why: str) -> None:

@@ -4,19 +4,24 @@ hostile titles. Waits are on the DOM, never on sleeps."""
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from console_support import Api, csrf_of, ledger_rows, sign_in
-from rich.console import Console
+from console_support import (
+    APPROVAL_RULE,
+    Api,
+    DemoPlayer,
+    ledger_rows,
+    post_by_hand,
+    reset_to_seed_outage,
+    sign_in,
+)
 
 from conn_core.escaping import markdown_inline
-from conn_demo.session import SessionResult, run_session
+from conn_demo.session import SessionResult
 from conn_localstack.ephemeral import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -40,33 +45,17 @@ def _controls(page: Any) -> list[str]:
 
 
 def test_the_demo_plays_live_on_the_incident_page(
-    console_stack: Pipeline, browser: Any, artifacts: Path
+    api: Api, console_stack: Pipeline, browser: Any, artifacts: Path
 ) -> None:
     """Opened before the incident exists, the page shows every ledger entry of the demo
     as it lands (no reload), then the final picture; screenshots are test artifacts."""
-    api = Api(console_stack.api.url)
-    httpx.post(
-        console_stack.simulator.url + "/sim/reset",
-        json={"scenario": "seed_outage", "seed": 7, "speed": 60},
-        timeout=10,
-    ).raise_for_status()
+    reset_to_seed_outage(console_stack.simulator.url)
     incident = f"inc-demo-{threading.get_ident() % 10_000:04d}"
     page = sign_in(browser, api.url, "olive", f"/console/incidents/{incident}")
     assert ledger_rows(page) == []
     page.evaluate("window.__sameDocument = 'still here'")
 
-    result: dict[str, SessionResult | BaseException] = {}
-    out = io.StringIO()
-
-    def play() -> None:
-        try:
-            result["session"] = run_session(
-                api.url, console=Console(file=out, width=140), incident_id=incident, timeout=120
-            )
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
-            result["error"] = exc
-
-    player = threading.Thread(target=play, name="demo-session")
+    player = DemoPlayer(api.url, incident)
     # Count the separate moments rows were added (one per SSE update that carried rows).
     page.evaluate(
         """() => { window.__batches = 0;
@@ -88,8 +77,8 @@ def test_the_demo_plays_live_on_the_incident_page(
     # Each entry appeared on its own while the session was playing, not all at the end.
     assert alive_at[0], "the first entry appeared only after the session had finished"
     assert page.evaluate("window.__batches") >= 10
-    assert "error" not in result, f"{result.get('error')!r}\n{out.getvalue()[-3000:]}"
-    session = result["session"]
+    assert player.error is None, player.failure()
+    session = player.session
     assert isinstance(session, SessionResult)
 
     ledger = api.ledger(incident)
@@ -141,17 +130,9 @@ def test_the_demo_plays_live_on_the_incident_page(
     packet.screenshot(path=str(artifacts / "packet-end-of-demo.png"), full_page=True)
 
 
-def test_an_observer_sees_no_controls_and_cannot_post_one(
-    console_stack: Pipeline, browser: Any
-) -> None:
-    api = Api(console_stack.api.url)
+def test_an_observer_sees_no_controls_and_cannot_post_one(api: Api, browser: Any) -> None:
     incident = api.open_incident("Observer check")
-    api.ok("alice", "POST", f"/v1/incidents/{incident}/handoff", {"to_team": "database-platform"})
-    api.wait_for(
-        incident,
-        lambda es: any(e["event"]["event_type"] == "TakeoverPacketPublished" for e in es),
-        "the handoff packet",
-    )
+    api.hand_off(incident)
     for path in (
         f"/console/incidents/{incident}",
         f"/console/incidents/{incident}/packet",
@@ -171,23 +152,13 @@ def test_an_observer_sees_no_controls_and_cannot_post_one(
     # refused by the API route, and the refusal is shown with its status and reason.
     page = sign_in(browser, api.url, "olive", f"/console/incidents/{incident}")
     before = api.types(incident)
-    resp = page.request.post(
-        f"{api.url}/console/incidents/{incident}/hold",
-        form={"csrf": csrf_of(page), "detail": "observer"},
-        max_redirects=0,
-    )
-    assert resp.status == 303
-    flash = page.locator("#flash")
-    page.goto(f"{api.url}/console/incidents/{incident}")
-    text = flash.inner_text()
+    status, text = post_by_hand(page, api.url, incident, "hold", {"detail": "observer"})
+    assert status == 303
     assert "Refused (HTTP 403, role_may_not_direct)" in text, text
     assert api.types(incident) == before
 
 
-def test_the_hold_button_holds_and_the_holder_resumes_and_hands_off(
-    console_stack: Pipeline, browser: Any
-) -> None:
-    api = Api(console_stack.api.url)
+def test_the_hold_button_holds_and_the_holder_resumes_and_hands_off(api: Api, browser: Any) -> None:
     incident = api.open_incident("Hold from the console")
     page = sign_in(browser, api.url, "alice", f"/console/incidents/{incident}")
     assert page.locator("form[data-control=resume]").count() == 0
@@ -203,13 +174,8 @@ def test_the_hold_button_holds_and_the_holder_resumes_and_hands_off(
     assert page.locator("form[data-control=hold]").count() == 0
 
     # Resume needs its confirmation: the browser enforces `required`, and so does the server.
-    page.request.post(
-        f"{api.url}/console/incidents/{incident}/resume",
-        form={"csrf": csrf_of(page)},
-        max_redirects=0,
-    )
-    page.goto(f"{api.url}/console/incidents/{incident}")
-    assert "Refused (HTTP 422, invalid_request)" in page.inner_text("#flash")
+    _, flash = post_by_hand(page, api.url, incident, "resume", {})
+    assert "Refused (HTTP 422, invalid_request)" in flash
     assert "ResumeDirected" not in api.types(incident)
     page.check("#resume-confirm")
     page.click("form[data-control=resume] button[type=submit]")
@@ -226,17 +192,9 @@ def test_the_hold_button_holds_and_the_holder_resumes_and_hands_off(
     page.locator("#panel-packet", has_text="rollback-authority").wait_for()
 
 
-def test_accepting_a_takeover_names_the_exact_packet_hash(
-    console_stack: Pipeline, browser: Any
-) -> None:
-    api = Api(console_stack.api.url)
+def test_accepting_a_takeover_names_the_exact_packet_hash(api: Api, browser: Any) -> None:
     incident = api.open_incident("Accept check")
-    api.ok("alice", "POST", f"/v1/incidents/{incident}/handoff", {"to_team": "database-platform"})
-    api.wait_for(
-        incident,
-        lambda es: any(e["event"]["event_type"] == "TakeoverPacketPublished" for e in es),
-        "the handoff packet",
-    )
+    api.hand_off(incident)
     sha = api.packet(incident)["packet_sha256"]
     page = sign_in(browser, api.url, "dana", f"/console/incidents/{incident}/packet")
     assert page.inner_text("#packet-sha256") == sha
@@ -250,13 +208,8 @@ def test_accepting_a_takeover_names_the_exact_packet_hash(
         ({"confirm": "yes", "packet_sha256": "0" * 64}, "409, stale_base_position"),
         ({"packet_sha256": sha}, "422, invalid_request"),
     ):
-        page.request.post(
-            f"{api.url}/console/incidents/{incident}/accept",
-            form={"csrf": csrf_of(page), **body},
-            max_redirects=0,
-        )
-        page.goto(f"{api.url}/console/incidents/{incident}")
-        assert f"Refused (HTTP {status})" in page.inner_text("#flash")
+        _, flash = post_by_hand(page, api.url, incident, "accept", body)
+        assert f"Refused (HTTP {status})" in flash
     assert "TakeoverAccepted" not in api.types(incident)
 
     page.goto(f"{api.url}/console/incidents/{incident}/packet")
@@ -272,24 +225,15 @@ def test_accepting_a_takeover_names_the_exact_packet_hash(
     assert "dana (database-platform)" in page.locator("#panel-summary").inner_text()
 
 
-APPROVAL_RULE = """
-approvals:
-  - action: drain_worker_pool
-    targets: [cache-invalidation]
-    count: 1
-    roles: [specialist, admin]
-    expires_after: 900
-"""
 RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "checkout-authority.yaml"
 
 
 def test_an_entitled_approver_approves_the_exact_decision_packet(
-    console_stack: Pipeline, browser: Any, artifacts: Path
+    api: Api, browser: Any, artifacts: Path
 ) -> None:
     """Two-person rule from the console: the approver sees the decision packet's hash and
     approves that exact hash (the same call as `conn approve`); a stale hash or a decline
     without a reason is refused with its reason; the issuer and an observer get no form."""
-    api = Api(console_stack.api.url)
     incident = api.open_incident("Approval check", authority=False)
     api.ok(
         "alice",
@@ -331,16 +275,14 @@ def test_an_entitled_approver_approves_the_exact_decision_packet(
     page = sign_in(browser, api.url, "dana", f"/console/incidents/{incident}")
     form = page.locator("form[data-control=approve]")
     assert form.locator("input[name=packet_sha256]").get_attribute("value") == sha
-    action = f"{api.url}/console/incidents/{incident}/approvals/{cid}"
     for body, status in (
         ({"decision": "approve", "confirm": "yes", "packet_sha256": "0" * 64}, "409"),
         ({"decision": "approve", "packet_sha256": sha}, "422, invalid_request"),
         ({"decision": "decline", "packet_sha256": sha}, "422, invalid_request"),
         ({"decision": "approve", "confirm": "yes"}, "422, invalid_request"),
     ):
-        page.request.post(action, form={"csrf": csrf_of(page), **body}, max_redirects=0)
-        page.goto(f"{api.url}/console/incidents/{incident}")
-        assert f"Refused (HTTP {status}" in page.inner_text("#flash"), body
+        _, flash = post_by_hand(page, api.url, incident, f"approvals/{cid}", body)
+        assert f"Refused (HTTP {status}" in flash, body
     assert not {"ApprovalRecorded", "ApprovalDeclined"} & set(api.types(incident))
 
     page.fill("form[data-control=approve] input[name=detail]", "replication is healthy")
@@ -357,20 +299,12 @@ def test_an_entitled_approver_approves_the_exact_decision_packet(
     page.locator("form[data-control=approve]").wait_for(state="detached")
 
 
-def test_pages_load_nothing_from_elsewhere_and_fit_a_phone(
-    console_stack: Pipeline, browser: Any
-) -> None:
+def test_pages_load_nothing_from_elsewhere_and_fit_a_phone(api: Api, browser: Any) -> None:
     """No external assets (every request the browser makes goes to the API's own origin,
     so the console works with no internet) and, on a phone's viewport, no page is wider
     than the screen (nothing needs sideways scrolling)."""
-    api = Api(console_stack.api.url)
     incident = api.open_incident("Phone check")
-    api.ok("alice", "POST", f"/v1/incidents/{incident}/handoff", {"to_team": "database-platform"})
-    api.wait_for(
-        incident,
-        lambda es: any(e["event"]["event_type"] == "TakeoverPacketPublished" for e in es),
-        "the handoff packet",
-    )
+    api.hand_off(incident)
     page = sign_in(browser, api.url, "dana", "/console/", **PHONE)
     requested: list[str] = []
     page.context.on("request", lambda req: requested.append(req.url))
@@ -387,26 +321,11 @@ def test_pages_load_nothing_from_elsewhere_and_fit_a_phone(
 
 
 def test_a_hostile_title_renders_as_text_everywhere(
-    console_stack: Pipeline, browser: Any, artifacts: Path
+    api: Api, browser: Any, artifacts: Path
 ) -> None:
-    api = Api(console_stack.api.url)
     incident = api.open_incident(HOSTILE)
     api.ok("alice", "POST", f"/v1/incidents/{incident}/hold", {"detail": HOSTILE})
-    api.ok(
-        "alice",
-        "POST",
-        f"/v1/incidents/{incident}/handoff",
-        {"to_team": "database-platform", "detail": HOSTILE},
-    )
-    api.wait_for(
-        incident,
-        lambda es: any(
-            e["event"]["event_type"] == "TakeoverPacketPublished"
-            and e["event"]["payload"]["trigger"] == "handoff"
-            for e in es
-        ),
-        "the handoff packet",
-    )
+    api.hand_off(incident, detail=HOSTILE)
     for path in (
         f"/console/incidents/{incident}",
         f"/console/incidents/{incident}/packet",
@@ -433,9 +352,8 @@ def test_a_hostile_title_renders_as_text_everywhere(
 
 
 def test_the_kill_switch_is_an_admin_control_and_every_page_shows_it(
-    console_stack: Pipeline, browser: Any
+    api: Api, browser: Any
 ) -> None:
-    api = Api(console_stack.api.url)
     incident = api.open_incident("Kill switch check")
     watcher = sign_in(browser, api.url, "olive", f"/console/incidents/{incident}")
     alice = sign_in(browser, api.url, "alice", "/console/")
@@ -488,9 +406,8 @@ CONTRAST_JS = """
 
 
 def test_controls_work_from_the_keyboard_with_visible_focus_and_readable_states(
-    console_stack: Pipeline, browser: Any
+    api: Api, browser: Any
 ) -> None:
-    api = Api(console_stack.api.url)
     incident = api.open_incident("Keyboard check")
     page = sign_in(browser, api.url, "alice", f"/console/incidents/{incident}")
     # Landmarks and one top-level heading.

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -54,11 +53,6 @@ def csrf(client: httpx.Client, path: str = "/console/") -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found is not None, page.text[:500]
     return found.group(1)
-
-
-@pytest.fixture
-def api(console_stack: Pipeline) -> Iterator[Api]:
-    yield Api(console_stack.api.url)
 
 
 def test_signing_in_gives_an_httponly_strict_session_cookie_not_the_token(api: Api) -> None:

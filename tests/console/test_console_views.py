@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from console_support import APPROVAL_RULE
 from markupsafe import escape
 from unit.builders import ALICE, RUNBOOK, T0, VERIFIER, History
 
@@ -24,6 +25,7 @@ from conn_api.console.adapter import (
 from conn_api.console.render import Renderer, spark
 from conn_api.console.web import _safe_next
 from conn_api.view import LedgerEntry
+from conn_core import approvals as core
 from conn_core.authority import parse_authority
 from conn_core.chain import GENESIS, link
 from conn_core.fold import evolve, evolve_control
@@ -33,7 +35,15 @@ from conn_runtime.kafka import Position
 from conn_schemas import events as ev
 from conn_schemas.approvals import ApprovalDeclinedPayload, ApprovalRecordedPayload
 from conn_schemas.observations import MetricsReading
-from conn_schemas.values import Actor, DisableFlagRule, DrainWorkerPool, Role, Verdict
+from conn_schemas.values import (
+    Action,
+    Actor,
+    DisableFlagRule,
+    DrainWorkerPool,
+    RefusalReason,
+    Role,
+    Verdict,
+)
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> **b** [l](javascript:x) {{7*7}}"
 
@@ -43,6 +53,7 @@ ROB_ID = Identity("rob", (Role.SPECIALIST,), "rollback-authority")
 OLIVE_ID = Identity("olive", (Role.OBSERVER,))
 ROOT_ID = Identity("root", (Role.ADMIN,))
 BOT_ID = Identity("alertbot", (Role.INTEGRATION,), kind="service")
+FLAG = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
 
 
 class FoldedView:
@@ -78,19 +89,51 @@ def reader(view: FoldedView) -> BridgeReader:
     return BridgeReader(SimpleNamespace(view=view, read_model=None))  # type: ignore[arg-type]
 
 
+def incident_html(page: Any, who: Identity) -> str:
+    """The whole incident page as `who` is served it."""
+    return Renderer().render(
+        "incident.html", flash=None, now=page.now, page=page, me=who, csrf="t", ks=page.kill_switch
+    )
+
+
+def approvals_html(page: Any, who: Identity) -> str:
+    """The approvals panel as `who` is served it."""
+    return Renderer().render(
+        "panels/approvals.html", page=page, me=who, csrf="t", ks=page.kill_switch
+    )
+
+
+def started(h: History, action: Action = FLAG) -> str:
+    """A directive of `action` issued, accepted and started: its correlation id."""
+    cid = h.direct(action)
+    h.accept(cid, action)
+    h.start(cid, action)
+    return cid
+
+
+def failed(h: History, error: str, action: Action = FLAG) -> str:
+    """A step of `action` that started and failed with `error`: its correlation id."""
+    cid = started(h, action)
+    h._add(
+        ev.StepFailed,
+        ev.StepFailedPayload(action=action, error=error, summary="failed", duration_ms=5),
+        VERIFIER,
+        cid,
+    )
+    return cid
+
+
 def hostile_history() -> History:
     """Every free-text field a page shows, typed by someone hostile: the title, an
     alert's summary and label, a refusal's detail, a step's error, an approval note,
     hold and handoff notes."""
-    from conn_schemas.values import RefusalReason
-
     h = History("inc-hostile")
     h._add(
         ev.IncidentOpened,
         ev.IncidentOpenedPayload(title=HOSTILE, service="checkout", severity="sev1"),
         ALICE,
     )
-    h.declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE)
+    h.declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE.encode())
     h._add(
         ev.AlertReceived,
         ev.AlertReceivedPayload(
@@ -102,22 +145,11 @@ def hostile_history() -> History:
         ),
         Actor.service("alertbot"),
     )
-    flag = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
-    refused = h.direct(flag)
-    h.refuse(refused, flag, RefusalReason.STEP_UNVERIFIED, detail=HOSTILE)
-    failed = h.direct(flag)
-    h.accept(failed, flag)
-    h.start(failed, flag)
-    h._add(
-        ev.StepFailed,
-        ev.StepFailedPayload(action=flag, error=HOSTILE, summary="failed", duration_ms=5),
-        VERIFIER,
-        failed,
-    )
+    refused = h.direct(FLAG)
+    h.refuse(refused, FLAG, RefusalReason.STEP_UNVERIFIED, detail=HOSTILE)
+    failed(h, HOSTILE)
     guarded = h.direct(GUARDED)
     state = FoldedView().feed(*h.events).state("inc-hostile")
-    from conn_core import approvals as core
-
     (waiting,) = core.pending(state, T0)
     _vote(h, guarded, waiting.packet_sha256, ev_actor("root"), note=HOSTILE)
     h._add(ev.HoldDeclared, ev.HoldDeclaredPayload(detail=HOSTILE), ALICE)
@@ -155,9 +187,7 @@ def test_every_template_escapes_what_people_typed() -> None:
     assert approval.votes == (f"root approved: {HOSTILE}",)
     for kind in ("AlertReceived", "DirectiveRefused", "StepFailed", "ApprovalRecorded"):
         assert any(HOSTILE in row.summary for row in page.ledger if row.event_type == kind), kind
-    ctx: dict[str, Any] = {"page": page, "me": DANA_ID, "csrf": "t", "ks": page.kill_switch}
-    html = render.render("incident.html", flash=None, now=page.now, **ctx)
-    _no_markup_from_data(html)
+    _no_markup_from_data(incident_html(page, DANA_ID))
     for row in page.ledger:
         render.render("panels/ledger_row.html", row=row)
     html = render.render(
@@ -278,7 +308,7 @@ def test_the_packet_page_says_current_due_or_superseded_as_the_api_decides() -> 
     assert freshness(h, first) == ("current", True)
     # The incident changes after the packet (a directive now blocked by the hold): a
     # newer packet is due; the page must not call this one current.
-    h.direct(DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west"))
+    h.direct(FLAG)
     assert freshness(h, first) == ("due", False)
     second = h.packet("b" * 64, team="database-platform")
     assert freshness(h, second) == ("current", True)
@@ -327,17 +357,12 @@ def ev_actor(who: str) -> Actor:
 
 
 def test_the_incident_page_reads_the_fold() -> None:
-    from conn_schemas.values import RefusalReason
-
     h = History("inc-r").open().declare()
-    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
-    cid = h.direct(action)
-    h.accept(cid, action)
-    h.start(cid, action)
-    h.succeed(cid, action)
+    cid = started(h)
+    h.succeed(cid, FLAG)
     h.snapshot(cid, Verdict.MIXED, regions=("us-east", "eu-west"))
-    other = h.direct(action)
-    h.refuse(other, action, RefusalReason.STEP_UNVERIFIED, detail="previous step unverified")
+    other = h.direct(FLAG)
+    h.refuse(other, FLAG, RefusalReason.STEP_UNVERIFIED, detail="previous step unverified")
     view = FoldedView().feed(*h.events)
     page = reader(view).incident(OLIVE_ID, "inc-r", now=datetime(2026, 11, 22, 9, 1, tzinfo=UTC))
     assert page.opened and page.row.severity == "sev2" and page.row.last_verdict == "mixed"
@@ -363,9 +388,7 @@ def test_a_snapshot_with_no_data_readings_renders_as_no_data() -> None:
     line says n/a, the sparkline leaves the point out, the page renders (no 500)."""
     h = History("inc-nodata").open().declare()
     action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="us-east")
-    cid = h.direct(action)
-    h.accept(cid, action)
-    h.start(cid, action)
+    cid = started(h, action)
     h.succeed(cid, action)
     h.snapshot(cid, Verdict.MIXED)
     at = T0 + timedelta(minutes=5)
@@ -403,9 +426,7 @@ def test_a_snapshot_with_no_data_readings_renders_as_no_data() -> None:
     assert "errors n/a, queue n/a" in last.summary
     region = next(x for x in page.regions if x.region == "us-east")
     assert region.error_series == (0.0,) and region.queue_series == (1.0,)
-    ctx: dict[str, Any] = {"page": page, "me": OLIVE_ID, "csrf": "t", "ks": page.kill_switch}
-    html = Renderer().render("incident.html", flash=None, now=page.now, **ctx)
-    assert "errors n/a, queue n/a" in html
+    assert "errors n/a, queue n/a" in incident_html(page, OLIVE_ID)
 
 
 def test_sparklines_are_numbers_only() -> None:
@@ -457,14 +478,10 @@ async def test_an_unreachable_session_store_is_a_503_not_a_stack_trace() -> None
 
 def test_the_incident_list_shows_the_fleet_summary() -> None:
     """The same figures as GET /v1/fleet/report's totals (conn_core.fleet), live."""
-    from conn_schemas.values import DrainWorkerPool, Verdict
-
     drain = DrainWorkerPool(pool="checkout-workers", region="eu-west")
     h = History("inc-fleet")
     h.open().declare()
-    cid = h.direct(drain)
-    h.accept(cid, drain)
-    h.start(cid, drain)
+    cid = started(h, drain)
     h.succeed(cid, drain)
     h.snapshot(cid, Verdict.RECOVERED)
     h.close()
@@ -480,19 +497,11 @@ def test_the_incident_list_shows_the_fleet_summary() -> None:
     assert dict(reader(view).fleet_summary())["Safe completion"] == "n/a (0/0)"
 
 
-APPROVAL_RULE = b"""
-approvals:
-  - action: drain_worker_pool
-    targets: [cache-invalidation]
-    count: 1
-    roles: [specialist, admin]
-    expires_after: 900
-"""
 GUARDED = DrainWorkerPool(pool="cache-invalidation", region="us-east")
 
 
 def _waiting_for_approval(incident_id: str) -> tuple[History, str]:
-    h = History(incident_id).open().declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE)
+    h = History(incident_id).open().declare(content=RUNBOOK.read_bytes() + APPROVAL_RULE.encode())
     return h, h.direct(GUARDED)
 
 
@@ -516,8 +525,6 @@ def test_entitled_approvers_get_approve_and_decline_naming_the_packet_hash() -> 
     """The approvals panel offers approve/decline to exactly those the core's check_vote
     would let vote now (the oracle is check_vote on the vote each would send, not the
     adapter), each form naming the decision packet's sha256 the API lists."""
-    from conn_core import approvals as core
-
     h, cid = _waiting_for_approval("inc-a")
     at = T0 + timedelta(seconds=30)
     view = FoldedView().feed(*h.events)
@@ -550,10 +557,7 @@ def test_entitled_approvers_get_approve_and_decline_naming_the_packet_hash() -> 
     assert not any((item(w).may_approve or item(w).may_decline) for w in (OLIVE_ID, BOT_ID))
     assert item(DANA_ID).may_decline and not item(OLIVE_ID).may_decline
 
-    page = r.incident(DANA_ID, "inc-a", now=at)
-    html = Renderer().render(
-        "panels/approvals.html", page=page, me=DANA_ID, csrf="t", ks=page.kill_switch
-    )
+    html = approvals_html(r.incident(DANA_ID, "inc-a", now=at), DANA_ID)
     assert html.count(f'name="packet_sha256" value="{listed.packet_sha256}"') == 2
     assert 'data-control="approve"' in html and 'data-control="decline"' in html
     assert f"/console/incidents/inc-a/approvals/{cid}" in html
@@ -563,10 +567,7 @@ def test_entitled_approvers_get_approve_and_decline_naming_the_packet_hash() -> 
     shown_packet = item(DANA_ID).packet_json
     assert sha256_json(json.loads(shown_packet)) == listed.packet_sha256
     assert str(escape(shown_packet)) in html
-    observer = r.incident(OLIVE_ID, "inc-a", now=at)
-    html = Renderer().render(
-        "panels/approvals.html", page=observer, me=OLIVE_ID, csrf="t", ks=observer.kill_switch
-    )
+    html = approvals_html(r.incident(OLIVE_ID, "inc-a", now=at), OLIVE_ID)
     assert listed.packet_sha256 in html and "<form" not in html
 
     # Once the quorum is in, nobody is offered to approve again; after expiry neither.
@@ -587,21 +588,11 @@ def test_observers_read_free_texts_scrubbed_as_the_api_shows_them() -> None:
     scrubbed (the API's conn_api.disclosure rule), on the page and on the live stream's
     rows; the roles that act on them read them whole."""
     from conn_api.disclosure import redacted
-    from conn_schemas.values import RefusalReason
 
     h = History("inc-s").open().declare()
-    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
-    cid = h.direct(action)
-    h.accept(cid, action)
-    h.start(cid, action)
-    h._add(
-        ev.StepFailed,
-        ev.StepFailedPayload(action=action, error=SECRET, summary="failed", duration_ms=5),
-        VERIFIER,
-        cid,
-    )
-    other = h.direct(action)
-    h.refuse(other, action, RefusalReason.STEP_UNVERIFIED, detail=SECRET)
+    failed(h, SECRET)
+    other = h.direct(FLAG)
+    h.refuse(other, FLAG, RefusalReason.STEP_UNVERIFIED, detail=SECRET)
     h._add(ev.HoldDeclared, ev.HoldDeclaredPayload(detail=SECRET), ALICE)
     view = FoldedView().feed(*h.events)
     r = reader(view)
@@ -609,9 +600,7 @@ def test_observers_read_free_texts_scrubbed_as_the_api_shows_them() -> None:
     assert "hunter2" not in scrubbed  # the oracle: what GET .../ledger gives an observer
 
     def rendered(who: Identity) -> str:
-        page = r.incident(who, "inc-s")
-        ctx: dict[str, Any] = {"page": page, "me": who, "csrf": "t", "ks": page.kill_switch}
-        html = Renderer().render("incident.html", flash=None, now=page.now, **ctx)
+        html = incident_html(r.incident(who, "inc-s"), who)
         for row in r.rows_after(who, "inc-s", 0):
             html += Renderer().render("panels/ledger_row.html", row=row)
         return html
@@ -647,9 +636,8 @@ def test_every_console_post_is_in_the_csrf_test() -> None:
 def test_the_incident_list_filters_open_held_and_handed_off_with_severity_holder_verdict() -> None:
     from conn_api.console.web import Console
 
-    action = DisableFlagRule(flag="checkout-pricing", rule="canary-10pct", region="eu-west")
     plain = History("inc-open").open().declare()
-    cid = plain.direct(action)
+    cid = plain.direct(FLAG)
     plain.snapshot(cid, Verdict.RECOVERED)
     held = History("inc-held").open().declare()
     held.hold()

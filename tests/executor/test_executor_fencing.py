@@ -16,12 +16,13 @@ import asyncpg
 import httpx
 import pytest
 from executor_harness import Harness, decided, has, of_type, step_recorded
+from fixtures_services import Proc
 
 from conn_core.state import DirectiveStatus
 from conn_executor.claims import CLAIMS_DDL, ClaimStatus, ClaimStore
 from conn_runtime.stops import STOPS_DDL, set_stop
 from conn_schemas import events as ev
-from conn_schemas.values import DrainWorkerPool, GatherState, RestartDependencyTier
+from conn_schemas.values import Action, DrainWorkerPool, GatherState, RestartDependencyTier
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,38 @@ async def claim_row(h: Harness, key: str) -> asyncpg.Record:
         await conn.close()
 
 
+async def assert_claim_of_b(h: Harness, key: str, status: str) -> None:
+    """The claim ended `status`, owned by executor B (the one that took the step over)."""
+    row = await claim_row(h, key)
+    assert row["status"] == status and row["executor_id"].startswith("executor-b"), dict(row)
+
+
+async def executor_a_on_one_step(
+    make_harness: Any, fault: str, incident: str, action: Action
+) -> tuple[Harness, Proc, str]:
+    """A harness whose executor A runs with `fault`, and one step of `action` issued on
+    `incident` (its correlation id)."""
+    h = await make_harness()
+    a = h.start_executor("executor-a", fault=fault)
+    await h.open_incident(incident)
+    return h, a, await h.issue(incident, action)
+
+
+async def b_takes_over_while_a_is_frozen(
+    h: Harness, a: Proc, incident: str, key: str, verdict: str
+) -> list[Any]:
+    """Freeze A (SIGSTOP) past its session timeout, start B, which takes the partition
+    over, and wait for B's `verdict` on the step; A is thawed whatever happens."""
+    h.pause(a)
+    try:
+        b = h.start_executor("executor-b")
+        return await h.wait_for(
+            incident, has(verdict, key), what=f"B's {verdict}", procs=(b,), timeout=120
+        )
+    finally:
+        h.unpause(a)
+
+
 # --- the claim store, against real PostgreSQL --------------------------------------------------
 
 
@@ -71,7 +104,8 @@ async def test_every_claim_transition_is_fenced(fresh_database: str) -> None:
         claims = ClaimStore(pool)
 
         async def claim(cid: str) -> None:
-            made = await claims.try_claim(
+            # The stop it reads with the claim is the decision's, not the fence's: ignored.
+            made, _stop = await claims.claim_reading_stop(
                 correlation_id=cid,
                 incident_id="inc-1",
                 action="drain_worker_pool",
@@ -142,20 +176,10 @@ async def test_a_frozen_executor_does_not_act_after_another_took_its_step(
     """A is frozen between StepStarted and its side effect, past its session timeout;
     B takes the partition over and reports the step as never started. When A wakes
     up it must neither act nor add anything: nothing was executed."""
-    h = await make_harness()
-    a = h.start_executor("executor-a", fault="pause_before_side_effect=4")
     inc = "inc-zombie-gate"
-    await h.open_incident(inc)
-    key = await h.issue(inc, DRAIN)
+    h, a, key = await executor_a_on_one_step(make_harness, "pause_before_side_effect=4", inc, DRAIN)
     await h.wait_for(inc, has("StepStarted", key), what="A's StepStarted", procs=(a,))
-    h.pause(a)
-    try:
-        b = h.start_executor("executor-b")
-        events = await h.wait_for(
-            inc, has("StepFailed", key), what="B's verdict on the step", procs=(b,), timeout=120
-        )
-    finally:
-        h.unpause(a)
+    events = await b_takes_over_while_a_is_frozen(h, a, inc, key, "StepFailed")
     (failed,) = of_type(events, "StepFailed", key)
     assert isinstance(failed, ev.StepFailed) and failed.payload.not_started
 
@@ -168,8 +192,7 @@ async def test_a_frozen_executor_does_not_act_after_another_took_its_step(
     assert key not in await h.side_effects(), "the frozen executor acted after losing the step"
     events = await h.events(inc, key)
     assert len(of_type(events, "StepFailed")) == 1 and not of_type(events, "StepSucceeded")
-    row = await claim_row(h, key)
-    assert row["status"] == "failed" and row["executor_id"].startswith("executor-b")
+    await assert_claim_of_b(h, key, "failed")
     state = await h.state(inc)
     assert state.directives[key].status is DirectiveStatus.FAILED
     assert state.hold is None and state.unverified_changes() == []
@@ -182,25 +205,15 @@ async def test_an_executor_frozen_between_its_gate_and_the_call_does_not_act(
     call, past its session timeout; B took the incident over and, finding the claim
     past the gate, reported the step as unknown (never re-run). When A wakes up it must
     not make the call: its claim and its last look are older than its bound."""
-    h = await make_harness()
-    a = h.start_executor("executor-a", fault="pause_after_gate=2")
     inc = "inc-zombie-call"
-    await h.open_incident(inc)
-    key = await h.issue(inc, DRAIN)
+    h, a, key = await executor_a_on_one_step(make_harness, "pause_after_gate=2", inc, DRAIN)
     await h.wait_for(inc, has("StepStarted", key), what="A's StepStarted", procs=(a,))
 
     async def gated() -> bool:
         return (await claim_row(h, key))["status"] == "started"
 
     await until(gated, "A's gate", timeout=30)
-    h.pause(a)
-    try:
-        b = h.start_executor("executor-b")
-        await h.wait_for(
-            inc, has("StepOutcomeUnknown", key), what="B's report", procs=(b,), timeout=120
-        )
-    finally:
-        h.unpause(a)
+    await b_takes_over_while_a_is_frozen(h, a, inc, key, "StepOutcomeUnknown")
 
     def a_spoke(events: list[Any]) -> bool:  # not acting, or acting late
         return bool(of_type(events, "StepFailed", key) or of_type(events, "StepSucceeded", key))
@@ -213,31 +226,22 @@ async def test_an_executor_frozen_between_its_gate_and_the_call_does_not_act(
     assert "between the gate and the call" in failed.payload.error, failed.payload.error
     state = await h.state(inc)
     assert state.directives[key].status is DirectiveStatus.OUTCOME_UNKNOWN  # B's, first
-    row = await claim_row(h, key)
-    assert row["status"] == "unknown" and row["executor_id"].startswith("executor-b")
+    await assert_claim_of_b(h, key, "unknown")
 
 
 async def test_a_zombies_late_finish_changes_nothing(make_harness: Any) -> None:
     """A acted, then froze before recording the outcome; B reports it unknown. A's
     late StepSucceeded changes neither the claim nor the ledger's view."""
-    h = await make_harness()
-    a = h.start_executor("executor-a", fault="pause_after_side_effect=6")
     inc = "inc-zombie-late"
-    await h.open_incident(inc)
-    key = await h.issue(inc, RESTART)
+    h, a, key = await executor_a_on_one_step(
+        make_harness, "pause_after_side_effect=6", inc, RESTART
+    )
 
     async def landed() -> bool:
         return (await h.side_effects()).get(key) == 1
 
     await until(landed, "A's side effect at the simulator")
-    h.pause(a)
-    try:
-        b = h.start_executor("executor-b")
-        await h.wait_for(
-            inc, has("StepOutcomeUnknown", key), what="B's report", procs=(b,), timeout=120
-        )
-    finally:
-        h.unpause(a)
+    await b_takes_over_while_a_is_frozen(h, a, inc, key, "StepOutcomeUnknown")
     events = await h.wait_for(
         inc, has("StepSucceeded", key), what="A's late outcome", procs=(a,), timeout=60
     )
@@ -248,8 +252,7 @@ async def test_a_zombies_late_finish_changes_nothing(make_harness: Any) -> None:
     assert record.status is DirectiveStatus.OUTCOME_UNKNOWN and record.result is None
     assert state.conflicting_records >= 1
     assert [d.correlation_id for d in state.unverified_changes()] == [key]
-    row = await claim_row(h, key)
-    assert row["status"] == "unknown" and row["executor_id"].startswith("executor-b")
+    await assert_claim_of_b(h, key, "unknown")
     assert (await h.side_effects()).get(key) == 1
 
 

@@ -41,7 +41,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -60,14 +59,7 @@ from conn_readmodel.packet import build_packet, packet_sha256
 from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
-from conn_schemas.signing import (
-    SignerRole,
-    generate_private_key,
-    new_key_id,
-    open_record,
-    public_key_b64,
-    sign,
-)
+from conn_schemas.signing import SignerRole, open_record
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     Action,
@@ -447,36 +439,6 @@ def _bound_wrong(event: ev.Envelope, keys: Keys) -> list[Forgery]:
     return out
 
 
-def _retired_keys(keys: Keys) -> dict[str, tuple[str, Ed25519PrivateKey]]:
-    """One more key for every principal, retired an hour ago (rotated out)."""
-    out = {}
-    principals = keys.doc["principals"]
-    assert isinstance(principals, dict)
-    for name, entry in principals.items():
-        private = generate_private_key()
-        kid = "retired-" + new_key_id(name, private.public_key())
-        entry["keys"].append(
-            {
-                "id": kid,
-                "public_key": public_key_b64(private.public_key()),
-                "not_after": (ev.utcnow() - timedelta(hours=1)).isoformat(),
-            }
-        )
-        out[name] = (kid, private)
-    return out
-
-
-def _signed_by_retired(
-    event: ev.Envelope, retired: dict[str, tuple[str, Ed25519PrivateKey]]
-) -> Forgery:
-    """The rightful principal's record, signed with its retired key."""
-    kid, private = retired[PRINCIPAL_OF_ROLE[OWNER[event.event_type]]]
-    value = encode(event)
-    return Forgery(
-        "retired-key", "key_retired", value, event.incident_id.encode(), sign(value, private, kid)
-    )
-
-
 @functools.cache
 def _authority(content: bytes, holder: str) -> tuple[AuthorityBoundary, str]:
     return parse_authority(content, holder=holder)
@@ -492,8 +454,9 @@ def _packet_partial(state: IncidentState) -> set[str]:
 class Adversary(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.keys = Keys.fresh()
-        self.retired = _retired_keys(self.keys)
+        # Every principal also lists a key retired an hour ago (rotated out): records
+        # signed with it are among the forgeries (`trust_support.forgeries`).
+        self.keys = Keys.fresh().with_retired(ev.utcnow() - timedelta(hours=1))
         self.keyring = self.keys.keyring
         self.log: list[Raw] = []
         self.trusted: list[ev.Envelope | None] = []
@@ -1242,11 +1205,7 @@ class Adversary(RuleBasedStateMachine):
         )
         owner = OWNER[event_type]
         event = restamp(event, PRINCIPAL_OF_ROLE[owner], owner)
-        variants = [
-            *forgeries(event, self.keys),
-            *_bound_wrong(event, self.keys),
-            _signed_by_retired(event, self.retired),
-        ]
+        variants = [*forgeries(event, self.keys), *_bound_wrong(event, self.keys)]
         for f in variants:
             folded = self.consume(
                 Raw(f.value, f.key, f.headers, honest=False, control=incident == ev.GLOBAL_INCIDENT)

@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 
 from conn_core import approvals
 from conn_core.authority import parse_authority, widenings
+from conn_core.bridge import region_health
 from conn_core.fold import evolve_control, fold
 from conn_core.rules import recheck
 from conn_core.state import ControlState, IncidentState
 from conn_schemas import events as ev
-from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason, Role
+from conn_schemas.approvals import RegionEvidence
+from conn_schemas.observations import MetricsReading, Observation
+from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason, Role, Verdict
 
 DRAIN = DrainWorkerPool(pool="cache-invalidation", region="us-east")
 NO_CONTROL = ControlState()
@@ -248,6 +251,38 @@ def test_the_decision_packet_says_what_will_run() -> None:
     assert any("holds the conn" in p for p in packet.preconditions)
     assert {e.region for e in packet.evidence} == {"us-east", "eu-west"}
     assert packet.expires_at == packet.issued_at + timedelta(seconds=60)
+
+
+def test_the_evidence_is_the_latest_of_each_region_as_the_bridge_shows_it() -> None:
+    """Per region of the authority, in its order: the latest reading (a newer gather
+    replaces the snapshot's) and the region's part of the latest verification; a region
+    nothing was read of has no evidence. The same figures as the bridge's health."""
+    h, cid = history()
+    h.snapshot("d-earlier", Verdict.MIXED, regions=("us-east",))  # judged unhealthy
+    newer = T0 + timedelta(hours=1)
+    reading = MetricsReading(
+        region="us-east", error_rate=0.25, queue_depth=40, request_rate=9, observed_at=newer
+    )
+    h.gather(None, purpose="directed", observation=Observation(metrics=(reading,)))
+    state = state_of(h)
+    packet = approvals.decision_packet(state, cid)
+    assert packet is not None and state.authority is not None
+    assert [e.region for e in packet.evidence] == list(state.authority.regions)
+    evidence = {e.region: e for e in packet.evidence}
+    assert evidence["us-east"] == RegionEvidence(
+        region="us-east", error_rate=0.25, queue_depth=40, observed_at=newer, verdict_healthy=False
+    )
+    assert evidence["eu-west"] == RegionEvidence(region="eu-west")
+    assert state.last_event_at is not None
+    shown = {r.region: r for r in region_health(state, state.last_event_at)}
+    for e in packet.evidence:
+        bridge = shown[e.region]
+        assert (e.error_rate, e.queue_depth, e.observed_at, e.verdict_healthy) == (
+            bridge.error_rate,
+            bridge.queue_depth,
+            bridge.observed_at,
+            bridge.healthy,
+        )
 
 
 def test_relaxing_the_two_person_rule_is_a_widening() -> None:

@@ -136,43 +136,6 @@ class ClaimStore:
         self.pool = pool
         self.persist = persist
 
-    async def try_claim(
-        self,
-        *,
-        correlation_id: str,
-        incident_id: str,
-        action: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        generation: int,
-        executor_id: str,
-    ) -> Claim | None:
-        """Insert the claim; None if the correlation ID was already claimed (also when
-        a repeat after a lost answer finds our own insert: the caller then takes the
-        redelivery path, which finishes the claim from the log)."""
-        row = await self.persist(
-            lambda: self.pool.fetchrow(
-                f"""
-            INSERT INTO executor_claims (correlation_id, incident_id, action, topic,
-                kafka_partition, directive_offset, generation, executor_id, status)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'claimed')
-            ON CONFLICT (correlation_id) DO NOTHING
-            RETURNING {_COLUMNS}
-            """,
-                correlation_id,
-                incident_id,
-                action,
-                topic,
-                partition,
-                offset,
-                generation,
-                executor_id,
-            ),
-            "claim a step",
-        )
-        return None if row is None else _claim(row)
-
     async def claim_reading_stop(
         self,
         *,
@@ -185,10 +148,15 @@ class ClaimStore:
         generation: int,
         executor_id: str,
     ) -> tuple[Claim | None, Stop | None]:
-        """`try_claim` and, in the same statement (one round trip), the stop in force
-        for the incident (the kill switch first) as `conn_runtime.stops.active_stop`
-        reads it: what the decision before accepting the step checks. This is not the
-        check before the side effect: that one is the gate (`start`)."""
+        """Insert the claim and, in the same statement (one round trip), read the stop
+        in force for the incident (the kill switch first) as
+        `conn_runtime.stops.active_stop` reads it: what the decision before accepting
+        the step checks. This is not the check before the side effect: that one is the
+        gate (`start`).
+
+        The claim is None if the correlation ID was already claimed (also when a repeat
+        after a lost answer finds our own insert: the caller then takes the redelivery
+        path, which finishes the claim from the log)."""
         row = await self.persist(
             lambda: self.pool.fetchrow(
                 f"""
