@@ -49,6 +49,7 @@ class AdapterSettings(BaseSettings):
 
     metrics_scrape_url: str | None = None  # default: {simulator_url}/metrics
     prometheus_url: str = "http://127.0.0.1:19090"
+    prometheus_token: str | None = None  # sent as a bearer token (read-only access)
     prometheus_queries: dict[str, str] = {}  # field -> PromQL with {region}
     prometheus_region_queries: dict[str, dict[str, str]] = {}
 
@@ -115,6 +116,9 @@ def build_adapters(settings: AdapterSettings | None = None) -> Adapters:
             queries=s.prometheus_queries,
             region_queries=s.prometheus_region_queries,
             timeout=s.timeout_for("metrics"),
+            headers={"Authorization": f"Bearer {s.prometheus_token}"}
+            if s.prometheus_token
+            else None,
         )
     else:
         metrics = ScrapeMetrics(

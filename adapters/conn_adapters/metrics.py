@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,15 +77,20 @@ class ScrapeMetrics:
         await self._client.aclose()
 
     @bounded
-    async def read_region(self, region: str) -> MetricsReading:
+    async def _scrape(self, regions: frozenset[str]) -> dict[str, dict[str, float]]:
+        """One GET of the page: the samples of every region in `regions`."""
         response = await self._client.get(self.url)
         text = str(raise_for_status(response))
         wanted = {*self.names.values(), *EXTRA_NAMES}
-        values: dict[str, float] = {}
+        values: dict[str, dict[str, float]] = {region: {} for region in regions}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name in wanted and sample.labels.get(self.region_label) == region:
-                    values[sample.name] = float(sample.value)
+                region = sample.labels.get(self.region_label)
+                if sample.name in wanted and region in values:
+                    values[region][sample.name] = float(sample.value)
+        return values
+
+    def _reading(self, region: str, values: Mapping[str, float]) -> MetricsReading:
         fields = ("error_rate", "queue_depth", "request_rate")
         if not any(self.names[f] in values for f in fields):
             raise PortError(f"{self.url}: no samples for region {region!r}")
@@ -101,6 +106,33 @@ class ScrapeMetrics:
             observed_at=observed,
             extra={n: values[n] for n in EXTRA_NAMES if n in values and math.isfinite(values[n])},
         )
+
+    @bounded
+    async def read_region(self, region: str) -> MetricsReading:
+        values = await self._scrape(frozenset({region}))
+        return self._reading(region, values[region])
+
+    async def read_regions(self, regions: Sequence[str]) -> dict[str, MetricsReading | PortError]:
+        """Every region from ONE scrape (the page holds them all), each judged on its own
+        exactly as `read_region` would: a region without samples or without its freshness
+        signal gets its PortError, the others their reading. A scrape that fails is that
+        failure for every region (no reading is ever made up)."""
+        try:
+            values = await self._scrape(frozenset(regions))
+        except PortError as exc:
+            failed: dict[str, MetricsReading | PortError] = dict.fromkeys(regions, exc)
+            return failed
+        out: dict[str, MetricsReading | PortError] = {}
+        for region in regions:
+            try:
+                out[region] = self._reading(region, values[region])
+            except PortError as exc:
+                out[region] = exc
+            except (KeyError, ValueError, TypeError) as exc:  # as `bounded` translates them
+                out[region] = PortError(
+                    f"ScrapeMetrics.read_regions: unexpected response: {type(exc).__name__}: {exc}"
+                )
+        return out
 
 
 class PrometheusMetrics:

@@ -50,6 +50,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer
 
 MAX_RETRY_WAIT_SECONDS = 30.0
 
+HINTS = {
+    "self_approval": "you issued this directive: a second person entitled by its approval "
+    "rule must approve it (`conn approvals <incident>` lists who may)",
+    "role_may_not_direct": "your role or team is not entitled to this",
+}
+"""What to do next, after the API's own message, for refusals a commander meets often."""
+
 
 def retry_after(r: httpx.Response) -> float | None:
     """Seconds to wait before repeating a request the API shed, or None: not shed.
@@ -120,6 +127,8 @@ class Client:
                 extra = f"\n  recorded as refusal {detail['correlation_id']}"
             if retry_after(r) is not None:
                 extra = f"\n  still overloaded after {attempt} retries; try again later"
+            if isinstance(code, str) and code in HINTS:
+                extra += f"\n  {HINTS[code]}"
             fail(f"{r.status_code} {code}: {message}{extra}", 3 if r.status_code >= 500 else 1)
         return body
 

@@ -287,7 +287,7 @@ def check_vote(state: IncidentState, event: Vote) -> Refused | None:
         return None  # declining is always safe: any entitled approver blocks it
     if actor.id == track.issuer and not track.rule.self_approval:
         return Refused(
-            RefusalReason.NOT_CONN_HOLDER,
+            RefusalReason.SELF_APPROVAL,
             f"{actor.id} issued {cid}: a second person must approve it",
         )
     if actor.id in track.approvers:

@@ -646,6 +646,9 @@ class RefusalReason(StrEnum):
     """An entitled approver declined the directive: it never runs."""
     APPROVAL_EXPIRED = "approval_expired"
     """The directive's approval window passed before the quorum was reached."""
+    SELF_APPROVAL = "self_approval"
+    """The issuer of a directive approved it themselves, and its approval rule does not
+    allow that (two-person rule: a second person must approve)."""
 
 
 class HoldReason(StrEnum):

@@ -98,14 +98,44 @@ async def test_quorum_of_distinct_entitled_people_who_did_not_issue_it(api: Api)
 
 
 async def test_the_issuer_cannot_approve_even_when_entitled(api: Api) -> None:
-    """alice (commander, incident-command) is entitled by role and team, but she issued it."""
-    rule = RULE.replace(b"roles: [specialist, admin]", b"roles: [commander, specialist]")
+    """alice (commander, incident-command) is entitled by role and team, but she issued it:
+    403 `self_approval`, its own code. Whoever is not entitled keeps theirs: a specialist of
+    another team and an observer get `role_may_not_direct`, not `self_approval`."""
+    rule = RULE.replace(
+        b"roles: [specialist, admin]",
+        b"roles: [commander, specialist]\n    teams: [incident-command, database-platform]",
+    )
     inc, cid, sha = await incident_with_pending(api, rule)
     r = await vote(api, inc, cid, "alice", sha)
-    assert code(r) == (403, "not_conn_holder"), r.text
+    assert code(r) == (403, "self_approval"), r.text
     assert "a second person must approve it" in r.json()["error"]["message"]
+    r = await vote(api, inc, cid, "rob", sha)  # specialist, rollback-authority: wrong team
+    assert code(r) == (403, "role_may_not_direct"), r.text
+    assert "team incident-command/database-platform" in r.json()["error"]["message"]
+    r = await vote(api, inc, cid, "olive", sha)  # observer
+    assert code(r) == (403, "role_may_not_direct"), r.text
     r = await api.get(f"/v1/incidents/{inc}/approvals")
     assert r.json()["items"][0]["counted"] == 0 and r.json()["items"][0]["votes"] == []
+    r = await vote(api, inc, cid, "dana", sha)  # entitled, not the issuer: counted
+    assert r.status_code == 200, r.text
+    assert (r.json()["approvals"], r.json()["quorum"]) == (1, False)
+    events = of_incident(
+        await read_log(
+            api.settings.kafka.kafka_bootstrap_servers, api.settings.kafka.topics.events
+        ),
+        inc,
+    )
+    votes = [e.actor.id for e in events if e.event_type in ("ApprovalRecorded", "ApprovalDeclined")]
+    assert votes == ["dana"], "a refused vote appends nothing"
+
+
+def test_every_refusal_reason_has_its_own_http_status() -> None:
+    """A new RefusalReason is mapped on purpose (a missing one would fall back to 409)."""
+    from conn_api.errors import REFUSAL_STATUS
+    from conn_schemas.values import RefusalReason
+
+    assert set(REFUSAL_STATUS) == set(RefusalReason)
+    assert REFUSAL_STATUS[RefusalReason.SELF_APPROVAL] == 403
 
 
 async def test_one_decline_blocks(api: Api) -> None:

@@ -20,7 +20,7 @@ approvals:
   - action: drain_worker_pool
     targets: [cache-invalidation]
     count: 1
-    roles: [specialist]
+    roles: [specialist, commander]
 """
 
 
@@ -78,8 +78,13 @@ def test_cli_lists_approves_and_declines(
     (item,) = json.loads(r.output)["items"]
     sha = item["packet_sha256"]
 
+    # The issuer (a commander, entitled by the rule): refused with its own code and a hint.
     r = conn("alice", "approve", inc, cid, "--packet", sha)
-    assert r.exit_code == 1, r.output  # the issuer: refused (4xx)
+    assert r.exit_code == 1 and "403 self_approval" in r.output, r.output
+    assert "a second person entitled by its approval rule must approve it" in r.output
+    r = conn("olive", "approve", inc, cid, "--packet", sha)  # an observer: not entitled
+    assert r.exit_code == 1 and "403 role_may_not_direct" in r.output, r.output
+    assert "self_approval" not in r.output
     r = conn("dana", "approve", inc, cid, "--packet", "0" * 64)
     assert r.exit_code == 1 and "stale_base_position" in r.output, r.output
     r = conn("rob", "decline", inc, cid, "--packet", sha, "--reason", "not during the sale")

@@ -123,9 +123,13 @@ def test_the_issuer_cannot_approve_their_own_directive() -> None:
             actor=ALICE,
             producer="test",
             correlation_id=cid,
+            clock=lambda: T0 + timedelta(seconds=len(h.events)),  # within the window
         ),
     )
-    assert refusal is not None
+    # Its own code (it was refused as not_conn_holder; and without the clock above this
+    # test passed on an expired window, not on the rule it names).
+    assert refusal is not None and refusal.reason is RefusalReason.SELF_APPROVAL, refusal
+    assert "a second person must approve it" in refusal.detail
     vote(h, cid, ALICE)  # forged onto the topic anyway: folded as nothing
     vote(h, cid, CAROL)
     assert state_of(h).approvals[cid].approvers == ["carol"]

@@ -262,6 +262,49 @@ async def test_unreachable_metrics_are_stale_never_guessed() -> None:
     assert eu.readings == () and not eu.fresh
 
 
+class BatchPlatform(FakePlatform):
+    """A metrics port that reads every region in one call (like ScrapeMetrics)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.batches = 0
+        self.mislabel: str | None = None
+
+    async def read_regions(self, regions: Any) -> dict[str, MetricsReading | PortError]:
+        self.batches += 1
+        out: dict[str, MetricsReading | PortError] = {}
+        for region in regions:
+            try:
+                out[region] = await self.read_region(region)
+            except PortError as exc:
+                out[region] = exc
+        if self.mislabel is not None:  # an adapter bug: another region's reading
+            out[self.mislabel] = out[next(r for r in regions if r != self.mislabel)]
+        return out
+
+
+async def test_a_batched_metrics_port_is_read_once_per_round_and_judged_per_region() -> None:
+    clock = FakeClock(T)
+    platform = BatchPlatform(clock)
+    platform.unreachable = {"eu-west"}
+    p = await run(platform, clock)
+    assert platform.batches == CRIT.samples, "one call per sampling round, every region"
+    assert p.verdict is Verdict.STALE_METRICS and "connection refused" in p.detail
+    by_region = {r.region: r for r in p.regions}
+    assert len(by_region["us-east"].readings) == CRIT.samples
+    assert by_region["eu-west"].readings == () and not by_region["eu-west"].fresh
+
+
+async def test_a_reading_of_another_region_is_no_reading() -> None:
+    clock = FakeClock(T)
+    platform = BatchPlatform(clock)
+    platform.mislabel = "eu-west"  # eu-west answered with us-east's reading
+    p = await run(platform, clock)
+    assert p.verdict is Verdict.STALE_METRICS, p.detail
+    assert next(r for r in p.regions if r.region == "eu-west").readings == ()
+    assert "no reading for region 'eu-west'" in p.detail
+
+
 async def test_frozen_metrics_are_stale() -> None:
     clock = FakeClock(T)
     platform = FakePlatform(clock)

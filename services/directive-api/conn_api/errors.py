@@ -54,6 +54,7 @@ REFUSAL_STATUS: dict[RefusalReason, int] = {
     RefusalReason.APPROVAL_REQUIRED: 409,
     RefusalReason.APPROVAL_DECLINED: 409,
     RefusalReason.APPROVAL_EXPIRED: 409,
+    RefusalReason.SELF_APPROVAL: 403,
 }
 
 

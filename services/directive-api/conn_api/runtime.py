@@ -128,7 +128,14 @@ class Runtime:
 
     async def _open_pool(self) -> None:
         if self.pool is None:
-            self.pool = await db.create_pool(self.settings.database.database_url, max_size=10)
+            # No reset query on release (one round trip per statement saved): nothing the
+            # API or its console sends leaves session state behind. The alert-intake lock
+            # is transaction-level (pg_advisory_xact_lock, SET LOCAL), like apply_schema's;
+            # no SET, LISTEN, session-level advisory lock or cursor outside a transaction.
+            # tests/api/test_api_round_trips.py counts it.
+            self.pool = await db.create_pool(
+                self.settings.database.database_url, max_size=10, reset_session=False
+            )
 
     def require(self, *names: str) -> None:
         """503 with Retry-After at once if a dependency this request needs is away."""

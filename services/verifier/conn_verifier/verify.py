@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError
 from conn_core.verdict import judge
@@ -72,6 +73,41 @@ async def _read(metrics: Metrics, region: str) -> MetricsReading | str:
         m.PORT_ERRORS.labels(port="metrics").inc()
         log.warning("metrics adapter raised", extra={"region": region, "error": repr(exc)})
         return _describe_error(exc)
+
+
+@runtime_checkable
+class RegionsMetrics(Protocol):
+    """A metrics port that reads several regions in one call (`ScrapeMetrics`: one scrape
+    of the page for all of them, instead of one per region)."""
+
+    async def read_regions(
+        self, regions: Sequence[str]
+    ) -> Mapping[str, MetricsReading | PortError]: ...
+
+
+async def read_round(metrics: Metrics, regions: Sequence[str]) -> list[MetricsReading | str]:
+    """One sampling round: a reading, or why there is none, per region (in order). One
+    call for every region when the port can (`RegionsMetrics`), else one per region,
+    concurrently. Either way a region that cannot be read gets no reading."""
+    if not isinstance(metrics, RegionsMetrics):
+        return list(await asyncio.gather(*(_read(metrics, r) for r in regions)))
+    try:
+        got = await metrics.read_regions(regions)
+    except Exception as exc:  # noqa: BLE001 - an adapter bug is "no reading", never a guess
+        log.warning("metrics adapter raised", extra={"regions": list(regions), "error": repr(exc)})
+        got = dict.fromkeys(regions, PortError(_describe_error(exc)))
+    results: list[MetricsReading | str] = []
+    for region in regions:
+        result = got.get(region)
+        if isinstance(result, MetricsReading) and result.region == region:
+            results.append(result)
+            continue
+        m.PORT_ERRORS.labels(port="metrics").inc()
+        if isinstance(result, BaseException):
+            results.append(_describe_error(result))
+        else:
+            results.append(f"no reading for region {region!r}")
+    return results
 
 
 async def check_control_plane(expected: Expected, ports: ReadPorts) -> ControlPlaneCheck:
@@ -164,7 +200,7 @@ async def run_verification(
     errors: dict[str, str] = {}
     for offset in sample_offsets(criteria.window_seconds, criteria.samples):
         await _sleep_until(window_start + timedelta(seconds=offset), clock, sleep)
-        results = await asyncio.gather(*(_read(ports.metrics, r) for r in job.regions))
+        results = await read_round(ports.metrics, job.regions)
         for region, result in zip(job.regions, results, strict=True):
             if isinstance(result, MetricsReading):
                 samples[region].append(result)
