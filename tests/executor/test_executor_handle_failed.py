@@ -22,7 +22,7 @@ import pytest
 from test_executor_round_trips import RESTART, RecordingProducer, Timeline, directive, executor
 
 from conn_executor import steps
-from conn_executor.claims import ClaimStatus
+from conn_executor.claims import ClaimStatus, ClaimStore
 from conn_executor.service import ExecutorService
 from conn_schemas.events import Event
 from conn_schemas.values import RefusalReason
@@ -69,7 +69,12 @@ def break_at(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     def called_fails(answer: Any) -> Any:
         raise KeyError("bug after the call")
 
-    if where == "before_accept":
+    async def claim_fails(self: ClaimStore, **_: Any) -> Any:
+        raise ValueError("bug while claiming")
+
+    if where == "before_claim":  # nothing claimed: handle_failed claims it to refuse it
+        monkeypatch.setattr(ClaimStore, "claim_reading_stop", claim_fails)
+    elif where == "before_accept":
         monkeypatch.setattr(ExecutorService, "_gather_before_step", gather_fails)
     elif where == "before_gate":
         monkeypatch.setattr(ExecutorService, "_recheck", recheck_fails_at_gate)
@@ -80,6 +85,7 @@ def break_at(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
 @pytest.mark.parametrize(
     ("where", "outcome", "claim_status", "calls"),
     [
+        ("before_claim", ["DirectiveRefused"], ClaimStatus.REFUSED, 0),
         ("before_accept", ["DirectiveRefused"], ClaimStatus.REFUSED, 0),
         ("before_gate", ["StepFailed", "IncidentRecordUpdated"], ClaimStatus.FAILED, 0),
         ("after_gate", ["StepOutcomeUnknown", "IncidentRecordUpdated"], ClaimStatus.UNKNOWN, 1),
@@ -104,6 +110,9 @@ async def test_a_directive_given_up_gets_an_outcome_unknown_past_the_gate(
         break_at(monkeypatch, where)
         with pytest.raises((ValueError, KeyError)) as failure:
             await svc.handle(consumed, before)
+        if where == "before_claim":
+            assert await svc.claims.get(cid) is None
+            monkeypatch.undo()  # the bug was in that handling, not in the claim statement
         appended = len(producer.events)
         await svc.handle_failed(consumed, before, failure.value)
         claim = await svc.claims.get(cid)
@@ -115,9 +124,9 @@ async def test_a_directive_given_up_gets_an_outcome_unknown_past_the_gate(
     assert claim is not None and claim.status is claim_status
     assert timeline.of("http").count("restart_tier") == calls, "the step was run again"
     first = added[0]
-    if where == "before_accept":
+    if where in ("before_claim", "before_accept"):
         assert first.payload.reason is RefusalReason.STALE_BASE  # type: ignore[union-attr]
-        assert "ValueError: bug before accepting" in first.payload.detail  # type: ignore[union-attr]
+        assert "ValueError: bug " in first.payload.detail  # type: ignore[union-attr]
     elif where == "before_gate":
         assert first.payload.not_started  # type: ignore[union-attr]
         assert "StepStarted" in [e.event_type for e in producer.events[:appended]]
