@@ -19,6 +19,16 @@
   incident's later records wait behind it); on revoke the revoked partitions are
   fenced (nothing more of them is started), their running handlers are waited for
   (at most `drain_timeout`), and only what finished is committed.
+- A handler that raises is retried in place with backoff. A dependency outage
+  (`conn_runtime.resilience.dependency_of`) is waited out however long it lasts;
+  any other error (a bug: KeyError, a pydantic error...) is tried at most
+  `handler_attempts` times, then the record is given up: dead-lettered as
+  `handler_failed` (acknowledged before anything is committed past it), the
+  service told (`on_given_up`), and the loop carries on with the next record.
+  Decoding and verifying (admission) never stop the loop either: an unexpected
+  error there dead-letters the record as `admission_failed`. If the loop truly
+  cannot go on (a dead letter refused for good), `run()` raises
+  `ConsumerLoopFailed` after winding down, and the process exits non-zero.
 - With `catch_up=True`, every newly assigned partition is re-read from offset 0
   and records below the group's committed offset are handed to the handler
   with `replaying=True`: services rebuild their fold of each incident's prefix
@@ -34,7 +44,7 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -52,6 +62,7 @@ from conn_runtime.resilience import (
     StopRequested,
     Watchdog,
     dependency_of,
+    describe_failure,
     retry,
 )
 from conn_runtime.settings import KafkaSettings
@@ -69,6 +80,19 @@ DEFAULT_SEND_TIMEOUT = 30.0
 """Seconds to wait for an acknowledgement before the outcome is reported unknown."""
 COMMIT_TIMEOUT = 10.0
 """Seconds a pipelined loop's offset commit may take (it is retried at the next one)."""
+HANDLER_FAILED = "handler_failed"
+"""Dead-letter reason: the handler raised, for a reason that is not a dependency outage,
+on every attempt the loop allows (`handler_attempts`)."""
+ADMISSION_FAILED = "admission_failed"
+"""Dead-letter reason: decoding or verifying the record raised unexpectedly (a bug, not
+a refusal: an unreadable or untrusted record has its own reason)."""
+
+
+class ConsumerLoopFailed(RuntimeError):
+    """The consumer loop cannot go on (e.g. a record it gave up on could not be
+    dead-lettered, for a reason that is not an outage). `EventLoop.run()` raises it after
+    winding down; `conn_runtime.service.serve` exits non-zero, so the supervisor restarts
+    the process (which resumes from the committed offset)."""
 
 
 class RecordTooLarge(KafkaError):  # type: ignore[misc]
@@ -345,9 +369,37 @@ class Consumed:
     """The loop's assignment epoch of the partition when the record was fetched."""
     signer_role: SignerRole | None = None
     """The keyring role of that principal (what kind of producer signed the record)."""
+    record: RecordLike | None = field(default=None, repr=False, compare=False)
+    """The record as fetched: what a dead letter copies if the loop gives up on it."""
+
+
+@dataclass(frozen=True)
+class _RecordCopy:
+    """A record rebuilt from a `Consumed` made without one (what a dead letter copies)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = -1
+    timestamp_type: int = 0
+
+
+def _raw(item: Consumed) -> RecordLike:
+    if item.record is not None:
+        return item.record
+    p = item.position
+    return _RecordCopy(
+        p.topic, p.partition, p.offset, item.event.incident_id.encode(), encode(item.event)
+    )
 
 
 Handler = Callable[[Consumed], Awaitable[None]]
+GivenUp = Callable[[Consumed, Exception], Awaitable[None]]
+"""Told about a record the loop gave up on (its handler's last error), after the dead
+letter was acknowledged: e.g. to record an outcome, and to fold the record anyway."""
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
@@ -394,7 +446,11 @@ class EventLoop:
         pipelined: bool = False,
         commit_interval: float = 1.0,
         drain_timeout: float = 10.0,
+        handler_attempts: int | None = None,
+        on_given_up: GivenUp | None = None,
     ) -> None:
+        if handler_attempts is not None and handler_attempts < 1:
+            raise ValueError("handler_attempts must be at least 1")
         self.settings = settings
         self.trust: Trust = trust_for(settings)
         self.group_id = group_id
@@ -442,6 +498,15 @@ class EventLoop:
         batch at a time, committed after each batch."""
         self.commit_interval = commit_interval
         self.drain_timeout = drain_timeout
+        self.handler_attempts = handler_attempts
+        """How many times a handler failing for a reason that is not a dependency outage
+        is tried on one record before the record is given up (None: for ever)."""
+        self._on_given_up = on_given_up
+        self._handler_failures: dict[tuple[str, int, int, int], int] = {}
+        """(topic, partition, epoch, offset) -> failed attempts of a record not handled
+        yet (kept across a batch loop's rewinds)."""
+        self._fatal: BaseException | None = None
+        """Why the loop cannot go on (`run()` raises `ConsumerLoopFailed`)."""
         self._marks: Watermarks[TopicPartition] = Watermarks()
         self._committed: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
@@ -537,6 +602,8 @@ class EventLoop:
         except asyncio.CancelledError:
             await self._workers.cancel()
             raise
+        except Exception as exc:  # noqa: BLE001 - logged by _fail, raised below
+            self._fail(exc)
         finally:
             self.ready = False
             if committer is not None:
@@ -549,6 +616,21 @@ class EventLoop:
             finally:
                 await self._workers.cancel()
             await self._commit(None)
+        if self._fatal is not None:
+            raise ConsumerLoopFailed(
+                f"{self.name}: {describe_failure(self._fatal)}"
+            ) from self._fatal
+
+    def _fail(self, exc: BaseException) -> None:
+        """The loop cannot go on: say so (once), and stop; `run()` then raises."""
+        if self._fatal is None:
+            self._fatal = exc
+            log.error(
+                "consumer loop cannot go on; stopping (the process exits non-zero)",
+                extra={"consumer": self.name, "error": describe_failure(exc)},
+                exc_info=exc,
+            )
+        self._stopping.set()
 
     async def _iteration(self) -> None:
         if self._pending_caught_up:
@@ -645,6 +727,9 @@ class EventLoop:
             await self._settle_revoked(revoked, before)
         for tp in revoked:
             self._replay_until.pop(tp, None)
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        for key in [k for k in self._handler_failures if k[:2] in gone]:
+            del self._handler_failures[key]
         self._pending_caught_up -= revoked
         if self._on_revoked is not None:
             await self._on_revoked(revoked)
@@ -661,13 +746,18 @@ class EventLoop:
                 if self._epoch.get(tp, 0) != epochs[tp]:
                     break  # revoked (and maybe re-assigned) meanwhile: not ours to handle
                 metrics.RECORDS_CONSUMED.labels(topic=record.topic, consumer=self.name).inc()
-                commit[tp] = record.offset + 1
                 until = self._replay_until.get(tp)
                 replaying = until is not None and record.offset < until
+                try:
+                    item = await self._admitted(record, replaying, epochs[tp])
+                except StopRequested:
+                    break  # stopping during an outage: left (uncommitted) for the next run
+                if self._epoch.get(tp, 0) != epochs[tp]:
+                    break
+                commit[tp] = record.offset + 1
                 if until is not None and record.offset + 1 >= until:
                     self._replay_until.pop(tp, None)
                     caught_up.add(tp)
-                item = await self._admit(record, replaying, epochs[tp])
                 if item is not None:
                     # By the verified incident, not the record's key (a producer may key
                     # a record differently): one incident, one ordered sequence.
@@ -708,29 +798,15 @@ class EventLoop:
                 for item in items:
                     if tp in failed or not self.current(item):
                         return
-                    started = time.perf_counter()
                     try:
-                        await self.handler(item)
-                    except Exception as exc:
-                        extra = {
-                            "event_type": item.event.event_type,
-                            "offset": item.position.offset,
-                        }
-                        if isinstance(exc, StopRequested):
-                            log.info("stopping; the record will be redelivered", extra=extra)
-                        elif dependency_of(exc) is not None:
-                            # A dependency is away: no trace, rewind and back off.
-                            self._note_failure(
-                                exc, "handler waits for a dependency; will retry", extra
-                            )
-                        else:
-                            log.exception("handler failed; will retry", extra=extra)
+                        # A dependency away: False at once (rewind and back off).
+                        handled = await self._handle(item, in_place=False)
+                    except Exception as exc:  # noqa: BLE001 - could not be given up: _fail
+                        self._fail(exc)
+                        handled = False
+                    if not handled:
                         failed[tp] = min(failed.get(tp, item.position.offset), item.position.offset)
                         return
-                    finally:
-                        metrics.HANDLE_SECONDS.labels(consumer=self.name).observe(
-                            time.perf_counter() - started
-                        )
 
         await asyncio.gather(*(run_group(tp, items) for (tp, _), items in groups.items()))
         return failed
@@ -756,7 +832,51 @@ class EventLoop:
                 await self.producer.dead_letter(record, WRONG_PARTITION, wrong, self.name)
             return None
         position = Position(record.topic, record.partition, record.offset)
-        return Consumed(trusted.event, position, replaying, trusted.principal, epoch, trusted.role)
+        return Consumed(
+            trusted.event, position, replaying, trusted.principal, epoch, trusted.role, record
+        )
+
+    async def _admitted(
+        self, record: ConsumerRecord[Any, Any], replaying: bool, epoch: int
+    ) -> Consumed | None:
+        """`_admit`, made safe for the loop. Dead-lettering while Kafka is away is
+        waited out (retried with backoff); an unexpected error in decoding or verifying
+        (a bug, not a refusal) dead-letters the record as `admission_failed`, and the
+        loop carries on. Raises `StopRequested` when the loop stops during an outage
+        (the record is left, uncommitted, for the next run), and what dead-lettering
+        raised if it failed for a reason that is not an outage (the loop cannot go on)."""
+
+        async def once() -> Consumed | None:
+            try:
+                return await self._admit(record, replaying, epoch)
+            except Exception as exc:
+                if isinstance(exc, StopRequested) or dependency_of(exc) is not None:
+                    raise
+                failure = exc
+            detail = describe_failure(failure)
+            dead_letter = not replaying and self.dead_letter
+            if dead_letter:
+                await self.producer.dead_letter(record, ADMISSION_FAILED, detail, self.name)
+            metrics.RECORDS_GIVEN_UP.labels(consumer=self.name, reason=ADMISSION_FAILED).inc()
+            log.error(
+                "record admission failed unexpectedly; record skipped",
+                extra={
+                    "consumer": self.name,
+                    "source": f"{record.topic}/{record.partition}@{record.offset}",
+                    "error": detail,
+                    "dead_lettered": dead_letter,
+                },
+                exc_info=failure,
+            )
+            return None
+
+        return await retry(
+            once,
+            what=f"{self.name}: admit a record",
+            deps=self.deps,
+            backoff=self.backoff,
+            stopping=self._stopping,
+        )
 
     async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         """Hand each record to its incident's worker (waiting while `max_in_flight`
@@ -770,11 +890,14 @@ class EventLoop:
                 until = self._replay_until.get(tp)
                 replaying = until is not None and record.offset < until
                 caught_up = until is not None and record.offset + 1 >= until
-                if caught_up:
-                    self._replay_until.pop(tp, None)
-                item = await self._admit(record, replaying, epoch)
+                try:
+                    item = await self._admitted(record, replaying, epoch)
+                except StopRequested:
+                    break  # stopping during an outage: left (uncommitted) for the next run
                 if self._epoch.get(tp, 0) != epoch:
                     break
+                if caught_up:
+                    self._replay_until.pop(tp, None)
                 if item is None:
                     self._marks.skipped(tp, epoch, record.offset)
                 else:
@@ -798,10 +921,24 @@ class EventLoop:
         return tp not in self._pending_caught_up
 
     async def _run_one(self, item: Consumed) -> bool:
-        """Handle one record until it succeeds; False when given up (stopping, or its
-        partition revoked): it stays unfinished, so it is not committed."""
+        """A pipelined worker's record: handled in place (`_handle`); False when given
+        up (stopping, or its partition revoked): it stays unfinished, not committed."""
+        try:
+            return await self._handle(item, in_place=True)
+        except Exception as exc:  # noqa: BLE001 - could not be given up: _fail logs it
+            self._fail(exc)
+            return False
+
+    async def _handle(self, item: Consumed, *, in_place: bool) -> bool:
+        """Run the handler until the record is handled; True when it was (or when it was
+        given up: `_give_up`). An error that is not a dependency outage is retried in
+        place with backoff, `handler_attempts` times in all; a dependency outage is
+        retried in place too when `in_place` (pipelined), else reported at once (False:
+        the batch loop rewinds the partition and backs off). False as well when the loop
+        stops or the partition was revoked: the record is not finished."""
         attempt = 0
         extra: dict[str, object] = {
+            "consumer": self.name,
             "event_type": item.event.event_type,
             "offset": item.position.offset,
         }
@@ -814,12 +951,27 @@ class EventLoop:
             except StopRequested:
                 log.info("stopping; the record will be redelivered", extra=extra)
                 return False
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried, counted, logged, given up
                 if dependency_of(exc) is not None:
+                    # A dependency is away: no trace, and it never counts as an attempt.
                     self._note_failure(exc, "handler waits for a dependency; will retry", extra)
+                    if not in_place:
+                        return False
                 else:
-                    log.exception("handler failed; will retry", extra=extra)
+                    failures = self._handler_failed(item)
+                    if self.handler_attempts is not None and failures >= self.handler_attempts:
+                        return await self._give_up(item, exc, failures)
+                    (log.exception if failures == 1 else log.warning)(
+                        "handler failed; will retry",
+                        extra={
+                            **extra,
+                            "attempt": failures,
+                            "attempts": self.handler_attempts,
+                            "error": describe_failure(exc),
+                        },
+                    )
             else:
+                self._handler_failures.pop(self._failure_key(item), None)
                 return True
             finally:
                 metrics.HANDLE_SECONDS.labels(consumer=self.name).observe(
@@ -830,6 +982,74 @@ class EventLoop:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
+
+    @staticmethod
+    def _failure_key(item: Consumed) -> tuple[str, int, int, int]:
+        p = item.position
+        return (p.topic, p.partition, item.epoch, p.offset)
+
+    def _handler_failed(self, item: Consumed) -> int:
+        """Count one more failed attempt of the record's handler; returns the total."""
+        key = self._failure_key(item)
+        failures = self._handler_failures.get(key, 0) + 1
+        self._handler_failures[key] = failures
+        return failures
+
+    async def _give_up(self, item: Consumed, error: Exception, attempts: int) -> bool:
+        """The handler failed `attempts` times for a reason that is not a dependency
+        outage: dead-letter the record (`handler_failed`, with the error's type and a
+        bounded message; waited for through outages: nothing is committed past the
+        record before the dead letter is acknowledged), tell the service
+        (`on_given_up`), and count the record as handled. Records re-read as history
+        and read-only views are not dead-lettered (as for refused records). False when
+        the loop stops meanwhile (the record is redelivered after the restart)."""
+        self._handler_failures.pop(self._failure_key(item), None)
+        detail = describe_failure(error)
+        dead_letter = self.dead_letter and not item.replaying
+        record = _raw(item)
+        try:
+            if dead_letter:
+                await retry(
+                    lambda: self.producer.dead_letter(record, HANDLER_FAILED, detail, self.name),
+                    what=f"{self.name}: dead-letter a record its handler failed on",
+                    deps=self.deps,
+                    backoff=self.backoff,
+                    stopping=self._stopping,
+                )
+        except StopRequested:
+            return False
+        metrics.RECORDS_GIVEN_UP.labels(consumer=self.name, reason=HANDLER_FAILED).inc()
+        log.error(
+            "handler failed on every attempt; record given up",
+            extra={
+                "consumer": self.name,
+                "source": f"{record.topic}/{record.partition}@{record.offset}",
+                "event_type": item.event.event_type,
+                "incident_id": item.event.incident_id,
+                "attempts": attempts,
+                "error": detail,
+                "dead_lettered": dead_letter,
+            },
+            exc_info=error,
+        )
+        callback = self._on_given_up
+        if callback is not None and self.current(item):
+            try:
+                await retry(
+                    lambda: callback(item, error),
+                    what=f"{self.name}: on_given_up",
+                    deps=self.deps,
+                    backoff=self.backoff,
+                    stopping=self._stopping,
+                )
+            except StopRequested:
+                return False
+            except Exception:
+                log.exception(
+                    "on_given_up failed; the record stays given up",
+                    extra={"consumer": self.name, "offset": item.position.offset},
+                )
+        return True
 
     def _done(self, item: Consumed, finished: bool) -> None:
         if finished:

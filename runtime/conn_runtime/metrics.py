@@ -31,6 +31,13 @@ RECORDS_UNTRUSTED = Counter(
     "entitled to them (never folded; dead-lettered by the consumer-group owners)",
     ["consumer", "reason"],
 )
+RECORDS_GIVEN_UP = Counter(
+    "conn_records_given_up_total",
+    "Trusted records a consumer gave up on for a reason that is not a dependency outage "
+    "(handler_failed: the handler raised on every allowed attempt; admission_failed: "
+    "decoding or verifying raised unexpectedly); dead-lettered by the consumer-group owners",
+    ["consumer", "reason"],
+)
 PRODUCER_RESETS = Counter(
     "conn_producer_resets_total",
     "Producer clients replaced after an indefinite error (record too large, timeout)",

@@ -14,7 +14,8 @@ Two small parts, both free of Kafka so they can be tested on their own:
   `submit` wait (back-pressure) instead of buffering without limit.
 
 `ConsumerSettings` holds the environment switches (CONN_CONSUMER_PIPELINED,
-CONN_CONSUMER_COMMIT_INTERVAL_SECONDS, CONN_CONSUMER_DRAIN_SECONDS).
+CONN_CONSUMER_COMMIT_INTERVAL_SECONDS, CONN_CONSUMER_DRAIN_SECONDS,
+CONN_CONSUMER_HANDLER_ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ class ConsumerSettings(BaseSettings):
     CONN_CONSUMER_COMMIT_INTERVAL_SECONDS (how often a pipelined loop commits; it
     also commits on revoke and on stop), CONN_CONSUMER_DRAIN_SECONDS (how long a
     revoke waits for the handlers of the revoked partitions before giving them up:
-    what they did not finish is not committed, so the new owner gets it again)."""
+    what they did not finish is not committed, so the new owner gets it again),
+    CONN_CONSUMER_HANDLER_ATTEMPTS (how many times a handler that raises for a reason
+    that is not a dependency outage is tried on one record before the record is
+    dead-lettered as `handler_failed` and the loop carries on; a dependency outage is
+    waited out however long it lasts and never counts)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     conn_consumer_pipelined: bool | None = None
     conn_consumer_commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     conn_consumer_drain_seconds: float = Field(default=10.0, ge=0, le=600)
+    conn_consumer_handler_attempts: int = Field(default=5, ge=1, le=100)
 
 
 @dataclass

@@ -13,6 +13,8 @@ and carries on from where it was. The pieces:
   succeeded. `/readyz` names whatever is missing.
 - `retry(...)`: call until it succeeds, sleeping `Backoff` between attempts while
   the error says a dependency is away; anything else is raised at once.
+- `describe_failure(exc)`: one bounded, control-character-free line naming an error
+  (for dead-letter headers and logs; a pydantic error without its input values).
 - `Watchdog`: liveness. An operation registered with `working()` that neither
   finishes nor retries for `stale_after` seconds means the process is wedged
   (`/healthz` answers 503 and an orchestrator restarts it). Waiting for a
@@ -39,6 +41,9 @@ from typing import TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from pydantic import ValidationError
+
+from conn_schemas.values import MAX_LINE, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,22 @@ def dependency_of(exc: BaseException) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     return dependency_of(exc) is not None
+
+
+def describe_failure(exc: BaseException, limit: int = MAX_LINE) -> str:
+    """`Type: message` on one line of at most `limit` characters, control characters
+    replaced: what a dead letter's `dlq.detail` and a log line say about a failure. A
+    pydantic error lists where and what (never the offending input values, which may
+    come from a record's payload)."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '-'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+    else:
+        text = str(exc)
+    text = " ".join(clean_text(text, limit * 2).split())
+    return clean_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, limit)
 
 
 class StopRequested(Exception):

@@ -13,6 +13,12 @@ started while Kafka or PostgreSQL is away waits (not ready, naming what is
 missing) instead of exiting; afterwards the consumer loop rewinds and backs off
 while a dependency is away, and resumes from the committed offset.
 
+A handler that keeps failing for another reason (a bug) is tried
+CONN_CONSUMER_HANDLER_ATTEMPTS times on a record; then the record is dead-lettered
+(`handler_failed`), the service's `handle_failed` records what it must (the executor:
+an outcome for a directive), the record is folded like any other and the loop carries
+on. A consumer loop that cannot go on makes the process exit 1.
+
 Every service's entry point (`conn-<name>`, `python -m conn_<pkg>`) is
 `serve(name, build)`: JSON logs, `build()` (reads its `Settings`, a
 `conn_runtime.settings.ServiceSettings`, and makes the service) inside the event loop,
@@ -35,10 +41,17 @@ from pydantic import ValidationError
 from conn_core.state import IncidentState
 from conn_runtime import logs
 from conn_runtime.folds import IncidentFolds
-from conn_runtime.kafka import Consumed, EventLoop, EventProducer
+from conn_runtime.kafka import Consumed, ConsumerLoopFailed, EventLoop, EventProducer
 from conn_runtime.ops import OpsServer, kafka_ready, run_until_signalled
 from conn_runtime.pipeline import ConsumerSettings
-from conn_runtime.resilience import KAFKA, Dependencies, StopRequested, Watchdog, retry
+from conn_runtime.resilience import (
+    KAFKA,
+    Dependencies,
+    StopRequested,
+    Watchdog,
+    dependency_of,
+    retry,
+)
 from conn_runtime.settings import KafkaSettings, OpsSettings
 from conn_schemas.signing import SignerRole
 
@@ -78,7 +91,9 @@ def serve(name: str, build: Callable[[], Service]) -> None:
     or a setting checked at start-up (an adapter's) are unusable — a pydantic
     `ValidationError` or any `ValueError` (`TrustConfigError`, `ProductionConfigError`,
     ...); 1 when a socket cannot be opened or Kafka refuses for good (`OSError`,
-    `KafkaError`). A dependency that is merely away is waited for, not an exit."""
+    `KafkaError`), or when a consumer loop cannot go on (`ConsumerLoopFailed`: one line
+    on stderr, `conn-<name>: consumer loop failed: ...`). A dependency that is merely away
+    is waited for, not an exit."""
     logs.configure(name)
     prog = f"conn-{name}"
 
@@ -90,6 +105,9 @@ def serve(name: str, build: Callable[[], Service]) -> None:
         asyncio.run(run_until_signalled(main))
     except KeyboardInterrupt:
         pass
+    except ConsumerLoopFailed as exc:  # logged by the loop, with its traceback
+        sys.stderr.write(f"{prog}: consumer loop failed: {exc}\n")
+        raise SystemExit(1) from None
     except ValueError as exc:  # ValidationError, TrustConfigError, ... (all ValueErrors)
         message = describe_config_error(exc)
         log.error("invalid configuration", extra={"error": message})
@@ -188,6 +206,8 @@ class ConsumerService:
             pipelined=self.pipelined if pipelined is None else pipelined,
             commit_interval=consuming.conn_consumer_commit_interval_seconds,
             drain_timeout=consuming.conn_consumer_drain_seconds,
+            handler_attempts=consuming.conn_consumer_handler_attempts,
+            on_given_up=self._on_given_up,
         )
         self.control_loop: EventLoop | None = None
         if follow_control:
@@ -201,6 +221,7 @@ class ConsumerService:
                 catch_up=True,
                 deps=self.deps,
                 watchdog=self.watchdog,
+                handler_attempts=consuming.conn_consumer_handler_attempts,
             )
         self.ops = (
             OpsServer(ops_host, ops_port, deps=self.deps, watchdog=self.watchdog)
@@ -225,6 +246,16 @@ class ConsumerService:
 
     async def handle(self, consumed: Consumed, before: IncidentState) -> None:
         """React to one record. `before` is the incident's state before it."""
+
+    async def handle_failed(
+        self, consumed: Consumed, before: IncidentState, error: Exception
+    ) -> None:
+        """`handle` kept failing on this record (CONN_CONSUMER_HANDLER_ATTEMPTS times, for
+        a reason that is not a dependency outage) and the loop gave up on it: it has been
+        dead-lettered (`handler_failed`) and is folded right after this returns. Record
+        what must not be left hanging (e.g. an outcome for a directive). A dependency
+        outage raised here is waited out; any other error is logged, and the loop carries
+        on. Not called for records re-read as history."""
 
     async def on_control(self, consumed: Consumed) -> None:
         """React to a `conn.control` record (already folded into `folds.control`)."""
@@ -253,6 +284,27 @@ class ConsumerService:
             # its session timeout): its folds were dropped and are rebuilt from
             # offset 0; folding this record into an empty state would leave the
             # incident "not open" for good.
+            self.folds.apply(consumed)
+
+    async def _on_given_up(self, consumed: Consumed, error: Exception) -> None:
+        """The loop gave up on a record (dead-lettered): the service records what it
+        must, then the record is folded like any other. It is in the log, trusted, so
+        the fold must hold it, as a replay of the log would."""
+        if not self.folds.is_new(consumed.position, consumed.event.incident_id):
+            return
+        before = self.folds.state(consumed.event.incident_id)
+        try:
+            if not consumed.replaying:
+                await self.handle_failed(consumed, before, error)
+        except Exception as exc:
+            if isinstance(exc, StopRequested) or dependency_of(exc) is not None:
+                raise  # retried by the loop (or redelivered after a restart): not folded yet
+            self._fold(consumed)
+            raise
+        self._fold(consumed)
+
+    def _fold(self, consumed: Consumed) -> None:
+        if self.loop.current(consumed):
             self.folds.apply(consumed)
 
     async def _on_control(self, consumed: Consumed) -> None:

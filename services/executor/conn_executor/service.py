@@ -27,6 +27,11 @@ Events appended per directive (correlation_id = the directive's):
 - update_incident_record: (re-check) DirectiveAccepted -> IncidentRecordUpdated
 - recovered step:     StepOutcomeUnknown(observation) | StepFailed(not_started)
                       -> IncidentRecordUpdated
+- given up:           the handler kept failing (a bug, not an outage) and the runtime
+                      dead-lettered the record (`handle_failed`): recovered as above
+                      without re-running or re-deciding anything — past the gate
+                      StepOutcomeUnknown, before it StepFailed(not_started), nothing
+                      recorded yet DirectiveRefused
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ from conn_executor import steps
 from conn_executor.claims import CLAIMS_DDL, CLAIMS_LOCK_KEY, Claim, ClaimStatus, ClaimStore
 from conn_executor.containment import Containment
 from conn_executor.gather import Gatherer, plan_for_outcome, plan_for_regions, plan_for_step
-from conn_executor.lifecycle import LOG_OUTCOME, recovery
+from conn_executor.lifecycle import LOG_OUTCOME, Recovery, recovery
 from conn_executor.lookahead import LookAhead
 from conn_executor.redact import failure_summary, scrub, step_summary, unknown_summary
 from conn_executor.settings import ExecutorSettings
@@ -73,7 +78,7 @@ from conn_executor.undo import act as act_inverse
 from conn_executor.undo import record_undo
 from conn_runtime import db, stops
 from conn_runtime.kafka import Consumed, Position
-from conn_runtime.resilience import POSTGRES, retry
+from conn_runtime.resilience import POSTGRES, describe_failure, retry
 from conn_runtime.service import ConsumerService
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_runtime.stops import GLOBAL_SCOPE, active_stop
@@ -318,6 +323,67 @@ class ExecutorService(ConsumerService):
             self.containment.stop_seen("hold", event.incident_id, event.occurred_at)
         if approvals.awaiting(before):
             await self._on_awaiting(consumed, before)
+
+    async def handle_failed(
+        self, consumed: Consumed, before: IncidentState, error: Exception
+    ) -> None:
+        """The runtime gave up on this record: `handle` kept failing on it for a reason
+        that is not an outage (dead-lettered as `handler_failed`). A directive it was
+        running (its DirectiveIssued, or the approval that completed its quorum) must
+        not be left open: its claim is taken over (fenced) and closed with the outcome
+        `given_up` says — never re-run, never decided again."""
+        event = consumed.event
+        cid = event.correlation_id
+        if cid is None or not isinstance(event, DirectiveIssued | ApprovalRecorded):
+            return
+        if isinstance(event, DirectiveIssued) == (cid in before.directives):
+            return  # a directive's copy (decided from the first), or an approval of nothing
+        state = _snapshot(before)  # read at the record
+        if isinstance(event, DirectiveIssued):
+            evolve(state, event)
+            if cid not in state.directives:
+                return  # the fold ignores it (e.g. no incident open): nothing to answer
+        error_text = scrub(describe_failure(error))
+        async with self._locks[event.incident_id]:
+            claim = await self.claims.get(cid)
+            if claim is None and isinstance(event, DirectiveIssued):
+                # It failed before (or while) it was claimed: claim it, to refuse it.
+                claim, _ = await self.claims.claim_reading_stop(
+                    correlation_id=cid,
+                    incident_id=event.incident_id,
+                    action=event.payload.action.action.value,
+                    topic=consumed.position.topic,
+                    partition=consumed.position.partition,
+                    offset=consumed.position.offset,
+                    generation=self._fencing_token(),
+                    executor_id=self.settings.id,
+                )
+            if claim is None or claim.final:
+                return
+            step = self._recorded_step(
+                state,
+                cid,
+                claim,
+                str(event.event_id),
+                entry=Entry.RESTARTED,
+                view=state,
+                view_next=consumed.position.offset + 1,
+            )
+            record = (await self._look(step)).directives[cid]
+            step.generation = self._fencing_token()
+            owned = await self.claims.take_over(
+                cid, generation=step.generation, executor_id=self.settings.id
+            )
+            if owned is None:
+                m.DIRECTIVES.labels("fenced", "claim_held_elsewhere").inc()
+                return
+            action = recovery(record.status, owned.status, prefix_known=False)
+            log.error(
+                "directive handling failed; closing it without re-running",
+                extra={**_claim_log(owned), "recovery": action, "error": error_text},
+            )
+            step.phase = steps.RESUMED_AT[action]
+            await self._apply(step, given_up(action, error_text))
 
     async def on_control(self, consumed: Consumed) -> None:
         event = consumed.event
@@ -1201,6 +1267,35 @@ class ExecutorService(ConsumerService):
         )
         step.cause = str(event.event_id)
         return event
+
+
+def given_up(action: Recovery, error: str) -> steps.Next:
+    """The outcome of a directive whose handling the runtime gave up on, by what
+    `lifecycle.recovery` says of its claim and the log (decided as if the prefix were not
+    at hand: nothing is decided again). Past the gate the side effect may have begun:
+    StepOutcomeUnknown, never "failed". Before it: StepFailed(not_started) once
+    DirectiveAccepted or StepStarted is in the log, else DirectiveRefused."""
+    if action is Recovery.FINISH_FROM_LOG:
+        return steps.Elsewhere("the log has its outcome")
+    if action is Recovery.OUTCOME_UNKNOWN:
+        return steps.Unknown(
+            f"the executor failed while handling this step after its gate ({error}); it "
+            "was not re-run. The state observed now is attached.",
+            note="executor failed mid-step; outcome unknown, not re-run",
+        )
+    if action in (Recovery.NOT_STARTED, Recovery.CONTINUE):
+        return steps.NotStarted(
+            f"not executed: the executor failed while handling this directive ({error}) "
+            "before its side effect (its claim never passed the gate); re-read the ledger "
+            "and re-issue it"
+        )
+    return steps.Refuse(
+        Refused(
+            RefusalReason.STALE_BASE,
+            f"the executor failed while handling this directive ({error}); nothing was "
+            "executed: re-read the ledger and re-issue it",
+        )
+    )
 
 
 def _step_log(step: Step) -> dict[str, object]:
