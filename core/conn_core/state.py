@@ -9,11 +9,14 @@ mutates it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING
+import copy
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, datetime, timedelta
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
+
+from pydantic import BaseModel
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
@@ -224,3 +227,48 @@ class ControlState:
     """A genuine control record re-published byte for byte (a replay, still correctly
     signed) changes nothing: an old KillSwitchReleased must not release a later engage."""
     duplicate_events: int = 0
+
+
+# --- private copies ---------------------------------------------------------------------
+
+_IMMUTABLE = (str, int, float, bytes, type(None), datetime, date, timedelta, UUID, Enum)
+"""Values nothing can change in place (StrEnum members are str, bool is int)."""
+_ATOM_TYPES = frozenset({str, int, float, bool, type(None), UUID, datetime})
+"""The commonest of them, found by type (faster than `isinstance`)."""
+
+S = TypeVar("S")
+
+
+def private_copy(value: S) -> S:
+    """A copy of a fold's state that shares nothing mutable with it: what
+    `copy.deepcopy` gives, without copying what cannot change. Every container (dict,
+    list, set, tuple) and every dataclass (`IncidentState`, `DirectiveRecord`, `Hold`,
+    `ApprovalTrack`, ...) is copied; immutable values and frozen contract models (the
+    actions, observations and results the fold took from events, which are shared with
+    the events themselves already) are shared. Anything else falls back to
+    `copy.deepcopy`. A handler that evolves or edits its copy never touches the live
+    fold (tests/unit/test_state_private_copy.py)."""
+    return _private(value)  # type: ignore[no-any-return]
+
+
+def _private(value: Any) -> Any:
+    kind = type(value)
+    if kind in _ATOM_TYPES or isinstance(value, _IMMUTABLE):
+        return value
+    if kind is dict:
+        return {k: _private(v) for k, v in value.items()}
+    if kind is list:
+        return [_private(v) for v in value]
+    if kind is set:
+        return {_private(v) for v in value}
+    if kind is tuple or kind is frozenset:
+        return kind(_private(v) for v in value)
+    if isinstance(value, BaseModel) and value.model_config.get("frozen"):
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        new = copy.copy(value)
+        for f in fields(value):
+            object.__setattr__(new, f.name, _private(getattr(value, f.name)))
+        return new
+    return copy.deepcopy(value)
+
