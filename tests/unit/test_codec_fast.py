@@ -66,7 +66,9 @@ def old_decode_raw(raw: object) -> Event:
         )
     event_type = raw.get("event_type")
     if not isinstance(event_type, str) or event_type not in CURRENT_VERSIONS:
-        raise codec.UnreadableRecord("unknown_event_type", f"event_type {event_type!r} is not known")
+        raise codec.UnreadableRecord(
+            "unknown_event_type", f"event_type {event_type!r} is not known"
+        )
     try:
         raw = upcast(dict(raw), CURRENT_VERSIONS)
     except UpcastError as exc:
@@ -142,7 +144,11 @@ def _escaped(text: str, draw: Any) -> str:
 @st.composite
 def json_text(draw: Any, depth: int = 0) -> str:
     space = draw(st.sampled_from(["", " ", "\n", "\t "]))
-    kind = draw(st.sampled_from(["obj", "obj", "arr", "str", "num", "lit"] if depth < 4 else ["str", "num", "lit"]))
+    kind = draw(
+        st.sampled_from(
+            ["obj", "obj", "arr", "str", "num", "lit"] if depth < 4 else ["str", "num", "lit"]
+        )
+    )
     if kind == "obj":
         n = draw(st.integers(0, 4))
         members = []
@@ -170,8 +176,9 @@ def canonical_with_duplicates(draw: Any) -> bytes:
     depth written twice, raw or escaped: one byte away from the fast path."""
     values = st.recursive(
         st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=4),
-        lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
-        | st.lists(inner, max_size=3),
+        lambda inner: (
+            st.dictionaries(st.sampled_from(KEYS), inner, max_size=4) | st.lists(inner, max_size=3)
+        ),
         max_leaves=12,
     )
     tree = draw(st.dictionaries(st.sampled_from(KEYS), values, max_size=4))
@@ -232,7 +239,9 @@ def _objects(raw: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@pytest.mark.parametrize(("event_type", "raw"), _events(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("event_type", "raw"), _events(), ids=lambda v: v if isinstance(v, str) else ""
+)
 @given(data=st.data())
 @settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 def test_real_events_with_a_key_repeated_at_any_depth_are_refused(

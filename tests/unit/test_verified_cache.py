@@ -55,7 +55,9 @@ def stamped() -> list[ev.Envelope]:
 def genuine(event: ev.Envelope, offset: int = 7) -> Rec:
     value = encode(event)
     who = PRINCIPAL_OF_ROLE[OWNER[event.event_type]]
-    return Rec(TOPICS.events, 0, offset, event.incident_id.encode(), value, KEYS.headers(value, who))
+    return Rec(
+        TOPICS.events, 0, offset, event.incident_id.encode(), value, KEYS.headers(value, who)
+    )
 
 
 def outcome(trust: Trust, record: Rec) -> tuple[Any, ...]:
@@ -78,8 +80,9 @@ def test_a_forged_record_at_a_cached_position_is_refused_as_without_a_cache(
     tried = 0
     for forgery in forgeries(event, KEYS):
         # Same topic, partition and offset as the genuine record now in the cache.
-        forged = Rec(real.topic, real.partition, real.offset, forgery.key, forgery.value,
-                     forgery.headers)
+        forged = Rec(
+            real.topic, real.partition, real.offset, forgery.key, forgery.value, forgery.headers
+        )
         assert outcome(cached, forged) == ("refused", forgery.reason), forgery.name
         assert outcome(plain, forged) == ("refused", forgery.reason), forgery.name
         tried += 1
@@ -93,8 +96,14 @@ def test_a_second_signature_header_is_not_served_from_the_cache() -> None:
     cached = Trust(KEYS.keyring, TOPICS, VerifiedCache())
     real = genuine(event)
     cached.open(real)
-    doubled = Rec(real.topic, real.partition, real.offset, real.key, real.value,
-                  [*real.headers, (SIGNATURE_HEADER, real.headers[0][1])])
+    doubled = Rec(
+        real.topic,
+        real.partition,
+        real.offset,
+        real.key,
+        real.value,
+        [*real.headers, (SIGNATURE_HEADER, real.headers[0][1])],
+    )
     assert outcome(cached, doubled) == ("refused", "bad_signature")
 
 
@@ -111,8 +120,9 @@ def test_the_same_bytes_appended_after_their_key_retired_are_refused() -> None:
     cached = Trust(KEYS.keyring, TOPICS, VerifiedCache())
 
     def at(ts: int) -> Rec:
-        return Rec(TOPICS.events, 0, 3, event.incident_id.encode(), value, headers, ts,
-                   LOG_APPEND_TIME)
+        return Rec(
+            TOPICS.events, 0, 3, event.incident_id.encode(), value, headers, ts, LOG_APPEND_TIME
+        )
 
     assert outcome(cached, at(before))[0] == "trusted"
     assert outcome(cached, at(after)) == ("refused", "key_retired")
