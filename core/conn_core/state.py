@@ -27,6 +27,7 @@ from conn_schemas.values import (
     AuthorityBoundary,
     ConnHolder,
     Expectation,
+    Frozen,
     HoldReason,
     RefusalReason,
     Verdict,
@@ -233,6 +234,8 @@ class ControlState:
 
 _IMMUTABLE = (str, int, float, bytes, type(None), datetime, date, timedelta, UUID, Enum)
 """Values nothing can change in place (StrEnum members are str, bool is int)."""
+_SHARED = (*_IMMUTABLE, Frozen)
+"""What a copy shares: immutable values and contract models (`Frozen`: frozen=True)."""
 _ATOM_TYPES = frozenset({str, int, float, bool, type(None), UUID, datetime})
 """The commonest of them, found by type (faster than `isinstance`)."""
 
@@ -260,15 +263,25 @@ def _private(value: Any) -> Any:
     if kind is list:
         return [_private(v) for v in value]
     if kind is set:
+        if all(type(v) in _ATOM_TYPES for v in value):  # ids, correlation ids
+            return set(value)
         return {_private(v) for v in value}
     if kind is tuple or kind is frozenset:
         return kind(_private(v) for v in value)
     if isinstance(value, BaseModel) and value.model_config.get("frozen"):
         return value
     if is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS.get(kind)
+        if names is None:
+            names = _FIELDS[kind] = tuple(f.name for f in fields(value))
         new = copy.copy(value)
-        for f in fields(value):
-            object.__setattr__(new, f.name, _private(getattr(value, f.name)))
+        for name in names:
+            field_value = getattr(value, name)
+            if not isinstance(field_value, _SHARED):  # most fields: no call needed
+                object.__setattr__(new, name, _private(field_value))
         return new
     return copy.deepcopy(value)
 
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+"""Field names per dataclass (`dataclasses.fields` is slow to ask every time)."""
