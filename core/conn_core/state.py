@@ -27,7 +27,6 @@ from conn_schemas.values import (
     AuthorityBoundary,
     ConnHolder,
     Expectation,
-    Frozen,
     HoldReason,
     RefusalReason,
     Verdict,
@@ -234,9 +233,7 @@ class ControlState:
 
 _IMMUTABLE = (str, int, float, bytes, type(None), datetime, date, timedelta, UUID, Enum)
 """Values nothing can change in place (StrEnum members are str, bool is int)."""
-_SHARED = (*_IMMUTABLE, Frozen)
-"""What a copy shares: immutable values and contract models (`Frozen`: frozen=True)."""
-_ATOM_TYPES = frozenset({str, int, float, bool, type(None), UUID, datetime})
+_ATOM_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None), UUID, datetime})
 """The commonest of them, found by type (faster than `isinstance`)."""
 
 S = TypeVar("S")
@@ -256,7 +253,10 @@ def private_copy(value: S) -> S:
 
 def _private(value: Any) -> Any:
     kind = type(value)
-    if kind in _ATOM_TYPES or isinstance(value, _IMMUTABLE):
+    shared = _SHARED_TYPES.get(kind)
+    if shared is None:
+        shared = _SHARED_TYPES[kind] = _is_shared(kind)
+    if shared:
         return value
     if kind is dict:
         return {k: _private(v) for k, v in value.items()}
@@ -268,8 +268,6 @@ def _private(value: Any) -> Any:
         return {_private(v) for v in value}
     if kind is tuple or kind is frozenset:
         return kind(_private(v) for v in value)
-    if isinstance(value, BaseModel) and value.model_config.get("frozen"):
-        return value
     if is_dataclass(value) and not isinstance(value, type):
         names = _FIELDS.get(kind)
         if names is None:
@@ -277,11 +275,20 @@ def _private(value: Any) -> Any:
         new = copy.copy(value)
         for name in names:
             field_value = getattr(value, name)
-            if not isinstance(field_value, _SHARED):  # most fields: no call needed
+            if not _SHARED_TYPES.get(type(field_value), False):  # most fields: no call
                 object.__setattr__(new, name, _private(field_value))
         return new
     return copy.deepcopy(value)
 
 
+def _is_shared(kind: type) -> bool:
+    """Immutable values and frozen pydantic models (the contract's `Frozen`)."""
+    if issubclass(kind, _IMMUTABLE):
+        return True
+    return issubclass(kind, BaseModel) and bool(kind.model_config.get("frozen"))
+
+
+_SHARED_TYPES: dict[type, bool] = dict.fromkeys(_ATOM_TYPES, True)
+"""Type -> shared by a copy (`_is_shared`), learnt once per type."""
 _FIELDS: dict[type, tuple[str, ...]] = {}
 """Field names per dataclass (`dataclasses.fields` is slow to ask every time)."""
