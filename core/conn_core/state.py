@@ -9,11 +9,14 @@ mutates it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING
+import copy
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, datetime, timedelta
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
+
+from pydantic import BaseModel
 
 from conn_schemas.events import ControlPlaneCheck, RegionReadings
 from conn_schemas.observations import ActionResult, MetricsReading, Observation
@@ -224,3 +227,68 @@ class ControlState:
     """A genuine control record re-published byte for byte (a replay, still correctly
     signed) changes nothing: an old KillSwitchReleased must not release a later engage."""
     duplicate_events: int = 0
+
+
+# --- private copies ---------------------------------------------------------------------
+
+_IMMUTABLE = (str, int, float, bytes, type(None), datetime, date, timedelta, UUID, Enum)
+"""Values nothing can change in place (StrEnum members are str, bool is int)."""
+_ATOM_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None), UUID, datetime})
+"""The commonest of them, found by type (faster than `isinstance`)."""
+
+S = TypeVar("S")
+
+
+def private_copy(value: S) -> S:
+    """A copy of a fold's state that shares nothing mutable with it: what
+    `copy.deepcopy` gives, without copying what cannot change. Every container (dict,
+    list, set, tuple) and every dataclass (`IncidentState`, `DirectiveRecord`, `Hold`,
+    `ApprovalTrack`, ...) is copied; immutable values and frozen contract models (the
+    actions, observations and results the fold took from events, which are shared with
+    the events themselves already) are shared. Anything else falls back to
+    `copy.deepcopy`. A handler that evolves or edits its copy never touches the live
+    fold (tests/unit/test_state_private_copy.py)."""
+    return _private(value)  # type: ignore[no-any-return]
+
+
+def _private(value: Any) -> Any:
+    kind = type(value)
+    shared = _SHARED_TYPES.get(kind)
+    if shared is None:
+        shared = _SHARED_TYPES[kind] = _is_shared(kind)
+    if shared:
+        return value
+    if kind is dict:
+        return {k: _private(v) for k, v in value.items()}
+    if kind is list:
+        return [_private(v) for v in value]
+    if kind is set:
+        if all(type(v) in _ATOM_TYPES for v in value):  # ids, correlation ids
+            return set(value)
+        return {_private(v) for v in value}
+    if kind is tuple or kind is frozenset:
+        return kind(_private(v) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS.get(kind)
+        if names is None:
+            names = _FIELDS[kind] = tuple(f.name for f in fields(value))
+        new = copy.copy(value)
+        for name in names:
+            field_value = getattr(value, name)
+            if not _SHARED_TYPES.get(type(field_value), False):  # most fields: no call
+                object.__setattr__(new, name, _private(field_value))
+        return new
+    return copy.deepcopy(value)
+
+
+def _is_shared(kind: type) -> bool:
+    """Immutable values and frozen pydantic models (the contract's `Frozen`)."""
+    if issubclass(kind, _IMMUTABLE):
+        return True
+    return issubclass(kind, BaseModel) and bool(kind.model_config.get("frozen"))
+
+
+_SHARED_TYPES: dict[type, bool] = dict.fromkeys(_ATOM_TYPES, True)
+"""Type -> shared by a copy (`_is_shared`), learnt once per type."""
+_FIELDS: dict[type, tuple[str, ...]] = {}
+"""Field names per dataclass (`dataclasses.fields` is slow to ask every time)."""

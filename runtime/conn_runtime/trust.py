@@ -12,15 +12,36 @@ Configuration (environment, via `KafkaSettings`):
                              process that appends needs it
     CONN_SIGNING_KEY_ID      optional: the key's id; by default found in the keyring by
                              the key's public half
+
+Decoding once per process: `trust_for` gives every reader of a process (its consumer
+loops, the executor's look-ahead, the packager's read-back) one `Trust` with one
+`VerifiedCache`, so a record two of them read is verified and decoded once. The cache
+holds only successes, keyed by everything the outcome depends on (never the offset
+alone): it saves work, it never decides anything.
+
+Reading only a few fields of a record (the rule): a reader may look at a record's
+Kafka metadata or a few fields *instead of* opening it only to pass over the record,
+and only when opening it could not have changed what it does: the record is one it
+would pass over whatever `Trust.open` said (a refusal is also "pass over" for that
+reader, and it is not the reader that reports refusals: the consumer group that owns
+the record dead-letters it). Anything that acts on a record, folds it or stores it
+uses the event `Trust.open` returned: signature, signer, entitlement and the full
+model, every time. Example: the executor's look-ahead skips records whose Kafka key is
+not its incident's without opening them (a record of another incident is not its
+business, and one whose key is not its own incident id would be refused as
+`key_mismatch`). Every record the live pipeline does not pass over is folded in
+full, so there is no case today where a few fields would do instead of the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +51,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_schemas.signing import (
+    KEY_ID_HEADER,
+    SIGNATURE_HEADER,
     Keyring,
     KeyringError,
     Principal,
@@ -213,26 +236,137 @@ def appended_at(record: RecordLike) -> datetime | None:
     return None
 
 
+VERIFIED_CACHE_SIZE = 1024
+"""Records a process keeps verified and decoded: far more than the records in flight
+between its readers (a look-ahead reads a record shortly before the consumer loop does)."""
+
+_SIGNATURE_HEADERS = (SIGNATURE_HEADER, KEY_ID_HEADER)
+
+CacheKey = tuple[object, ...]
+
+
+class VerifiedCache:
+    """A bounded memo of `open_record`'s *successes*, shared by the readers of one
+    process (its consumer loops and its look-ahead), so a record that two of them read
+    is verified and decoded once.
+
+    The key is the record's position AND every input of `open_record`: a SHA-256 of
+    the value, the record key, the signature and key-id headers (each occurrence), the
+    topic's kind (control or not) and the broker's append time. A hit therefore returns
+    exactly what verifying and decoding those bytes under this keyring returned before;
+    a different record at the same position (a forged one, a recreated topic, another
+    signature or key) misses and is verified from scratch. Failures are never cached:
+    an unreadable or untrusted record is opened, refused and reported every time.
+    The events are frozen models, shared read-only by whoever gets them."""
+
+    def __init__(self, size: int = VERIFIED_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[CacheKey, Trusted] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(
+        record: RecordLike,
+        headers: Sequence[tuple[str, bytes | None]],
+        *,
+        on_control: bool,
+        appended_at: datetime | None,
+    ) -> CacheKey | None:
+        value = record.value
+        if value is None:
+            return None
+        signed = tuple(
+            (name, None if v is None else bytes(v))
+            for name, v in headers
+            if name in _SIGNATURE_HEADERS
+        )
+        return (
+            record.topic,
+            record.partition,
+            record.offset,
+            hashlib.sha256(value).digest(),
+            record.key,
+            signed,
+            on_control,
+            appended_at,
+        )
+
+    def get(self, key: CacheKey) -> Trusted | None:
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: CacheKey, trusted: Trusted) -> None:
+        self._entries[key] = trusted
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class Trust:
-    """The keyring and the topic layout: all a reader needs to trust a record."""
+    """The keyring and the topic layout: all a reader needs to trust a record. With a
+    `cache` (what `trust_for` gives every reader of the process), a
+    record already verified and decoded by another reader of this process is not
+    verified and decoded again (`VerifiedCache`: never a different record)."""
 
     keyring: Keyring
     topics: Topics
+    cache: VerifiedCache | None = field(default=None, compare=False)
 
     def open(self, record: RecordLike) -> Trusted:
         """Decode and verify one consumed record: the ONE way a Conn process turns a
         record into an event. Raises `UnreadableRecord` (its subclass `UntrustedRecord`
         for signature/entitlement failures) with a precise reason."""
-        return open_record(
+        headers = list(_headers(record.headers))
+        on_control = record.topic == self.topics.control
+        at = appended_at(record)
+        cache = self.cache
+        key = (
+            None
+            if cache is None
+            else cache.key(record, headers, on_control=on_control, appended_at=at)
+        )
+        if key is not None and cache is not None:
+            found = cache.get(key)
+            if found is not None:
+                return found
+        trusted = open_record(
             self.keyring,
             value=record.value,
             key=record.key,
-            headers=_headers(record.headers),
-            on_control=record.topic == self.topics.control,
-            appended_at=appended_at(record),
+            headers=headers,
+            on_control=on_control,
+            appended_at=at,
         )
+        if key is not None and cache is not None:
+            cache.put(key, trusted)
+        return trusted
 
 
-def trust_for(settings: KafkaSettings) -> Trust:
-    return Trust(keyring_for(settings), settings.topics)
+_shared: dict[tuple[int, Topics], Trust] = {}
+
+
+def trust_for(settings: KafkaSettings, *, shared: bool = True) -> Trust:
+    """The process's trust for these settings: by default the one `Trust` (and its
+    `VerifiedCache`) of every reader in this process that reads with the same keyring
+    and topics (its consumer loops, the executor's look-ahead, the packager's
+    read-back), so between them they verify and decode each record once.
+    `shared=False`: a trust of its own, without a cache."""
+    keyring = keyring_for(settings)
+    if not shared:
+        return Trust(keyring, settings.topics)
+    key = (id(keyring), settings.topics)
+    with _cache_lock:
+        trust = _shared.get(key)
+        if trust is None or trust.keyring is not keyring:
+            trust = _shared[key] = Trust(keyring, settings.topics, VerifiedCache())
+        return trust

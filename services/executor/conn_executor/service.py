@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections import defaultdict
@@ -63,7 +62,7 @@ from conn_core.rules import (
     decide,
     recheck,
 )
-from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
+from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState, private_copy
 from conn_executor import metrics as m
 from conn_executor import steps
 from conn_executor.claims import CLAIMS_DDL, CLAIMS_LOCK_KEY, Claim, ClaimStatus, ClaimStore
@@ -146,8 +145,9 @@ def _now() -> datetime:
 def _snapshot(state: IncidentState) -> IncidentState:
     """A private copy of a fold, for a handler to work on across awaits: the live fold
     belongs to the runtime, which moves it on after the handler (and the control
-    consumer and the approval sweep run meanwhile)."""
-    return copy.deepcopy(state)
+    consumer and the approval sweep run meanwhile). `private_copy`: what a deep copy
+    gives, sharing only the frozen contract models (the events' own parts)."""
+    return private_copy(state)
 
 
 class Entry(StrEnum):
