@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -150,10 +151,34 @@ def tokens() -> dict[str, str]:
 
 
 class Refused(RuntimeError):
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, retry_after: str | None = None) -> None:
         super().__init__(f"{status}: {body[:300]}")
         self.status = status
         self.body = body
+        self.retry_after = retry_after
+
+
+RETRY_BASE_SECONDS = 0.02
+RETRY_CAP_SECONDS = 0.5
+
+
+def backoff(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Pause before re-sending after the `attempt`-th refusal: 20 ms doubling up to
+    0.5 s, each drawn in [half, full] (jitter: retries of many clients spread out)."""
+    ceiling = min(RETRY_BASE_SECONDS * 2**attempt, RETRY_CAP_SECONDS)
+    return rng(ceiling / 2, ceiling)
+
+
+def shed_wait(
+    retry_after: str | None,
+    cap: float,
+    rng: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Pause before re-sending a shed request: its Retry-After in seconds (1 s if missing
+    or unreadable), at most `cap`, plus up to 25 % jitter (never less than asked)."""
+    value = (retry_after or "").strip()
+    wait = min(float(value) if value.isdigit() else 1.0, cap)
+    return wait + rng(0.0, wait / 4)
 
 
 @dataclass
@@ -183,7 +208,7 @@ class Commander:
     async def _post(self, path: str, body: dict[str, Any], who: str = "alice", **kw: Any) -> Any:
         resp = await self.client(who).post(path, json=body, **kw)
         if resp.status_code >= 300:
-            raise Refused(resp.status_code, resp.text)
+            raise Refused(resp.status_code, resp.text, resp.headers.get("Retry-After"))
         return resp.json()
 
     async def open(self, incident_id: str) -> None:
@@ -213,12 +238,18 @@ class Commander:
         based_on: int | Callable[[], int],
         *,
         attempts: int = 50,
+        retry_shed: bool = True,
+        max_shed_wait: float = 5.0,
     ) -> tuple[dict[str, Any], int]:
         """As a commander would: if the API has not folded the position the directive is
         based on yet (invalid_base_position, 422), re-send shortly; if the state moved on
         since the position the commander read (stale_base_position, 409: e.g. the tap has
         not seen the incident's authority yet), re-read it (`based_on` may be a callable
-        reading the tap) and re-send. Returns (answer, retries)."""
+        reading the tap) and re-send. A 429 or 503 `overloaded` (nothing was done) is
+        re-sent after its Retry-After (at most `max_shed_wait`, plus jitter), unless
+        `retry_shed` is False: then it is raised (an open-loop client counts it shed). Re-sends back off exponentially
+        with jitter (`backoff`): a fixed short pause turns a busy API's refusals into a
+        flood of retries. Returns (answer, retries)."""
 
         def base() -> int:
             return based_on() if callable(based_on) else based_on
@@ -227,12 +258,15 @@ class Commander:
             try:
                 return await self.direct(incident_id, action, base()), attempt
             except Refused as exc:
+                if retry_shed and exc.status in (429, 503) and "overloaded" in exc.body:
+                    await asyncio.sleep(shed_wait(exc.retry_after, max_shed_wait))
+                    continue
                 retry = (exc.status == 422 and "invalid_base_position" in exc.body) or (
                     exc.status == 409 and "stale_base_position" in exc.body and callable(based_on)
                 )
                 if not retry:
                     raise
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(backoff(attempt))
         return await self.direct(incident_id, action, base()), attempts
 
     async def hold(self, incident_id: str) -> Any:

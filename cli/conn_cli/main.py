@@ -2,7 +2,7 @@
 
 Config: CONN_API_URL (default http://127.0.0.1:18000), CONN_TOKEN (bearer token),
 CONN_CLI_RETRIES (default 3: a request the API shed, 429 or 503 overloaded, is repeated
-after its Retry-After, at most this often, saying so on stderr);
+after its Retry-After plus up to 25 % jitter, at most this often, saying so on stderr);
 `conn keys` and `conn replay` use CONN_KEYRING_FILE (and replay the KAFKA_* login).
 Exit codes: 0 ok, 1 refused/conflict (4xx from the API), 2 usage/auth error,
 3 API unreachable or failing (5xx).
@@ -14,6 +14,7 @@ import contextlib
 import email.utils
 import json
 import os
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -49,6 +50,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer
 
 
 MAX_RETRY_WAIT_SECONDS = 30.0
+RETRY_JITTER = 0.25
+"""A repeat waits Retry-After plus up to this fraction more (never less than asked), so
+the commanders an overload shed at the same moment do not all come back at once."""
 
 HINTS = {
     "self_approval": "you issued this directive: a second person entitled by its approval "
@@ -105,9 +109,10 @@ class Client:
             if wait is None or attempt >= self.retries:
                 break
             attempt += 1
+            wait += random.uniform(0.0, wait * RETRY_JITTER)
             err.print(
                 f"[yellow]the Conn API is overloaded ({r.status_code}); nothing was done. "
-                f"Retrying in {wait:g} s ({attempt}/{self.retries})[/]",
+                f"Retrying in {wait:.1f} s ({attempt}/{self.retries})[/]",
                 highlight=False,
             )
             time.sleep(wait)

@@ -103,3 +103,47 @@ async def test_past_the_pipeline_backlog_new_directives_are_shed_and_stops_are_n
         # Control verbs are not directives: a hold goes through.
         hold = await api.post(f"/v1/incidents/{incident}/hold", "alice", {"detail": "backlog"})
         assert hold.status_code < 300, hold.text
+
+
+async def test_a_saturated_event_loop_sheds_directives_and_never_a_hold(
+    kafka_bootstrap: str, conn_topics: Any, fresh_database: str
+) -> None:
+    """Requests waiting before the app (behind a lagging event loop) are invisible to
+    the in-flight count: past CONN_API_MAX_LOOP_LAG_SECONDS the API sheds them at once.
+    The lag is set by the test (its watcher stopped), so nothing depends on timing."""
+    settings = settings_for(
+        kafka_bootstrap, conn_topics, fresh_database, conn_api_max_loop_lag_seconds=0.1
+    )
+    async with running_api(settings) as api:
+        incident = await api.open_incident()
+        based_on = await api.position(incident)
+        capacity = api.app.state.capacity
+        watch = api.app.state.loop_lag_watch
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        capacity.loop_lag = 5.0  # as if every request had waited 5 s before the app saw it
+
+        key = {"Idempotency-Key": "lagged"}
+        action = {"action": "update_incident_record", "note": "lagged"}
+        shed = await api.direct(incident, "alice", action, based_on=based_on, headers=key)
+        assert shed.status_code == 503, shed.text
+        assert shed.headers["Retry-After"] == "1"
+        error = shed.json()["error"]
+        assert error["code"] == "overloaded" and error["detail"]["reason"] == "loop_lag"
+        assert (await api.get(f"/v1/incidents/{incident}")).status_code == 503
+        log = await read_log(kafka_bootstrap, conn_topics.events)
+        assert not of_incident(log, incident, "DirectiveIssued") + of_incident(
+            log, incident, "DirectiveRefused"
+        )
+        hold = await api.post(f"/v1/incidents/{incident}/hold", "alice", {"detail": "saturated"})
+        assert hold.status_code < 300, hold.text
+
+        capacity.loop_lag = 0.0  # the queue drained: the same request is decided now, once
+        retried = await api.direct(incident, "alice", action, headers=key)
+        assert retried.status_code < 500, retried.text
+        assert not retried.json().get("replayed")
+        log = await read_log(kafka_bootstrap, conn_topics.events)
+        decided = of_incident(log, incident, "DirectiveIssued") + of_incident(
+            log, incident, "DirectiveRefused"
+        )
+        assert len(decided) == 1, [e.event_type for e in decided]

@@ -1,7 +1,8 @@
 """The CLI honours the API's load shedding: a 503 `overloaded` (or a 429) is repeated
 after its Retry-After, a bounded number of times, telling the user; nothing else is
 repeated (a 503 that may have done something is reported at once). The transport is
-faked; sleeping is recorded, not done."""
+faked; sleeping is recorded, not done; the jitter draw is fixed at the top of its range
+(Retry-After + 25 %) unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
         api = FakeApi(answers)
         monkeypatch.setattr(main.httpx, "request", api.request)
         monkeypatch.setattr(main.time, "sleep", api.slept.append)
+        monkeypatch.setattr(main.random, "uniform", lambda low, high: high)
         return api
 
     return install
@@ -58,8 +60,17 @@ def test_a_shed_request_is_retried_after_retry_after_and_the_user_is_told(fake: 
     r = _list()
     assert r.exit_code == 0, r.output
     assert api.calls == 2
-    assert api.slept == [2.0]
+    assert api.slept == [2.5]  # Retry-After 2 s plus at most 25 % jitter
     assert "overloaded" in r.output and "1/3" in r.output
+
+
+def test_a_shed_request_is_never_repeated_sooner_than_retry_after(
+    fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = fake([(503, OVERLOADED, {"Retry-After": "2"}), (200, LISTING, {})])
+    monkeypatch.setattr(main.random, "uniform", lambda low, high: low)
+    assert _list().exit_code == 0
+    assert api.slept == [2.0]
 
 
 def test_retries_are_bounded_and_the_failure_says_so(fake: Any) -> None:
@@ -67,14 +78,14 @@ def test_retries_are_bounded_and_the_failure_says_so(fake: Any) -> None:
     r = _list({"CONN_CLI_RETRIES": "2"})
     assert r.exit_code == 1
     assert api.calls == 3
-    assert api.slept == [5.0, 5.0]
+    assert api.slept == [6.25, 6.25]
     assert "still overloaded after 2 retries" in r.output
 
 
 def test_an_absurd_retry_after_is_capped(fake: Any) -> None:
     api = fake([(503, OVERLOADED, {"Retry-After": "86400"}), (200, LISTING, {})])
     assert _list().exit_code == 0
-    assert api.slept == [main.MAX_RETRY_WAIT_SECONDS]
+    assert api.slept == [main.MAX_RETRY_WAIT_SECONDS * (1 + main.RETRY_JITTER)]
 
 
 def test_a_503_that_may_have_done_something_is_not_repeated(fake: Any) -> None:

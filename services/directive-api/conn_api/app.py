@@ -22,7 +22,7 @@ from conn_api.auth import Authenticator
 from conn_api.config import Settings
 from conn_api.errors import ErrorResponse, error_body, install_handlers
 from conn_api.limits import BodyLimit
-from conn_api.middleware import Capacity, LoadShed, RequestMetrics
+from conn_api.middleware import Capacity, LoadShed, RequestMetrics, watch_loop_lag
 from conn_api.models import DirectiveRequest
 from conn_api.responses import Live, Ready
 from conn_api.runtime import Runtime
@@ -67,9 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = rt
 
         starter = asyncio.create_task(bring_up(), name="directive-api-start")
+        lag = asyncio.create_task(watch_loop_lag(app.state.capacity), name="loop-lag")
+        app.state.loop_lag_watch = lag
         try:
             yield
         finally:
+            lag.cancel()
             stopping.set()
             app.state.runtime = None
             with contextlib.suppress(BaseException):
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.capacity = Capacity(
         limit=settings.api.conn_api_max_in_flight,
         retry_after=settings.api.conn_api_shed_retry_after_seconds,
+        max_loop_lag=settings.api.conn_api_max_loop_lag_seconds or None,
     )
     app.add_middleware(LoadShed, capacity=app.state.capacity)
     app.add_middleware(RequestMetrics)

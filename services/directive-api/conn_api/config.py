@@ -12,7 +12,9 @@ CONN_API_MAX_ALERT_BODY_BYTES (1048576, under /v1/alerts/), CONN_API_MAX_IN_FLIG
 requests under /v1/ at once; beyond, 503 overloaded with Retry-After
 CONN_API_SHED_RETRY_AFTER_SECONDS, default 1; stops are never shed),
 CONN_API_MAX_BACKLOG (64 directives issued whose outcome is not in the log yet;
-beyond, a new directive is shed the same way), plus the shared
+beyond, a new directive is shed the same way), CONN_API_MAX_LOOP_LAG_SECONDS (0.1: past
+this sustained event-loop lag every request but the stops is shed the same way; 0
+turns it off), plus the shared
 KAFKA_* and DATABASE_URL.
 CONN_ENV defaults to production: without CONN_ENV=development a missing or placeholder
 webhook secret, the public development secret and development-only token files are
@@ -98,6 +100,13 @@ class ApiSettings(BaseSettings):
         ge=1,
         description="Directives issued whose outcome is not in the log yet; beyond, new "
         "directives get 503 overloaded + Retry-After",
+    )
+    conn_api_max_loop_lag_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        description="Sustained event-loop lag past which requests (not the stops) get 503 "
+        "overloaded + Retry-After: they have waited that long before the app saw them "
+        "(0: off)",
     )
     conn_api_shed_retry_after_seconds: int = Field(default=1, ge=1, le=60)
 

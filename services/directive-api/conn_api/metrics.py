@@ -41,6 +41,15 @@ REQUEST_SECONDS = Histogram(
 )
 SHED = Counter(
     "conn_api_shed_total",
-    "Requests answered 503 overloaded (with Retry-After) because the in-flight limit was reached",
+    "Requests answered 503 overloaded (with Retry-After): in-flight limit, loop lag or backlog",
 )
 IN_FLIGHT = Gauge("conn_api_in_flight_requests", "Requests under /v1/ in flight (load shedding)")
+SHED_BY = Counter(
+    "conn_api_shed_by_reason_total",
+    "Requests answered 503 overloaded by the middleware, by reason (in_flight, loop_lag)",
+    ["reason"],
+)
+LOOP_LAG = Gauge(
+    "conn_api_loop_lag_seconds",
+    "Sustained event-loop lag (least overshoot of the last wake-ups; load shedding)",
+)
