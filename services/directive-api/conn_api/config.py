@@ -102,7 +102,7 @@ class ApiSettings(BaseSettings):
         "directives get 503 overloaded + Retry-After",
     )
     conn_api_max_loop_lag_seconds: float = Field(
-        default=0.1,
+        default=0.5,
         ge=0,
         description="Sustained event-loop lag past which requests (not the stops) get 503 "
         "overloaded + Retry-After: they have waited that long before the app saw them "
