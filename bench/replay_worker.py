@@ -26,14 +26,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from conn_core.chain import GENESIS, link_raw
-from conn_readmodel.projection import IncidentProjection, Where, project
-from conn_readmodel.replay import read_topic, rebuild, verify_chain
+from conn_readmodel.projection import BatchRows
+from conn_readmodel.projector import Projector, Refused
+from conn_readmodel.replay import BATCH, read_topic, rebuild, verify_chain
 from conn_readmodel.store import apply_ddl, check_schema, create_pool
 from conn_runtime.kafka import client_options
 from conn_runtime.partitions import topic_partitions
 from conn_runtime.settings import KafkaSettings, Topics
 from conn_runtime.trust import trust_for
-from conn_schemas.codec import UnreadableRecord
 
 LEDGER_COLUMNS = (
     "incident_id",
@@ -165,25 +165,27 @@ async def ledger(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str,
 
 async def project_only(bootstrap: str, topic: str) -> dict[str, Any]:
     """conn replay's reader + signature check + codec + the packager's projection (fold,
-    hash chain, takeover packets), no database: where the rebuild's CPU time goes."""
+    hash chain, takeover packets; each incident's row and bridge once per batch of
+    `replay.BATCH` records, as `rebuild` does), no database: where the rebuild's CPU
+    time goes."""
     kafka = kafka_settings(bootstrap, topic)
-    trust = trust_for(kafka)
+    projector = Projector(trust_for(kafka))
     started = time.perf_counter()
     _, _, records = await read_topic(kafka)
-    projections: dict[str, IncidentProjection] = {}
-    events = unreadable = 0
+    batch = BatchRows()
+    events = refused = pending = 0
     async for rec in records:
-        try:
-            event = trust.open(rec).event
-        except UnreadableRecord:
-            unreadable += 1
-            continue
-        proj = projections.get(event.incident_id)
-        if proj is None:
-            proj = projections[event.incident_id] = IncidentProjection.new(event.incident_id)
-        project(proj, event, Where(topic, rec.partition, rec.offset))
-        events += 1
-    return {"events": events, "seconds": time.perf_counter() - started, "unreadable": unreadable}
+        outcome = projector.apply(rec, batch)
+        if isinstance(outcome, Refused):
+            refused += 1
+        else:
+            events += 1
+        pending += 1
+        if pending >= BATCH:
+            batch.incidents()
+            batch, pending = BatchRows(), 0
+    batch.incidents()
+    return {"events": events, "seconds": time.perf_counter() - started, "unreadable": refused}
 
 
 async def chain(dsn: str, schema: str) -> dict[str, Any]:

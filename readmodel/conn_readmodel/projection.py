@@ -76,16 +76,31 @@ class PacketDue:
 
 
 @dataclass
-class Rows:
-    """What one event writes to the read model."""
+class EventRows:
+    """What one event writes to the read model besides its incident's row: its ledger
+    entry, a snapshot, a takeover packet made due, a packet marked published."""
 
     ledger: dict[str, Any]
-    incident: dict[str, Any]
     snapshot: dict[str, Any] | None = None
     packet: PacketDue | None = None
     published: dict[str, Any] | None = None
     """For TakeoverPacketPublished: marks the packet row published."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def sequence(self) -> int:
+        return int(self.ledger["sequence"])
+
+    @property
+    def head(self) -> str:
+        return str(self.ledger["hash"])
+
+
+@dataclass(kw_only=True)
+class Rows(EventRows):
+    """What one event writes to the read model, its incident's row (and bridge) included."""
+
+    incident: dict[str, Any]
 
 
 def takeover_possible(state: IncidentState) -> bool:
@@ -107,8 +122,46 @@ def packet_due(state: IncidentState, last_basis: int) -> tuple[Trigger, str | No
     return "hold", None
 
 
+def incident_row(proj: IncidentProjection) -> dict[str, Any]:
+    """The incident's `incidents` row (bridge state included) as folded so far: written
+    once per incident per batch, after the batch's last event of the incident."""
+    state = proj.state
+    return {
+        "incident_id": state.incident_id,
+        "title": state.title,
+        "service": state.service,
+        "opened": state.opened,
+        "closed": state.closed,
+        "opened_at": state.opened_at,
+        "sequence": state.sequence,
+        "head_hash": proj.head,
+        "holder": state.holder.identity if state.holder else None,
+        "on_hold": state.hold is not None,
+        "hold_reason": state.hold.reason.value if state.hold else None,
+        "open_step": state.open_step,
+        "last_verdict": state.last_verdict.value if state.last_verdict else None,
+        "last_event_at": state.last_event_at,
+        "bridge": bridge_state(state, proj.head),
+    }
+
+
 def project(proj: IncidentProjection, event: Envelope, where: Where) -> Rows:
-    """Fold `event` into `proj` (mutated) and return the rows it produces."""
+    """Fold `event` into `proj` (mutated) and return every row it produces, its
+    incident's row included (a batch of one event)."""
+    rows = project_event(proj, event, where)
+    return Rows(
+        ledger=rows.ledger,
+        snapshot=rows.snapshot,
+        packet=rows.packet,
+        published=rows.published,
+        notes=rows.notes,
+        incident=incident_row(proj),
+    )
+
+
+def project_event(proj: IncidentProjection, event: Envelope, where: Where) -> EventRows:
+    """Fold `event` into `proj` (mutated) and return the rows only this event produces;
+    its incident's row is `incident_row(proj)` once the batch is folded."""
     state = proj.state
     raw = to_raw(event)
     prev = proj.head
@@ -131,25 +184,7 @@ def project(proj: IncidentProjection, event: Envelope, where: Where) -> Rows:
         "kafka_partition": where.partition,
         "kafka_offset": where.offset,
     }
-    bridge = bridge_state(state, proj.head)
-    incident = {
-        "incident_id": state.incident_id,
-        "title": state.title,
-        "service": state.service,
-        "opened": state.opened,
-        "closed": state.closed,
-        "opened_at": state.opened_at,
-        "sequence": state.sequence,
-        "head_hash": proj.head,
-        "holder": state.holder.identity if state.holder else None,
-        "on_hold": state.hold is not None,
-        "hold_reason": state.hold.reason.value if state.hold else None,
-        "open_step": state.open_step,
-        "last_verdict": state.last_verdict.value if state.last_verdict else None,
-        "last_event_at": state.last_event_at,
-        "bridge": bridge,
-    }
-    rows = Rows(ledger=ledger, incident=incident)
+    rows = EventRows(ledger=ledger)
 
     if isinstance(event, VerificationSnapshot):
         p = event.payload
@@ -187,3 +222,40 @@ def project(proj: IncidentProjection, event: Envelope, where: Where) -> Rows:
         sha = packet_sha256(packet)
         rows.packet = PacketDue(packet, sha, render_markdown(packet, sha))
     return rows
+
+
+@dataclass
+class BatchRows:
+    """The rows of a batch of events (any number, any incidents, in log order), as ONE
+    write: every event's own rows in order, and each touched incident's row once, from
+    its fold after the batch's last event of it (`close`). Written per event, the
+    incident's row would be overwritten by each later event of the batch, so the last
+    one is all that remains: the same tables, with the bridge built once per incident
+    per batch instead of once per event. Pure (no I/O)."""
+
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    packets: list[PacketDue] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    """Packets marked published, in log order (the first mark of a packet wins)."""
+    touched: dict[str, IncidentProjection] = field(default_factory=dict)
+    """Incidents with an event in the batch (their folds, as the batch leaves them)."""
+
+    def add(self, proj: IncidentProjection, rows: EventRows) -> None:
+        """One event's rows (its incident's fold `proj` already advanced past it)."""
+        self.ledger.append(rows.ledger)
+        if rows.snapshot is not None:
+            self.snapshots.append(rows.snapshot)
+        if rows.packet is not None:
+            self.packets.append(rows.packet)
+        if rows.published is not None:
+            self.published.append(rows.published)
+        self.touched[proj.state.incident_id] = proj
+
+    def __len__(self) -> int:
+        return len(self.ledger)
+
+    def incidents(self) -> list[dict[str, Any]]:
+        """Each touched incident's row, built now: call once the batch is folded (and
+        before any later event is folded into the same projections)."""
+        return [incident_row(proj) for proj in self.touched.values()]

@@ -1,7 +1,7 @@
 """The projector: consumed records -> read-model rows, or a refusal. No I/O.
 
-One projector serves the live packager (driven by faust, writing each record's rows in
-its own transaction) and `conn replay` (driven by a plain partition read, rebuilding a
+One projector serves the live packager (driven by faust, writing each batch of records'
+rows in one transaction) and `conn replay` (driven by a plain partition read, rebuilding a
 fresh schema): both open, place and project a record with the same code, so the rebuilt
 read model can be proven equal to the live one.
 
@@ -22,9 +22,17 @@ a caller reading from offset 0 (replay) starts every incident fresh.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from conn_readmodel.projection import IncidentProjection, PacketDue, Rows, Where, project
+from conn_readmodel.projection import (
+    BatchRows,
+    EventRows,
+    IncidentProjection,
+    PacketDue,
+    Where,
+    incident_row,
+    project_event,
+)
 from conn_runtime.partitioning import WRONG_PARTITION, misplaced
 from conn_runtime.trust import RecordLike, Trust
 from conn_schemas.codec import UnreadableRecord
@@ -51,11 +59,12 @@ class Refused:
 
 @dataclass(frozen=True)
 class Projected:
-    """A record folded into its incident: the rows to write and the new ledger head."""
+    """A record folded into its incident: the rows only it writes (its incident's row is
+    written once per batch: `BatchRows`) and the new ledger head."""
 
     record: RecordLike
     trusted: Trusted
-    rows: Rows
+    rows: EventRows
 
     @property
     def event(self) -> Envelope:
@@ -67,11 +76,11 @@ class Projected:
 
     @property
     def sequence(self) -> int:
-        return int(self.rows.incident["sequence"])
+        return self.rows.sequence
 
     @property
     def head(self) -> str:
-        return str(self.rows.incident["head_hash"])
+        return self.rows.head
 
     @property
     def packet(self) -> PacketDue | None:
@@ -121,22 +130,32 @@ class Projector:
         self.projections[incident_id] = projection
         self.partition_of[incident_id] = partition
 
-    def project(self, record: RecordLike, trusted: Trusted) -> Projected:
-        """Step 3 (the record passed `open`): fold it and return its rows."""
+    def project(
+        self, record: RecordLike, trusted: Trusted, batch: BatchRows | None = None
+    ) -> Projected:
+        """Step 3 (the record passed `open`): fold it and return its rows, also added to
+        `batch` if given (whose `incidents()` then gives its incident's row)."""
         incident_id = trusted.event.incident_id
         proj = self.projections.get(incident_id)
         if proj is None:
             proj = IncidentProjection.new(incident_id)
             self.seed(proj, record.partition)
-        rows = project(proj, trusted.event, Where(record.topic, record.partition, record.offset))
+        where = Where(record.topic, record.partition, record.offset)
+        rows = project_event(proj, trusted.event, where)
+        if batch is not None:
+            batch.add(proj, rows)
         return Projected(record, trusted, rows)
 
-    def apply(self, record: RecordLike) -> Projected | Refused:
+    def apply(self, record: RecordLike, batch: BatchRows | None = None) -> Projected | Refused:
         """All three steps, for a reader that holds every incident from its start."""
         opened = self.open(record)
         if isinstance(opened, Refused):
             return opened
-        return self.project(record, opened)
+        return self.project(record, opened, batch)
+
+    def incident_row(self, incident_id: str) -> dict[str, Any]:
+        """The incident's `incidents` row as folded so far (`projection.incident_row`)."""
+        return incident_row(self.projections[incident_id])
 
     # -- forgetting -------------------------------------------------------------------------
 

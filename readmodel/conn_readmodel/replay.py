@@ -38,6 +38,7 @@ from rich.table import Table
 
 from conn_core import fleet
 from conn_core.chain import GENESIS, link_raw
+from conn_readmodel.projection import BatchRows
 from conn_readmodel.projector import Projected, Projector, Refused
 from conn_readmodel.store import (
     TABLES,
@@ -45,8 +46,8 @@ from conn_readmodel.store import (
     check_schema,
     create_pool,
     load_projection,
-    set_offset,
-    write_rows,
+    set_offsets,
+    write_batch,
 )
 from conn_readmodel.timeline import build_timeline, render_timeline_markdown
 from conn_runtime.partitions import PartitionReader, TopicNotFound
@@ -55,7 +56,8 @@ from conn_runtime.trust import trust_for
 from conn_schemas.events import Envelope, Event, TakeoverPacketPublished
 from conn_schemas.signing import Trusted
 
-BATCH = 500
+BATCH = 2000
+"""Records per rebuild transaction (`project_batch`)."""
 
 
 @dataclass(frozen=True)
@@ -195,42 +197,52 @@ async def rebuild(
     if bar:
         bar.start()
     try:
-        conn = await pool.acquire()
-        try:
-            tx = conn.transaction()
-            await tx.start()
-            pending = 0
-            last: dict[int, int] = {}
+        async with pool.acquire() as conn:
+            batch: list[Record] = []
             async for rec in records:
-                last[rec.partition] = rec.offset + 1
-                outcome = projector.apply(rec)
-                event = result.count(outcome)
-                if isinstance(outcome, Projected) and event is not None:
-                    await write_rows(conn, schema, outcome.rows)
-                    if isinstance(event, TakeoverPacketPublished):
-                        _check_packet(built, event, result)
-                    if outcome.packet is not None:
-                        built[(event.incident_id, outcome.sequence)] = outcome.packet.sha256
-                pending += 1
-                if pending >= BATCH:
-                    for part, off in last.items():
-                        await set_offset(conn, schema, topic, part, off)
-                    await tx.commit()
-                    tx = conn.transaction()
-                    await tx.start()
-                    pending = 0
-                if bar and task is not None:
-                    bar.advance(task)
-            for part, off in last.items():
-                await set_offset(conn, schema, topic, part, off)
-            await tx.commit()
-        finally:
-            await pool.release(conn)
+                batch.append(rec)
+                if len(batch) >= BATCH:
+                    await project_batch(conn, schema, topic, projector, batch, result, built)
+                    if bar and task is not None:
+                        bar.advance(task, len(batch))
+                    batch = []
+            await project_batch(conn, schema, topic, projector, batch, result, built)
     finally:
         if bar:
             bar.stop()
     result.rebuilt_schema = schema
     return result
+
+
+async def project_batch(
+    conn: asyncpg.Connection,
+    schema: str,
+    topic: str,
+    projector: Projector,
+    records: Sequence[Record],
+    result: ReplayResult,
+    built: dict[tuple[str, int], str],
+) -> None:
+    """Project `records` (in log order, each partition's next ones) into `schema` in ONE
+    transaction: their rows (`BatchRows`: one statement per table, each incident's row
+    and bridge once) and each partition's `next_offset`. The rebuild's unit of work; the
+    live packager writes its batches with the same `write_batch`."""
+    rows = BatchRows()
+    last: dict[int, int] = {}
+    for rec in records:
+        last[rec.partition] = rec.offset + 1
+        outcome = projector.apply(rec, rows)
+        event = result.count(outcome)
+        if isinstance(outcome, Projected) and event is not None:
+            if isinstance(event, TakeoverPacketPublished):
+                _check_packet(built, event, result)
+            if outcome.packet is not None:
+                built[(event.incident_id, outcome.sequence)] = outcome.packet.sha256
+    if not last:
+        return
+    async with conn.transaction():
+        await write_batch(conn, schema, rows)
+        await set_offsets(conn, schema, topic, last)
 
 
 def _check_packet(

@@ -1,21 +1,25 @@
 """The PostgreSQL read model: DDL, its pool, and writing `projection.Rows` (shared by
 the live packager and `conn replay`; the pool and DDL helpers are `conn_runtime.db`'s).
 
-Every record's rows and the partition's `projection_offsets.next_offset` are
-written in ONE transaction, and a record whose offset is below `next_offset` is
-skipped, so a crash never double-applies or skips.
+A batch of records' rows (`projection.BatchRows`, one statement per table) and the
+partition's `projection_offsets.next_offset` are written in ONE transaction, and a
+record whose offset is below `next_offset` is skipped, so a crash never double-applies
+or skips.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from conn_core.chain import GENESIS
-from conn_readmodel.projection import IncidentProjection, Rows
+from conn_readmodel.projection import BatchRows, IncidentProjection, PacketDue
+from conn_readmodel.projector import Projected, Projector, Refused
 from conn_runtime import db
+from conn_runtime.trust import RecordLike
 from conn_schemas.codec import decode_raw
 
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -134,12 +138,20 @@ async def apply_ddl(pool: asyncpg.Pool, schema: str) -> None:
     await db.apply_schema(pool, ddl(schema), lock_key=LOCK_KEY)
 
 
-def _insert(schema: str, table: str, row: dict[str, Any]) -> tuple[str, list[Any]]:
-    cols = list(row)
+def _insert_sql(schema: str, table: str, cols: list[str]) -> str:
     placeholders = ", ".join(f"${i + 1}" for i in range(len(cols)))
-    return (
-        f"INSERT INTO {schema}.{table} ({', '.join(cols)}) VALUES ({placeholders})",
-        [row[c] for c in cols],
+    return f"INSERT INTO {schema}.{table} ({', '.join(cols)}) VALUES ({placeholders})"
+
+
+async def _insert_many(
+    conn: asyncpg.Connection, schema: str, table: str, rows: list[dict[str, Any]], suffix: str = ""
+) -> None:
+    """One statement for all `rows` (same keys), pipelined by asyncpg's executemany."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    await conn.executemany(
+        _insert_sql(schema, table, cols) + suffix, [[row[c] for c in cols] for row in rows]
     )
 
 
@@ -164,50 +176,104 @@ async def set_offset(
     )
 
 
-async def write_rows(conn: asyncpg.Connection, schema: str, rows: Rows) -> None:
-    """Write one event's rows (inside the caller's transaction)."""
-    sql, args = _insert(schema, "ledger_entries", rows.ledger)
-    await conn.execute(sql, *args)
-    inc = rows.incident
-    cols = list(inc)
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "incident_id")
-    sql, args = _insert(schema, "incidents", inc)
-    await conn.execute(sql + f" ON CONFLICT (incident_id) DO UPDATE SET {sets}", *args)
-    if rows.snapshot is not None:
-        sql, args = _insert(schema, "verification_snapshots", rows.snapshot)
-        await conn.execute(sql, *args)
-    if rows.packet is not None:
-        p = rows.packet.packet
-        sql, args = _insert(
+async def set_offsets(
+    conn: asyncpg.Connection, schema: str, topic: str, offsets: dict[int, int]
+) -> None:
+    """`set_offset` for several partitions, in one statement."""
+    await conn.executemany(
+        f"""INSERT INTO {schema}.projection_offsets (topic, partition, next_offset)
+        VALUES ($1, $2, $3) ON CONFLICT (topic, partition)
+        DO UPDATE SET next_offset = EXCLUDED.next_offset""",
+        [(topic, partition, offset) for partition, offset in sorted(offsets.items())],
+    )
+
+
+def packet_row(due: PacketDue) -> dict[str, Any]:
+    p = due.packet
+    return {
+        "packet_id": p.packet_id,
+        "incident_id": p.incident_id,
+        "ledger_sequence": p.ledger_head.sequence,
+        "ledger_hash": p.ledger_head.hash,
+        "trigger": p.trigger,
+        "to_team": p.to_team,
+        "packet_sha256": due.sha256,
+        "packet": p.model_dump(mode="json"),
+        "markdown": due.markdown,
+        "generated_at": p.generated_at,
+    }
+
+
+async def write_batch(
+    conn: asyncpg.Connection, schema: str, batch: BatchRows
+) -> list[dict[str, Any]]:
+    """Write a batch's rows (inside the caller's transaction) and return the incident rows
+    written: one statement per table, each touched incident's row once (`BatchRows`).
+    The same tables as writing the batch event by event: ledger entries, snapshots and
+    packets are keyed per event; an incident's row is the last one written; a packet is
+    marked published by the first TakeoverPacketPublished naming it at or after its
+    ledger position, as it is when each event is written in order (the packet row exists
+    from its own position on)."""
+    await _insert_many(conn, schema, "ledger_entries", batch.ledger)
+    incidents = batch.incidents()
+    if incidents:
+        cols = [c for c in incidents[0] if c != "incident_id"]
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+        await _insert_many(
+            conn,
             schema,
-            "takeover_packets",
-            {
-                "packet_id": p.packet_id,
-                "incident_id": p.incident_id,
-                "ledger_sequence": p.ledger_head.sequence,
-                "ledger_hash": p.ledger_head.hash,
-                "trigger": p.trigger,
-                "to_team": p.to_team,
-                "packet_sha256": rows.packet.sha256,
-                "packet": p.model_dump(mode="json"),
-                "markdown": rows.packet.markdown,
-                "generated_at": p.generated_at,
-            },
+            "incidents",
+            incidents,
+            f" ON CONFLICT (incident_id) DO UPDATE SET {sets}",
         )
-        await conn.execute(sql + " ON CONFLICT (packet_id) DO NOTHING", *args)
-    if rows.published is not None:
-        pub = rows.published
-        await conn.execute(
+    await _insert_many(conn, schema, "verification_snapshots", batch.snapshots)
+    await _insert_many(
+        conn,
+        schema,
+        "takeover_packets",
+        [packet_row(due) for due in batch.packets],
+        " ON CONFLICT (packet_id) DO NOTHING",
+    )
+    if batch.published:
+        await conn.executemany(
             f"""UPDATE {schema}.takeover_packets
             SET published_sequence = $4, published_event_id = $5
             WHERE incident_id = $1 AND ledger_sequence = $2 AND packet_sha256 = $3
-              AND published_sequence IS NULL""",
-            pub["incident_id"],
-            pub["ledger_sequence"],
-            pub["packet_sha256"],
-            pub["published_sequence"],
-            pub["published_event_id"],
+              AND ledger_sequence <= $4 AND published_sequence IS NULL""",
+            [
+                (
+                    pub["incident_id"],
+                    pub["ledger_sequence"],
+                    pub["packet_sha256"],
+                    pub["published_sequence"],
+                    pub["published_event_id"],
+                )
+                for pub in batch.published
+            ],
         )
+    return incidents
+
+
+async def project_records(
+    conn: asyncpg.Connection, schema: str, projector: Projector, records: Sequence[RecordLike]
+) -> tuple[list[Projected | Refused], list[dict[str, Any]]]:
+    """Project `records` (log order) into `schema` as ONE batch, inside the caller's
+    transaction: an incident whose fold the projector does not hold is seeded first from
+    its rows already written (`load_projection`: the live packager after a restart or a
+    rebalance). Returns each record's outcome and the incident rows written. A refused
+    record (unreadable, untrusted, misplaced) writes nothing and the others proceed."""
+    batch = BatchRows()
+    outcomes: list[Projected | Refused] = []
+    for record in records:
+        opened = projector.open(record)
+        if isinstance(opened, Refused):
+            outcomes.append(opened)
+            continue
+        incident = opened.event.incident_id
+        if projector.needs(incident):
+            projector.seed(await load_projection(conn, schema, incident), record.partition)
+        outcomes.append(projector.project(record, opened, batch))
+    return outcomes, await write_batch(conn, schema, batch)
 
 
 async def load_projection(

@@ -135,7 +135,8 @@ def test_resuming_mid_log_from_written_rows_equals_a_full_rebuild() -> None:
     events = history()
     records = [signed(e, i) for i, e in enumerate(events)]
     full = Projector(trust(), partitions=PARTITIONS)
-    rebuilt = [full.apply(r) for r in records]
+    for r in records[:2]:
+        full.apply(r)
 
     first = Projector(trust(), partitions=PARTITIONS)
     written = [first.apply(r) for r in records[:2]]
@@ -151,14 +152,14 @@ def test_resuming_mid_log_from_written_rows_equals_a_full_rebuild() -> None:
     seed.head = last.head
     resumed.seed(seed, records[0].partition)
     assert not resumed.needs(incident)
-    tail = []
     for r in records[2:]:
+        a = full.apply(r)
         opened = resumed.open(r)
         assert not isinstance(opened, Refused)
-        tail.append(resumed.project(r, opened))
-    for a, b in zip(rebuilt[2:], tail, strict=True):
+        b = resumed.project(r, opened)
         assert isinstance(a, Projected)
-        assert a.rows.ledger == b.rows.ledger and a.rows.incident == b.rows.incident
+        assert a.rows.ledger == b.rows.ledger
+        assert full.incident_row(incident) == resumed.incident_row(incident)
 
 
 def test_forgetting_a_partition_drops_only_its_incidents() -> None:

@@ -1,9 +1,12 @@
 """The live packager: a faust-streaming app consuming `conn.events`.
 
-- agent `project_events` hands each record to `Packager.handle` (PostgreSQL read
-  model + takeover packets, through `conn_readmodel.projector`; PostgreSQL's
+- agent `project_events` hands each record to a batcher (`conn_packager.batching`,
+  group commit: no wait when idle, everything handed over meanwhile when busy) and
+  `Packager.handle_many` projects each batch (PostgreSQL read model + takeover packets,
+  through `conn_readmodel.projector`, one transaction per partition per batch); a
+  record is acked to faust only once its batch committed, and PostgreSQL's
   `projection_offsets` decides what was already applied, so faust's at-least-once
-  redelivery is harmless). The read model is the only state: faust keeps no table;
+  redelivery is harmless. The read model is the only state: faust keeps no table;
 - timer: publishes packets left unpublished by a crash (or by Kafka being away
   when they were due), once caught up.
 
@@ -17,10 +20,13 @@ App id and topic names honour CONN_TOPIC_PREFIX: app id `<prefix>conn-packager`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -28,6 +34,7 @@ from aiokafka import TopicPartition
 
 from conn_packager import fleet as fleet_gauges
 from conn_packager import metrics
+from conn_packager.batching import Batcher
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
 from conn_readmodel import queries as readmodel
@@ -37,6 +44,10 @@ from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import RawRecord
 
 log = logging.getLogger(__name__)
+
+
+BATCH_LIMIT = 1000
+"""Most records projected as one batch (the stream waits while this many are waiting)."""
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -120,33 +131,71 @@ def build_app(
     if ops is not None:
         ops.add_check("packager", packager_started)
 
-    @app.agent(source)
-    async def project_events(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            record = RawRecord(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=msg.key,
-                value=msg.value,
-                headers=list((msg.headers or {}).items())
-                if isinstance(msg.headers, dict)
-                else list(msg.headers or ()),
-                timestamp=int(msg.timestamp * 1000) if msg.timestamp is not None else -1,
-                timestamp_type=msg.timestamp_type or 0,
-            )
-            with watchdog.working("project a record"):
+    batcher: Batcher[tuple[RawRecord, Callable[[], Awaitable[Any]]]] = Batcher(BATCH_LIMIT)
+
+    async def project_batches() -> None:
+        """Project what the stream handed over since the last batch, then ack it (faust
+        commits only acked offsets; PostgreSQL's `projection_offsets` is what decides)."""
+        while True:
+            items = await batcher.take()
+            records = [record for record, _ in items]
+            first, last = records[0], records[-1]
+            with watchdog.working("project records"):
                 await retry(
-                    functools.partial(packager.handle, record),
-                    what=f"project {msg.topic}/{msg.partition}@{msg.offset}",
+                    functools.partial(packager.handle_many, records),
+                    what=f"project {len(records)} record(s) from {first.topic}/"
+                    f"{first.partition}@{first.offset} to {last.partition}@{last.offset}",
                     deps=deps,
                 )
-            high = app.consumer.highwater(TopicPartition(msg.topic, msg.partition))
-            if high is not None:
-                metrics.PROJECTION_LAG.labels(partition=str(msg.partition)).set(
-                    max(0, high - msg.offset - 1)
+            for _, ack in items:
+                await ack()
+            newest: dict[tuple[str, int], int] = {}
+            for record in records:
+                newest[(record.topic, record.partition)] = record.offset
+            for (topic, partition), offset in newest.items():
+                high = app.consumer.highwater(TopicPartition(topic, partition))
+                if high is not None:
+                    metrics.PROJECTION_LAG.labels(partition=str(partition)).set(
+                        max(0, high - offset - 1)
+                    )
+
+    @app.agent(source)
+    async def project_events(stream: Any) -> None:
+        """Hands each record to the batch projection (`project_batches`, run alongside:
+        a failure there fails this agent as a failure of `handle` did)."""
+        manual = stream.noack()
+        worker = asyncio.create_task(project_batches(), name="packager-batches")
+        try:
+            async for event in manual.events():
+                if worker.done():
+                    worker.result()  # raises what stopped it
+                msg = event.message
+                record = RawRecord(
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    key=msg.key,
+                    value=msg.value,
+                    headers=list((msg.headers or {}).items())
+                    if isinstance(msg.headers, dict)
+                    else list(msg.headers or ()),
+                    timestamp=int(msg.timestamp * 1000) if msg.timestamp is not None else -1,
+                    timestamp_type=msg.timestamp_type or 0,
                 )
+                item = (record, functools.partial(manual.ack, event))
+                if len(batcher) < batcher.limit:
+                    await batcher.put(item)  # room: returns at once
+                    continue
+                # Back-pressure: wait for room, or for the projection to fail.
+                put = asyncio.ensure_future(batcher.put(item))
+                await asyncio.wait([put, worker], return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    worker.result()
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
     async def start_services() -> None:
         with watchdog.working("start"):

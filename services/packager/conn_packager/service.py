@@ -1,7 +1,9 @@
 """The packager's record handler, independent of the stream framework driving it.
 
-`Packager.handle(record)` projects one `conn.events` record into PostgreSQL (rows +
-`projection_offsets` in one transaction; records below `next_offset` are skipped),
+`Packager.handle_many(records)` projects the `conn.events` records in hand into
+PostgreSQL, each partition's as one batch (rows + `projection_offsets` in one
+transaction, one statement per table, each incident's row and bridge built once;
+records below `next_offset` are skipped),
 then publishes a takeover packet if the projection made one due. Every record is
 decoded and verified first (`conn_runtime.trust.Trust.open`): an unreadable or
 untrusted record takes no ledger position, changes no row, and is dead-lettered
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,10 @@ from conn_readmodel.projector import Projected, Projector, Refused
 from conn_readmodel.store import (
     apply_ddl,
     create_pool,
-    load_projection,
     next_offset,
+    project_records,
     set_offset,
     unpublished_packets,
-    write_rows,
 )
 from conn_runtime import metrics as runtime_metrics
 from conn_runtime.kafka import EventProducer
@@ -55,6 +56,13 @@ from conn_schemas.values import Actor
 log = logging.getLogger(__name__)
 
 PRODUCER = "packager"
+
+Position = tuple[str, int, int]
+"""(topic, partition, offset) of a record."""
+
+
+def _position(record: RecordLike) -> Position:
+    return (record.topic, record.partition, record.offset)
 
 
 @dataclass(frozen=True)
@@ -153,40 +161,54 @@ class Packager:
         self.next.pop(partition, None)
 
     async def handle(self, record: RecordLike) -> Handled | None:
-        """Project one record. Returns the incident's new head, or None if skipped.
+        """Project one record (`handle_many` of one). Returns the incident's new head, or
+        None if the record was already applied or refused."""
+        return (await self.handle_many([record])).get(_position(record))
 
-        Records between the read model's `next_offset` and `offset` (the stream's
-        committed offset ran ahead of what was projected, e.g. after a SIGKILL) are
-        read back from Kafka and projected first, in order: never skipped."""
+    async def handle_many(self, records: Sequence[RecordLike]) -> dict[Position, Handled]:
+        """Project the records in hand (in delivery order, any partitions): each
+        partition's in ONE transaction (`_advance`). Returns, per projected record
+        (topic, partition, offset), its incident's new head.
+
+        Records between the read model's `next_offset` and a record's offset (the
+        stream's committed offset ran ahead of what was projected, e.g. after a SIGKILL)
+        are read back from Kafka and projected first, in order: never skipped."""
         await self.start()
-        offset = record.offset
-        done = await self._advance(record.topic, record.partition, offset + 1, tail=record)
-        if isinstance(done, int):
-            metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc()
-            self.next[record.partition] = done
-            return None
-        handled: Handled | None = None
-        for outcome in done:
-            if isinstance(outcome, Refused):
+        by_partition: dict[tuple[str, int], list[RecordLike]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        handled: dict[Position, Handled] = {}
+        for (topic, partition), recs in by_partition.items():
+            recs.sort(key=lambda r: r.offset)
+            done = await self._advance(topic, partition, recs[-1].offset + 1, tail=recs)
+            if isinstance(done, int):
+                metrics.RECORDS_SKIPPED.labels(reason="already_applied").inc(len(recs))
+                self.next[partition] = done
                 continue
-            metrics.EVENTS_PROJECTED.labels(event_type=outcome.event.event_type).inc()
-            if outcome.record.offset == offset:
-                handled = Handled(
+            outcomes, bridges = done
+            for outcome in outcomes:
+                if isinstance(outcome, Refused):
+                    continue
+                metrics.EVENTS_PROJECTED.labels(event_type=outcome.event.event_type).inc()
+                handled[_position(outcome.record)] = Handled(
                     outcome.incident_id,
                     outcome.sequence,
                     outcome.head,
-                    outcome.rows.incident["bridge"],
+                    bridges[outcome.incident_id],
                 )
         return handled
 
     async def _advance(
-        self, topic: str, partition: int, end: int, *, tail: RecordLike | None = None
-    ) -> list[Projected | Refused] | int:
+        self, topic: str, partition: int, end: int, *, tail: Sequence[RecordLike] = ()
+    ) -> tuple[list[Projected | Refused], dict[str, dict[str, Any]]] | int:
         """Project the partition's records [next_offset, end) and move `next_offset` to
-        `end`, in ONE transaction (under `self.lock` and the offset row's lock): the
-        records read back from Kafka, then `tail` (the record in hand, at end - 1) if
-        given. Then dead-letter the refused ones and publish the packets made due.
-        Returns the outcomes in offset order, or `next_offset` if it is already >= end."""
+        `end`, in ONE transaction (under `self.lock` and the offset row's lock): `tail`
+        (the records in hand, ascending, the last at end - 1) and the records before or
+        between them that are not in hand, read back from Kafka. Their rows are written as
+        one batch (`write_batch`: one statement per table, each incident's row and bridge
+        built once). Then dead-letter the refused ones and publish the packets made due.
+        Returns the outcomes in offset order and each incident's bridge as the batch
+        leaves it, or `next_offset` if it is already >= end."""
         assert self.pool is not None
         async with self.lock:
             try:
@@ -197,35 +219,55 @@ class Packager:
                     if self.next.get(partition) != nxt:
                         # First sight of the partition, or someone else advanced it.
                         self._forget_partition(partition)
-                    read_to = end - 1 if tail is not None else end
-                    records: list[RecordLike] = []
-                    if nxt < read_to:
-                        records = await self._read_range(topic, partition, nxt, read_to)
-                        if tail is not None:
-                            metrics.OFFSET_GAPS.inc()
-                            log.warning(
-                                "offset gap: projecting the records the stream skipped",
-                                extra={
-                                    "partition": partition,
-                                    "expected": nxt,
-                                    "got": tail.offset,
-                                    "read_back": len(records),
-                                },
-                            )
-                    if tail is not None:
-                        records.append(tail)
-                    outcomes = [await self._project(conn, rec) for rec in records]
+                    records = await self._with_gaps(topic, partition, nxt, end, tail)
+                    outcomes, written = await project_records(
+                        conn, self.schema, self.projector, records
+                    )
+                    bridges = {row["incident_id"]: row["bridge"] for row in written}
                     await set_offset(conn, self.schema, topic, partition, end)
             except BaseException:
                 # The in-memory fold may be ahead of what was committed: rebuild it.
                 self._forget_partition(partition)
                 raise
             self.next[partition] = end
-            await self._dead_letter([o for o in outcomes if isinstance(o, Refused)])
+            refused = [o for o in outcomes if isinstance(o, Refused)]
+            for r in refused:
+                self._refused(r)
+            await self._dead_letter(refused)
             await self._publish_committed(
                 [o.packet for o in outcomes if isinstance(o, Projected) and o.packet is not None]
             )
-            return outcomes
+            return outcomes, bridges
+
+    async def _with_gaps(
+        self, topic: str, partition: int, start: int, end: int, tail: Sequence[RecordLike]
+    ) -> list[RecordLike]:
+        """[start, end) of the partition: the records in hand at or after `start`, and the
+        ones before, between or after them read back from Kafka (a record the stream
+        skipped is never skipped here)."""
+        out: list[RecordLike] = []
+        expected = start
+        for rec in tail:
+            if rec.offset < expected:
+                continue  # already applied
+            if expected < rec.offset:
+                read = await self._read_range(topic, partition, expected, rec.offset)
+                metrics.OFFSET_GAPS.inc()
+                log.warning(
+                    "offset gap: projecting the records the stream skipped",
+                    extra={
+                        "partition": partition,
+                        "expected": expected,
+                        "got": rec.offset,
+                        "read_back": len(read),
+                    },
+                )
+                out.extend(read)
+            out.append(rec)
+            expected = rec.offset + 1
+        if expected < end:
+            out.extend(await self._read_range(topic, partition, expected, end))
+        return out
 
     async def _publish_committed(self, dues: list[PacketDue]) -> None:
         """Publish packets whose rows are committed. If Kafka is away, they stay
@@ -272,24 +314,9 @@ class Packager:
         metrics.OFFSET_GAPS.inc()
         log.warning(
             "stream stalled behind the log: projected the records it never delivered",
-            extra={"partition": partition, "to": end, "records": len(done)},
+            extra={"partition": partition, "to": end, "records": len(done[0])},
         )
-        return len(done)
-
-    async def _project(self, conn: asyncpg.Connection, record: RecordLike) -> Projected | Refused:
-        """Rows of one record, written inside the caller's transaction; or why it was
-        refused (logged and counted here, dead-lettered after the commit)."""
-        opened = self.projector.open(record)
-        if isinstance(opened, Refused):
-            self._refused(opened)
-            return opened
-        incident = opened.event.incident_id
-        if self.projector.needs(incident):
-            proj = await load_projection(conn, self.schema, incident)
-            self.projector.seed(proj, record.partition)
-        outcome = self.projector.project(record, opened)
-        await write_rows(conn, self.schema, outcome.rows)
-        return outcome
+        return len(done[0])
 
     def _refused(self, refused: Refused) -> None:
         if refused.kind == "misplaced":
