@@ -8,7 +8,7 @@ that must be refused (bad signature, unreadable bytes). Also the bench generator
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from uuid import uuid4
 
 from hypothesis import strategies as st
@@ -18,7 +18,7 @@ from unit.builders import CAROL, DANA, ROOT_ADMIN, RUNBOOK, History
 from conn_readmodel.projection import IncidentProjection, Where, project
 from conn_runtime.partitioning import partition_for
 from conn_runtime.settings import Topics
-from conn_runtime.trust import Trust
+from conn_runtime.trust import RawRecord, Trust
 from conn_schemas import events as ev
 from conn_schemas.codec import encode
 from conn_schemas.values import (
@@ -58,16 +58,8 @@ OPS = (
 )
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    timestamp: int = -1
-    timestamp_type: int = 0
+Rec = RawRecord
+"""A consumed record as the runtime takes it from faust or a test."""
 
 
 def trust() -> Trust:

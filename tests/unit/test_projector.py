@@ -9,8 +9,6 @@ was already written give the same rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from builders import History
 from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, restamp
 
@@ -19,7 +17,7 @@ from conn_readmodel.projection import IncidentProjection
 from conn_readmodel.projector import Projected, Projector, Refused
 from conn_runtime.partitioning import WRONG_PARTITION, partition_for
 from conn_runtime.settings import Topics
-from conn_runtime.trust import Trust
+from conn_runtime.trust import RawRecord, Trust
 from conn_schemas import events as ev
 from conn_schemas.codec import encode
 from conn_schemas.signing import SignerRole
@@ -29,16 +27,8 @@ TOPICS = Topics()
 PARTITIONS = 6
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    timestamp: int = -1
-    timestamp_type: int = 0
+Rec = RawRecord
+"""A consumed record as the runtime takes it from faust or a test."""
 
 
 def trust() -> Trust:

@@ -10,7 +10,6 @@ would present), and must be refused exactly as by a reader without a cache."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, forgeries, restamp
 
 from conn_runtime import trust as trust_mod
 from conn_runtime.settings import KafkaSettings, Topics
-from conn_runtime.trust import LOG_APPEND_TIME, Trust, VerifiedCache, write_keyring_file
+from conn_runtime.trust import LOG_APPEND_TIME, RawRecord, Trust, VerifiedCache, write_keyring_file
 from conn_schemas import events as ev
 from conn_schemas.codec import UnreadableRecord, encode
 from conn_schemas.signing import SIGNATURE_HEADER, sign
@@ -30,16 +29,8 @@ RETIRED_AT = datetime(2026, 6, 1, tzinfo=UTC)
 KEYS = Keys.fresh().with_retired(RETIRED_AT)
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    timestamp: int = -1
-    timestamp_type: int = 0
+Rec = RawRecord
+"""A consumed record as the runtime takes it from faust or a test."""
 
 
 def stamped() -> list[ev.Envelope]:
