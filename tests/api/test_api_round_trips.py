@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ import asyncpg
 import httpx
 import pytest
 from api_support import ROOT, Api, of_incident, read_log, running_api, settings_for
+from round_trips import Timeline, count, is_reset, logging_pools
 
 import conn_runtime.db
 from conn_api.answers import Answers
@@ -48,36 +47,8 @@ from conn_runtime.kafka import EventProducer
 GATHER = {"action": "gather_state"}
 
 
-@dataclass
-class Timeline:
-    entries: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, kind: str, what: str) -> None:
-        self.entries.append((kind, what))
-
-
-def count(entries: list[tuple[str, str]], kind: str) -> int:
-    return sum(1 for k, _ in entries if k == kind)
-
-
-def is_reset(statement: str) -> bool:
-    return "pg_advisory_unlock_all" in statement or "RESET ALL" in statement
-
-
 def record_everything(monkeypatch: pytest.MonkeyPatch, timeline: Timeline) -> None:
-    real_pool = asyncpg.create_pool
-
-    def create_pool(*args: Any, **kwargs: Any) -> Any:
-        init: Callable[[asyncpg.Connection], Any] | None = kwargs.pop("init", None)
-
-        async def logging_init(conn: asyncpg.Connection) -> None:
-            conn.add_query_logger(lambda q: timeline.add("pg", " ".join(q.query.split())))
-            if init is not None:
-                await init(conn)
-
-        return real_pool(*args, init=logging_init, **kwargs)
-
-    monkeypatch.setattr(asyncpg, "create_pool", create_pool)
+    logging_pools(monkeypatch, timeline)
 
     async def probe_without_postgres(_pool: asyncpg.Pool) -> bool:
         return True

@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
+from round_trips import Timeline, is_reset, logging_pools
 
 from conn_adapters.config import Adapters, AdapterSettings
 from conn_core.fold import fold
@@ -69,17 +68,6 @@ ROUND_TRIPS = {
     "restart": (3, 4, 3, 5),
     "gather_state": (2, 2, 0, None),  # its reads (one per runbook target) run concurrently
 }
-
-
-@dataclass
-class Timeline:
-    entries: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, kind: str, what: str) -> None:
-        self.entries.append((kind, what))
-
-    def of(self, kind: str) -> list[str]:
-        return [what for k, what in self.entries if k == kind]
 
 
 class RecordingProducer:
@@ -209,23 +197,6 @@ def executor(dsn: str, timeline: Timeline) -> ExecutorService:
     return svc
 
 
-def logging_pools(monkeypatch: pytest.MonkeyPatch, timeline: Timeline) -> None:
-    """Every connection of every pool made from now on logs each statement it sends."""
-    real = asyncpg.create_pool
-
-    def create_pool(*args: Any, **kwargs: Any) -> Any:
-        init: Callable[[asyncpg.Connection], Any] | None = kwargs.pop("init", None)
-
-        async def logging_init(conn: asyncpg.Connection) -> None:
-            conn.add_query_logger(lambda q: timeline.add("pg", " ".join(q.query.split())))
-            if init is not None:
-                await init(conn)
-
-        return real(*args, init=logging_init, **kwargs)
-
-    monkeypatch.setattr(asyncpg, "create_pool", create_pool)
-
-
 async def directive(
     svc: ExecutorService, incident: str, action: Any, offset: int
 ) -> tuple[str, Consumed, Any]:
@@ -259,10 +230,6 @@ def counts(entries: list[tuple[str, str]]) -> tuple[int, int, int, int]:
     for kind, _ in entries:
         by[kind] += 1
     return by["pg"], by["append"], by["look"], by["http"]
-
-
-def is_reset(statement: str) -> bool:
-    return "pg_advisory_unlock_all" in statement or "RESET ALL" in statement
 
 
 async def test_round_trips_per_step_are_counted_and_keep_the_order_of_safety(

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fixtures_services import Proc
+from round_trips import Timeline
 from unit.builders import History
 
 from conn_adapters.config import AdapterSettings, build_adapters
@@ -58,17 +58,6 @@ ROUND_TRIPS = {
     # (HTTP calls, acknowledged appends, PostgreSQL round trips) per verification
     "disable_flag_rule, 2 regions, 3 samples": (4, 1, 0),
 }
-
-
-@dataclass
-class Timeline:
-    entries: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, kind: str, what: str) -> None:
-        self.entries.append((kind, what))
-
-    def count(self, kind: str) -> int:
-        return sum(1 for k, _ in self.entries if k == kind)
 
 
 class RecordingProducer:
