@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -107,8 +108,31 @@ async def temporary_database(dsn: str, *, prefix: str) -> AsyncIterator[str]:
     try:
         yield with_database(dsn, name)
     finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await _drop_database(dsn, name)
+
+
+async def _drop_database(dsn: str, name: str, *, attempts: int = 20) -> None:
+    """DROP DATABASE, forcing connections off. PostgreSQL 15 refuses `WITH (FORCE)` to a
+    non-superuser while an autovacuum worker is in the database ("must be a member of
+    the role whose process is being terminated": the worker has no role); a plain DROP
+    makes autovacuum give way, so that is tried next, and both again shortly after if
+    another session is still connected."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for attempt in range(attempts):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except asyncpg.InsufficientPrivilegeError:
+                pass  # an autovacuum worker is in it: a plain DROP makes it give way
+            else:
+                return
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            except asyncpg.ObjectInUseError:
+                if attempt == attempts - 1:
+                    raise
+            else:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
