@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
+from loop_fakes import FakeEvent, FakeRecord, FakeTrusted
 from pydantic import BaseModel, ValidationError
 
 import conn_runtime.kafka as kafka_mod
@@ -43,34 +44,10 @@ from conn_runtime.kafka import (
 from conn_runtime.resilience import Backoff, describe_failure
 from conn_runtime.settings import KafkaSettings
 from conn_schemas.codec import UnreadableRecord
-from conn_schemas.signing import SignerRole
 
 TOPIC = "t.events"
 TP0 = TopicPartition(TOPIC, 0)
 MODES = pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "batch"])
-
-
-@dataclass(frozen=True)
-class FakeEvent:
-    incident_id: str
-    event_type: str = "IncidentOpened"
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    value: FakeEvent
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True)
-class FakeTrusted:
-    event: FakeEvent
-    principal: str = "test"
-    role: SignerRole = SignerRole.EXECUTOR
 
 
 @dataclass

@@ -28,13 +28,13 @@ import pytest
 from aiokafka import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loop_fakes import FakeEvent, FakeRecord, FakeTrusted
 
 import conn_runtime.kafka as kafka_mod
 from conn_runtime.kafka import Consumed, EventLoop
 from conn_runtime.pipeline import KeyedWorkers, Watermarks
 from conn_runtime.resilience import Backoff
 from conn_runtime.settings import KafkaSettings
-from conn_schemas.signing import SignerRole
 
 TOPIC = "t.events"
 TP0 = TopicPartition(TOPIC, 0)
@@ -207,29 +207,6 @@ async def test_submit_waits_while_the_limit_is_in_flight() -> None:
 
 
 # --- the loop itself, through a fake consumer -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FakeEvent:
-    incident_id: str
-    event_type: str = "IncidentOpened"
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    value: FakeEvent
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True)
-class FakeTrusted:
-    event: FakeEvent
-    principal: str = "test"
-    role: SignerRole = SignerRole.EXECUTOR
 
 
 class FakeTrust:
