@@ -29,8 +29,11 @@ grows into seconds. No baseline: the figures are offered vs achieved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -46,6 +49,7 @@ from bench.harness import (
     new_incident_id,
     running_pipeline,
     tap,
+    tokens,
 )
 
 NAME = "open_loop_capacity"
@@ -143,55 +147,243 @@ async def offer(
     return step, t0
 
 
-async def main(quick: bool = False) -> Result:
-    rates, seconds, n_incidents = (
-        ([20.0, 60.0, 120.0], 3.0, 64) if quick else ([25.0, 50, 100, 150, 200, 300], 10.0, 256)
+GENERATORS = ("processes", "single")
+"""`processes` (default): bench.loadgen's worker processes; `single`: the former
+generator, one httpx client and one asyncio loop in this process (kept to compare the
+two in the same conditions; its health is measured the same way)."""
+WORKERS = 3
+EVENTS_PARTITIONS = 6
+"""The events topic's partitions (bench.harness.running_pipeline's scratch topics)."""
+
+
+def split_incidents(workers: int, per_worker: int, partitions: int) -> list[list[str]]:
+    """`per_worker` new incident ids for each worker, every worker's incidents on its own
+    partitions (partition % workers == worker), so its tap reads only those."""
+    from conn_runtime.partitioning import partition_for
+
+    out: list[list[str]] = [[] for _ in range(workers)]
+    i = 0
+    while any(len(o) < per_worker for o in out):
+        inc = new_incident_id("cap", i)
+        i += 1
+        w = partition_for(inc, partitions) % workers
+        if len(out[w]) < per_worker:
+            out[w].append(inc)
+    return out
+
+
+def record_step(result: Result, label: str, steps: list[Any], t0: float) -> None:
+    """The figures of one offered rate from every worker's samples (bench.loadgen)."""
+    from bench import loadgen
+
+    latencies = [x for s in steps for x in s.latencies]
+    lateness = [x for s in steps for x in s.lateness]
+    last = max((s.last_arrival for s in steps), default=0.0)
+    done = len(latencies)
+    span = (last - t0) if done else 0.0
+    achieved = done / span if span > 0 else 0.0
+    p = percentiles(latencies)
+    other: dict[str, int] = {}
+    for s in steps:
+        for k, v in s.other.items():
+            other[k] = other.get(k, 0) + v
+    late = loadgen.late(lateness)
+    kept = loadgen.kept_schedule(lateness)
+    cpu = sum(s.cpu_seconds / s.wall_seconds for s in steps if s.wall_seconds > 0)
+    lag = percentiles([x for s in steps for x in s.loop_lag])
+    f = result.figures
+    f[f"{label}: achieved/s"] = round(achieved, 1)
+    f[f"{label}: p50 ms from schedule"] = p.get("p50_ms")
+    f[f"{label}: p99 ms from schedule"] = p.get("p99_ms")
+    f[f"{label}: p50 ms schedule->202"] = percentiles([x for s in steps for x in s.answered]).get(
+        "p50_ms"
     )
+    f[f"{label}: shed (503 overloaded)"] = sum(s.shed for s in steps)
+    f[f"{label}: retries (409/422 re-sent)"] = sum(s.re_sends for s in steps)
+    f[f"{label}: stale given up (re-send cap)"] = sum(s.gave_up_stale for s in steps)
+    f[f"{label}: refused"] = sum(s.refused for s in steps)
+    f[f"{label}: lost"] = sum(s.lost for s in steps)
+    f[f"{label}: other answers"] = sum(other.values())
+    f[f"{label}: sent"] = sum(s.sent for s in steps)
+    f[f"{label}: generator p99 ms send lateness"] = percentiles(lateness).get("p99_ms")
+    f[f"{label}: generator sends late > 20 ms (%)"] = (
+        round(100 * late / len(lateness), 2) if lateness else 0.0
+    )
+    f[f"{label}: generator p99 ms loop lag"] = lag.get("p99_ms")
+    f[f"{label}: generator max ms loop lag"] = lag.get("max_ms")
+    f[f"{label}: generator CPU (cores)"] = round(cpu, 2)
+    f[f"{label}: generator kept schedule"] = int(kept)
+    if other:
+        result.notes.append(f"{label}: other answers {other}")
+    if not kept:
+        result.notes.append(
+            f"{label}: THE GENERATOR DID NOT KEEP ITS SCHEDULE ({late} of {len(lateness)} "
+            f"sends > {loadgen.LATE_SECONDS * 1000:g} ms late, p99 loop lag "
+            f"{lag.get('p99_ms', 0):.1f} ms): this step measures the client, not the "
+            "system's capacity (bench.table leaves it out)"
+        )
+    console.print(
+        f"[dim]{label}: achieved {achieved:.1f}/s, p50 {p.get('p50_ms', 0):.1f} ms, "
+        f"p99 {p.get('p99_ms', 0):.1f} ms, shed {f[f'{label}: shed (503 overloaded)']}, "
+        f"re-sends {f[f'{label}: retries (409/422 re-sent)']}, lost {f[f'{label}: lost']}; "
+        f"generator: late {late}/{len(lateness)}, loop lag p99 {lag.get('p99_ms', 0):.1f} ms, "
+        f"CPU {cpu:.2f} cores[/dim]"
+    )
+
+
+async def _single(
+    cmd: Commander, t: EventTap, incidents: list[str], rate: float, seconds: float
+) -> tuple[Any, float]:
+    """The former generator (one loop, httpx), its samples in bench.loadgen's shape."""
+    from bench import loadgen
+
+    lags: list[float] = []
+    ticker = asyncio.create_task(loadgen.ticker(lags))
+    cpu0 = time.process_time()
+    step, t0 = await offer(cmd, t, incidents, rate, seconds)
+    samples = loadgen.StepSamples(
+        worker=0,
+        offered=rate,
+        t0=t0,
+        sent=step.sent,
+        latencies=step.latencies,
+        answered=step.answered,
+        lateness=step.client_lag,
+        loop_lag=lags,
+        cpu_seconds=time.process_time() - cpu0,
+        wall_seconds=time.perf_counter() - t0,
+        last_arrival=step.last_arrival,
+        shed=step.shed,
+        re_sends=step.retries,
+        refused=step.refused,
+        lost=step.lost,
+        other=step.other,
+    )
+    ticker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ticker
+    return samples, t0
+
+
+async def main(
+    quick: bool = False,
+    *,
+    rates: list[float] | None = None,
+    seconds: float | None = None,
+    generator: str = "processes",
+    workers: int = WORKERS,
+) -> Result:
+    from bench import loadgen
+
+    if generator not in GENERATORS:
+        raise ValueError(f"generator must be one of {GENERATORS}")
+    q_rates, q_seconds, n_incidents = (
+        ([25.0, 150.0, 300.0], 3.0, 64) if quick else ([25.0, 50, 100, 150, 200, 300], 10.0, 256)
+    )
+    rates, seconds = rates or q_rates, seconds or q_seconds
+    n_workers = workers if generator == "processes" else 1
     bootstrap, dsn = await ensure_stack()
     result = Result(NAME)
     started = time.perf_counter()
     async with running_pipeline(bootstrap, dsn, NAME) as (pipeline, topics):
-        # Enough connections that the client never queues a scheduled send itself.
         cmd = Commander(pipeline.api.url, limits=1024)
         try:
-            async with tap(bootstrap, topics.events) as t:
-                incidents = [new_incident_id("cap", i) for i in range(n_incidents)]
-                for inc in incidents:
-                    await cmd.open(inc)
-                for rate in rates:
-                    step, t0 = await offer(cmd, t, incidents, rate, seconds)
-                    done = len(step.latencies)
-                    span = (step.last_arrival - t0) if done else 0.0
-                    achieved = done / span if span > 0 else 0.0
-                    p = percentiles(step.latencies)
-                    label = f"offered {rate:g}/s"
-                    result.figures[f"{label}: achieved/s"] = round(achieved, 1)
-                    result.figures[f"{label}: p50 ms from schedule"] = p.get("p50_ms")
-                    result.figures[f"{label}: p99 ms from schedule"] = p.get("p99_ms")
-                    result.figures[f"{label}: p50 ms schedule->202"] = percentiles(
-                        step.answered
-                    ).get("p50_ms")
-                    result.figures[f"{label}: shed (503 overloaded)"] = step.shed
-                    result.figures[f"{label}: retries (409/422 re-sent)"] = step.retries
-                    result.figures[f"{label}: p99 ms client lag"] = percentiles(
-                        step.client_lag
-                    ).get("p99_ms")
-                    result.figures[f"{label}: refused"] = step.refused
-                    result.figures[f"{label}: lost"] = step.lost
-                    result.figures[f"{label}: other answers"] = sum(step.other.values())
-                    if step.other:
-                        result.notes.append(f"{label}: other answers {step.other}")
-                    console.print(
-                        f"[dim]{label}: achieved {achieved:.1f}/s, p50 {p.get('p50_ms', 0):.1f} "
-                        f"ms, p99 {p.get('p99_ms', 0):.1f} ms, shed {step.shed}, retries {step.retries}, "
-                        f"refused {step.refused}, lost {step.lost}[/dim]"
+            shares = split_incidents(n_workers, n_incidents // n_workers, EVENTS_PARTITIONS)
+            for inc in (i for share in shares for i in share):
+                await cmd.open(inc)
+            if generator == "processes":
+                plans = [
+                    loadgen.Plan(
+                        index=w,
+                        workers=n_workers,
+                        api_url=pipeline.api.url,
+                        token=tokens()["alice"],
+                        bootstrap=bootstrap,
+                        topic=topics.events,
+                        partitions=[p for p in range(EVENTS_PARTITIONS) if p % n_workers == w],
+                        incidents=shares[w],
+                        regions=[r for _, r in TARGETS],
+                        rates=list(rates),
+                        seconds=seconds,
+                        re_sends=RE_READS,
+                        outcome_within=OUTCOME_WITHIN,
                     )
+                    for w in range(n_workers)
+                ]
+                for rate, steps in zip(rates, await loadgen.run_workers(plans), strict=True):
+                    record_step(result, f"offered {rate:g}/s", steps, min(s.t0 for s in steps))
+            else:
+                async with tap(bootstrap, topics.events) as t:
+                    for rate in rates:
+                        samples, t0 = await _single(cmd, t, shares[0], rate, seconds)
+                        record_step(result, f"offered {rate:g}/s", [samples], t0)
         finally:
             await cmd.aclose()
+    result.figures["generator worker processes"] = n_workers if generator == "processes" else 0
     result.notes += [
         f"gather_state offered open-loop at {rates}/s for {seconds:g} s each over "
         f"{n_incidents} incidents; latency from the scheduled send time to the "
         "StateGathered at a raw tap; shed requests are not retried (open loop).",
+        (
+            f"generator: {n_workers} worker processes (bench.loadgen: uvloop, aiohttp "
+            "keep-alive connections, a tap on each worker's own partitions), each driving "
+            "its own incidents on every "
+            f"{n_workers}th slot of the schedule"
+            if generator == "processes"
+            else "generator: one asyncio loop with httpx in the benchmark process (former)"
+        ),
+        f"stale (409) / not-folded (422) gathers re-sent at most {RE_READS} times each and "
+        f"at most {loadgen.RE_SEND_BUDGET:g} x the directives sent (processes generator); "
+        f"a step is 'kept schedule' when <= {loadgen.LATE_SHARE_LIMIT:.0%} of the sends "
+        f"left > {loadgen.LATE_SECONDS * 1000:g} ms after their scheduled time.",
     ]
     result.elapsed_seconds = round(time.perf_counter() - started, 1)
     return result
+
+
+def compare(argv: list[str] | None = None) -> int:
+    """`python -m bench.capacity [--rates 100,150,300] [--seconds 5] [--generator ...]`:
+    one repetition per generator named, back to back, with the load average before and
+    after each; printed, and with `--out DIR` written to DIR/open_loop_capacity.<generator>.json
+    (a comparison of the generators, never a published result)."""
+    import argparse
+    import json
+    import os
+
+    from bench.common import load_snapshot
+
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity")
+    parser.add_argument("--rates", default="100,150,200,300")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--generator", action="append", choices=GENERATORS)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("CONN_ENV", "development")
+    rates = [float(r) for r in args.rates.split(",")]
+    for generator in args.generator or list(GENERATORS):
+        before = load_snapshot()
+        result = asyncio.run(
+            main(rates=rates, seconds=args.seconds, generator=generator, workers=args.workers)
+        )
+        result.load_before, result.load_after = before, load_snapshot()
+        result.quick = True
+        result.show()
+        if args.out is None:
+            continue
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{NAME}.{generator}.json"
+        doc = {
+            "generator": generator,
+            "load_before": result.load_before,
+            "load_after": result.load_after,
+            "figures": result.figures,
+            "notes": result.notes,
+        }
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        console.print(f"[dim]written {path}[/dim]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(compare())

@@ -25,12 +25,14 @@ time, on a fresh topic with the same settings, measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from bench import loadgen
 from bench.common import Result, console, percentiles, raw_round_trips
 from bench.harness import (
     TARGETS,
@@ -215,9 +217,15 @@ async def main(quick: bool = False) -> Result:
                         inc = new_incident_id("lat", i)
                         await run_incident(cmd, t, inc, own, restarts, noncons_every, samples)
 
-                load_started = time.perf_counter()
+                lags: list[float] = []
+                ticker = asyncio.create_task(loadgen.ticker(lags))
+                cpu_started, load_started = time.process_time(), time.perf_counter()
                 await asyncio.gather(*(worker(w) for w in range(workers)))
                 load_seconds = time.perf_counter() - load_started
+                client_cpu = (time.process_time() - cpu_started) / load_seconds
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             effects = await asyncio.to_thread(pipeline.side_effects)
         finally:
             await cmd.aclose()
@@ -257,6 +265,16 @@ async def main(quick: bool = False) -> Result:
     result.figures["duplicate side effects"] = len(dupes)
     result.figures["load seconds"] = round(load_seconds, 1)
     result.baseline["raw round trips measured"] = raw_p.get("n")
+    lag = percentiles(lags)
+    result.figures["client p99 ms loop lag"] = lag.get("p99_ms")
+    result.figures["client max ms loop lag"] = lag.get("max_ms")
+    result.figures["client CPU (cores)"] = round(client_cpu, 2)
+    if lag.get("p99_ms", 0.0) > loadgen.LATE_SECONDS * 1000:
+        result.notes.append(
+            f"THE CLIENT'S EVENT LOOP LAGGED (p99 {lag['p99_ms']:.1f} ms, max "
+            f"{lag['max_ms']:.1f} ms): the 202 and the tap's arrival are stamped late by up "
+            "to that much; these latencies include the client's own waits."
+        )
     result.notes += [
         "Latency = arrival at a raw aiokafka tap on the events topic minus the moment the "
         "client received the API's 202 (same process clock).",

@@ -148,12 +148,27 @@ def _load_range(doc: dict[str, Any]) -> str:
     return f"{max(before):.2f} / {max(after):.2f}"
 
 
+def _generator_behind(doc: dict[str, Any]) -> list[str]:
+    """The offered rates (labels) at which the load generator did not keep its schedule
+    (bench.loadgen): they measured the client, not the system."""
+    return [
+        key.removesuffix(": generator kept schedule")
+        for key, value in doc.get("figures", {}).items()
+        if key.endswith(": generator kept schedule") and value == 0
+    ]
+
+
 def _capacity(doc: dict[str, Any]) -> tuple[Any, Any]:
-    """(best achieved rate, p99 at the offered rate that achieved it)."""
+    """(best achieved rate, p99 at the offered rate that achieved it), among the offered
+    rates at which the generator kept its schedule (a result without that figure, from
+    before it was recorded: among all)."""
     best: tuple[float, Any] | None = None
+    behind = set(_generator_behind(doc))
     for key, value in doc.get("figures", {}).items():
         if key.endswith(": achieved/s") and isinstance(value, int | float):
             offered = key.removesuffix(": achieved/s")
+            if offered in behind:
+                continue
             if best is None or value > best[0]:
                 best = (float(value), doc["figures"].get(f"{offered}: p99 ms from schedule"))
     return (None, None) if best is None else best
@@ -176,7 +191,11 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
         if name == "open_loop_capacity":
             achieved, p99 = _capacity(doc)
             ours = f"{_fmt(achieved)}; p99 {_fmt(p99)}"
-            base, r = what, ""
+            behind = _generator_behind(doc)
+            base = (
+                f"left out, generator behind its schedule: {', '.join(behind)}" if behind else what
+            )
+            r = ""
         else:
             key, value = _find(doc, "figures", prefix)
             if key is None:

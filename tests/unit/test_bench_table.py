@@ -96,6 +96,19 @@ def test_open_loop_capacity_row_is_the_best_achieved_rate_and_its_p99() -> None:
     assert table._capacity({"figures": figures}) == (150.0, 120.0)
 
 
+def test_open_loop_capacity_leaves_out_rates_the_generator_fell_behind_at() -> None:
+    figures = {
+        "offered 100/s: achieved/s": 98.0,
+        "offered 100/s: p99 ms from schedule": 40.0,
+        "offered 100/s: generator kept schedule": 1,
+        "offered 200/s: achieved/s": 150.0,
+        "offered 200/s: p99 ms from schedule": 120.0,
+        "offered 200/s: generator kept schedule": 0,
+    }
+    assert table._capacity({"figures": figures}) == (98.0, 40.0)
+    assert table._generator_behind({"figures": figures}) == ["offered 200/s"]
+
+
 def test_hop_floor_is_the_sum_of_the_declared_hops() -> None:
     hops = {"kafka_rtt": 1.0, "kafka_ack": 0.5, "http": 0.7, "pg": 0.3}
     assert hop_floor("gather_state", hops) == 1.0 + 0.7
