@@ -14,12 +14,20 @@ stale_base_position, listed under other answers). Per rate:
   refused      DirectiveRefused by the executor; refusals by the API (e.g. 409 stale:
                another gather of the same incident landed first) are listed by code
   lost         neither an outcome nor an answer within 30 s
-  retries      409 stale / 422 not-yet-folded answers re-sent by the client (with
-               exponential backoff and jitter, bench.harness.backoff): how much of the
-               API's load the refusals themselves make (retry amplification)
-  client lag   scheduled send -> the request actually leaving this process (the load
-               generator shares the 2 cores: a large figure means the client, not the
-               API, is where the wait is)
+  retries      409 stale / 422 not-yet-folded answers re-sent (backoff with jitter,
+               bench.harness.backoff), at most RE_READS per directive and at most
+               bench.loadgen.RE_SEND_BUDGET x the directives sent; "stale given up" the
+               directives the cap stopped (retry amplification stays bounded)
+  generator    the load generator's own health: event-loop lag, sends late vs their
+               schedule, its CPU, and whether it kept its schedule (bench.loadgen); a
+               rate it did not keep is named in the notes and is not taken as capacity
+  CPU cores    per pipeline service and the broker over the step, and the machine's
+               busy share (the 2 cores are shared with everything else running)
+
+The load comes from bench.loadgen's worker processes (one event loop each, aiohttp, a tap
+on their own partitions): the former generator, one httpx client and one loop in this
+process, fell seconds behind its schedule past ~100/s and measured itself. It is kept,
+selectable, for same-run comparisons (`python -m bench.capacity --generator single`).
 
 Past capacity a well-behaved system keeps its achieved rate near its capacity and sheds
 the excess with bounded latency, instead of its achieved rate *falling* while latency
@@ -37,8 +45,10 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 
 from bench.common import Result, console, percentiles
+from bench.fastpath import CpuMeter, pipeline_pids
 from bench.harness import (
     TARGETS,
     Commander,
@@ -231,6 +241,22 @@ def record_step(result: Result, label: str, steps: list[Any], t0: float) -> None
     )
 
 
+def record_cpu(result: Result, label: str, before: Any, after: Any) -> None:
+    """Per service (and the broker): CPU cores used over the step (between two marks);
+    the whole machine's busy share (every process, other helpers' included)."""
+    (t0, cpu0, m0), (t1, cpu1, m1) = before, after
+    wall = t1 - t0
+    if wall <= 0:
+        return
+    for name, spent in CpuMeter.spent(cpu0, cpu1).items():
+        result.figures[f"{label}: CPU cores {name}"] = round(spent / wall, 2)
+    busy0 = sum(m0) - m0.idle - getattr(m0, "iowait", 0.0)
+    busy1 = sum(m1) - m1.idle - getattr(m1, "iowait", 0.0)
+    total = sum(m1) - sum(m0)
+    if total > 0:
+        result.figures[f"{label}: machine CPU busy (%)"] = round(100 * (busy1 - busy0) / total, 1)
+
+
 async def _single(
     cmd: Commander, t: EventTap, incidents: list[str], rate: float, seconds: float
 ) -> tuple[Any, float]:
@@ -310,13 +336,26 @@ async def main(
                     )
                     for w in range(n_workers)
                 ]
-                for rate, steps in zip(rates, await loadgen.run_workers(plans), strict=True):
-                    record_step(result, f"offered {rate:g}/s", steps, min(s.t0 for s in steps))
+                meter = CpuMeter(pipeline_pids(pipeline, bootstrap))
+                marks = [(time.perf_counter(), meter.snapshot(), psutil.cpu_times())]
+
+                def mark() -> None:
+                    marks.append((time.perf_counter(), meter.snapshot(), psutil.cpu_times()))
+
+                all_steps = await loadgen.run_workers(plans, after_step=mark)
+                for k, (rate, steps) in enumerate(zip(rates, all_steps, strict=True)):
+                    label = f"offered {rate:g}/s"
+                    record_step(result, label, steps, min(s.t0 for s in steps))
+                    record_cpu(result, label, marks[k], marks[k + 1])
             else:
                 async with tap(bootstrap, topics.events) as t:
+                    meter = CpuMeter(pipeline_pids(pipeline, bootstrap))
                     for rate in rates:
+                        before = (time.perf_counter(), meter.snapshot(), psutil.cpu_times())
                         samples, t0 = await _single(cmd, t, shares[0], rate, seconds)
+                        after = (time.perf_counter(), meter.snapshot(), psutil.cpu_times())
                         record_step(result, f"offered {rate:g}/s", [samples], t0)
+                        record_cpu(result, f"offered {rate:g}/s", before, after)
         finally:
             await cmd.aclose()
     result.figures["generator worker processes"] = n_workers if generator == "processes" else 0

@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -360,9 +361,12 @@ def worker_main(plan: Plan, barrier: Any, out: Any) -> None:
         raise
 
 
-async def run_workers(plans: list[Plan]) -> list[list[StepSamples]]:
+async def run_workers(
+    plans: list[Plan], after_step: Callable[[], None] | None = None
+) -> list[list[StepSamples]]:
     """Spawn one process per plan (all with the same rates); per offered rate, every
-    worker's samples (the workers start each rate together, at a barrier)."""
+    worker's samples (the workers start each rate together, at a barrier). `after_step`
+    is called as each rate's last samples arrive (the next rate starts then)."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(plans))
     out = ctx.Queue()
@@ -378,6 +382,8 @@ async def run_workers(plans: list[Plan]) -> list[list[StepSamples]]:
                 if isinstance(item, str):
                     raise RuntimeError(item)
                 got.append(item)
+            if after_step is not None:
+                after_step()
             steps.append(got)
     finally:
         for p in procs:
