@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import queue
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -378,7 +379,13 @@ async def run_workers(
         for _ in plans[0].rates:
             got: list[StepSamples] = []
             while len(got) < len(plans):
-                item = await asyncio.to_thread(out.get, True, 600)
+                try:
+                    item = await asyncio.to_thread(out.get, True, 1.0)
+                except queue.Empty:
+                    dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a worker process died (exit codes {dead})") from None
+                    continue
                 if isinstance(item, str):
                     raise RuntimeError(item)
                 got.append(item)
