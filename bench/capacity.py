@@ -241,6 +241,42 @@ def record_step(result: Result, label: str, steps: list[Any], t0: float) -> None
     )
 
 
+def api_shedding(api_url: str) -> dict[str, float]:
+    """The API's own shedding counters (its /metrics): shed in all, by the middleware's
+    reason (in_flight, loop_lag; the rest is the backlog rule), and its loop lag now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{api_url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "conn_api_shed_total":
+                out["all"] = sample.value
+            elif sample.name == "conn_api_shed_by_reason_total":
+                out[sample.labels.get("reason", "?")] = sample.value
+            elif sample.name == "conn_api_loop_lag_seconds":
+                out["loop lag ms"] = sample.value * 1000
+    return out
+
+
+def record_shedding(
+    result: Result, label: str, before: dict[str, float], after: dict[str, float]
+) -> None:
+    """Why the API shed during the step (deltas of its counters): the middleware's reasons
+    (in-flight limit, its loop lag) or, the remainder, the pipeline's backlog."""
+    if "all" not in after:
+        return
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k != "loop lag ms"}
+    by_middleware = sum(v for k, v in delta.items() if k != "all")
+    for reason in ("in_flight", "loop_lag"):
+        result.figures[f"{label}: API shed by {reason}"] = int(delta.get(reason, 0.0))
+    result.figures[f"{label}: API shed by backlog"] = int(delta["all"] - by_middleware)
+    result.figures[f"{label}: API loop lag ms at step end"] = round(after.get("loop lag ms", 0), 1)
+
+
 def record_cpu(result: Result, label: str, before: Any, after: Any) -> None:
     """Per service (and the broker): CPU cores used over the step (between two marks);
     the whole machine's busy share (every process, other helpers' included)."""
@@ -337,25 +373,32 @@ async def main(
                     for w in range(n_workers)
                 ]
                 meter = CpuMeter(pipeline_pids(pipeline, bootstrap))
+                api_url = pipeline.api.url
                 marks = [(time.perf_counter(), meter.snapshot(), psutil.cpu_times())]
+                sheds = [api_shedding(api_url)]
 
                 def mark() -> None:
                     marks.append((time.perf_counter(), meter.snapshot(), psutil.cpu_times()))
+                    sheds.append(api_shedding(api_url))
 
                 all_steps = await loadgen.run_workers(plans, after_step=mark)
                 for k, (rate, steps) in enumerate(zip(rates, all_steps, strict=True)):
                     label = f"offered {rate:g}/s"
                     record_step(result, label, steps, min(s.t0 for s in steps))
                     record_cpu(result, label, marks[k], marks[k + 1])
+                    record_shedding(result, label, sheds[k], sheds[k + 1])
             else:
                 async with tap(bootstrap, topics.events) as t:
                     meter = CpuMeter(pipeline_pids(pipeline, bootstrap))
                     for rate in rates:
                         before = (time.perf_counter(), meter.snapshot(), psutil.cpu_times())
+                        shed_before = api_shedding(pipeline.api.url)
                         samples, t0 = await _single(cmd, t, shares[0], rate, seconds)
                         after = (time.perf_counter(), meter.snapshot(), psutil.cpu_times())
-                        record_step(result, f"offered {rate:g}/s", [samples], t0)
-                        record_cpu(result, f"offered {rate:g}/s", before, after)
+                        label = f"offered {rate:g}/s"
+                        record_step(result, label, [samples], t0)
+                        record_cpu(result, label, before, after)
+                        record_shedding(result, label, shed_before, api_shedding(pipeline.api.url))
         finally:
             await cmd.aclose()
     result.figures["generator worker processes"] = n_workers if generator == "processes" else 0

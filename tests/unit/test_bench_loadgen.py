@@ -39,3 +39,16 @@ def test_each_worker_gets_its_own_incidents_on_its_own_partitions() -> None:
     assert len({i for s in shares for i in s}) == 30
     for w, share in enumerate(shares):
         assert all(partition_for(i, 6) % 3 == w for i in share)
+
+
+def test_shedding_not_by_the_middleware_is_put_down_to_the_backlog() -> None:
+    from bench.capacity import record_shedding
+    from bench.common import Result
+
+    result = Result("x")
+    before = {"all": 10.0, "in_flight": 2.0, "loop lag ms": 1.0}
+    after = {"all": 40.0, "in_flight": 5.0, "loop_lag": 4.0, "loop lag ms": 3.0}
+    record_shedding(result, "r", before, after)
+    assert result.figures["r: API shed by in_flight"] == 3
+    assert result.figures["r: API shed by loop_lag"] == 4
+    assert result.figures["r: API shed by backlog"] == 23
