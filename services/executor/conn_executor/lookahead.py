@@ -15,12 +15,17 @@ Records of the incident can only be on its one partition
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from conn_runtime.partitions import PartitionReader, PartitionReadTimeout
+from aiokafka.errors import KafkaError
+
+from conn_runtime.partitions import PartitionReader, PartitionReadTimeout, TopicNotFound
 from conn_runtime.settings import KafkaSettings
 from conn_runtime.trust import trust_for
 from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class LookAheadError(RuntimeError):
@@ -41,6 +46,17 @@ class LookAhead:
 
     async def stop(self) -> None:
         await self._reader.stop()
+
+    async def warm(self, topic: str, partitions: list[int]) -> None:
+        """Best effort, read nothing: ask the partitions' end offsets once, so the reader's
+        connection to their leader (a SASL handshake) and its metadata are made now and not
+        by the first step's look (measured: ~100 ms added to the first restart after a
+        start or an assignment). A failure here is left to the looks themselves."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._reader.end_offsets(topic, partitions)
+        except (TimeoutError, PartitionReadTimeout, TopicNotFound, KafkaError) as exc:
+            log.info("look-ahead warm-up failed", extra={"topic": topic, "error": repr(exc)})
 
     async def read(self, topic: str, partition: int, start: int, incident_id: str) -> list[Event]:
         """Trusted events of `incident_id` at offsets >= start, up to the partition's end now
