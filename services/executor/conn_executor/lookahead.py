@@ -15,6 +15,7 @@ Records of the incident can only be on its one partition
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka.errors import KafkaError
@@ -40,18 +41,30 @@ class LookAhead:
         self.timeout = timeout
         self.trust = trust_for(settings)
         self._reader = PartitionReader(settings, name=f"{name}-lookahead", timeout=timeout)
+        self._warming: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._reader.start()
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await self._reader.stop()
 
-    async def warm(self, topic: str, partitions: list[int]) -> None:
-        """Best effort, read nothing: ask the partitions' end offsets once, so the reader's
-        connection to their leader (a SASL handshake) and its metadata are made now and not
-        by the first step's look (measured: ~100 ms added to the first restart after a
-        start or an assignment). A failure here is left to the looks themselves."""
+    def warm(self, topic: str, partitions: list[int]) -> None:
+        """Best effort, in the background, reading nothing: ask the partitions' end
+        offsets once, so the reader's connection to their leader (a SASL handshake) and
+        its metadata are made now and not by the first step's look (traced: ~100 ms
+        added to the first restart after a start or an assignment). The caller does not
+        wait for it; a look meanwhile waits for the reader as for any call; a failure
+        here is left to the looks themselves."""
+        if self._warming is not None and not self._warming.done():
+            return
+        self._warming = asyncio.create_task(self._warm(topic, partitions), name="lookahead-warm-up")
+
+    async def _warm(self, topic: str, partitions: list[int]) -> None:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._reader.end_offsets(topic, partitions)

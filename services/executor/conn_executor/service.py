@@ -612,7 +612,7 @@ class ExecutorService(ConsumerService):
         ours = sorted(tp.partition for tp in partitions if tp.topic == self.topics.events)
         if not ours:
             return
-        await self.lookahead.warm(self.topics.events, ours)
+        self.lookahead.warm(self.topics.events, ours)  # in the background
         for claim in await self.claims.open_claims(self.topics.events, ours):
             tp = TopicPartition(claim.topic, claim.partition)
             committed = await self.loop.consumer.committed(tp) or 0
