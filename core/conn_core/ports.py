@@ -11,6 +11,7 @@ Errors: adapters raise `PortError` (with `retriable`, `rejected`) and nothing el
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from conn_schemas.observations import (
@@ -114,6 +115,17 @@ class Orchestrator(Protocol):
 @runtime_checkable
 class Metrics(Protocol):
     async def read_region(self, region: str) -> MetricsReading: ...
+
+
+@runtime_checkable
+class RegionsMetrics(Protocol):
+    """A metrics port that reads several regions in one call (`ScrapeMetrics`: one scrape
+    of the page for all of them, instead of one per region). Each region is judged
+    exactly as `read_region` would judge it: its reading, or the PortError it would raise."""
+
+    async def read_regions(
+        self, regions: Sequence[str]
+    ) -> Mapping[str, MetricsReading | PortError]: ...
 
 
 @runtime_checkable

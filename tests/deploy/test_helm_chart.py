@@ -202,14 +202,16 @@ def test_database_url_and_credentials_live_in_the_secrets_not_the_configmap() ->
             }
 
 
-# Credentials of the target systems, by the only service allowed to see each.
-TARGET_SECRETS = {
-    "secrets.unleashToken": ("unleash-write-s3cret", "executor"),
-    "secrets.kubernetesToken": ("kube-token-s3cret", "executor"),
-    "secrets.recordWebhookHeaders": ("record-s3cret-header-json", "executor"),
-    "secrets.prometheusToken": ("prom-read-s3cret", "verifier"),
-    "secrets.verifierUnleashToken": ("unleash-read-s3cret", "verifier"),
-    "secrets.pagerdutyWebhookSecret": ("pd-webhook-s3cret", "directive-api"),
+# Credentials of the target systems, by the only services allowed to see each. The
+# read-only metrics token goes to both readers of metrics: the verifier's samples and the
+# executor's gathers (without it an authenticated Prometheus gives the gathers nothing).
+TARGET_SECRETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "secrets.unleashToken": ("unleash-write-s3cret", ("executor",)),
+    "secrets.kubernetesToken": ("kube-token-s3cret", ("executor",)),
+    "secrets.recordWebhookHeaders": ("record-s3cret-header-json", ("executor",)),
+    "secrets.prometheusToken": ("prom-read-s3cret", ("executor", "verifier")),
+    "secrets.verifierUnleashToken": ("unleash-read-s3cret", ("verifier",)),
+    "secrets.pagerdutyWebhookSecret": ("pd-webhook-s3cret", ("directive-api",)),
 }
 
 
@@ -237,8 +239,8 @@ def test_each_service_receives_only_its_own_credentials(service: str) -> None:
     assert secret_names <= {f"conn-{service}-signing-vault", f"conn-{service}", "kafka-cluster-ca"}
     assert f"conn-{service}" in secret_names
     visible = set(env.values())
-    for key, (value, owner) in TARGET_SECRETS.items():
-        assert (value in visible) == (service == owner), (service, key)
+    for key, (value, owners) in TARGET_SECRETS.items():
+        assert (value in visible) == (service in owners), (service, key)
     assert ("sim-s3cret" in visible) == (service in ("executor", "verifier"))
     # Its own Kafka principal, no other service's.
     assert env["KAFKA_SASL_USERNAME"] == f"conn-{service}"
@@ -257,6 +259,20 @@ def test_the_verifier_gets_read_only_tokens_under_the_names_its_adapters_read(
     for key, value in pod_env(m, container(m.deployment("verifier"))).items():
         monkeypatch.setenv(key, value)
     assert AdapterSettings().unleash_token == "unleash-read-s3cret"
+    assert AdapterSettings().prometheus_token == "prom-read-s3cret"
+
+
+def test_the_executor_gets_the_metrics_token_its_gathers_read_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The executor's gathers (before every step, and gather_state) read the metrics
+    backend: an authenticated Prometheus answers them only with its read-only token."""
+    from conn_adapters.config import AdapterSettings
+
+    m = render({k: v for k, (v, _) in TARGET_SECRETS.items()})
+    env = pod_env(m, container(m.deployment("executor")))
+    monkeypatch.setenv("CONN_PROMETHEUS_TOKEN", env["CONN_PROMETHEUS_TOKEN"])
+    assert AdapterSettings().prometheus_token == "prom-read-s3cret"
 
 
 def test_existing_secrets_replace_the_chart_secrets() -> None:

@@ -73,7 +73,11 @@ FROM_VALUES: dict[str, tuple[str, Any, tuple[str, ...]]] = {
     "CONN_KUBERNETES_NAMESPACES": ("adapters.kubernetes.namespaces.eu-west", "ns-sample", ALL),
     "CONN_KUBERNETES_DEPLOYMENTS": ("adapters.kubernetes.deployments.pool-a", "dep-sample", ALL),
     "CONN_PROMETHEUS_URL": ("adapters.prometheus.url", "http://prom.sample:9090", ALL),
-    "CONN_PROMETHEUS_TOKEN": ("secrets.prometheusToken", "prom-sample", ("verifier",)),
+    "CONN_PROMETHEUS_TOKEN": (
+        "secrets.prometheusToken",
+        "prom-sample",
+        ("executor", "verifier"),
+    ),
     "CONN_PROMETHEUS_QUERIES": ("adapters.prometheus.queries.queue_depth", "q_sample", ALL),
     "CONN_PROMETHEUS_REGION_QUERIES": (
         "adapters.prometheus.regionQueries.eu-west.error_rate",

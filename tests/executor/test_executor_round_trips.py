@@ -19,7 +19,9 @@ Oracles (DESIGN.md, invariants 2, 5, 7):
 - the counts are what `ROUND_TRIPS` says, so a round trip added back fails the test.
   Before issue 17's item 2 a restart took 5 statements + 5 reset queries (10
   PostgreSQL round trips) and 5 acknowledged appends; after: 3 statements, no reset,
-  4 acknowledged appends.
+  4 acknowledged appends. The target is read once before the step (the pre-step
+  gather), not a second time for the undo: the undo recorded with StepStarted is the
+  inverse of the state StateGathered(pre_step) holds (5 -> 4 adapter calls).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from round_trips import Timeline, is_reset, logging_pools
 
 from conn_adapters.config import Adapters, AdapterSettings
 from conn_core.fold import fold
+from conn_core.undo import undo_for
 from conn_executor.containment import Containment
 from conn_executor.service import ExecutorService
 from conn_executor.settings import ExecutorSettings
@@ -65,7 +68,7 @@ RESTART = RestartDependencyTier(tier="pricing-cache", region="us-east")
 
 ROUND_TRIPS = {
     # kind: (PostgreSQL statements incl. resets, acknowledged appends, log looks, adapter calls)
-    "restart": (3, 4, 3, 5),
+    "restart": (3, 4, 3, 4),
     "gather_state": (2, 2, 0, None),  # its reads (one per runbook target) run concurrently
 }
 
@@ -270,6 +273,17 @@ async def test_round_trips_per_step_are_counted_and_keep_the_order_of_safety(
     ]
     assert gather_events == ["DirectiveAccepted", "StateGathered"]
     assert all(e.correlation_id == cid for e in producer.events[-7:-2])
+
+    # The undo recorded with the intent is the inverse of the state the pre-step
+    # gather recorded (one read of the target, not two), and it is known (reversible or
+    # not), never "unreadable".
+    pre_step, started = (
+        e for e in producer.events[-7:-2] if e.event_type in ("StateGathered", "StepStarted")
+    )
+    (tier,) = pre_step.payload.observation.tiers  # type: ignore[union-attr]
+    assert started.payload.undo == undo_for(RESTART, tier)  # type: ignore[union-attr]
+    http_calls = [what for kind, what in restart if kind == "http"]
+    assert sorted(http_calls) == ["append_note", "get_tier", "read_region", "restart_tier"]
 
     # Intent, then the gate, then only a look at the log, then the side effect.
     acting = restart.index(("http", "restart_tier"))

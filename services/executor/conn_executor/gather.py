@@ -4,11 +4,11 @@ step, for a directed gather, and the bounded, error-tolerant reads themselves.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError
+from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError, RegionsMetrics
 from conn_executor.redact import scrub
 from conn_schemas.observations import (
     FlagRuleState,
@@ -125,7 +125,8 @@ class Gatherer:
         pool_keys = sorted(plan.pools)
         tier_keys = sorted(plan.tiers)
         region_keys = sorted(plan.regions)
-        results = await asyncio.gather(
+        # The metrics of every region (last) run concurrently with the other reads.
+        *targets, metrics = await asyncio.gather(
             *(
                 _bounded(f"flag {f}/{r} in {g}", self.flags.get_rule(f, r, g), self.timeout)
                 for f, r, g in flag_keys
@@ -138,11 +139,9 @@ class Gatherer:
                 _bounded(f"tier {t} in {g}", self.orchestrator.get_tier(t, g), self.timeout)
                 for t, g in tier_keys
             ),
-            *(
-                _bounded(f"metrics in {g}", self.metrics.read_region(g), self.timeout)
-                for g in region_keys
-            ),
+            self._read_regions(region_keys),
         )
+        results = [*targets, *metrics]
         flags: list[FlagRuleState] = []
         pools: list[WorkerPoolState] = []
         tiers: list[TierState] = []
@@ -166,3 +165,37 @@ class Gatherer:
             metrics=tuple(readings),
             errors=tuple(clean_text(e, MAX_LINE) for e in errors[:MAX_LIST]),
         )
+
+    async def _read_regions(self, regions: Sequence[str]) -> list[MetricsReading | str]:
+        """The metrics of `regions` (a reading, or why there is none, per region in order).
+        One call for all of them when the port can (`RegionsMetrics`: one scrape of the
+        page), else one bounded call per region; either way each region gets what its own
+        `read_region` would give: its reading, or its error under the same words."""
+        if not regions:
+            return []
+        if not isinstance(self.metrics, RegionsMetrics):
+            return list(
+                await asyncio.gather(
+                    *(
+                        _bounded(f"metrics in {g}", self.metrics.read_region(g), self.timeout)
+                        for g in regions
+                    )
+                )
+            )
+        try:
+            async with asyncio.timeout(self.timeout):
+                got = await self.metrics.read_regions(regions)
+        except TimeoutError:
+            return [f"metrics in {g}: timed out after {self.timeout}s" for g in regions]
+        except PortError as exc:
+            return [scrub(f"metrics in {g}: {exc}") for g in regions]
+        out: list[MetricsReading | str] = []
+        for region in regions:
+            result = got.get(region)
+            if isinstance(result, MetricsReading) and result.region == region:
+                out.append(result)
+            elif isinstance(result, PortError):
+                out.append(scrub(f"metrics in {region}: {result}"))
+            else:
+                out.append(f"metrics in {region}: no reading for region {region!r}")
+        return out

@@ -107,7 +107,7 @@ from conn_schemas.events import (
     StepSucceededPayload,
     new_event,
 )
-from conn_schemas.observations import ActionResult
+from conn_schemas.observations import ActionResult, Observation
 from conn_schemas.signing import SignerRole
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
@@ -191,6 +191,9 @@ class Step:
     """A snapshot of the log before the directive (LIVE steps only): what `decide` sees."""
     phase: Phase = Phase.CLAIMED
     """Where the step is in `conn_executor.steps` (moved only along its transitions)."""
+    pre_step: Observation | None = None
+    """What this handling's pre-step gather read (and recorded) before StepStarted: the
+    undo's state before the step, without a second read of the target."""
     stop_at_claim: StopRead | None = None
     """The stops table as the claim's own statement read it (LIVE steps): what the
     decision right after the claim checks, instead of a second query. Never the check
@@ -609,6 +612,7 @@ class ExecutorService(ConsumerService):
         ours = sorted(tp.partition for tp in partitions if tp.topic == self.topics.events)
         if not ours:
             return
+        self.lookahead.warm(self.topics.events, ours)  # in the background
         for claim in await self.claims.open_claims(self.topics.events, ours):
             tp = TopicPartition(claim.topic, claim.partition)
             committed = await self.loop.consumer.committed(tp) or 0
@@ -822,6 +826,7 @@ class ExecutorService(ConsumerService):
         """Read the live state of the step's target, record it (StateGathered,
         pre_step) and say whether it conflicts with what was directed/expected."""
         observation = await self.gatherer.observe(plan_for_step(step.action, step.expectation))
+        step.pre_step = observation
         conflict = check_observation(step.payload, observation)
         await self._append(
             StateGathered,
@@ -986,8 +991,11 @@ class ExecutorService(ConsumerService):
         sequence) and StepStarted go out as one append (one acknowledgement to wait for,
         in this order; a crash between them is the same as one after the first)."""
         cid = step.correlation_id
-        # The undo is read from the target before acting and recorded with the intent.
-        undo = await record_undo(self.adapters, step.action, self.settings.gather_timeout)
+        # The undo: the target's state before acting (as this handling's pre-step gather
+        # read and recorded it; else read now), recorded with the intent.
+        undo = await record_undo(
+            self.adapters, step.action, self.settings.gather_timeout, gathered=step.pre_step
+        )
         accepted = None if accept_at is None else self._accepted(step, accept_at)
         # Intent before action: StepStarted is in the log before the gate below, so a
         # crash anywhere after it is never mistaken for "nothing happened"...

@@ -1,7 +1,10 @@
-"""Recording the undo of a step: read the target from its adapter *before* acting and
-compute the inverse (`conn_core.undo.undo_for`). Reads only; a failed read records
-"not undoable" (never a guess) and does not stop the step: the pre-step gather has
-already judged the target, and the undo is an aid, not a precondition."""
+"""Recording the undo of a step: the target's state *before* acting and its inverse
+(`conn_core.undo.undo_for`). The state is the one the pre-step gather read from the
+target's adapter and recorded (StateGathered, pre_step) in the same handling, before
+StepStarted and the gate — so the undo and the pre-step record agree, at no second read;
+when that gather has no reading of the target, it is read now. Reads only; a failed read
+records "not undoable" (never a guess) and does not stop the step: the pre-step gather
+has already judged the target, and the undo is an aid, not a precondition."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import logging
 from conn_adapters.config import Adapters
 from conn_core.ports import ActionResult, PortError
 from conn_core.undo import TargetState, undo_for
+from conn_schemas.observations import Observation
 from conn_schemas.undo import RecordedUndo
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
@@ -35,13 +39,36 @@ async def read_before(adapters: Adapters, action: Action) -> TargetState | None:
     return None
 
 
+def observed_target(observation: Observation | None, action: Action) -> TargetState | None:
+    """The state of `action`'s exact target in `observation` (None: not read there)."""
+    if observation is None:
+        return None
+    if isinstance(action, DisableFlagRule | EnableFlagRule):
+        key = (action.flag, action.rule, action.region)
+        return next((f for f in observation.flags if (f.flag, f.rule, f.region) == key), None)
+    if isinstance(action, DrainWorkerPool | ScaleWorkerPool):
+        pool = (action.pool, action.region)
+        return next((p for p in observation.pools if (p.pool, p.region) == pool), None)
+    if isinstance(action, RestartDependencyTier):
+        tier = (action.tier, action.region)
+        return next((t for t in observation.tiers if (t.tier, t.region) == tier), None)
+    return None
+
+
 async def record_undo(
-    adapters: Adapters, action: Action, read_within: float
+    adapters: Adapters,
+    action: Action,
+    read_within: float,
+    *,
+    gathered: Observation | None = None,
 ) -> RecordedUndo | None:
-    """The step's inverse from the target's state read now (before the side effect)."""
+    """The step's inverse from the target's state before the side effect: as `gathered`
+    (the pre-step gather of this handling) holds it, else read now."""
     if action.action not in CONSEQUENTIAL_ACTIONS:
         return None
-    before: TargetState | None = None
+    before = observed_target(gathered, action)
+    if before is not None:
+        return undo_for(action, before)
     try:
         async with asyncio.timeout(read_within):
             before = await read_before(adapters, action)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
 
-from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError
+from conn_core.ports import FeatureFlags, Metrics, Orchestrator, PortError, RegionsMetrics
 from conn_core.verdict import judge
 from conn_schemas.events import ControlPlaneCheck, VerificationSnapshotPayload, utcnow
 from conn_schemas.observations import MetricsReading
@@ -73,16 +72,6 @@ async def _read(metrics: Metrics, region: str) -> MetricsReading | str:
         m.PORT_ERRORS.labels(port="metrics").inc()
         log.warning("metrics adapter raised", extra={"region": region, "error": repr(exc)})
         return _describe_error(exc)
-
-
-@runtime_checkable
-class RegionsMetrics(Protocol):
-    """A metrics port that reads several regions in one call (`ScrapeMetrics`: one scrape
-    of the page for all of them, instead of one per region)."""
-
-    async def read_regions(
-        self, regions: Sequence[str]
-    ) -> Mapping[str, MetricsReading | PortError]: ...
 
 
 async def read_round(metrics: Metrics, regions: Sequence[str]) -> list[MetricsReading | str]:

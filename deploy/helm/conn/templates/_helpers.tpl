@@ -70,7 +70,8 @@ single source for both the chart's Secrets and the env that reads them.
 {{- if eq $svc "directive-api" -}}
 {{- $keys = append $keys "CONN_PAGERDUTY_WEBHOOK_SECRET" -}}
 {{- else if eq $svc "executor" -}}
-{{- $keys = concat $keys (list "CONN_UNLEASH_TOKEN" "CONN_KUBERNETES_TOKEN" "CONN_RECORD_WEBHOOK_HEADERS" "CONN_SIMULATOR_TOKEN") -}}
+{{- /* CONN_PROMETHEUS_TOKEN: its gathers read the metrics backend too (read-only) */ -}}
+{{- $keys = concat $keys (list "CONN_UNLEASH_TOKEN" "CONN_KUBERNETES_TOKEN" "CONN_RECORD_WEBHOOK_HEADERS" "CONN_SIMULATOR_TOKEN" "CONN_PROMETHEUS_TOKEN") -}}
 {{- else if eq $svc "verifier" -}}
 {{- $keys = concat $keys (list "CONN_UNLEASH_TOKEN" "CONN_PROMETHEUS_TOKEN" "CONN_SIMULATOR_TOKEN") -}}
 {{- end -}}
