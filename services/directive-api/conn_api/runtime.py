@@ -72,8 +72,8 @@ def settle_heap() -> None:
     collection no longer walks them. Under intake load the API's full collections walked
     the whole heap several times a second (~0.1 s each on this machine). Frozen objects
     are still freed by reference counting; only a reference cycle among them that
-    becomes garbage later is never collected (the fold keeps what it read: it does not
-    drop them)."""
+    becomes garbage later is never collected: at most what was alive at catch-up, once
+    (the ledgers and the event index keep every event read anyway)."""
     gc.collect()
     gc.freeze()
 
