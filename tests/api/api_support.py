@@ -18,6 +18,7 @@ from kafka_support import current
 
 from conn_api.app import create_app
 from conn_api.config import ApiSettings, Settings
+from conn_api.runtime import Runtime
 from conn_runtime.settings import DatabaseSettings, KafkaSettings, Topics
 from conn_schemas.codec import UnreadableRecord
 from conn_schemas.events import Envelope
@@ -84,6 +85,37 @@ class Api:
             based_on = await self.position(incident)
         body = {"action": action, "based_on_sequence": based_on, **kw.pop("extra", {})}
         return await self.post(f"/v1/incidents/{incident}/directives", who, body, **kw)
+
+
+def runtime(api: Api) -> Runtime:
+    """The started runtime of an in-process API."""
+    rt = api.app.state.runtime
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+async def unacknowledged_attempt(
+    api: Api, incident: str, action: dict[str, Any], based_on: int, key: dict[str, str]
+) -> httpx.Response:
+    """alice's directive whose DirectiveIssued is sent but never acknowledged in time (the
+    producer's acknowledgement timeout set to 0 for this one request): answered 503
+    `outcome_unknown`. Returns that answer."""
+    rt = runtime(api)
+    timeout = rt.producer.send_timeout
+    rt.producer.send_timeout = 0  # no acknowledgement is ever in time
+    try:
+        first = await api.direct(incident, "alice", action, based_on=based_on, headers=key)
+    finally:
+        rt.producer.send_timeout = timeout
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "outcome_unknown"
+    return first
+
+
+async def issued_ids(bootstrap: str, api: Api, incident: str) -> list[str | None]:
+    """The correlation ids of the incident's DirectiveIssued, read straight from Kafka."""
+    log = await read_log(bootstrap, runtime(api).view.topics.events)
+    return [e.correlation_id for e in of_incident(log, incident, "DirectiveIssued")]
 
 
 @asynccontextmanager

@@ -15,22 +15,15 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
-from api_support import Api, of_incident, read_log
+from api_support import Api, issued_ids, of_incident, read_log, runtime, unacknowledged_attempt
 from kafka_support import LedgerWriter
 
 from conn_api.directives import request_hash
-from conn_api.runtime import Runtime
 from conn_schemas import events as ev
 from conn_schemas.values import Actor, DrainWorkerPool, RefusalReason
 
 DRAIN = {"action": "drain_worker_pool", "pool": "checkout-workers", "region": "us-east"}
 DRAIN_ACTION = DrainWorkerPool(pool="checkout-workers", region="us-east")
-
-
-def runtime(api: Api) -> Runtime:
-    rt = api.app.state.runtime
-    assert isinstance(rt, Runtime)
-    return rt
 
 
 async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
@@ -43,26 +36,12 @@ async def issued_in_log(bootstrap: str, api: Api, incident: str) -> list[Any]:
     return []
 
 
-async def issued_ids(bootstrap: str, api: Api, incident: str) -> list[str | None]:
-    """The correlation ids of the incident's DirectiveIssued, read straight from Kafka."""
-    log = await read_log(bootstrap, runtime(api).view.topics.events)
-    return [e.correlation_id for e in of_incident(log, incident, "DirectiveIssued")]
-
-
 async def unacknowledged(
     api: Api, bootstrap: str, incident: str, based_on: int, key: dict[str, str]
 ) -> Any:
     """The first attempt: its DirectiveIssued is sent, but never acknowledged in time.
     Returns that DirectiveIssued, read from the log (under the id the 503 named)."""
-    rt = runtime(api)
-    timeout = rt.producer.send_timeout
-    rt.producer.send_timeout = 0
-    try:
-        first = await api.direct(incident, "alice", DRAIN, based_on=based_on, headers=key)
-    finally:
-        rt.producer.send_timeout = timeout
-    assert first.status_code == 503, first.text
-    assert first.json()["error"]["code"] == "outcome_unknown"
+    first = await unacknowledged_attempt(api, incident, DRAIN, based_on, key)
     (issued,) = await issued_in_log(bootstrap, api, incident)
     assert issued.correlation_id == first.json()["error"]["detail"]["correlation_id"]
     return issued

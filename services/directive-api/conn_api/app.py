@@ -41,7 +41,10 @@ RefusalReason `code` and are recorded in the log as DirectiveRefused.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, settle_heap: bool = False) -> FastAPI:
+    """The app. `settle_heap`: once the fold has caught up, freeze what the process holds
+    out of the cyclic garbage collector's reach (`conn_api.runtime.settle_heap`; the
+    process entry point asks for it, an app run inside a test process does not)."""
     settings = settings or Settings()
     auth = Authenticator.from_settings(settings.api)  # ConfigError here, before serving
     # TrustConfigError (a ValueError) here, before serving: no keyring, or no API key.
@@ -51,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve at once; connect in the background (retrying while Kafka or PostgreSQL
         # is away). Until then /readyz names what is missing and routes answer 503.
-        rt = Runtime(settings, auth)
+        rt = Runtime(settings, auth, settle_heap=settle_heap)
         app.state.starting = rt
         app.state.runtime = None
         stopping = asyncio.Event()
