@@ -57,6 +57,11 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_maxrss_mb() -> float:
+    """Peak RSS of the largest finished child process (the rebuild's workers), 0 if none."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def kafka_settings(bootstrap: str, topic: str) -> KafkaSettings:
     """As `conn replay` runs on the local stack: the read-only SRE login, the dev keyring."""
     from conn_localstack.trust import SASL_MECHANISM, dev_trust
@@ -200,12 +205,17 @@ async def chain(dsn: str, schema: str) -> dict[str, Any]:
     return {"events": int(rows), "seconds": seconds, "problems": problems[:3]}
 
 
-async def rebuild_phase(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str, Any]:
+async def rebuild_phase(
+    bootstrap: str, topic: str, dsn: str, schema: str, workers: int | None
+) -> dict[str, Any]:
+    """`conn replay`'s rebuild as it runs it: with the database URL, so the partitions
+    are shared out between worker processes (`workers`, default: one per core) when the
+    topic is large enough."""
     kafka = kafka_settings(bootstrap, topic)
     pool = await create_pool(dsn)
     try:
         started = time.perf_counter()
-        result = await rebuild(kafka, pool, schema)
+        result = await rebuild(kafka, pool, schema, database_url=dsn, workers=workers)
         seconds = time.perf_counter() - started
     finally:
         await pool.close()
@@ -213,7 +223,9 @@ async def rebuild_phase(bootstrap: str, topic: str, dsn: str, schema: str) -> di
         "events": result.events,
         "seconds": seconds,
         "unreadable": result.unreadable,
+        "untrusted": len(result.untrusted),
         "problems": result.problems[:3],
+        "workers_maxrss_mb": children_maxrss_mb(),
     }
 
 
@@ -226,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return await project_only(args.bootstrap, args.topic)
     if args.phase == "chain":
         return await chain(args.dsn, args.schema)
-    return await rebuild_phase(args.bootstrap, args.topic, args.dsn, args.schema)
+    return await rebuild_phase(args.bootstrap, args.topic, args.dsn, args.schema, args.workers)
 
 
 def main() -> None:
@@ -236,6 +248,7 @@ def main() -> None:
     parser.add_argument("--topic", default=Topics().events)
     parser.add_argument("--dsn", default="")
     parser.add_argument("--schema", default="bench_replay")
+    parser.add_argument("--workers", type=int, default=None, help="rebuild: processes")
     args = parser.parse_args()
     doc = asyncio.run(run(args))
     doc.update(phase=args.phase, maxrss_mb=maxrss_mb())
