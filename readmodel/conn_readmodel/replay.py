@@ -47,6 +47,7 @@ from conn_readmodel.projector import Projected, Projector, Refused
 from conn_readmodel.store import (
     TABLES,
     apply_ddl,
+    binary_jsonb,
     check_schema,
     create_pool,
     load_projection,
@@ -54,6 +55,7 @@ from conn_readmodel.store import (
     write_batch,
 )
 from conn_readmodel.timeline import build_timeline, render_timeline_markdown
+from conn_runtime.db import json_codecs
 from conn_runtime.partitions import PartitionReader, TopicNotFound
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
 from conn_runtime.trust import RecordLike, trust_for
@@ -306,7 +308,11 @@ async def rebuild(
     try:
         if count == 1:
             async with pool.acquire() as conn:
-                outcomes = await rebuild_ranges(conn, shards[0], advance)
+                try:
+                    outcomes = await rebuild_ranges(conn, shards[0], advance)
+                finally:
+                    if not conn.is_closed():
+                        await json_codecs(conn)  # the pool's codecs again
         else:
             outcomes = await _in_processes(shards, pool, schema, starts, advance)
     finally:
@@ -340,13 +346,15 @@ async def rebuild_ranges(
     conn: asyncpg.Connection, shard: Shard, advance: Callable[[int], None] = lambda _: None
 ) -> dict[int, ReplayResult]:
     """Rebuild the shard's partitions, one after the other, each in batches of
-    `shard.batch` records (`project_batch`); the outcome of each partition."""
+    `shard.batch` records (`project_batch`, with COPY: `conn` is switched to
+    `binary_jsonb`); the outcome of each partition."""
     topic = shard.kafka.topics.events
     projector = Projector(trust_for(shard.kafka, shared=False), partitions=shard.partitions)
     folds = HeldFolds(projector, shard.held_folds)
     built: dict[tuple[str, int], str] = {}
     """(incident, ledger sequence) -> sha256 of the packet the projection built there."""
     outcomes: dict[int, ReplayResult] = {}
+    await binary_jsonb(conn)
     async with PartitionReader(shard.kafka, name="conn-replay") as reader:
         for partition, start, end in shard.ranges:
             result = outcomes[partition] = ReplayResult()
@@ -355,12 +363,20 @@ async def rebuild_ranges(
                 batch.append(rec)
                 if len(batch) >= shard.batch:
                     await project_batch(
-                        conn, shard.schema, topic, projector, batch, result, built, folds=folds
+                        conn,
+                        shard.schema,
+                        topic,
+                        projector,
+                        batch,
+                        result,
+                        built,
+                        folds=folds,
+                        copy=True,
                     )
                     advance(len(batch))
                     batch = []
             await project_batch(
-                conn, shard.schema, topic, projector, batch, result, built, folds=folds
+                conn, shard.schema, topic, projector, batch, result, built, folds=folds, copy=True
             )
             advance(len(batch))
     return outcomes
@@ -459,13 +475,14 @@ async def project_batch(
     built: dict[tuple[str, int], str],
     *,
     folds: HeldFolds | None = None,
+    copy: bool = False,
 ) -> None:
     """Project `records` (in log order, each partition's next ones) into `schema` in ONE
     transaction: their rows (`BatchRows`: one statement per table, each incident's row
     and bridge once) and each partition's `next_offset`. The rebuild's unit of work; the
     live packager writes its batches with the same `write_batch`. With `folds`, a fold
     let go is reloaded from the rows written before it is used, and the folds are
-    bounded again once the batch is committed."""
+    bounded again once the batch is committed. `copy`: see `write_batch`."""
     rows = BatchRows()
     last: dict[int, int] = {}
     for rec in records:
@@ -486,7 +503,7 @@ async def project_batch(
     if not last:
         return
     async with conn.transaction():
-        await write_batch(conn, schema, rows)
+        await write_batch(conn, schema, rows, copy=copy)
         await set_offsets(conn, schema, topic, last)
     if folds is not None:
         folds.committed(rows.touched.values())
