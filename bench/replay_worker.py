@@ -6,9 +6,13 @@ Phases:
   raw      raw aiokafka consumption of the topic (count only, no decode) - the baseline
   ledger   the benchmark's bulk loader: ledger rows (raw JSON + hash chain, no fold)
            inserted with executemany into SCHEMA.ledger_entries (what `chain` verifies)
-  project  conn replay's reader + codec + the packager's projection, no database
+  project  conn replay's reader + codec + the packager's projection, no database, one
+           process (--limit N: the first N records)
   chain    conn_readmodel.replay.verify_chain over SCHEMA (what `conn replay` runs first)
-  rebuild  conn_readmodel.replay.rebuild: the full read-model rebuild into SCHEMA
+  drop     delete the topics under the topic's prefix (the generated topic, at exit)
+  rebuild  conn_readmodel.replay.rebuild: the full read-model rebuild into SCHEMA, its
+           partitions shared out between worker processes (--workers N, default one per
+           core); peak RSS of the largest worker too
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ LEDGER_COLUMNS = (
 
 def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_maxrss_mb() -> float:
+    """Peak RSS of the largest finished child process (the rebuild's workers), 0 if none."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def kafka_settings(bootstrap: str, topic: str) -> KafkaSettings:
@@ -163,18 +172,20 @@ async def ledger(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str,
     return {"events": events, "seconds": seconds}
 
 
-async def project_only(bootstrap: str, topic: str) -> dict[str, Any]:
+async def project_only(bootstrap: str, topic: str, limit: int | None) -> dict[str, Any]:
     """conn replay's reader + signature check + codec + the packager's projection (fold,
     hash chain, takeover packets; each incident's row and bridge once per batch of
-    `replay.BATCH` records, as `rebuild` does), no database: where the rebuild's CPU
-    time goes."""
+    `replay.BATCH` records, as `rebuild` does), no database, in ONE process: where a
+    rebuild worker's CPU time goes. `limit`: stop after that many records."""
     kafka = kafka_settings(bootstrap, topic)
-    projector = Projector(trust_for(kafka))
+    projector = Projector(trust_for(kafka, shared=False))
     started = time.perf_counter()
     _, _, records = await read_topic(kafka)
     batch = BatchRows()
     events = refused = pending = 0
     async for rec in records:
+        if limit is not None and events + refused >= limit:
+            break
         outcome = projector.apply(rec, batch)
         if isinstance(outcome, Refused):
             refused += 1
@@ -185,7 +196,9 @@ async def project_only(bootstrap: str, topic: str) -> dict[str, Any]:
             batch.incidents()
             batch, pending = BatchRows(), 0
     batch.incidents()
-    return {"events": events, "seconds": time.perf_counter() - started, "unreadable": refused}
+    seconds = time.perf_counter() - started
+    await records.aclose()  # type: ignore[attr-defined]  # an async generator
+    return {"events": events, "seconds": seconds, "unreadable": refused}
 
 
 async def chain(dsn: str, schema: str) -> dict[str, Any]:
@@ -200,12 +213,17 @@ async def chain(dsn: str, schema: str) -> dict[str, Any]:
     return {"events": int(rows), "seconds": seconds, "problems": problems[:3]}
 
 
-async def rebuild_phase(bootstrap: str, topic: str, dsn: str, schema: str) -> dict[str, Any]:
+async def rebuild_phase(
+    bootstrap: str, topic: str, dsn: str, schema: str, workers: int | None
+) -> dict[str, Any]:
+    """`conn replay`'s rebuild as it runs it: with the database URL, so the partitions
+    are shared out between worker processes (`workers`, default: one per core) when the
+    topic is large enough."""
     kafka = kafka_settings(bootstrap, topic)
     pool = await create_pool(dsn)
     try:
         started = time.perf_counter()
-        result = await rebuild(kafka, pool, schema)
+        result = await rebuild(kafka, pool, schema, database_url=dsn, workers=workers)
         seconds = time.perf_counter() - started
     finally:
         await pool.close()
@@ -213,29 +231,38 @@ async def rebuild_phase(bootstrap: str, topic: str, dsn: str, schema: str) -> di
         "events": result.events,
         "seconds": seconds,
         "unreadable": result.unreadable,
+        "untrusted": len(result.untrusted),
         "problems": result.problems[:3],
+        "workers_maxrss_mb": children_maxrss_mb(),
     }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.phase == "drop":
+        from bench.harness import delete_prefixed_topics
+
+        await delete_prefixed_topics(args.bootstrap, args.topic.removesuffix("conn.events"))
+        return {"events": 0, "seconds": 0}
     if args.phase == "raw":
         return await raw(args.bootstrap, args.topic)
     if args.phase == "ledger":
         return await ledger(args.bootstrap, args.topic, args.dsn, args.schema)
     if args.phase == "project":
-        return await project_only(args.bootstrap, args.topic)
+        return await project_only(args.bootstrap, args.topic, args.limit)
     if args.phase == "chain":
         return await chain(args.dsn, args.schema)
-    return await rebuild_phase(args.bootstrap, args.topic, args.dsn, args.schema)
+    return await rebuild_phase(args.bootstrap, args.topic, args.dsn, args.schema, args.workers)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.replay_worker")
-    parser.add_argument("phase", choices=["raw", "ledger", "project", "chain", "rebuild"])
+    parser.add_argument("phase", choices=["raw", "ledger", "project", "chain", "rebuild", "drop"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", default=Topics().events)
     parser.add_argument("--dsn", default="")
     parser.add_argument("--schema", default="bench_replay")
+    parser.add_argument("--workers", type=int, default=None, help="rebuild: processes")
+    parser.add_argument("--limit", type=int, default=None, help="project: records at most")
     args = parser.parse_args()
     doc = asyncio.run(run(args))
     doc.update(phase=args.phase, maxrss_mb=maxrss_mb())

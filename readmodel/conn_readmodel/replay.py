@@ -21,12 +21,16 @@ but the log holds untrusted records (listed; none was folded).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import sys
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import asyncpg
@@ -38,11 +42,12 @@ from rich.table import Table
 
 from conn_core import fleet
 from conn_core.chain import GENESIS, link_raw
-from conn_readmodel.projection import BatchRows
+from conn_readmodel.projection import BatchRows, IncidentProjection
 from conn_readmodel.projector import Projected, Projector, Refused
 from conn_readmodel.store import (
     TABLES,
     apply_ddl,
+    binary_jsonb,
     check_schema,
     create_pool,
     load_projection,
@@ -50,9 +55,10 @@ from conn_readmodel.store import (
     write_batch,
 )
 from conn_readmodel.timeline import build_timeline, render_timeline_markdown
+from conn_runtime.db import json_codecs
 from conn_runtime.partitions import PartitionReader, TopicNotFound
 from conn_runtime.settings import DatabaseSettings, KafkaSettings
-from conn_runtime.trust import trust_for
+from conn_runtime.trust import RecordLike, trust_for
 from conn_schemas.events import Envelope, Event, TakeoverPacketPublished
 from conn_schemas.signing import Trusted
 
@@ -113,6 +119,18 @@ class ReplayResult:
         self.keys_used.setdefault(trusted.principal, set()).add(trusted.key_id)
         return trusted.event
 
+    def merge(self, other: ReplayResult) -> None:
+        """Add the outcome of the records `other` counted after the ones this one did."""
+        self.records += other.records
+        self.events += other.events
+        self.unreadable += other.unreadable
+        self.misplaced += other.misplaced
+        self.problems += other.problems
+        self.untrusted += other.untrusted
+        self.signed_by.update(other.signed_by)
+        for principal, keys in other.keys_used.items():
+            self.keys_used.setdefault(principal, set()).update(keys)
+
 
 # --- reading the topic -----------------------------------------------------------------
 
@@ -171,6 +189,71 @@ async def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
 
 # --- rebuild ---------------------------------------------------------------------------
 
+SERIAL_BELOW = 20_000
+"""A topic with fewer records than this is rebuilt in this process by default: starting
+worker processes (~1 s each) costs more than it saves."""
+
+HELD_FOLDS = 1_000
+"""Open incidents whose folds a rebuild keeps in memory (per process); see `HeldFolds`."""
+
+
+class HeldFolds:
+    """Which incidents' folds a rebuild holds in memory: bounded, so memory does not grow
+    with the log. After each committed batch, the folds of the incidents it closed are
+    let go, and beyond `limit` open incidents the least recently used are let go too. A
+    later record of an incident let go is projected from its fold reloaded from the rows
+    already written (`store.load_projection`, how the live packager resumes after a
+    restart: re-folding the ledger's raw events is exact), so it is projected - or
+    refused - exactly as if the fold had stayed in memory."""
+
+    def __init__(self, projector: Projector, limit: int = HELD_FOLDS) -> None:
+        self.projector = projector
+        self.limit = limit
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.let_go: set[str] = set()
+        """Incidents whose fold was let go and is not held now (reloaded on next use)."""
+        self.reloads = 0
+
+    def must_reload(self, incident_id: str) -> bool:
+        return incident_id in self.let_go and self.projector.needs(incident_id)
+
+    def reloaded(self, incident_id: str) -> None:
+        self.let_go.discard(incident_id)
+        self.reloads += 1
+
+    def committed(self, touched: Iterable[IncidentProjection]) -> None:
+        """The batch that touched these folds is committed: their rows are readable."""
+        for proj in touched:
+            incident_id = proj.state.incident_id
+            if proj.state.closed:
+                self._let_go(incident_id)
+            else:
+                self.recent[incident_id] = None
+                self.recent.move_to_end(incident_id)
+        while len(self.recent) > self.limit:
+            self._let_go(next(iter(self.recent)))
+
+    def _let_go(self, incident_id: str) -> None:
+        self.recent.pop(incident_id, None)
+        self.projector.projections.pop(incident_id, None)
+        self.projector.partition_of.pop(incident_id, None)
+        self.let_go.add(incident_id)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Partitions of the events topic rebuilt by one process, each from `start` to `end`."""
+
+    kafka: KafkaSettings
+    database_url: str
+    schema: str
+    partitions: int
+    """The topic's partition count (where each incident's records belong)."""
+    ranges: tuple[tuple[int, int, int], ...]
+    """(partition, start offset, end offset), in partition order."""
+    batch: int = BATCH
+    held_folds: int = HELD_FOLDS
+
 
 async def rebuild(
     kafka: KafkaSettings,
@@ -179,39 +262,207 @@ async def rebuild(
     *,
     progress: bool = False,
     result: ReplayResult | None = None,
+    database_url: str | None = None,
+    workers: int | None = None,
+    batch: int = BATCH,
+    held_folds: int = HELD_FOLDS,
 ) -> ReplayResult:
-    """Project the whole topic into `schema` (created fresh). Same code as the live path."""
+    """Project the whole topic into `schema` (created fresh). Same code as the live path.
+
+    With `database_url`, the partitions are shared out between `workers` processes
+    (default: one per core, when the topic holds at least `SERIAL_BELOW` records): each
+    reads, verifies, decodes and projects its partitions in log order and writes their
+    rows itself. An incident's records are all on its partition (a record elsewhere is
+    refused as misplaced, wherever it is read), so the rows are the same as one process
+    projecting every partition in turn. The outcome is merged in partition order, as the
+    serial rebuild counts it."""
     result = result or ReplayResult()
-    topic = kafka.topics.events
-    trust = trust_for(kafka)
     async with pool.acquire() as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {check_schema(schema)} CASCADE")
     await apply_ddl(pool, schema)
-    starts, ends, records = await read_topic(kafka)
-    total = sum(ends[p] - starts[p] for p in ends)
-    projector = Projector(trust, partitions=len(ends))
-    built: dict[tuple[str, int], str] = {}
-    """(incident, ledger sequence) -> sha256 of the packet the projection built there."""
+    starts, ends = await topic_offsets(kafka)
+    ranges = [(p, starts[p], ends[p]) for p in sorted(ends) if ends[p] > starts[p]]
+    total = sum(end - start for _, start, end in ranges)
+    count = rebuild_workers(workers, total, len(ranges)) if database_url else 1
+    shards = [
+        Shard(
+            kafka,
+            database_url or "",
+            schema,
+            len(ends),
+            tuple(ranges[i::count]),
+            batch=batch,
+            held_folds=held_folds,
+        )
+        for i in range(count)
+    ]
     bar = _progress(progress)
     task = bar.add_task("replaying conn.events", total=total) if bar else None
+
+    def advance(n: int) -> None:
+        if bar and task is not None:
+            bar.advance(task, n)
+
     if bar:
         bar.start()
     try:
-        async with pool.acquire() as conn:
-            batch: list[Record] = []
-            async for rec in records:
-                batch.append(rec)
-                if len(batch) >= BATCH:
-                    await project_batch(conn, schema, topic, projector, batch, result, built)
-                    if bar and task is not None:
-                        bar.advance(task, len(batch))
-                    batch = []
-            await project_batch(conn, schema, topic, projector, batch, result, built)
+        if count == 1:
+            async with pool.acquire() as conn:
+                try:
+                    outcomes = await rebuild_ranges(conn, shards[0], advance)
+                finally:
+                    if not conn.is_closed():
+                        await json_codecs(conn)  # the pool's codecs again
+        else:
+            outcomes = await _in_processes(shards, pool, schema, starts, advance)
     finally:
         if bar:
             bar.stop()
+    for partition in sorted(outcomes):
+        result.merge(outcomes[partition])
     result.rebuilt_schema = schema
     return result
+
+
+def rebuild_workers(workers: int | None, total: int, partitions: int) -> int:
+    """How many processes rebuild `total` records on `partitions` partitions."""
+    if workers is None:
+        workers = 1 if total < SERIAL_BELOW else os.cpu_count() or 1
+    return max(1, min(workers, partitions))
+
+
+async def topic_offsets(kafka: KafkaSettings) -> tuple[dict[int, int], dict[int, int]]:
+    """(beginning, end) offsets of every `conn.events` partition."""
+    topic = kafka.topics.events
+    async with PartitionReader(kafka, name="conn-replay") as reader:
+        try:
+            begins = await reader.beginning_offsets(topic)
+            return begins, await reader.end_offsets(topic, begins)
+        except TopicNotFound as exc:
+            raise RuntimeError(f"topic {topic!r} does not exist") from exc
+
+
+async def rebuild_ranges(
+    conn: asyncpg.Connection, shard: Shard, advance: Callable[[int], None] = lambda _: None
+) -> dict[int, ReplayResult]:
+    """Rebuild the shard's partitions, one after the other, each in batches of
+    `shard.batch` records (`project_batch`, with COPY: `conn` is switched to
+    `binary_jsonb`); the outcome of each partition."""
+    topic = shard.kafka.topics.events
+    projector = Projector(trust_for(shard.kafka, shared=False), partitions=shard.partitions)
+    folds = HeldFolds(projector, shard.held_folds)
+    built: dict[tuple[str, int], str] = {}
+    """(incident, ledger sequence) -> sha256 of the packet the projection built there."""
+    outcomes: dict[int, ReplayResult] = {}
+    await binary_jsonb(conn)
+    async with PartitionReader(shard.kafka, name="conn-replay") as reader:
+        for partition, start, end in shard.ranges:
+            result = outcomes[partition] = ReplayResult()
+            batch: list[RecordLike] = []
+            async for rec in reader.iter_range(topic, partition, start, end):
+                batch.append(rec)
+                if len(batch) >= shard.batch:
+                    await project_batch(
+                        conn,
+                        shard.schema,
+                        topic,
+                        projector,
+                        batch,
+                        result,
+                        built,
+                        folds=folds,
+                        copy=True,
+                    )
+                    advance(len(batch))
+                    batch = []
+            await project_batch(
+                conn, shard.schema, topic, projector, batch, result, built, folds=folds, copy=True
+            )
+            advance(len(batch))
+    return outcomes
+
+
+def _rebuild_shard(shard: Shard, send: Connection) -> None:
+    """A worker process's part of `rebuild` (its own connection, reader and folds):
+    sends back the outcome of each partition, or the error that stopped it."""
+
+    async def run() -> dict[int, ReplayResult]:
+        pool = await create_pool(shard.database_url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await rebuild_ranges(conn, shard)
+        finally:
+            await pool.close()
+
+    try:
+        try:
+            outcome: object = asyncio.run(run())
+        except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            outcome = exc
+        try:
+            send.send(outcome)
+        except Exception as exc:  # noqa: BLE001 - e.g. an error that does not pickle
+            send.send(RuntimeError(f"rebuild worker failed: {type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
+
+
+async def _in_processes(
+    shards: Sequence[Shard],
+    pool: asyncpg.Pool,
+    schema: str,
+    starts: dict[int, int],
+    advance: Callable[[int], None],
+) -> dict[int, ReplayResult]:
+    """Run each shard in its own process (spawned: a fresh interpreter, no inherited
+    event loop or sockets); progress from the offsets they commit. If one fails or dies,
+    the others are stopped and its error is raised."""
+    context = multiprocessing.get_context("spawn")
+    running: list[tuple[BaseProcess, Connection, Shard]] = []
+    outcomes: dict[int, ReplayResult] = {}
+    try:
+        for shard in shards:
+            receive, send = context.Pipe(duplex=False)
+            worker: BaseProcess = context.Process(
+                target=_rebuild_shard, args=(shard, send), name="conn-replay", daemon=True
+            )
+            worker.start()
+            send.close()
+            running.append((worker, receive, shard))
+        shown = 0
+        while running:
+            await asyncio.sleep(0.2)
+            for entry in [e for e in running if e[1].poll()]:
+                done, receive, shard = entry
+                try:
+                    outcome = receive.recv()
+                except EOFError:
+                    done.join()
+                    parts = [p for p, _, _ in shard.ranges]
+                    raise RuntimeError(
+                        f"the rebuild worker for partitions {parts} died (exit code "
+                        f"{done.exitcode})"
+                    ) from None
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                outcomes.update(outcome)
+                done.join()
+                running.remove(entry)
+            applied = await _applied(pool, schema, starts)
+            advance(applied - shown)
+            shown = applied
+    finally:
+        for proc, receive, _ in running:
+            proc.terminate()
+            proc.join()
+            receive.close()
+    return outcomes
+
+
+async def _applied(pool: asyncpg.Pool, schema: str, starts: dict[int, int]) -> int:
+    """Records rebuilt so far: the offsets committed with the batches."""
+    rows = await pool.fetch(f"SELECT partition, next_offset FROM {schema}.projection_offsets")
+    return sum(int(r["next_offset"]) - starts.get(r["partition"], 0) for r in rows)
 
 
 async def project_batch(
@@ -219,19 +470,30 @@ async def project_batch(
     schema: str,
     topic: str,
     projector: Projector,
-    records: Sequence[Record],
+    records: Sequence[RecordLike],
     result: ReplayResult,
     built: dict[tuple[str, int], str],
+    *,
+    folds: HeldFolds | None = None,
+    copy: bool = False,
 ) -> None:
     """Project `records` (in log order, each partition's next ones) into `schema` in ONE
     transaction: their rows (`BatchRows`: one statement per table, each incident's row
     and bridge once) and each partition's `next_offset`. The rebuild's unit of work; the
-    live packager writes its batches with the same `write_batch`."""
+    live packager writes its batches with the same `write_batch`. With `folds`, a fold
+    let go is reloaded from the rows written before it is used, and the folds are
+    bounded again once the batch is committed. `copy`: see `write_batch`."""
     rows = BatchRows()
     last: dict[int, int] = {}
     for rec in records:
         last[rec.partition] = rec.offset + 1
-        outcome = projector.apply(rec, rows)
+        opened = projector.open(rec)
+        if not isinstance(opened, Refused) and folds is not None:
+            incident = opened.event.incident_id
+            if folds.must_reload(incident):
+                projector.seed(await load_projection(conn, schema, incident), rec.partition)
+                folds.reloaded(incident)
+        outcome = opened if isinstance(opened, Refused) else projector.project(rec, opened, rows)
         event = result.count(outcome)
         if isinstance(outcome, Projected) and event is not None:
             if isinstance(event, TakeoverPacketPublished):
@@ -241,8 +503,10 @@ async def project_batch(
     if not last:
         return
     async with conn.transaction():
-        await write_batch(conn, schema, rows)
+        await write_batch(conn, schema, rows, copy=copy)
         await set_offsets(conn, schema, topic, last)
+    if folds is not None:
+        folds.committed(rows.touched.values())
 
 
 def _check_packet(
@@ -427,7 +691,14 @@ async def run_replay(
         if target == live_schema:
             raise ValueError("the rebuild schema must differ from the live schema")
         try:
-            await rebuild(kafka, pool, target, progress=progress, result=result)
+            await rebuild(
+                kafka,
+                pool,
+                target,
+                progress=progress,
+                result=result,
+                database_url=database_url,
+            )
             result.problems += await compare(pool, live_schema, target)
         finally:
             if not keep:

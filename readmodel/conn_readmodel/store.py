@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from conn_core.chain import GENESIS
 from conn_readmodel.projection import BatchRows, IncidentProjection, PacketDue
@@ -155,6 +156,38 @@ async def _insert_many(
     )
 
 
+def _jsonb_send(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def _jsonb_recv(data: bytes) -> Any:
+    if data[:1] != b"\x01":
+        raise ValueError(f"unknown jsonb binary format version {data[:1]!r}")
+    return orjson.loads(data[1:])
+
+
+async def binary_jsonb(conn: asyncpg.Connection) -> None:
+    """jsonb in PostgreSQL's binary format on this connection (the same Python values as
+    `create_pool`'s text codec: version byte 1, then the JSON text), so rows can be
+    written with COPY (`write_batch(copy=True)`), which asyncpg does in binary only."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_jsonb_send, decoder=_jsonb_recv, format="binary"
+    )
+
+
+async def _copy_many(
+    conn: asyncpg.Connection, schema: str, table: str, rows: list[dict[str, Any]]
+) -> None:
+    """`_insert_many` with COPY (binary): the same rows, for a table without conflicts to
+    handle (a duplicate key fails the COPY as it fails the INSERT)."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    await conn.copy_records_to_table(
+        table, schema_name=schema, columns=cols, records=[[row[c] for c in cols] for row in rows]
+    )
+
+
 async def next_offset(
     conn: asyncpg.Connection, schema: str, topic: str, partition: int, *, lock: bool = False
 ) -> int:
@@ -205,7 +238,7 @@ def packet_row(due: PacketDue) -> dict[str, Any]:
 
 
 async def write_batch(
-    conn: asyncpg.Connection, schema: str, batch: BatchRows
+    conn: asyncpg.Connection, schema: str, batch: BatchRows, *, copy: bool = False
 ) -> list[dict[str, Any]]:
     """Write a batch's rows (inside the caller's transaction) and return the incident rows
     written: one statement per table, each touched incident's row once (`BatchRows`).
@@ -213,8 +246,10 @@ async def write_batch(
     packets are keyed per event; an incident's row is the last one written; a packet is
     marked published by the first TakeoverPacketPublished naming it at or after its
     ledger position, as it is when each event is written in order (the packet row exists
-    from its own position on)."""
-    await _insert_many(conn, schema, "ledger_entries", batch.ledger)
+    from its own position on). `copy=True` (the connection has `binary_jsonb`): ledger
+    entries and snapshots, plain inserts, are written with COPY."""
+    append = _copy_many if copy else _insert_many
+    await append(conn, schema, "ledger_entries", batch.ledger)
     incidents = batch.incidents()
     if incidents:
         cols = [c for c in incidents[0] if c != "incident_id"]
@@ -226,7 +261,7 @@ async def write_batch(
             incidents,
             f" ON CONFLICT (incident_id) DO UPDATE SET {sets}",
         )
-    await _insert_many(conn, schema, "verification_snapshots", batch.snapshots)
+    await append(conn, schema, "verification_snapshots", batch.snapshots)
     await _insert_many(
         conn,
         schema,
