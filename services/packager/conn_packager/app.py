@@ -37,7 +37,6 @@ from conn_packager import metrics
 from conn_packager.batching import Batcher, project_batches
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
-from conn_readmodel import queries as readmodel
 from conn_runtime.ops import OpsServer
 from conn_runtime.resilience import DEFAULT_BACKOFF, Dependencies, Watchdog, dependency_of, retry
 from conn_runtime.settings import KafkaSettings
@@ -232,19 +231,17 @@ def build_app(
 
     app.timer(interval=1.0)(recover_packets)
 
-    fleet_mark: dict[str, tuple[int, int]] = {}
+    feed = fleet_gauges.LedgerFeed(settings.schema)
 
     async def refresh_fleet() -> None:
-        """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet)."""
+        """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet):
+        only the entries written since the last refresh are read."""
         pool = packager.pool
         if pool is None or not packager.started:
             return
         try:
-            mark = await readmodel.ledger_mark(pool, schema=settings.schema)
-            if mark != fleet_mark.get("mark"):  # recompute only when the ledger grew
-                report = await readmodel.fleet_report(pool, schema=settings.schema)
-                fleet_gauges.publish(report, now=time.time())
-                fleet_mark["mark"] = mark
+            if await feed.refresh(pool):  # recompute only when the ledger grew
+                fleet_gauges.publish(feed.report(), now=time.time())
             else:
                 fleet_gauges.REFRESHED.set(time.time())
         except Exception as exc:
