@@ -6,12 +6,14 @@ No I/O; the same state gives the same view.
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from conn_core import approvals
 from conn_core.redaction import redact
 from conn_core.regions import latest_by_region
-from conn_core.state import DirectiveRecord, IncidentState
+from conn_core.state import DirectiveRecord, DirectiveStatus, IncidentState
 from conn_schemas.bridge import (
     MAX_BRIDGE_DIRECTIVES,
     BridgeCounts,
@@ -31,7 +33,10 @@ from conn_schemas.packet import (
 )
 from conn_schemas.values import (
     MAX_DETAIL,
+    Action,
     ConnHolder,
+    RefusalReason,
+    Verdict,
     action_regions,
     action_target,
     clean_text,
@@ -39,22 +44,65 @@ from conn_schemas.values import (
 )
 
 
+class _ItemKey(NamedTuple):
+    """Every input of a directive's item. A datetime comes with its UTC offset: equal
+    instants in different zones compare equal but are written differently."""
+
+    correlation_id: str
+    action: Action
+    actor_id: str
+    issued_sequence: int
+    consequential: bool
+    status: DirectiveStatus
+    verdict: Verdict | None
+    refusal: RefusalReason | None
+    refusal_detail: str
+    started_at: tuple[datetime | None, timedelta | None]
+    finished_at: tuple[datetime | None, timedelta | None]
+
+
+def _instant(at: datetime | None) -> tuple[datetime | None, timedelta | None]:
+    return (at, at.utcoffset() if at is not None else None)
+
+
 def directive_item(record: DirectiveRecord) -> DirectiveItem:
+    """The record's item. Memoised on every input (`_ItemKey`; the item is frozen): the
+    bridge lists up to MAX_BRIDGE_DIRECTIVES directives and is rebuilt after every
+    batch, while a directive's item changes only when its own record does."""
+    return _directive_item(
+        _ItemKey(
+            record.correlation_id,
+            record.action,
+            record.actor_id,
+            record.issued_sequence,
+            record.consequential,
+            record.status,
+            record.verdict,
+            record.refusal,
+            record.refusal_detail,
+            _instant(record.started_at),
+            _instant(record.finished_at),
+        )
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _directive_item(key: _ItemKey) -> DirectiveItem:
     return DirectiveItem(
-        correlation_id=record.correlation_id,
-        action=record.action,
-        description=clean_text(describe_action(record.action), MAX_DETAIL),
-        target=action_target(record.action),
-        regions=action_regions(record.action),
-        consequential=record.consequential,
-        issued_by=record.actor_id,
-        issued_sequence=record.issued_sequence,
-        status=record.status.value,
-        verdict=record.verdict,
-        refusal=record.refusal,
-        refusal_detail=clean_text(redact(record.refusal_detail), MAX_DETAIL, multiline=True),
-        started_at=record.started_at,
-        finished_at=record.finished_at,
+        correlation_id=key.correlation_id,
+        action=key.action,
+        description=clean_text(describe_action(key.action), MAX_DETAIL),
+        target=action_target(key.action),
+        regions=action_regions(key.action),
+        consequential=key.consequential,
+        issued_by=key.actor_id,
+        issued_sequence=key.issued_sequence,
+        status=key.status.value,
+        verdict=key.verdict,
+        refusal=key.refusal,
+        refusal_detail=clean_text(redact(key.refusal_detail), MAX_DETAIL, multiline=True),
+        started_at=key.started_at[0],
+        finished_at=key.finished_at[0],
     )
 
 

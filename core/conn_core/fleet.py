@@ -442,22 +442,44 @@ def _summarise(inc: _Incident) -> IncidentSLIs:
     )
 
 
+class FleetTally:
+    """`incident_slis`, fed as the ledger grows: `observe` each new event (each incident's
+    own events in its log order), `slis` summarises again only the incidents observed
+    since the previous call. Fed the same events, `slis()` equals `incident_slis`."""
+
+    def __init__(self) -> None:
+        self._incidents: dict[str, _Incident] = {}
+        self._summaries: dict[str, IncidentSLIs] = {}
+        self._changed: set[str] = set()
+
+    def observe(self, event: Envelope) -> None:
+        """A record whose `event_id` was seen before is skipped, as the fold skips it."""
+        inc = self._incidents.get(event.incident_id)
+        if inc is None:
+            inc = self._incidents[event.incident_id] = _Incident(
+                event.incident_id, IncidentState(incident_id=event.incident_id)
+            )
+        self._changed.add(event.incident_id)
+        if event.event_id in inc.state.seen_event_ids:
+            inc.state.duplicate_events += 1
+            return
+        _observe(inc, event)
+
+    def slis(self) -> dict[str, IncidentSLIs]:
+        for incident_id in self._changed:
+            self._summaries[incident_id] = _summarise(self._incidents[incident_id])
+        self._changed.clear()
+        return {iid: self._summaries[iid] for iid in self._incidents}
+
+
 def incident_slis(events: Iterable[Envelope]) -> dict[str, IncidentSLIs]:
     """Per-incident facts from trusted events in log order (incidents may interleave;
     each incident's own events must be in its log order). A record whose `event_id`
     was seen before is skipped, as the fold skips it."""
-    incidents: dict[str, _Incident] = {}
+    tally = FleetTally()
     for event in events:
-        inc = incidents.get(event.incident_id)
-        if inc is None:
-            inc = incidents[event.incident_id] = _Incident(
-                event.incident_id, IncidentState(incident_id=event.incident_id)
-            )
-        if event.event_id in inc.state.seen_event_ids:
-            inc.state.duplicate_events += 1
-            continue
-        _observe(inc, event)
-    return {iid: _summarise(inc) for iid, inc in incidents.items()}
+        tally.observe(event)
+    return tally.slis()
 
 
 # --- aggregation --------------------------------------------------------------------------------

@@ -128,10 +128,18 @@ TABLES: dict[str, tuple[str, ...]] = {
 """Read-model tables and their keys (what `conn replay` compares row by row)."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    """A pool for the read model (`conn_runtime.db.create_pool` with the JSON codecs)."""
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 5, reset_session: bool = True
+) -> asyncpg.Pool:
+    """A pool for the read model (`conn_runtime.db.create_pool` with the JSON codecs;
+    `reset_session` as there)."""
     return await db.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=60, json=True
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=60,
+        json=True,
+        reset_session=reset_session,
     )
 
 

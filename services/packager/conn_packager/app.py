@@ -26,7 +26,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -34,10 +34,9 @@ from aiokafka import TopicPartition
 
 from conn_packager import fleet as fleet_gauges
 from conn_packager import metrics
-from conn_packager.batching import Batcher
+from conn_packager.batching import Batcher, project_batches
 from conn_packager.service import Packager
 from conn_packager.settings import Settings
-from conn_readmodel import queries as readmodel
 from conn_runtime.ops import OpsServer
 from conn_runtime.resilience import DEFAULT_BACKOFF, Dependencies, Watchdog, dependency_of, retry
 from conn_runtime.settings import KafkaSettings
@@ -133,38 +132,35 @@ def build_app(
 
     batcher: Batcher[tuple[RawRecord, Callable[[], Awaitable[Any]]]] = Batcher(BATCH_LIMIT)
 
-    async def project_batches() -> None:
-        """Project what the stream handed over since the last batch, then ack it (faust
-        commits only acked offsets; PostgreSQL's `projection_offsets` is what decides)."""
-        while True:
-            items = await batcher.take()
-            records = [record for record, _ in items]
-            first, last = records[0], records[-1]
-            with watchdog.working("project records"):
-                await retry(
-                    functools.partial(packager.handle_many, records),
-                    what=f"project {len(records)} record(s) from {first.topic}/"
-                    f"{first.partition}@{first.offset} to {last.partition}@{last.offset}",
-                    deps=deps,
+    async def project(records: list[RawRecord]) -> None:
+        first, last = records[0], records[-1]
+        with watchdog.working("project records"):
+            await retry(
+                functools.partial(packager.handle_many, records),
+                what=f"project {len(records)} record(s) from {first.topic}/"
+                f"{first.partition}@{first.offset} to {last.partition}@{last.offset}",
+                deps=deps,
+            )
+
+    def report_lag(records: Sequence[RawRecord]) -> None:
+        newest: dict[tuple[str, int], int] = {}
+        for record in records:
+            newest[(record.topic, record.partition)] = record.offset
+        for (topic, partition), offset in newest.items():
+            high = app.consumer.highwater(TopicPartition(topic, partition))
+            if high is not None:
+                metrics.PROJECTION_LAG.labels(partition=str(partition)).set(
+                    max(0, high - offset - 1)
                 )
-            for _, ack in items:
-                await ack()
-            newest: dict[tuple[str, int], int] = {}
-            for record in records:
-                newest[(record.topic, record.partition)] = record.offset
-            for (topic, partition), offset in newest.items():
-                high = app.consumer.highwater(TopicPartition(topic, partition))
-                if high is not None:
-                    metrics.PROJECTION_LAG.labels(partition=str(partition)).set(
-                        max(0, high - offset - 1)
-                    )
 
     @app.agent(source)
     async def project_events(stream: Any) -> None:
-        """Hands each record to the batch projection (`project_batches`, run alongside:
-        a failure there fails this agent as a failure of `handle` did)."""
+        """Hands each record to the batch projection (`batching.project_batches`, run
+        alongside: a failure there fails this agent as a failure of `handle` did)."""
         manual = stream.noack()
-        worker = asyncio.create_task(project_batches(), name="packager-batches")
+        worker = asyncio.create_task(
+            project_batches(batcher, project, report_lag), name="packager-batches"
+        )
         try:
             async for event in manual.events():
                 if worker.done():
@@ -235,19 +231,17 @@ def build_app(
 
     app.timer(interval=1.0)(recover_packets)
 
-    fleet_mark: dict[str, tuple[int, int]] = {}
+    feed = fleet_gauges.LedgerFeed(settings.schema)
 
     async def refresh_fleet() -> None:
-        """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet)."""
+        """The conn_fleet_* gauges, from the read model's ledger (conn_packager.fleet):
+        only the entries written since the last refresh are read."""
         pool = packager.pool
         if pool is None or not packager.started:
             return
         try:
-            mark = await readmodel.ledger_mark(pool, schema=settings.schema)
-            if mark != fleet_mark.get("mark"):  # recompute only when the ledger grew
-                report = await readmodel.fleet_report(pool, schema=settings.schema)
-                fleet_gauges.publish(report, now=time.time())
-                fleet_mark["mark"] = mark
+            if await feed.refresh(pool):  # recompute only when the ledger grew
+                fleet_gauges.publish(feed.report(), now=time.time())
             else:
                 fleet_gauges.REFRESHED.set(time.time())
         except Exception as exc:

@@ -103,7 +103,10 @@ class Packager:
                 return
             # Each step once; safe to call again after a step failed (dependency away).
             if self.pool is None:
-                self.pool = await create_pool(self.database_url)
+                # No reset query on release: nothing here leaves session state behind
+                # (no SET, LISTEN, cursor or session-level advisory lock; the DDL lock
+                # is transaction-level), so the reset was a round trip per batch.
+                self.pool = await create_pool(self.database_url, reset_session=False)
             if not self._schema_ready:
                 await apply_ddl(self.pool, self.schema)
                 self._schema_ready = True
