@@ -1,53 +1,16 @@
-"""How the directive API process is set up to run (issue 17, Build 4): on uvloop, with
-the cyclic garbage collector's thresholds raised, and its heap frozen once the fold has
-caught up.
-
-`serve` makes the event loop itself (`asyncio.run`) and uvicorn only serves inside it,
-so uvicorn's `loop="auto"` never picks uvloop there: the API's entry point has to set
-the policy. These run the entry point with `serve` replaced by one that makes its loop
-the same way and reports what it got."""
+"""How the directive API process is set up to run (issue 17, Build 4): its heap frozen
+once the fold has caught up. (uvloop and the collector's thresholds come with `serve`,
+like every service's: tests/unit/test_serve.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import weakref
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from conn_api import main, runtime
-
-
-@pytest.fixture
-def restored_process_state() -> Iterator[None]:
-    policy, thresholds = asyncio.get_event_loop_policy(), gc.get_threshold()
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop_policy(policy)
-        gc.set_threshold(*thresholds)
-
-
-def test_the_api_entry_point_serves_on_uvloop_with_the_gc_tuned(
-    monkeypatch: pytest.MonkeyPatch, restored_process_state: None
-) -> None:
-    seen: list[tuple[asyncio.AbstractEventLoop, tuple[int, int, int]]] = []
-
-    def serve(name: str, build: Callable[[], object]) -> None:
-        async def probe() -> None:
-            seen.append((asyncio.get_running_loop(), gc.get_threshold()))
-
-        asyncio.run(probe())  # as conn_runtime.service.serve makes its loop
-        assert name == "directive-api" and build is main.build
-
-    monkeypatch.setattr(main, "serve", serve)
-    main.run()
-    ((loop, thresholds),) = seen
-    assert isinstance(loop, uvloop.Loop), type(loop)
-    assert thresholds == main.GC_THRESHOLDS
 
 
 def test_the_process_app_settles_its_heap_once_caught_up(monkeypatch: pytest.MonkeyPatch) -> None:

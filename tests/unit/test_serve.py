@@ -5,14 +5,17 @@ clean stop exit code 0; `build` runs inside the event loop (aiokafka clients nee
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+from collections.abc import Iterator
 
 import pytest
+import uvloop
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conn_runtime import logs
-from conn_runtime.service import describe_config_error, serve
+from conn_runtime.service import GC_THRESHOLDS, describe_config_error, serve
 from conn_runtime.settings import ServiceSettings
 from conn_runtime.trust import TrustConfigError
 
@@ -51,6 +54,31 @@ def test_a_clean_stop_returns_and_build_runs_in_the_loop() -> None:
 
     serve("test", build)
     assert _Stops.ran_in_loop
+
+
+@pytest.fixture
+def restored_gc() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def test_every_service_runs_on_uvloop_with_the_collector_tuned(restored_gc: None) -> None:
+    """uvloop was pinned but never used: `serve` made its loop with `asyncio.run`, and
+    uvicorn's `loop="auto"` does not apply inside a loop made by its caller."""
+    seen: list[tuple[asyncio.AbstractEventLoop, tuple[int, int, int]]] = []
+
+    class Probe:
+        async def run(self, stop: asyncio.Event) -> None:
+            seen.append((asyncio.get_running_loop(), gc.get_threshold()))
+
+    serve("test", Probe)
+    ((loop, thresholds),) = seen
+    assert isinstance(loop, uvloop.Loop), type(loop)
+    assert thresholds == GC_THRESHOLDS
+    assert not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
 
 
 def test_a_bad_setting_is_one_line_and_exit_2(
