@@ -181,6 +181,7 @@ SESSION_STATE = [
 RESET_FREE = [
     ROOT / "services" / "directive-api" / "conn_api",  # with its console: the same pool
     ROOT / "services" / "executor" / "conn_executor",
+    ROOT / "services" / "packager" / "conn_packager",  # with the read model it writes
     ROOT / "runtime" / "conn_runtime",
     ROOT / "readmodel" / "conn_readmodel",  # the API reads the read model on its pool
 ]
@@ -199,7 +200,7 @@ def session_state_in(paths: list[Path]) -> list[str]:
 
 
 def test_services_released_without_a_reset_leave_no_session_state_behind() -> None:
-    """The directive API and the executor release connections without asyncpg's reset
+    """The directive API, the executor and the packager release connections without asyncpg's reset
     query (`create_pool(reset_session=False)`). That is safe only while nothing they (or
     the runtime and read-model code they call) send leaves session state on a connection:
     a session-level advisory lock, a SET (SET LOCAL is fine), a LISTEN. A new one fails
