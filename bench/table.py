@@ -77,7 +77,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     (
         "open_loop_capacity",
         "",  # computed: see _capacity
-        "open-loop gather_state capacity (achieved/s; p99 ms there)",
+        "open-loop gather_state capacity (achieved/s with p99 < 200 ms; most achieved/s,"
+        " p99 ms there)",
         "—",
     ),
     (
@@ -158,10 +159,14 @@ def _generator_behind(doc: dict[str, Any]) -> list[str]:
     ]
 
 
-def _capacity(doc: dict[str, Any]) -> tuple[Any, Any]:
+CAPACITY_P99_MS = 200.0
+"""Issue 17's open-loop target: the rate achieved with p99 below this."""
+
+
+def _capacity(doc: dict[str, Any], *, p99_below: float | None = None) -> tuple[Any, Any]:
     """(best achieved rate, p99 at the offered rate that achieved it), among the offered
     rates at which the generator kept its schedule (a result without that figure, from
-    before it was recorded: among all)."""
+    before it was recorded: among all) and, with `p99_below`, whose p99 was below it."""
     best: tuple[float, Any] | None = None
     behind = set(_generator_behind(doc))
     for key, value in doc.get("figures", {}).items():
@@ -169,8 +174,11 @@ def _capacity(doc: dict[str, Any]) -> tuple[Any, Any]:
             offered = key.removesuffix(": achieved/s")
             if offered in behind:
                 continue
+            p99 = doc["figures"].get(f"{offered}: p99 ms from schedule")
+            if p99_below is not None and not (isinstance(p99, int | float) and p99 < p99_below):
+                continue
             if best is None or value > best[0]:
-                best = (float(value), doc["figures"].get(f"{offered}: p99 ms from schedule"))
+                best = (float(value), p99)
     return (None, None) if best is None else best
 
 
@@ -189,8 +197,11 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
         if doc is None:
             continue
         if name == "open_loop_capacity":
+            within, within_p99 = _capacity(doc, p99_below=CAPACITY_P99_MS)
             achieved, p99 = _capacity(doc)
-            ours = f"{_fmt(achieved)}; p99 {_fmt(p99)}"
+            ours = (
+                f"{_fmt(within)} (p99 {_fmt(within_p99)}); most {_fmt(achieved)} (p99 {_fmt(p99)})"
+            )
             behind = _generator_behind(doc)
             base = (
                 f"left out, generator behind its schedule: {', '.join(behind)}" if behind else what

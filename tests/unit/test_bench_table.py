@@ -94,6 +94,8 @@ def test_open_loop_capacity_row_is_the_best_achieved_rate_and_its_p99() -> None:
         "offered 300/s: p99 ms from schedule": 900.0,
     }
     assert table._capacity({"figures": figures}) == (150.0, 120.0)
+    assert table._capacity({"figures": figures}, p99_below=100.0) == (98.0, 40.0)
+    assert table._capacity({"figures": figures}, p99_below=10.0) == (None, None)
 
 
 def test_open_loop_capacity_leaves_out_rates_the_generator_fell_behind_at() -> None:
