@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from bench.harness import RETRY_CAP_SECONDS, backoff
+from bench.harness import RETRY_CAP_SECONDS, STATE_CHANGING, backoff
 
 TICK = 0.005
 LATE_SECONDS = 0.020
@@ -47,22 +47,6 @@ LATE_SHARE_LIMIT = 0.01
 """More than this share of late sends: the generator did not keep its schedule."""
 RE_SEND_BUDGET = 0.10
 """Re-sends of refused (stale / not yet folded) directives per directive sent, at most."""
-STATE_CHANGING = frozenset(
-    {
-        "IncidentOpened",
-        "AuthorityDeclared",
-        "StateGathered",
-        "StepStarted",
-        "StepSucceeded",
-        "StepFailed",
-        "StepOutcomeUnknown",
-        "VerificationSnapshot",
-        "DirectiveRefused",
-        "HoldDeclared",
-        "ResumeDirected",
-        "TakeoverAccepted",
-    }
-)
 
 
 def late(lateness: list[float]) -> int:
