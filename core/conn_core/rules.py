@@ -22,10 +22,11 @@ from conn_schemas.events import (
     TakeoverAccepted,
     TakeoverRequested,
 )
-from conn_schemas.observations import FlagRuleState, Observation, WorkerPoolState
+from conn_schemas.observations import FlagRuleState, Observation, TierState, WorkerPoolState
 from conn_schemas.values import (
     CONSEQUENTIAL_ACTIONS,
     READ_ONLY_ACTIONS,
+    Action,
     Actor,
     DisableFlagRule,
     DrainWorkerPool,
@@ -351,10 +352,7 @@ def check_observation(
     elif isinstance(action, EnableFlagRule | ScaleWorkerPool):
         return check_inverse_observation(action, observation)
     elif isinstance(action, RestartDependencyTier):
-        tier = next(
-            (t for t in observation.tiers if (t.tier, t.region) == (action.tier, action.region)),
-            None,
-        )
+        tier = _observed_tier(observation, action)
         if tier is None:
             return Refused(RefusalReason.EXPECTATION_CONFLICT, f"tier {action.tier} not observable")
         if tier.restarting:
@@ -379,6 +377,26 @@ def _observed_pool(
     """The observed state of the worker pool `action` names (None: not observed)."""
     key = (action.pool, action.region)
     return next((p for p in observation.pools if (p.pool, p.region) == key), None)
+
+
+def _observed_tier(observation: Observation, action: RestartDependencyTier) -> TierState | None:
+    """The observed state of the dependency tier `action` names (None: not observed)."""
+    key = (action.tier, action.region)
+    return next((t for t in observation.tiers if (t.tier, t.region) == key), None)
+
+
+def observed_target(
+    observation: Observation, action: Action
+) -> FlagRuleState | WorkerPoolState | TierState | None:
+    """The observed state of the exact target `action` names: its flag rule, worker pool or
+    dependency tier in its region (None: not observed, or an action without a target)."""
+    if isinstance(action, DisableFlagRule | EnableFlagRule):
+        return _observed_rule(observation, action)
+    if isinstance(action, DrainWorkerPool | ScaleWorkerPool):
+        return _observed_pool(observation, action)
+    if isinstance(action, RestartDependencyTier):
+        return _observed_tier(observation, action)
+    return None
 
 
 def check_inverse_observation(

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from conn_adapters.config import Adapters
+from conn_core.rules import observed_target
 from conn_core.undo import undo_for
-from conn_executor.undo import observed_target, record_undo
+from conn_executor.undo import record_undo
 from conn_schemas.observations import FlagRuleState, Observation, TierState, WorkerPoolState
 from conn_schemas.values import (
     Action,
@@ -31,6 +32,7 @@ POOL = WorkerPoolState(
 )
 OTHER_POOL = POOL.model_copy(update={"pool": "cache", "desired_replicas": 2})
 TIER = TierState(tier="orders-db", region="us-east", healthy=True, generation=7, observed_at=AT)
+OTHER_TIER = TIER.model_copy(update={"region": "eu-west", "generation": 3})
 
 ACTIONS: list[Action] = [
     DisableFlagRule(flag="pricing", rule="canary", region="us-east"),
@@ -83,7 +85,9 @@ def test_the_undo_from_the_gather_equals_the_undo_from_a_read(action: Action) ->
 def test_a_gather_without_the_target_falls_back_to_reading_it(action: Action) -> None:
     """The gather read other targets only (or the target's read failed): the undo is
     not taken from another target's state; the target is read now."""
-    others = Observation(flags=(OTHER_RULE,), pools=(OTHER_POOL,), tiers=(), metrics=(), errors=())
+    others = Observation(
+        flags=(OTHER_RULE,), pools=(OTHER_POOL,), tiers=(OTHER_TIER,), metrics=(), errors=()
+    )
     assert observed_target(others, action) is None
     target = Target()
     got = asyncio.run(record_undo(adapters(target), action, 1.0, gathered=others))

@@ -13,6 +13,7 @@ import logging
 
 from conn_adapters.config import Adapters
 from conn_core.ports import ActionResult, PortError
+from conn_core.rules import observed_target
 from conn_core.undo import TargetState, undo_for
 from conn_schemas.observations import Observation
 from conn_schemas.undo import RecordedUndo
@@ -39,22 +40,6 @@ async def read_before(adapters: Adapters, action: Action) -> TargetState | None:
     return None
 
 
-def observed_target(observation: Observation | None, action: Action) -> TargetState | None:
-    """The state of `action`'s exact target in `observation` (None: not read there)."""
-    if observation is None:
-        return None
-    if isinstance(action, DisableFlagRule | EnableFlagRule):
-        key = (action.flag, action.rule, action.region)
-        return next((f for f in observation.flags if (f.flag, f.rule, f.region) == key), None)
-    if isinstance(action, DrainWorkerPool | ScaleWorkerPool):
-        pool = (action.pool, action.region)
-        return next((p for p in observation.pools if (p.pool, p.region) == pool), None)
-    if isinstance(action, RestartDependencyTier):
-        tier = (action.tier, action.region)
-        return next((t for t in observation.tiers if (t.tier, t.region) == tier), None)
-    return None
-
-
 async def record_undo(
     adapters: Adapters,
     action: Action,
@@ -66,7 +51,7 @@ async def record_undo(
     (the pre-step gather of this handling) holds it, else read now."""
     if action.action not in CONSEQUENTIAL_ACTIONS:
         return None
-    before = observed_target(gathered, action)
+    before = None if gathered is None else observed_target(gathered, action)
     if before is not None:
         return undo_for(action, before)
     try:
