@@ -9,6 +9,7 @@ that must be refused (bad signature, unreadable bytes). Also the bench generator
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import uuid4
 
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from trust_support import OWNER, PRINCIPAL_OF_ROLE, Keys, restamp
 from unit.builders import CAROL, DANA, ROOT_ADMIN, RUNBOOK, History
 
 from conn_readmodel.projection import IncidentProjection, Where, project
+from conn_readmodel.replay import ReplayResult
 from conn_runtime.partitioning import partition_for
 from conn_runtime.settings import Topics
 from conn_runtime.trust import RawRecord, Trust
@@ -228,3 +230,18 @@ def chunks(recs: list[Rec], cuts: list[int]) -> list[list[Rec]]:
         out.append(recs[start:p])
         start = p
     return [c for c in out if c]
+
+
+def replay_outcome(result: ReplayResult) -> tuple[Any, ...]:
+    """What a rebuild reports, without the schema it rebuilt into: two rebuilds of the
+    same records must report the same."""
+    return (
+        result.records,
+        result.events,
+        result.unreadable,
+        result.misplaced,
+        result.problems,
+        result.untrusted,
+        dict(result.signed_by),
+        result.keys_used,
+    )

@@ -28,6 +28,7 @@ from readmodel_histories import (
     histories,
     incident_items,
     records,
+    replay_outcome,
     trust,
 )
 
@@ -57,26 +58,13 @@ async def rebuilt(
     return schema, result, folds
 
 
-def outcome(result: ReplayResult) -> tuple[Any, ...]:
-    return (
-        result.records,
-        result.events,
-        result.unreadable,
-        result.misplaced,
-        result.problems,
-        result.untrusted,
-        dict(result.signed_by),
-        result.keys_used,
-    )
-
-
 async def same_read_model(dsn: str, recs: list[Any], cuts: list[int], limit: int) -> HeldFolds:
     pool = await create_pool(dsn)
     try:
         reference, expected, _ = await rebuilt(pool, [[r] for r in recs], None)
         bounded, result, folds = await rebuilt(pool, chunks(recs, cuts), limit)
         assert await compare(pool, reference, bounded) == []
-        assert outcome(result) == outcome(expected)
+        assert replay_outcome(result) == replay_outcome(expected)
         assert await pool.fetchval(f"SELECT count(*) FROM {reference}.ledger_entries") > 0
         for schema in (reference, bounded):
             await pool.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -13,7 +13,14 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from readmodel_histories import KEYS, PARTITIONS, bench_incidents, incident_items, records
+from readmodel_histories import (
+    KEYS,
+    PARTITIONS,
+    bench_incidents,
+    incident_items,
+    records,
+    replay_outcome,
+)
 
 from conn_readmodel.projector import Projector
 from conn_readmodel.replay import (
@@ -64,19 +71,6 @@ async def produce(bootstrap: str, trust: Any, recs: list[Any]) -> None:
         await producer.stop()
 
 
-def outcome(result: ReplayResult) -> tuple[Any, ...]:
-    return (
-        result.records,
-        result.events,
-        result.unreadable,
-        result.misplaced,
-        result.problems,
-        result.untrusted,
-        dict(result.signed_by),
-        result.keys_used,
-    )
-
-
 async def test_rebuild_in_processes_equals_one_record_at_a_time(
     kafka_bootstrap: str,
     conn_topics: Topics,
@@ -122,7 +116,7 @@ async def test_rebuild_in_processes_equals_one_record_at_a_time(
                 held_folds=held,
             )
             assert await compare(pool, reference, schema) == [], workers
-            assert outcome(result) == outcome(expected), workers
+            assert replay_outcome(result) == replay_outcome(expected), workers
     finally:
         await pool.close()
 
