@@ -118,16 +118,6 @@ async def timeline(
     return build_timeline([decode_raw(r["raw"]) for r in rows])
 
 
-async def ledger_mark(db: Db, *, schema: str = DEFAULT_SCHEMA) -> tuple[int, int]:
-    """(incidents, ledger entries): changes whenever the ledger grows (cheap: one row
-    per incident)."""
-    s = check_schema(schema)
-    row = await db.fetchrow(
-        f"SELECT count(*) AS n, coalesce(sum(sequence), 0) AS total FROM {s}.incidents"
-    )
-    return (int(row["n"]), int(row["total"])) if row else (0, 0)
-
-
 async def fleet_events(db: Db, *, schema: str = DEFAULT_SCHEMA) -> list[Any]:
     """Every incident's ledger events, each incident in its ledger order."""
     s = check_schema(schema)
